@@ -1,0 +1,76 @@
+//! Procedural macros for [`fabric-worker`].
+//!
+//! Do not depend on this crate directly: use the macros through their
+//! re-exports, `fabric_worker::handler` (also part of
+//! `fabric_worker::prelude`). The generated code refers to
+//! `::fabric_worker`, so that crate must be a dependency of the crate using
+//! the macros.
+//!
+//! # `#[handler]`
+//!
+//! Registers a free `async fn` as the handler for one message type. The
+//! function itself is left exactly as written (so unit tests can call it
+//! directly); a type-erased registration is added beside it and collected at
+//! start-up by the worker.
+//!
+//! ```ignore
+//! use fabric_worker::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct CodeReview {
+//!     task_type: String,
+//!     pr_id: String,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Review {
+//!     approved: bool,
+//! }
+//!
+//! #[handler(message_type = "task", max_attempts = 8, timeout = "30s")]
+//! async fn review(ctx: Context, task: CodeReview) -> Result<Review, HandlerError> {
+//!     Ok(Review { approved: true })
+//! }
+//! ```
+//!
+//! ## Arguments
+//!
+//! | argument | required | value |
+//! | --- | --- | --- |
+//! | `message_type` | yes | string of `[A-Za-z0-9_.:-]`, starting with a letter or digit, at most 64 characters |
+//! | `agent` | no | string matching `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`; restricts the handler to that agent |
+//! | `max_attempts` | no | integer literal `>= 1` |
+//! | `timeout` | no | string: an integer followed by `ms`, `s`, `m` or `h` (`"500ms"`, `"30s"`, `"2m"`, `"1h"`) |
+//!
+//! ## The function
+//!
+//! The function must be a free, non-generic `async fn` taking zero, one or
+//! two owned arguments, in any order:
+//!
+//! * an argument whose type's last path segment is `Context` receives the
+//!   worker context (`fabric_worker::Context`);
+//! * any other argument is the payload, deserialized from the message payload
+//!   with `serde` (its type must implement `DeserializeOwned`).
+//!
+//! The return type must implement `fabric_worker::IntoHandlerResult`.
+//!
+//! ## Debugging
+//!
+//! Set `FABRIC_MACROS_DEBUG=1` while compiling to print every generated
+//! registration to stderr.
+//!
+//! [`fabric-worker`]: https://docs.rs/fabric-worker
+
+mod args;
+mod handler;
+
+use proc_macro::TokenStream;
+
+/// Registers an `async fn` as the handler for a message type.
+///
+/// See the [crate documentation](crate) for the accepted arguments and
+/// function shapes. Use it as `fabric_worker::handler`.
+#[proc_macro_attribute]
+pub fn handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    handler::expand(args.into(), item.into()).into()
+}

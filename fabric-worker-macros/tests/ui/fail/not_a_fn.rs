@@ -1,0 +1,6 @@
+use fabric_worker::prelude::*;
+
+#[handler(message_type = "task")]
+struct Review;
+
+fn main() {}

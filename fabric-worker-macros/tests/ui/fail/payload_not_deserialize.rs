@@ -1,0 +1,12 @@
+use fabric_worker::prelude::*;
+
+struct CodeReview {
+    pr_id: String,
+}
+
+#[handler(message_type = "task")]
+async fn review(ctx: Context, task: CodeReview) {
+    let _ = (ctx, task.pr_id);
+}
+
+fn main() {}

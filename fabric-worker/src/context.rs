@@ -1,0 +1,166 @@
+//! The [`Context`] a handler receives.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::bus::Bus;
+use crate::message::Message;
+
+/// What a handler knows about the message it is handling, and a bus handle to send more.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    agent: String,
+    stream: String,
+    stream_id: String,
+    group: String,
+    consumer: String,
+    attempt: u32,
+    max_attempts: u32,
+    delivery_count: u64,
+    message: Message,
+    bus: Bus,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("agent", &self.inner.agent)
+            .field("message_id", &self.inner.message.id)
+            .field("message_type", &self.inner.message.message_type)
+            .field("stream_id", &self.inner.stream_id)
+            .field("attempt", &self.inner.attempt)
+            .field("delivery_count", &self.inner.delivery_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        agent: String,
+        stream: String,
+        stream_id: String,
+        group: String,
+        consumer: String,
+        attempt: u32,
+        max_attempts: u32,
+        delivery_count: u64,
+        message: Message,
+        bus: Bus,
+    ) -> Self {
+        Context {
+            inner: Arc::new(ContextInner {
+                agent,
+                stream,
+                stream_id,
+                group,
+                consumer,
+                attempt,
+                max_attempts,
+                delivery_count,
+                message,
+                bus,
+            }),
+        }
+    }
+
+    /// The agent whose inbox this message came from.
+    pub fn agent(&self) -> &str {
+        &self.inner.agent
+    }
+
+    /// The message id (`msg:<uuid>`): the same on every attempt and redelivery, so use it
+    /// to make handlers idempotent.
+    pub fn message_id(&self) -> &str {
+        &self.inner.message.id
+    }
+
+    /// The sender.
+    pub fn from_agent(&self) -> &str {
+        &self.inner.message.from_agent
+    }
+
+    /// The message type.
+    pub fn message_type(&self) -> &str {
+        &self.inner.message.message_type
+    }
+
+    /// The correlation id, if any.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.inner.message.correlation_id.as_deref()
+    }
+
+    /// Where the reply goes, if anywhere.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.inner.message.reply_to.as_deref()
+    }
+
+    /// The raw payload.
+    pub fn payload(&self) -> &Value {
+        &self.inner.message.payload
+    }
+
+    /// The whole envelope.
+    pub fn message(&self) -> &Message {
+        &self.inner.message
+    }
+
+    /// The message's headers.
+    pub fn headers(&self) -> &BTreeMap<String, String> {
+        &self.inner.message.headers
+    }
+
+    /// One header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.message.headers.get(name).map(String::as_str)
+    }
+
+    /// The stream the entry was read from.
+    pub fn stream(&self) -> &str {
+        &self.inner.stream
+    }
+
+    /// The entry id in that stream.
+    pub fn stream_id(&self) -> &str {
+        &self.inner.stream_id
+    }
+
+    /// The consumer group.
+    pub fn consumer_group(&self) -> &str {
+        &self.inner.group
+    }
+
+    /// This process's consumer name.
+    pub fn consumer(&self) -> &str {
+        &self.inner.consumer
+    }
+
+    /// 1-based handler attempt (failed attempts before this one + 1).
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// The maximum number of attempts for this handler.
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.max_attempts
+    }
+
+    /// How many times this entry has been delivered (1 normally; more after a worker
+    /// crashed or stalled while handling it). Counted separately from [`Context::attempt`].
+    pub fn delivery_count(&self) -> u64 {
+        self.inner.delivery_count
+    }
+
+    /// A bus handle, to send further messages.
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+}

@@ -1,0 +1,172 @@
+//! Error types.
+
+use std::time::Duration;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong when talking to the bus or running a worker.
+///
+/// Every variant says what failed, with the offending value, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Redis server could not be reached (or refused the credentials).
+    #[error(
+        "cannot connect to Redis at {url}: {source}; start redis-server or set REDIS_URL to a reachable server (e.g. redis://127.0.0.1:6379)"
+    )]
+    Connect {
+        /// The URL with any password masked.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A Redis command failed.
+    #[error("redis {command} on {key} failed: {source}")]
+    Redis {
+        /// The command (e.g. `XADD`).
+        command: &'static str,
+        /// The key (or channel) it was sent for.
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The connection pool could not hand out a connection.
+    #[error("no Redis connection available: {0}; is the server up and reachable?")]
+    Pool(String),
+    /// A value supplied by the caller is not acceptable (an agent id, a group, a message type…).
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        /// What kind of value (e.g. `agent id`).
+        what: &'static str,
+        /// The rejected value (truncated to 200 characters).
+        value: String,
+        /// The rule it broke.
+        reason: String,
+    },
+    /// A message could not be encoded as JSON.
+    #[error("cannot encode {what} as JSON: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A reply from Redis, or an entry in a stream, did not have the expected shape.
+    #[error("unexpected data from Redis ({context}): {detail}")]
+    Protocol {
+        /// Where it happened.
+        context: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// `Bus::request` got no reply in time.
+    #[error(
+        "no reply to request {message_id} (sent to {to_agent}) within {timeout:?}; is a worker for {to_agent} running? the request stays in its inbox"
+    )]
+    RequestTimeout {
+        /// The request message id.
+        message_id: String,
+        /// Where the request went.
+        to_agent: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// The handler of a request failed for good (its message was dead-lettered).
+    #[error("request {message_id} failed in {to_agent}'s handler: {error}")]
+    RequestFailed {
+        /// The request message id.
+        message_id: String,
+        /// Where the request went.
+        to_agent: String,
+        /// The error text the handler side reported.
+        error: String,
+    },
+    /// No `#[handler]` functions are linked into this binary for the agents served.
+    #[error(
+        "no handlers registered for agent {agent:?}; annotate async fns with #[handler(message_type = \"...\")] (handlers living in another crate must be named by the binary, e.g. `use my_handlers as _;`)"
+    )]
+    NoHandlers {
+        /// The agent with no handlers.
+        agent: String,
+    },
+    /// Two handlers claim the same agent and message type.
+    #[error(
+        "two handlers for message_type {message_type:?}{}: {first} and {second}; remove one or restrict it with `agent = \"...\"`",
+        agent.as_deref().map(|a| format!(" of agent {a:?}")).unwrap_or_default()
+    )]
+    DuplicateHandler {
+        /// The message type.
+        message_type: String,
+        /// The agent restriction, if any.
+        agent: Option<String>,
+        /// Location of the first handler.
+        first: String,
+        /// Location of the second handler.
+        second: String,
+    },
+    /// The configuration is inconsistent (the message says which setting).
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// An I/O error while installing signal handlers or similar.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
+        let mut value = value.to_owned();
+        if value.len() > 200 {
+            let mut cut = 200;
+            while !value.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            value.truncate(cut);
+            value.push('…');
+        }
+        Error::Invalid {
+            what,
+            value,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn redis(command: &'static str, key: &str, source: redis::RedisError) -> Self {
+        Error::Redis {
+            command,
+            key: key.to_owned(),
+            source,
+        }
+    }
+
+    pub(crate) fn protocol(context: &'static str, detail: impl Into<String>) -> Self {
+        Error::Protocol {
+            context,
+            detail: detail.into(),
+        }
+    }
+
+    /// True when the error means Redis could not be reached (connection refused, reset, timed out).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Pool(_) => true,
+            Error::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_timeout()
+                    || source.is_unrecoverable_error()
+            }
+            _ => false,
+        }
+    }
+}

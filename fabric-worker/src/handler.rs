@@ -1,0 +1,175 @@
+//! What handlers return: [`HandlerError`] and [`IntoHandlerResult`].
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A handler's failure, with a retry decision.
+///
+/// `?` converts any `std::error::Error` into a retryable `HandlerError`; use
+/// [`HandlerError::permanent`] for failures that no retry can fix (the message goes
+/// straight to dead letters).
+///
+/// ```
+/// use fabric_worker::HandlerError;
+/// fn check(pr_id: &str) -> Result<u64, HandlerError> {
+///     let n: u64 = pr_id.parse()?; // a ParseIntError: retryable by default
+///     if n == 0 {
+///         return Err(HandlerError::permanent("pr_id 0 does not exist"));
+///     }
+///     Ok(n)
+/// }
+/// assert!(check("0").unwrap_err().is_permanent());
+/// ```
+#[derive(Debug)]
+pub struct HandlerError {
+    message: String,
+    permanent: bool,
+    retry_after: Option<Duration>,
+    source: Option<BoxError>,
+}
+
+impl HandlerError {
+    /// A retryable error with a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError {
+            message: message.into(),
+            permanent: false,
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// A retryable error wrapping `err`.
+    pub fn retry(err: impl Into<BoxError>) -> Self {
+        let err = err.into();
+        HandlerError {
+            message: err.to_string(),
+            permanent: false,
+            retry_after: None,
+            source: Some(err),
+        }
+    }
+
+    /// A permanent error: no more attempts, the message goes to dead letters.
+    pub fn permanent(err: impl Into<BoxError>) -> Self {
+        HandlerError {
+            permanent: true,
+            ..HandlerError::retry(err)
+        }
+    }
+
+    /// Asks for the next attempt no sooner than `delay` (instead of the backoff's delay).
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
+    }
+
+    /// Whether retrying is pointless.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The requested delay before the next attempt, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The error text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The wrapped error, if any.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        HandlerError::retry(e)
+    }
+}
+
+/// What running a handler produced (used by generated code).
+#[derive(Debug)]
+#[doc(hidden)]
+pub enum Outcome {
+    /// Success; the value is the reply payload (`Null` for `()`).
+    Reply(Value),
+    /// The handler failed.
+    Failed(HandlerError),
+    /// The payload did not deserialize into the handler's argument type.
+    BadPayload(String),
+}
+
+/// Return types a `#[handler]` function may have: `()`, or `Result<T, E>` where `T`
+/// serializes (it becomes the reply's payload) and `E` converts into [`HandlerError`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid #[handler] return type",
+    note = "return `()` or `Result<T, E>` where `T: Serialize` and `E: Into<HandlerError>`"
+)]
+pub trait IntoHandlerResult {
+    #[doc(hidden)]
+    fn into_outcome(self) -> Outcome;
+}
+
+impl IntoHandlerResult for () {
+    fn into_outcome(self) -> Outcome {
+        Outcome::Reply(Value::Null)
+    }
+}
+
+impl<T: Serialize, E: Into<HandlerError>> IntoHandlerResult for Result<T, E> {
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Ok(v) => match serde_json::to_value(v) {
+                Ok(v) => Outcome::Reply(v),
+                Err(e) => Outcome::Failed(HandlerError::permanent(format!(
+                    "the handler's return value cannot be encoded as JSON: {e}"
+                ))),
+            },
+            Err(e) => Outcome::Failed(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_defaults_to_retry() {
+        fn f() -> Result<(), HandlerError> {
+            let _: u8 = "x".parse()?;
+            Ok(())
+        }
+        let e = f().unwrap_err();
+        assert!(!e.is_permanent());
+        assert!(e.message().contains("invalid digit"));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn outcomes() {
+        assert!(matches!(().into_outcome(), Outcome::Reply(Value::Null)));
+        let r: Result<u8, HandlerError> = Ok(3);
+        assert!(matches!(r.into_outcome(), Outcome::Reply(v) if v == 3));
+        let r: Result<u8, HandlerError> = Err(HandlerError::permanent("no"));
+        assert!(matches!(r.into_outcome(), Outcome::Failed(e) if e.is_permanent()));
+        let e = HandlerError::new("slow down").with_retry_after(Duration::from_secs(3));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(e.to_string(), "slow down");
+    }
+}

@@ -1,0 +1,248 @@
+//! Every Redis key and channel name the bus uses is built here (see `docs/protocol.md`).
+//!
+//! An agent `X` owns the stream `agent:X:inbox` (no braces, as the Python bus writes it).
+//! Every companion key of a stream `S` is `S:<suffix>{S}`: it starts with the agent's
+//! `agent:X:` prefix (so a per-agent ACL pattern `~agent:X:*` covers it) and its hash tag
+//! is the stream key itself (so on Redis Cluster it lands in the same slot as `S`, and
+//! multi-key operations on `S` and its companions work).
+
+use crate::error::{Error, Result};
+
+/// Longest agent id accepted.
+pub const MAX_AGENT_LEN: usize = 64;
+/// Longest message type accepted.
+pub const MAX_MESSAGE_TYPE_LEN: usize = 64;
+/// Longest consumer group / consumer name accepted.
+pub const MAX_GROUP_LEN: usize = 128;
+/// Longest topic / stream key accepted.
+pub const MAX_KEY_LEN: usize = 256;
+
+/// Checks an agent id: 1–64 characters from `[A-Za-z0-9_-]`, starting with a letter or digit.
+pub fn validate_agent(agent: &str) -> Result<()> {
+    check_charset(
+        "agent id",
+        agent,
+        MAX_AGENT_LEN,
+        |c| c.is_ascii_alphanumeric() || c == '_' || c == '-',
+        "[A-Za-z0-9_-]",
+    )
+}
+
+/// Checks a message type: 1–64 characters from `[A-Za-z0-9_.:-]`, starting with a letter or digit.
+pub fn validate_message_type(message_type: &str) -> Result<()> {
+    check_charset(
+        "message type",
+        message_type,
+        MAX_MESSAGE_TYPE_LEN,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
+        "[A-Za-z0-9_.:-]",
+    )
+}
+
+/// Checks a consumer group or consumer name: 1–128 characters from `[A-Za-z0-9_.:-]`,
+/// starting with a letter or digit.
+pub fn validate_group(group: &str) -> Result<()> {
+    check_charset(
+        "consumer group",
+        group,
+        MAX_GROUP_LEN,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
+        "[A-Za-z0-9_.:-]",
+    )
+}
+
+/// Checks a consumer name (same rule as groups).
+pub fn validate_consumer(consumer: &str) -> Result<()> {
+    validate_group(consumer).map_err(|e| match e {
+        Error::Invalid { value, reason, .. } => Error::Invalid {
+            what: "consumer name",
+            value,
+            reason,
+        },
+        other => other,
+    })
+}
+
+/// Checks a Pub/Sub topic: 1–256 printable ASCII characters without spaces.
+pub fn validate_topic(topic: &str) -> Result<()> {
+    check_charset(
+        "topic",
+        topic,
+        MAX_KEY_LEN,
+        |c| c.is_ascii_graphic(),
+        "printable ASCII without spaces",
+    )
+}
+
+/// Checks a stream key given as `reply_to`: 1–256 printable ASCII characters without spaces.
+pub fn validate_stream_key(key: &str) -> Result<()> {
+    check_charset(
+        "stream key",
+        key,
+        MAX_KEY_LEN,
+        |c| c.is_ascii_graphic(),
+        "printable ASCII without spaces",
+    )
+}
+
+fn check_charset(
+    what: &'static str,
+    value: &str,
+    max: usize,
+    allowed: impl Fn(char) -> bool,
+    rule: &str,
+) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(what, value, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid(
+            what,
+            value,
+            format!("is {} bytes long; at most {max} are allowed", value.len()),
+        ));
+    }
+    if let Some(bad) = value.chars().find(|c| !allowed(*c)) {
+        return Err(Error::invalid(
+            what,
+            value,
+            format!("character {bad:?} is not allowed; use {rule}"),
+        ));
+    }
+    if rule.starts_with('[') && !value.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(Error::invalid(
+            what,
+            value,
+            "must start with a letter or a digit",
+        ));
+    }
+    Ok(())
+}
+
+/// The inbox stream of an agent: `agent:<agent>:inbox`.
+pub fn inbox(agent: &str) -> String {
+    format!("agent:{agent}:inbox")
+}
+
+/// The default results stream of an agent (the default `reply_to` of its tasks): `agent:<agent>:results`.
+pub fn results(agent: &str) -> String {
+    format!("agent:{agent}:results")
+}
+
+/// The default consumer group of an agent: `<agent>_workers`.
+pub fn default_group(agent: &str) -> String {
+    format!("{agent}_workers")
+}
+
+/// Pub/Sub channel announcing a new message for an agent: `agent.<agent>.new_message`.
+pub fn new_message_channel(agent: &str) -> String {
+    format!("agent.{agent}.new_message")
+}
+
+/// A companion key of a stream, in the stream's cluster slot: `<stream>:<suffix>{<stream>}`.
+pub fn companion(stream: &str, suffix: &str) -> String {
+    format!("{stream}:{suffix}{{{stream}}}")
+}
+
+/// Dead letters of a stream: `<stream>:dead{<stream>}` (a stream).
+pub fn dead_letters(stream: &str) -> String {
+    companion(stream, "dead")
+}
+
+/// Retries waiting for their time of a stream: `<stream>:retry{<stream>}` (a sorted set).
+pub fn retries(stream: &str) -> String {
+    companion(stream, "retry")
+}
+
+/// A private reply stream for `Bus::request`: `agent:<agent>:replies:<instance>`.
+pub fn reply_stream(agent: &str, instance: &str) -> String {
+    format!("agent:{agent}:replies:{instance}")
+}
+
+/// The hash tag Redis Cluster would use for `key` (the content of the first `{…}` if non-empty).
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_strings_match_the_protocol() {
+        assert_eq!(inbox("percy"), "agent:percy:inbox");
+        assert_eq!(results("coder"), "agent:coder:results");
+        assert_eq!(default_group("percy"), "percy_workers");
+        assert_eq!(new_message_channel("percy"), "agent.percy.new_message");
+        assert_eq!(
+            dead_letters("agent:percy:inbox"),
+            "agent:percy:inbox:dead{agent:percy:inbox}"
+        );
+        assert_eq!(
+            retries("agent:percy:inbox"),
+            "agent:percy:inbox:retry{agent:percy:inbox}"
+        );
+    }
+
+    #[test]
+    fn companions_share_the_inbox_slot() {
+        let s = inbox("percy");
+        assert_eq!(hash_tag(&s), s);
+        assert_eq!(hash_tag(&dead_letters(&s)), s);
+        assert_eq!(hash_tag(&retries(&s)), s);
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+        assert_eq!(hash_tag("a{x}b{y}"), "x");
+    }
+
+    #[test]
+    fn companions_stay_under_the_agent_prefix() {
+        let s = inbox("percy");
+        assert!(dead_letters(&s).starts_with("agent:percy:"));
+        assert!(retries(&s).starts_with("agent:percy:"));
+    }
+
+    #[test]
+    fn agent_ids_are_validated() {
+        for ok in ["percy", "coder-2", "memory_agent", "A1", &"a".repeat(64)] {
+            validate_agent(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "per cy",
+            "percy:inbox",
+            "{percy}",
+            "-percy",
+            "_x",
+            "pér",
+            "a.b",
+            &"a".repeat(65),
+        ] {
+            let err = validate_agent(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid agent id"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn message_types_and_groups_are_validated() {
+        validate_message_type("task").unwrap();
+        validate_message_type("code.review:v2").unwrap();
+        assert!(validate_message_type("has space").is_err());
+        assert!(validate_message_type("").is_err());
+        validate_group("percy_workers").unwrap();
+        assert!(validate_group("percy workers").is_err());
+        assert!(validate_group("{x}").is_err());
+        let err = validate_consumer("a b").unwrap_err().to_string();
+        assert!(err.starts_with("invalid consumer name"), "{err}");
+        validate_topic("analytics.insights").unwrap();
+        validate_topic("shared:news").unwrap();
+        assert!(validate_topic("a b").is_err());
+        validate_stream_key("agent:coder:results").unwrap();
+        assert!(validate_stream_key("").is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! # fabric-worker
+//!
+//! Asynchronous agent-to-agent messaging and background work on Redis Streams.
+//!
+//! Each agent has a durable, ordered inbox (the stream `agent:<id>:inbox`) read through a
+//! consumer group, so many worker processes share one agent's load. Handlers are plain
+//! `async fn`s annotated with [`handler`]; the [`Worker`] runs a consumer-group loop per
+//! inbox, renews the lease of running handlers, reclaims entries from crashed workers
+//! with `XAUTOCLAIM`, retries failures with backoff, dead-letters what cannot succeed,
+//! and acknowledges on success only. The [`Bus`] sends, receives, publishes and makes
+//! request/reply calls from any program.
+//!
+//! The wire format is compatible with the user's Python bus and documented in
+//! `docs/protocol.md`.
+//!
+//! ```no_run
+//! use fabric_worker::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct CodeReview { task_type: String, pr_id: String }
+//!
+//! #[derive(Serialize)]
+//! struct Review { pr_id: String, verdict: String }
+//!
+//! #[handler(message_type = "task", max_attempts = 8, timeout = "30s")]
+//! async fn review(ctx: Context, task: CodeReview) -> Result<Review, HandlerError> {
+//!     tracing::info!(from = ctx.from_agent(), kind = %task.task_type, "reviewing");
+//!     Ok(Review { pr_id: task.pr_id, verdict: "approved".into() })
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> anyhow::Result<()> {
+//!     Worker::builder("percy").from_env()?.run().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Delivery guarantees
+//! At least once: an entry is acknowledged only after its handler succeeded (and its reply,
+//! if any, was written). A handler may therefore run more than once for one message —
+//! after a worker crash, or a lost lease — so make handlers idempotent, keyed on
+//! [`Context::message_id`].
+#![doc(test(attr(deny(warnings))))]
+#![warn(missing_docs)]
+
+mod bus;
+mod context;
+mod error;
+mod handler;
+pub mod keys;
+mod message;
+mod runtime;
+mod wire;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use bus::{
+    AckResult, Bus, BusBuilder, ConsumerStatus, DEFAULT_REDIS_URL, DeadLetter, MAX_BLOCK,
+    MAX_RECEIVE_COUNT, QueueStatus, ReceiveOptions, Received, SendReceipt, redis_url_from_env,
+};
+pub use context::Context;
+pub use error::{Error, Result};
+pub use handler::{HandlerError, IntoHandlerResult};
+pub use message::{DEFAULT_TTL_SECONDS, Message, Priority, fields};
+pub use runtime::{Worker, WorkerBuilder, WorkerConfig};
+
+/// Registers an `async fn` as the handler of a message type.
+///
+/// ```text
+/// #[handler(message_type = "task")]                       // required
+/// #[handler(message_type = "task", agent = "percy")]      // only for agent percy
+/// #[handler(message_type = "task", max_attempts = 8, timeout = "30s")]
+/// ```
+///
+/// The function takes, in any order, an optional [`Context`] and an optional payload
+/// argument of any `Deserialize` type (decoded from the message payload; a payload that
+/// does not decode sends the message to dead letters). It returns `()` or
+/// `Result<T, E>` with `T: Serialize` (the reply payload, sent to the message's
+/// `reply_to`) and `E: Into<HandlerError>`. The function itself is left as written.
+#[cfg(feature = "macros")]
+pub use fabric_worker_macros::handler;
+
+/// The usual imports: `use fabric_worker::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "macros")]
+    pub use crate::handler;
+    pub use crate::{Bus, Context, HandlerError, Message, Worker};
+    pub use serde::{Deserialize, Serialize};
+}

@@ -1,0 +1,426 @@
+//! The message envelope, exactly as it travels in a stream entry's `data` field.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// Default `ttl_seconds` (one day), as the Python bus uses. Carried, not enforced.
+pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
+
+/// Message priority: 1 low, 2 normal, 3 high, 4 urgent. Carried on the wire; inboxes stay FIFO.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// 1
+    Low,
+    /// 2 (the default)
+    #[default]
+    Normal,
+    /// 3
+    High,
+    /// 4
+    Urgent,
+}
+
+impl Priority {
+    /// The wire value (1–4).
+    pub fn as_u8(self) -> u8 {
+        match self {
+            Priority::Low => 1,
+            Priority::Normal => 2,
+            Priority::High => 3,
+            Priority::Urgent => 4,
+        }
+    }
+
+    /// From the wire value; anything outside 1–4 is `Normal`, as the Python bus does.
+    pub fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Priority::Low,
+            3 => Priority::High,
+            4 => Priority::Urgent,
+            _ => Priority::Normal,
+        }
+    }
+
+    /// From a name (`low`, `normal`, `high`, `urgent`, any case); `None` for anything else.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            "urgent" => Some(Priority::Urgent),
+            _ => None,
+        }
+    }
+
+    /// The lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Urgent => "urgent",
+        }
+    }
+}
+
+impl Serialize for Priority {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u8(self.as_u8())
+    }
+}
+
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // Lenient: integers 1-4, names, null; anything else is "normal".
+        Ok(match Value::deserialize(d)? {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|v| u8::try_from(v).ok())
+                .map(Priority::from_u8)
+                .unwrap_or_default(),
+            Value::String(s) => Priority::from_name(&s)
+                .or_else(|| s.parse::<u8>().ok().map(Priority::from_u8))
+                .unwrap_or_default(),
+            _ => Priority::Normal,
+        })
+    }
+}
+
+/// A message: the JSON envelope stored in a stream entry's `data` field, plus the
+/// headers that travel beside it in the entry's `headers` field.
+///
+/// Decoding is lenient: entries written by older or foreign producers that lack optional
+/// keys are accepted (missing keys take their defaults) and unknown keys are ignored.
+/// Encoding always writes every key, because the Python bus rebuilds a dataclass from it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `msg:<uuid>`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub id: String,
+    /// Sending agent.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub from_agent: String,
+    /// Receiving agent.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub to_agent: String,
+    /// Dispatch key: `task`, `response`, `event`, …
+    pub message_type: String,
+    /// A JSON object.
+    #[serde(default = "empty_object", deserialize_with = "null_as_object")]
+    pub payload: Value,
+    /// Naive UTC ISO-8601, e.g. `2026-11-25T20:15:56.123456`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub timestamp: String,
+    /// 1–4.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Carried, not enforced.
+    #[serde(default = "default_ttl", deserialize_with = "lenient_ttl")]
+    pub ttl_seconds: u64,
+    /// A stream key to send the handler's reply to.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Carried into replies.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// String headers (trace context, tenant, …); stored in the entry's `headers` field,
+    /// never inside `data`.
+    #[serde(skip)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn default_ttl() -> u64 {
+    DEFAULT_TTL_SECONDS
+}
+
+fn null_as_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+fn null_as_object<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Value, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => empty_object(),
+        v => v,
+    })
+}
+
+fn lenient_ttl<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .unwrap_or(DEFAULT_TTL_SECONDS),
+        Value::String(s) => s.parse().unwrap_or(DEFAULT_TTL_SECONDS),
+        _ => DEFAULT_TTL_SECONDS,
+    })
+}
+
+/// Now, as the Python bus writes timestamps: naive UTC with microseconds.
+pub(crate) fn now_timestamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+/// A fresh message id: `msg:<uuid4>`.
+pub(crate) fn new_message_id() -> String {
+    format!("msg:{}", uuid::Uuid::new_v4())
+}
+
+impl Message {
+    /// A new message with a fresh id, the current time, normal priority, the default TTL
+    /// and a fresh correlation id.
+    pub fn new(
+        from_agent: impl Into<String>,
+        to_agent: impl Into<String>,
+        message_type: impl Into<String>,
+        payload: Value,
+    ) -> Self {
+        Message {
+            id: new_message_id(),
+            from_agent: from_agent.into(),
+            to_agent: to_agent.into(),
+            message_type: message_type.into(),
+            payload,
+            timestamp: now_timestamp(),
+            priority: Priority::Normal,
+            ttl_seconds: DEFAULT_TTL_SECONDS,
+            reply_to: None,
+            correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// A `task` message as the Python bus's `send_task` builds it: the payload is
+    /// `{"task_type": <task_type>, ...payload}` and `reply_to` is `agent:<from>:results`.
+    /// A payload that is not an object is put under `"input"`.
+    pub fn task(
+        from_agent: impl Into<String>,
+        to_agent: impl Into<String>,
+        task_type: impl Into<String>,
+        payload: Value,
+    ) -> Self {
+        let from_agent = from_agent.into();
+        let mut obj = Map::new();
+        obj.insert("task_type".into(), Value::String(task_type.into()));
+        match payload {
+            Value::Object(m) => obj.extend(m),
+            Value::Null => {}
+            other => {
+                obj.insert("input".into(), other);
+            }
+        }
+        let reply_to = keys::results(&from_agent);
+        Message::new(from_agent, to_agent, "task", Value::Object(obj)).with_reply_to(reply_to)
+    }
+
+    /// Sets the priority.
+    #[must_use]
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets `reply_to`.
+    #[must_use]
+    pub fn with_reply_to(mut self, stream: impl Into<String>) -> Self {
+        self.reply_to = Some(stream.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    #[must_use]
+    pub fn with_correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the TTL in seconds (carried, not enforced).
+    #[must_use]
+    pub fn with_ttl_seconds(mut self, ttl: u64) -> Self {
+        self.ttl_seconds = ttl;
+        self
+    }
+
+    /// Adds a header.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Checks everything a sender controls: agents, message type, payload shape, reply_to.
+    pub fn validate(&self) -> Result<()> {
+        keys::validate_agent(&self.from_agent).map_err(|e| rename(e, "from_agent"))?;
+        keys::validate_agent(&self.to_agent).map_err(|e| rename(e, "to_agent"))?;
+        keys::validate_message_type(&self.message_type)?;
+        if !self.payload.is_object() {
+            return Err(Error::invalid(
+                "payload",
+                &self.payload.to_string(),
+                "must be a JSON object, e.g. {\"task_type\": \"code_review\"}",
+            ));
+        }
+        if let Some(r) = &self.reply_to {
+            keys::validate_stream_key(r).map_err(|e| rename(e, "reply_to"))?;
+        }
+        if self.id.is_empty() {
+            return Err(Error::invalid("message id", "", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The envelope as the JSON written to the `data` field.
+    pub fn to_data(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|source| Error::Encode {
+            what: "message",
+            source,
+        })
+    }
+
+    /// The headers as the JSON written to the `headers` field (`None` when empty).
+    pub(crate) fn headers_json(&self) -> Result<Option<String>> {
+        if self.headers.is_empty() {
+            return Ok(None);
+        }
+        serde_json::to_string(&self.headers)
+            .map(Some)
+            .map_err(|source| Error::Encode {
+                what: "headers",
+                source,
+            })
+    }
+}
+
+fn rename(e: Error, what: &'static str) -> Error {
+    match e {
+        Error::Invalid { value, reason, .. } => Error::Invalid {
+            what,
+            value,
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Names of the stream-entry fields (see `docs/protocol.md`).
+pub mod fields {
+    /// The JSON envelope.
+    pub const DATA: &str = "data";
+    /// JSON object of string headers.
+    pub const HEADERS: &str = "headers";
+    /// 1-based handler attempt this entry is delivered for (absent means 1).
+    pub const ATTEMPT: &str = "attempt";
+    /// On a reply: the `id` of the request it answers.
+    pub const IN_REPLY_TO: &str = "in_reply_to";
+    /// On a retry entry: only this consumer group handles it; other groups skip it.
+    pub const TARGET_GROUP: &str = "target_group";
+    /// On a retry entry: the error of the previous attempt.
+    pub const LAST_ERROR: &str = "last_error";
+    /// Dead letters: why (`no_handler`, `bad_payload`, `invalid_envelope`, `max_attempts`, `permanent_error`, `delivery_limit`).
+    pub const DEAD_REASON: &str = "dead_reason";
+    /// Dead letters: the error text.
+    pub const DEAD_ERROR: &str = "dead_error";
+    /// Dead letters: when (naive UTC ISO-8601).
+    pub const DEAD_AT: &str = "dead_at";
+    /// Dead letters: handler attempts made.
+    pub const DEAD_ATTEMPTS: &str = "dead_attempts";
+    /// Dead letters: deliveries of the last entry (crash re-deliveries included).
+    pub const DEAD_DELIVERIES: &str = "dead_deliveries";
+    /// Dead letters: stream the entry came from.
+    pub const DEAD_STREAM: &str = "dead_stream";
+    /// Dead letters: its stream id there.
+    pub const DEAD_STREAM_ID: &str = "dead_stream_id";
+    /// Dead letters: the consumer group that gave up.
+    pub const DEAD_GROUP: &str = "dead_group";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn encodes_every_key_the_python_bus_expects() {
+        let m = Message::task("coder", "percy", "code_review", json!({"pr_id": "123"}));
+        let v: Value = serde_json::from_str(&m.to_data().unwrap()).unwrap();
+        let obj = v.as_object().unwrap();
+        let mut keys: Vec<_> = obj.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "correlation_id",
+                "from_agent",
+                "id",
+                "message_type",
+                "payload",
+                "priority",
+                "reply_to",
+                "timestamp",
+                "to_agent",
+                "ttl_seconds"
+            ]
+        );
+        assert_eq!(obj["payload"], json!({"task_type": "code_review", "pr_id": "123"}));
+        assert_eq!(obj["reply_to"], "agent:coder:results");
+        assert_eq!(obj["priority"], 2);
+        assert!(obj["id"].as_str().unwrap().starts_with("msg:"));
+        // naive UTC with microseconds: 2026-11-25T20:15:56.123456
+        let ts = obj["timestamp"].as_str().unwrap();
+        assert_eq!(ts.len(), 26, "{ts}");
+        assert!(chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.6f").is_ok());
+    }
+
+    #[test]
+    fn decodes_sparse_and_foreign_envelopes() {
+        let m: Message = serde_json::from_str(r#"{"message_type":"event"}"#).unwrap();
+        assert_eq!(m.payload, json!({}));
+        assert_eq!(m.priority, Priority::Normal);
+        assert_eq!(m.ttl_seconds, DEFAULT_TTL_SECONDS);
+        assert_eq!(m.reply_to, None);
+        let m: Message = serde_json::from_str(
+            r#"{"id":"msg:1","from_agent":null,"message_type":"task","payload":null,"priority":"urgent","ttl_seconds":null,"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(m.priority, Priority::Urgent);
+        assert_eq!(m.from_agent, "");
+        assert_eq!(m.payload, json!({}));
+        assert!(serde_json::from_str::<Message>(r#"{"id":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn priority_round_trips_and_is_lenient() {
+        for p in [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent] {
+            let s = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Priority>(&s).unwrap(), p);
+            assert_eq!(Priority::from_name(p.name()), Some(p));
+        }
+        assert_eq!(serde_json::from_str::<Priority>("9").unwrap(), Priority::Normal);
+        assert_eq!(serde_json::from_str::<Priority>("\"HIGH\"").unwrap(), Priority::High);
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let m = Message::new("coder", "per cy", "task", json!({}));
+        assert!(m.validate().unwrap_err().to_string().starts_with("invalid to_agent"));
+        let m = Message::new("coder", "percy", "task", json!([1]));
+        assert!(m.validate().unwrap_err().to_string().starts_with("invalid payload"));
+        let m = Message::new("coder", "percy", "task", json!({})).with_reply_to("a b");
+        assert!(m.validate().unwrap_err().to_string().starts_with("invalid reply_to"));
+        Message::new("coder", "percy", "task", json!({})).validate().unwrap();
+    }
+}

@@ -1,0 +1,313 @@
+//! Parsing Redis replies and stream entries; shared stream operations.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use redis::Value;
+
+use crate::error::{Error, Result};
+use crate::message::{Message, fields};
+
+/// One stream entry as read from Redis: its id and its field/value pairs.
+/// `fields` is empty when the entry was deleted but is still referenced (pending).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RawEntry {
+    pub(crate) id: String,
+    pub(crate) fields: Vec<(String, Vec<u8>)>,
+}
+
+impl RawEntry {
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub(crate) fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The 1-based attempt number this entry is delivered for (absent or bad means 1).
+    pub(crate) fn attempt(&self) -> u32 {
+        self.get_str(fields::ATTEMPT)
+            .and_then(|s| s.parse::<u32>().ok())
+            .filter(|a| *a >= 1)
+            .unwrap_or(1)
+    }
+
+    /// Decodes the envelope and headers. The error text explains what is wrong.
+    pub(crate) fn decode(&self) -> std::result::Result<Message, String> {
+        if self.fields.is_empty() {
+            return Err("entry was deleted from the stream (no fields)".into());
+        }
+        let data = self
+            .get(fields::DATA)
+            .ok_or_else(|| "entry has no `data` field".to_string())?;
+        let mut msg: Message = serde_json::from_slice(data)
+            .map_err(|e| format!("`data` is not a valid message envelope: {e}"))?;
+        if msg.id.is_empty() {
+            // Foreign producers may omit the id; give the message a stable one.
+            msg.id = format!("msg:stream:{}", self.id);
+        }
+        if let Some(h) = self.get(fields::HEADERS) {
+            msg.headers = serde_json::from_slice(h)
+                .map_err(|e| format!("`headers` is not a JSON object of strings: {e}"))?;
+        }
+        Ok(msg)
+    }
+}
+}
+
+pub(crate) fn as_string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Okay => Some("OK".into()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        _ => None,
+    }
+}
+
+pub(crate) fn as_bytes(v: &Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b.clone()),
+        other => as_string(other).map(String::into_bytes),
+    }
+}
+
+pub(crate) fn as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        Value::Double(d) => Some(*d as i64),
+        _ => None,
+    }
+}
+
+pub(crate) fn as_array(v: &Value) -> Option<&[Value]> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// A flat key/value array (RESP2) or a map (RESP3) as a map of strings to values.
+pub(crate) fn as_map(v: &Value) -> Option<HashMap<String, Value>> {
+    match v {
+        Value::Map(pairs) => Some(
+            pairs
+                .iter()
+                .filter_map(|(k, v)| Some((as_string(k)?, v.clone())))
+                .collect(),
+        ),
+        Value::Array(items) => Some(
+            items
+                .chunks(2)
+                .filter_map(|c| match c {
+                    [k, v] => Some((as_string(k)?, v.clone())),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// Parses `[id, [field, value, ...] | nil]`.
+pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
+    let parts = as_array(v)?;
+    let id = as_string(parts.first()?)?;
+    let mut fields = Vec::new();
+    match parts.get(1) {
+        Some(Value::Nil) | None => {}
+        Some(Value::Map(pairs)) => {
+            for (k, v) in pairs {
+                fields.push((as_string(k)?, as_bytes(v)?));
+            }
+        }
+        Some(other) => {
+            let flat = as_array(other)?;
+            for c in flat.chunks(2) {
+                if let [k, v] = c {
+                    fields.push((as_string(k)?, as_bytes(v)?));
+                }
+            }
+        }
+    }
+    Some(RawEntry { id, fields })
+}
+
+/// Parses a list of entries (the reply of XRANGE, or the entries of one stream in XREAD).
+pub(crate) fn parse_entries(v: &Value) -> Result<Vec<RawEntry>> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        _ => {
+            let items = as_array(v)
+                .ok_or_else(|| Error::protocol("stream entries", format!("{v:?}")))?;
+            items
+                .iter()
+                .map(|e| {
+                    parse_entry(e)
+                        .ok_or_else(|| Error::protocol("stream entry", format!("{e:?}")))
+                })
+                .collect()
+        }
+    }
+}
+
+/// Parses an XREAD / XREADGROUP reply into `(stream key, entries)` pairs.
+pub(crate) fn parse_read_reply(v: &Value) -> Result<Vec<(String, Vec<RawEntry>)>> {
+    match v {
+        Value::Nil => Ok(Vec::new()),
+        Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, e)| {
+                let key = as_string(k)
+                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{k:?}")))?;
+                Ok((key, parse_entries(e)?))
+            })
+            .collect(),
+        Value::Array(streams) => streams
+            .iter()
+            .map(|s| {
+                let parts = as_array(s)
+                    .filter(|p| p.len() == 2)
+                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{s:?}")))?;
+                let key = as_string(&parts[0])
+                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{s:?}")))?;
+                Ok((key, parse_entries(&parts[1])?))
+            })
+            .collect(),
+        other => Err(Error::protocol("XREADGROUP reply", format!("{other:?}"))),
+    }
+}
+
+/// Whether `id` looks like a stream id (`<ms>-<seq>` or `<ms>`).
+pub(crate) fn is_stream_id(id: &str) -> bool {
+    let mut parts = id.splitn(2, '-');
+    let ms = parts.next().unwrap_or("");
+    let ok_num = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    ok_num(ms) && parts.next().is_none_or(ok_num)
+}
+
+/// The millisecond part of a stream id.
+pub(crate) fn stream_id_ms(id: &str) -> Option<u64> {
+    id.split('-').next()?.parse().ok()
+}
+
+pub(crate) fn is_busygroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("BUSYGROUP")
+}
+
+pub(crate) fn is_nogroup(e: &redis::RedisError) -> bool {
+    e.code() == Some("NOGROUP")
+}
+
+/// Creates the group at id 0 (so entries written before the group existed are delivered),
+/// creating the stream if missing. An existing group is fine.
+pub(crate) async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+) -> Result<()> {
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match r {
+        Ok(_) => {
+            tracing::debug!(stream, group, "created consumer group");
+            Ok(())
+        }
+        Err(e) if is_busygroup(&e) => Ok(()),
+        Err(e) => Err(Error::redis("XGROUP CREATE", stream, e)),
+    }
+}
+
+pub(crate) static RECLAIM: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/reclaim.lua")));
+pub(crate) static LEASE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/lease.lua")));
+pub(crate) static SCHEDULE_RETRY: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/schedule_retry.lua")));
+pub(crate) static PROMOTE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/promote.lua")));
+pub(crate) static TRIM: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("../lua/trim.lua")));
+
+/// Masks the password of a redis URL for messages and logs.
+pub(crate) fn mask_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(at) = rest.rfind('@') {
+            let creds = &rest[..at];
+            let user = creds.split(':').next().unwrap_or("");
+            let masked = if creds.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            return format!("{}://{}@{}", &url[..scheme_end], masked, &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids() {
+        assert!(is_stream_id("1234567890-0"));
+        assert!(is_stream_id("1234567890"));
+        assert!(!is_stream_id("msg:abc"));
+        assert!(!is_stream_id("12-"));
+        assert!(!is_stream_id("-1"));
+        assert!(!is_stream_id(""));
+        assert_eq!(stream_id_ms("1700000000000-3"), Some(1_700_000_000_000));
+    }
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("redis://percy:secret@127.0.0.1:6379/0"),
+            "redis://percy:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(mask_url("redis://:pw@h"), "redis://:***@h");
+    }
+
+    #[test]
+    fn parses_resp2_read_replies_including_deleted_entries() {
+        let v = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"agent:percy:inbox".to_vec()),
+            Value::Array(vec![
+                Value::Array(vec![
+                    Value::BulkString(b"1-0".to_vec()),
+                    Value::Array(vec![
+                        Value::BulkString(b"data".to_vec()),
+                        Value::BulkString(b"{\"message_type\":\"task\"}".to_vec()),
+                    ]),
+                ]),
+                Value::Array(vec![Value::BulkString(b"2-0".to_vec()), Value::Nil]),
+            ]),
+        ])]);
+        let r = parse_read_reply(&v).unwrap();
+        assert_eq!(r[0].0, "agent:percy:inbox");
+        assert_eq!(r[0].1.len(), 2);
+        assert_eq!(r[0].1[0].decode().unwrap().message_type, "task");
+        assert_eq!(r[0].1[0].decode().unwrap().id, "msg:stream:1-0");
+        assert!(r[0].1[1].decode().unwrap_err().contains("deleted"));
+        assert!(parse_read_reply(&Value::Nil).unwrap().is_empty());
+        assert!(parse_read_reply(&Value::Int(3)).is_err());
+    }
+}
