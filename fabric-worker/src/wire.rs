@@ -57,7 +57,6 @@ impl RawEntry {
         Ok(msg)
     }
 }
-}
 
 pub(crate) fn as_string(v: &Value) -> Option<String> {
     match v {
