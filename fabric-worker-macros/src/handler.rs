@@ -287,10 +287,13 @@ fn generate(args: &HandlerArgs, func: &ItemFn, kinds: &[ArgKind<'_>]) -> TokenSt
                 let decode_fn = quote_spanned! {span=>
                     ::fabric_worker::__private::decode_payload::<#ty>
                 };
+                // `__fabric_value` / `__fabric_outcome` rather than short names:
+                // a user unit struct or const named like a binding would
+                // otherwise turn the binding into a pattern match.
                 decode.push(quote! {
                     let __arg_payload: #ty = match #decode_fn(__payload) {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(outcome) => return outcome,
+                        ::core::result::Result::Ok(__fabric_value) => __fabric_value,
+                        ::core::result::Result::Err(__fabric_outcome) => return __fabric_outcome,
                     };
                 });
                 let arg = Ident::new("__arg_payload", span);
@@ -312,6 +315,9 @@ fn generate(args: &HandlerArgs, func: &ItemFn, kinds: &[ArgKind<'_>]) -> TokenSt
     let into_outcome = quote_spanned! {output_span=>
         ::fabric_worker::__private::into_outcome
     };
+    // Bound to a variable located at the return type so that a return type
+    // not implementing `IntoHandlerResult` is reported there.
+    let result = Ident::new("__fabric_result", output_span);
 
     let message_type = &args.message_type;
     let agent = option_tokens(args.agent.as_deref().map(|a| quote! { #a }));
@@ -335,7 +341,8 @@ fn generate(args: &HandlerArgs, func: &ItemFn, kinds: &[ArgKind<'_>]) -> TokenSt
                 #(#prelude)*
                 ::fabric_worker::__private::Box::pin(async move {
                     #(#decode)*
-                    #into_outcome(#fn_ident(#(#call_args),*).await)
+                    let __fabric_result = #fn_ident(#(#call_args),*).await;
+                    #into_outcome(#result)
                 })
             }
             ::fabric_worker::__private::inventory::submit! {
@@ -412,10 +419,11 @@ mod tests {
                 ) -> ::fabric_worker::__private::BoxFuture {
                     ::fabric_worker::__private::Box::pin(async move {
                         let __arg_payload: CodeReview = match ::fabric_worker::__private::decode_payload::<CodeReview>(__payload) {
-                            ::core::result::Result::Ok(v) => v,
-                            ::core::result::Result::Err(outcome) => return outcome,
+                            ::core::result::Result::Ok(__fabric_value) => __fabric_value,
+                            ::core::result::Result::Err(__fabric_outcome) => return __fabric_outcome,
                         };
-                        ::fabric_worker::__private::into_outcome(review(__ctx, __arg_payload).await)
+                        let __fabric_result = review(__ctx, __arg_payload).await;
+                        ::fabric_worker::__private::into_outcome(__fabric_result)
                     })
                 }
                 ::fabric_worker::__private::inventory::submit! {
@@ -464,7 +472,7 @@ mod tests {
             quote!(message_type = "task"),
             quote! { async fn h(task: CodeReview, ctx: fabric_worker::Context) {} },
         );
-        assert!(out.contains("h (__arg_payload , __ctx) . await"), "{out}");
+        assert!(out.contains("h (__arg_payload , __ctx) . await ;"), "{out}");
     }
 
     #[test]
