@@ -324,8 +324,8 @@ impl WorkerBuilder {
     /// Connects, checks the registered handlers and returns the worker, ready to run.
     pub async fn build(self) -> Result<Worker> {
         self.check()?;
-        let mut agents = self.agents.clone();
-        agents.dedup();
+        let mut seen = HashSet::new();
+        let agents: Vec<String> = self.agents.iter().filter(|a| seen.insert(a.as_str())).cloned().collect();
         let tables = handler_tables(&agents, registrations())?;
         let bus = match self.bus {
             Some(b) => b,

@@ -1,1 +1,325 @@
+//! Test harness: real `redis-server` processes on free loopback ports, and worker
+//! processes of the `test_worker` binary.
+//!
+//! A missing `redis-server` is a loud failure naming the install command, never a skip.
+//! Set `FABRIC_TEST_REDIS_URL` to run the tests that only need *a* Redis against an
+//! existing server instead (tests that restart or kill Redis always start their own).
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` process owned by a test; killed (by its pid) when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    appendonly: bool,
+    external: Option<String>,
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    l.local_addr().expect("local addr").port()
+}
+
+fn redis_server_path() -> String {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "redis-server is not installed (or not on PATH); install it with `apt-get install -y redis-server` (Debian/Ubuntu) and run the tests again"
+    );
+    "redis-server".into()
+}
+
+impl RedisServer {
+    /// A fresh server with nothing persisted, or the shared `FABRIC_TEST_REDIS_URL` if set.
+    pub fn start() -> RedisServer {
+        if let Ok(url) = std::env::var("FABRIC_TEST_REDIS_URL")
+            && !url.is_empty()
+        {
+            return RedisServer {
+                child: None,
+                port: 0,
+                dir: PathBuf::new(),
+                appendonly: false,
+                external: Some(url),
+            };
+        }
+        Self::start_own(false)
+    }
+
+    /// A fresh server of our own, always; with `appendonly yes, appendfsync always` if asked.
+    pub fn start_own(appendonly: bool) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("fabric-test-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create a temp dir for redis-server");
+        let mut s = RedisServer {
+            child: None,
+            port: 0,
+            dir,
+            appendonly,
+            external: None,
+        };
+        for _ in 0..20 {
+            s.port = free_port();
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("could not start redis-server on a free loopback port after 20 tries");
+    }
+
+    fn spawn(&mut self) -> bool {
+        let bin = redis_server_path();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--protected-mode")
+            .arg("yes")
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"));
+        if self.appendonly {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn redis-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false; // port taken, most likely
+            }
+            if ping(self.port) {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        match &self.external {
+            Some(u) => u.clone(),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (SIGKILL by pid) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops and starts the server again on the same port, with the same data directory
+    /// (so an append-only file is replayed).
+    pub fn restart(&mut self) {
+        assert!(self.external.is_none(), "cannot restart an external Redis");
+        self.stop();
+        for _ in 0..50 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// Starts a stopped server again (same port and data directory).
+    pub fn start_again(&mut self) {
+        self.restart();
+    }
+
+    /// A blocking client connection.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_connection()
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(200),
+    ) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A unique name for an agent in one test (keeps tests sharing a Redis apart).
+pub fn unique_agent(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// Path of the `test_worker` binary built with this package.
+/// (Integration tests live in `target/<profile>/deps/`; the binary one level up.)
+pub fn test_worker_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = dir.join("test_worker");
+    assert!(
+        bin.exists(),
+        "{} is missing; build it with `cargo build -p fabric-tests --bins` (cargo test builds it automatically)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `test_worker` process; killed (SIGKILL, by pid) when dropped if still running.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// The child.
+    pub child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts `test_worker` for `agent` against `url` with extra environment variables.
+    pub fn start(url: &str, agent: &str, env: &[(&str, String)]) -> WorkerProcess {
+        let mut cmd = Command::new(test_worker_bin());
+        cmd.env("REDIS_URL", url)
+            .env("FABRIC_AGENTS", agent)
+            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        WorkerProcess {
+            child: cmd.spawn().expect("spawn test_worker"),
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by pid.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.pid());
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit code.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async version of [`wait_until`].
+pub async fn wait_until_async<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The workspace root (for scripts and fixtures).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+}
+
+/// Logs of in-process workers go to the test's output (`RUST_LOG` filters).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

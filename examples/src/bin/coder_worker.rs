@@ -53,7 +53,7 @@ async fn handle_error(ctx: Context, err: Value) -> Result<(), HandlerError> {
 async fn main() {
     examples::init_tracing();
     if let Err(e) = run().await {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {e}");
         std::process::exit(1);
     }
 }

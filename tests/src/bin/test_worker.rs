@@ -1,0 +1,87 @@
+//! A worker process for the integration tests. Serves the agents in `FABRIC_AGENTS` with
+//! one handler, `work`, whose behaviour the payload chooses, and records every start and
+//! finish in Redis lists `test:started:<agent>` / `test:done:<agent>` (JSON lines).
+//!
+//! Payload: `{"n": <any>, "sleep_ms": <u64>, "mode": "ok" | "fail" | "permanent" | "panic"
+//! | "abort" | "fail_times", "fail_times": <u32>}`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use fabric_worker::prelude::*;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+
+#[derive(Debug, Deserialize)]
+struct Work {
+    #[serde(default)]
+    n: Value,
+    #[serde(default)]
+    sleep_ms: u64,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    fail_times: u32,
+}
+
+static REDIS: OnceLock<redis::Client> = OnceLock::new();
+
+async fn record(list: &str, ctx: &Context, n: &Value) {
+    let Some(client) = REDIS.get() else { return };
+    let line = json!({
+        "id": ctx.message_id(),
+        "n": n,
+        "consumer": ctx.consumer(),
+        "pid": std::process::id(),
+        "attempt": ctx.attempt(),
+        "delivery": ctx.delivery_count(),
+        "t_ms": chrono_ms(),
+    })
+    .to_string();
+    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+        let _: redis::RedisResult<i64> = c.rpush(format!("{list}:{}", ctx.agent()), line).await;
+    }
+}
+
+fn chrono_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+#[handler(message_type = "work")]
+async fn work(ctx: Context, w: Work) -> Result<Value, HandlerError> {
+    record("test:started", &ctx, &w.n).await;
+    if w.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(w.sleep_ms)).await;
+    }
+    match w.mode.as_deref().unwrap_or("ok") {
+        "fail" => return Err(HandlerError::new(format!("failing on purpose (attempt {})", ctx.attempt()))),
+        "fail_times" if ctx.attempt() <= w.fail_times => {
+            return Err(HandlerError::new(format!("failing attempt {}", ctx.attempt())));
+        }
+        "permanent" => return Err(HandlerError::permanent("this can never work")),
+        "panic" => panic!("handler panics on purpose"),
+        "abort" => std::process::abort(),
+        _ => {}
+    }
+    record("test:done", &ctx, &w.n).await;
+    Ok(json!({ "n": w.n, "by": ctx.consumer() }))
+}
+
+#[tokio::main]
+async fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let url = fabric_worker::redis_url_from_env();
+    let _ = REDIS.set(redis::Client::open(url).expect("REDIS_URL"));
+    let agents = std::env::var("FABRIC_AGENTS").unwrap_or_else(|_| "tester".into());
+    let first = agents.split(',').next().unwrap_or("tester").trim().to_owned();
+    let result = async { Worker::builder(first).from_env()?.run().await }.await;
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
