@@ -72,12 +72,13 @@ impl BusBuilder {
         let cfg = redis::AsyncConnectionConfig::new()
             .set_response_timeout(Some(self.response_timeout))
             .set_connection_timeout(Some(self.connect_timeout));
-        let mgr = deadpool_redis::Manager::new_with_config(self.url.as_str(), cfg).map_err(
-            |source| Error::Connect {
-                url: masked.clone(),
-                source,
-            },
-        )?;
+        let mgr =
+            deadpool_redis::Manager::new_with_config(self.url.as_str(), cfg).map_err(|source| {
+                Error::Connect {
+                    url: masked.clone(),
+                    source,
+                }
+            })?;
         let pool = Pool::builder(mgr)
             .max_size(self.pool_size)
             .runtime(Runtime::Tokio1)
@@ -273,6 +274,34 @@ pub struct QueueStatus {
     pub scheduled_retries: u64,
 }
 
+/// An entry delivered and not yet acknowledged (see [`Bus::pending`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PendingEntry {
+    /// The entry id.
+    pub stream_id: String,
+    /// The consumer holding it.
+    pub consumer: String,
+    /// Milliseconds since it was last delivered (or its lease renewed).
+    pub idle_ms: u64,
+    /// How many times it has been delivered.
+    pub deliveries: u64,
+    /// Milliseconds since it was added to the stream.
+    pub age_ms: Option<u64>,
+}
+
+/// An entry read without consuming it (see [`Bus::peek`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeekedEntry {
+    /// The entry id.
+    pub stream_id: String,
+    /// The 1-based attempt it is queued for.
+    pub attempt: u32,
+    /// The message, if the entry is a valid one.
+    pub message: Option<Message>,
+    /// The raw `data` field of an invalid entry.
+    pub raw_data: Option<String>,
+}
+
 /// A dead-lettered message.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DeadLetter {
@@ -349,7 +378,10 @@ impl Bus {
     }
 
     /// A new connection of its own, for a blocking command that must not hold up others.
-    pub(crate) async fn dedicated_connection(&self, block: Duration) -> Result<MultiplexedConnection> {
+    pub(crate) async fn dedicated_connection(
+        &self,
+        block: Duration,
+    ) -> Result<MultiplexedConnection> {
         let cfg = self.blocking_config(block);
         self.inner
             .client
@@ -364,7 +396,13 @@ impl Bus {
     /// Makes sure `group` exists on `stream` (cached per bus).
     pub(crate) async fn ensure_group(&self, stream: &str, group: &str) -> Result<()> {
         let key = (stream.to_owned(), group.to_owned());
-        if self.inner.groups.lock().map(|g| g.contains(&key)).unwrap_or(false) {
+        if self
+            .inner
+            .groups
+            .lock()
+            .map(|g| g.contains(&key))
+            .unwrap_or(false)
+        {
             return Ok(());
         }
         let mut conn = self.conn().await?;
@@ -412,7 +450,12 @@ impl Bus {
         let mut pipe = redis::pipe();
         for (m, data, headers) in &prepared {
             let inbox = keys::inbox(&m.to_agent);
-            let cmd = pipe.cmd("XADD").arg(&inbox).arg("*").arg(fields::DATA).arg(data);
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&inbox)
+                .arg("*")
+                .arg(fields::DATA)
+                .arg(data);
             if let Some(h) = headers {
                 cmd.arg(fields::HEADERS).arg(h);
             }
@@ -466,7 +509,10 @@ impl Bus {
     /// (reason `invalid_envelope`) instead of being returned.
     pub async fn receive(&self, agent: &str, opts: ReceiveOptions) -> Result<Vec<Received>> {
         keys::validate_agent(agent)?;
-        let group = opts.group.clone().unwrap_or_else(|| keys::default_group(agent));
+        let group = opts
+            .group
+            .clone()
+            .unwrap_or_else(|| keys::default_group(agent));
         keys::validate_group(&group)?;
         let consumer = opts
             .consumer
@@ -517,8 +563,16 @@ impl Bus {
                 }),
                 Err(reason) => {
                     tracing::warn!(agent, stream_id = %e.id, %reason, "invalid entry moved to dead letters");
-                    self.dead_letter(&stream, &group, &e, "invalid_envelope", &reason, e.attempt(), 1)
-                        .await?;
+                    self.dead_letter(
+                        &stream,
+                        &group,
+                        &e,
+                        "invalid_envelope",
+                        &reason,
+                        e.attempt(),
+                        1,
+                    )
+                    .await?;
                 }
             }
         }
@@ -534,7 +588,11 @@ impl Bus {
         block: Option<Duration>,
     ) -> Result<Vec<RawEntry>> {
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(count);
         if let Some(b) = block {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
@@ -566,7 +624,9 @@ impl Bus {
         group: Option<&str>,
     ) -> Result<Vec<AckResult>> {
         keys::validate_agent(agent)?;
-        let group = group.map(str::to_owned).unwrap_or_else(|| keys::default_group(agent));
+        let group = group
+            .map(str::to_owned)
+            .unwrap_or_else(|| keys::default_group(agent));
         keys::validate_group(&group)?;
         if let Some(bad) = stream_ids.iter().find(|id| !wire::is_stream_id(id)) {
             return Err(Error::invalid(
@@ -601,7 +661,12 @@ impl Bus {
     /// Publishes `message` on a Pub/Sub topic in the Python bus's format
     /// (`{"data", "from", "timestamp", "topic"}`). Returns how many subscribers received it.
     /// Pub/Sub is fire-and-forget: subscribers that are not connected miss it.
-    pub async fn publish(&self, topic: &str, message: Value, from_agent: Option<&str>) -> Result<u64> {
+    pub async fn publish(
+        &self,
+        topic: &str,
+        message: Value,
+        from_agent: Option<&str>,
+    ) -> Result<u64> {
         keys::validate_topic(topic)?;
         if let Some(f) = from_agent {
             keys::validate_agent(f).map_err(|e| rename_invalid(e, "from_agent"))?;
@@ -689,7 +754,9 @@ impl Bus {
                 .replies
                 .lock()
                 .map_err(|_| Error::protocol("request", "reply listener registry poisoned"))?;
-            map.entry(agent.to_owned()).or_insert_with(|| listener.clone()).clone()
+            map.entry(agent.to_owned())
+                .or_insert_with(|| listener.clone())
+                .clone()
         };
         if Arc::ptr_eq(&winner, &listener) {
             tokio::spawn(run_reply_listener(
@@ -712,7 +779,9 @@ impl Bus {
     /// The state of `agent`'s inbox for a consumer group (default `<agent>_workers`).
     pub async fn queue_status(&self, agent: &str, group: Option<&str>) -> Result<QueueStatus> {
         keys::validate_agent(agent)?;
-        let group = group.map(str::to_owned).unwrap_or_else(|| keys::default_group(agent));
+        let group = group
+            .map(str::to_owned)
+            .unwrap_or_else(|| keys::default_group(agent));
         keys::validate_group(&group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn().await?;
@@ -754,8 +823,13 @@ impl Bus {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("XINFO", &stream, e))?;
-        let info = wire::as_map(&info).ok_or_else(|| Error::protocol("XINFO STREAM", format!("{info:?}")))?;
-        st.stream_length = info.get("length").and_then(wire::as_i64).unwrap_or(0).max(0) as u64;
+        let info = wire::as_map(&info)
+            .ok_or_else(|| Error::protocol("XINFO STREAM", format!("{info:?}")))?;
+        st.stream_length = info
+            .get("length")
+            .and_then(wire::as_i64)
+            .unwrap_or(0)
+            .max(0) as u64;
         st.last_generated_id = info.get("last-generated-id").and_then(wire::as_string);
         st.first_entry_id = info
             .get("first-entry")
@@ -816,14 +890,146 @@ impl Bus {
                 inactive_ms: c.get("inactive").and_then(wire::as_i64),
             })
             .collect();
-        if let Some(first) = wire::as_array(&oldest).and_then(|a| a.first()).and_then(wire::as_array)
+        if let Some(first) = wire::as_array(&oldest)
+            .and_then(|a| a.first())
+            .and_then(wire::as_array)
         {
             let id = first.first().and_then(wire::as_string).unwrap_or_default();
             let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
             st.oldest_pending_age_ms = wire::stream_id_ms(&id).map(|ms| now.saturating_sub(ms));
-            st.oldest_pending_idle_ms = first.get(2).and_then(wire::as_i64).map(|i| i.max(0) as u64);
+            st.oldest_pending_idle_ms =
+                first.get(2).and_then(wire::as_i64).map(|i| i.max(0) as u64);
         }
         Ok(st)
+    }
+
+    /// Entries of `agent`'s inbox delivered to a consumer of `group` (default
+    /// `<agent>_workers`) and not yet acknowledged, oldest first (at most `count`).
+    pub async fn pending(
+        &self,
+        agent: &str,
+        group: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>> {
+        keys::validate_agent(agent)?;
+        let group = group
+            .map(str::to_owned)
+            .unwrap_or_else(|| keys::default_group(agent));
+        keys::validate_group(&group)?;
+        let stream = keys::inbox(agent);
+        let mut conn = self.conn().await?;
+        let v: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
+            .arg(&stream)
+            .arg(&group)
+            .arg("-")
+            .arg("+")
+            .arg(count.clamp(1, 10_000))
+            .query_async(&mut conn)
+            .await;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) if wire::is_nogroup(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::redis("XPENDING", &stream, e)),
+        };
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        Ok(wire::as_array(&v)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(wire::as_array)
+            .filter_map(|p| {
+                let stream_id = wire::as_string(p.first()?)?;
+                Some(PendingEntry {
+                    age_ms: wire::stream_id_ms(&stream_id).map(|ms| now.saturating_sub(ms)),
+                    consumer: wire::as_string(p.get(1)?)?,
+                    idle_ms: wire::as_i64(p.get(2)?)?.max(0) as u64,
+                    deliveries: wire::as_i64(p.get(3)?)?.max(0) as u64,
+                    stream_id,
+                })
+            })
+            .collect())
+    }
+
+    /// Reads entries of `agent`'s inbox after `after` (a stream id; `"$"` for only new
+    /// ones) without a consumer group: nothing is consumed, acknowledged or changed.
+    /// Waits up to `block` for the first entry. Returns the entries and the id to pass as
+    /// `after` next time. Entries that are not valid messages come back with their raw `data`.
+    pub async fn peek(
+        &self,
+        agent: &str,
+        after: &str,
+        count: usize,
+        block: Option<Duration>,
+    ) -> Result<(Vec<PeekedEntry>, String)> {
+        keys::validate_agent(agent)?;
+        if after != "$" && !wire::is_stream_id(after) {
+            return Err(Error::invalid(
+                "stream id",
+                after,
+                "expected an entry id like 1700000000000-0, 0 for the start, or $ for only new entries",
+            ));
+        }
+        let stream = keys::inbox(agent);
+        let mut after = after.to_owned();
+        if after == "$" {
+            // Resolve "$" now, so that the returned cursor is concrete.
+            let mut conn = self.conn().await?;
+            let v: redis::Value = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("XREVRANGE", &stream, e))?;
+            after = wire::parse_entries(&v)?
+                .first()
+                .map(|e| e.id.clone())
+                .unwrap_or_else(|| "0-0".into());
+        }
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.clamp(1, MAX_RECEIVE_COUNT));
+        let block = block.filter(|b| !b.is_zero()).map(|b| b.min(MAX_BLOCK));
+        if let Some(b) = block {
+            cmd.arg("BLOCK").arg(b.as_millis() as u64);
+        }
+        cmd.arg("STREAMS").arg(&stream).arg(&after);
+        let v: redis::Value = match block {
+            Some(b) => {
+                let mut conn = self.dedicated_connection(b).await?;
+                cmd.query_async(&mut conn).await
+            }
+            None => {
+                let mut conn = self.conn().await?;
+                cmd.query_async(&mut conn).await
+            }
+        }
+        .map_err(|e| Error::redis("XREAD", &stream, e))?;
+        let entries: Vec<RawEntry> = wire::parse_read_reply(&v)?
+            .into_iter()
+            .flat_map(|(_, e)| e)
+            .collect();
+        let next = entries.last().map(|e| e.id.clone()).unwrap_or(after);
+        let out = entries
+            .into_iter()
+            .map(|e| {
+                let (message, raw_data) = match e.decode() {
+                    Ok(m) => (Some(m), None),
+                    Err(_) => (
+                        None,
+                        e.get(fields::DATA)
+                            .map(|d| String::from_utf8_lossy(d).into_owned()),
+                    ),
+                };
+                PeekedEntry {
+                    stream_id: e.id.clone(),
+                    attempt: e.attempt(),
+                    message,
+                    raw_data,
+                }
+            })
+            .collect();
+        Ok((out, next))
     }
 
     /// Moves an entry to the dead letters of `stream` and acknowledges it, atomically
@@ -865,7 +1071,11 @@ impl Bus {
             .arg(fields::DEAD_GROUP)
             .arg(group)
             .ignore();
-        pipe.cmd("XACK").arg(stream).arg(group).arg(&entry.id).ignore();
+        pipe.cmd("XACK")
+            .arg(stream)
+            .arg(group)
+            .arg(&entry.id)
+            .ignore();
         let mut conn = self.conn().await?;
         let _: () = pipe
             .query_async(&mut conn)
@@ -888,13 +1098,20 @@ impl Bus {
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("XRANGE", &dead, e))?;
-        Ok(wire::parse_entries(&v)?.iter().map(to_dead_letter).collect())
+        Ok(wire::parse_entries(&v)?
+            .iter()
+            .map(to_dead_letter)
+            .collect())
     }
 
     /// Puts dead letters back into their stream as fresh first attempts; `None` requeues
     /// all of them. Each move is atomic (`MULTI`: `XADD` to the stream, `XDEL` from the dead
     /// letters). Returns how many were requeued.
-    pub async fn requeue_dead_letters(&self, agent: &str, dead_ids: Option<&[String]>) -> Result<usize> {
+    pub async fn requeue_dead_letters(
+        &self,
+        agent: &str,
+        dead_ids: Option<&[String]>,
+    ) -> Result<usize> {
         keys::validate_agent(agent)?;
         let stream = keys::inbox(agent);
         let dead = keys::dead_letters(&stream);
@@ -902,7 +1119,11 @@ impl Bus {
         let entries: Vec<RawEntry> = match dead_ids {
             Some(ids) => {
                 if let Some(bad) = ids.iter().find(|id| !wire::is_stream_id(id)) {
-                    return Err(Error::invalid("dead letter id", bad, "expected an entry id like 1700000000000-0"));
+                    return Err(Error::invalid(
+                        "dead letter id",
+                        bad,
+                        "expected an entry id like 1700000000000-0",
+                    ));
                 }
                 let mut pipe = redis::pipe();
                 for id in ids {
@@ -936,7 +1157,11 @@ impl Bus {
             for e in chunk {
                 let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
                 for (k, v) in &e.fields {
-                    if !k.starts_with("dead_") && k != fields::ATTEMPT && k != fields::TARGET_GROUP && k != fields::LAST_ERROR {
+                    if !k.starts_with("dead_")
+                        && k != fields::ATTEMPT
+                        && k != fields::TARGET_GROUP
+                        && k != fields::LAST_ERROR
+                    {
                         cmd.arg(k).arg(v.as_slice());
                     }
                 }
@@ -991,7 +1216,11 @@ fn to_dead_letter(e: &RawEntry) -> DeadLetter {
     }
 }
 
-async fn count_after(conn: &mut deadpool_redis::Connection, stream: &str, after: &str) -> Result<u64> {
+async fn count_after(
+    conn: &mut deadpool_redis::Connection,
+    stream: &str,
+    after: &str,
+) -> Result<u64> {
     // Bounded walk (at most 100 pages of 1000), used only when XINFO cannot report lag.
     let mut start = format!("({after}");
     let mut total = 0u64;
@@ -1017,7 +1246,11 @@ async fn count_after(conn: &mut deadpool_redis::Connection, stream: &str, after:
 
 fn rename_invalid(e: Error, what: &'static str) -> Error {
     match e {
-        Error::Invalid { value, reason, .. } => Error::Invalid { what, value, reason },
+        Error::Invalid { value, reason, .. } => Error::Invalid {
+            what,
+            value,
+            reason,
+        },
         other => other,
     }
 }
@@ -1043,7 +1276,9 @@ impl ReplyListener {
     }
 
     fn deliver(&self, in_reply_to: Option<&str>, msg: Message) {
-        let Ok(mut w) = self.waiters.lock() else { return };
+        let Ok(mut w) = self.waiters.lock() else {
+            return;
+        };
         let key = in_reply_to
             .filter(|id| w.contains_key(*id))
             .map(str::to_owned)
@@ -1057,7 +1292,9 @@ impl ReplyListener {
             Some((_, tx)) => {
                 let _ = tx.send(msg);
             }
-            None => tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded"),
+            None => {
+                tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded")
+            }
         }
     }
 }
@@ -1105,7 +1342,10 @@ async fn run_reply_listener(
             _ = cancel.cancelled() => break,
             v = read => v,
         };
-        match v.map_err(|e| Error::redis("XREAD", &stream, e)).and_then(|v| wire::parse_read_reply(&v)) {
+        match v
+            .map_err(|e| Error::redis("XREAD", &stream, e))
+            .and_then(|v| wire::parse_read_reply(&v))
+        {
             Ok(streams) => {
                 backoff = crate::runtime::reconnect_backoff();
                 let entries: Vec<RawEntry> = streams.into_iter().flat_map(|(_, e)| e).collect();
@@ -1119,7 +1359,9 @@ async fn run_reply_listener(
                 for e in entries {
                     match e.decode() {
                         Ok(m) => listener.deliver(e.get_str(fields::IN_REPLY_TO), m),
-                        Err(reason) => tracing::warn!(stream = %stream, stream_id = %e.id, %reason, "undecodable reply ignored"),
+                        Err(reason) => {
+                            tracing::warn!(stream = %stream, stream_id = %e.id, %reason, "undecodable reply ignored")
+                        }
                     }
                 }
                 // Replies are consumed: delete them, and let the stream expire if this process goes away.
@@ -1145,9 +1387,14 @@ async fn run_reply_listener(
                     _ = tokio::time::sleep(delay) => {}
                 }
                 // Reconnect on a fresh connection of its own.
-                match client.get_multiplexed_async_connection_with_config(&cfg).await {
+                match client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                {
                     Ok(c) => conn = c,
-                    Err(e) => tracing::debug!(stream = %stream, error = %e, "reply listener reconnect failed"),
+                    Err(e) => {
+                        tracing::debug!(stream = %stream, error = %e, "reply listener reconnect failed")
+                    }
                 }
             }
         }
@@ -1156,4 +1403,3 @@ async fn run_reply_listener(
         let _: redis::RedisResult<()> = c.del(&stream).await;
     }
 }
-

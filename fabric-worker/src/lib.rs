@@ -58,7 +58,8 @@ pub mod __private;
 
 pub use bus::{
     AckResult, Bus, BusBuilder, ConsumerStatus, DEFAULT_REDIS_URL, DeadLetter, MAX_BLOCK,
-    MAX_RECEIVE_COUNT, QueueStatus, ReceiveOptions, Received, SendReceipt, redis_url_from_env,
+    MAX_RECEIVE_COUNT, PeekedEntry, PendingEntry, QueueStatus, ReceiveOptions, Received,
+    SendReceipt, redis_url_from_env,
 };
 pub use context::Context;
 pub use error::{Error, Result};

@@ -375,7 +375,10 @@ mod tests {
                 "ttl_seconds"
             ]
         );
-        assert_eq!(obj["payload"], json!({"task_type": "code_review", "pr_id": "123"}));
+        assert_eq!(
+            obj["payload"],
+            json!({"task_type": "code_review", "pr_id": "123"})
+        );
         assert_eq!(obj["reply_to"], "agent:coder:results");
         assert_eq!(obj["priority"], 2);
         assert!(obj["id"].as_str().unwrap().starts_with("msg:"));
@@ -404,23 +407,51 @@ mod tests {
 
     #[test]
     fn priority_round_trips_and_is_lenient() {
-        for p in [Priority::Low, Priority::Normal, Priority::High, Priority::Urgent] {
+        for p in [
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Urgent,
+        ] {
             let s = serde_json::to_string(&p).unwrap();
             assert_eq!(serde_json::from_str::<Priority>(&s).unwrap(), p);
             assert_eq!(Priority::from_name(p.name()), Some(p));
         }
-        assert_eq!(serde_json::from_str::<Priority>("9").unwrap(), Priority::Normal);
-        assert_eq!(serde_json::from_str::<Priority>("\"HIGH\"").unwrap(), Priority::High);
+        assert_eq!(
+            serde_json::from_str::<Priority>("9").unwrap(),
+            Priority::Normal
+        );
+        assert_eq!(
+            serde_json::from_str::<Priority>("\"HIGH\"").unwrap(),
+            Priority::High
+        );
     }
 
     #[test]
     fn validation_names_the_bad_field() {
         let m = Message::new("coder", "per cy", "task", json!({}));
-        assert!(m.validate().unwrap_err().to_string().starts_with("invalid to_agent"));
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid to_agent")
+        );
         let m = Message::new("coder", "percy", "task", json!([1]));
-        assert!(m.validate().unwrap_err().to_string().starts_with("invalid payload"));
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid payload")
+        );
         let m = Message::new("coder", "percy", "task", json!({})).with_reply_to("a b");
-        assert!(m.validate().unwrap_err().to_string().starts_with("invalid reply_to"));
-        Message::new("coder", "percy", "task", json!({})).validate().unwrap();
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("invalid reply_to")
+        );
+        Message::new("coder", "percy", "task", json!({}))
+            .validate()
+            .unwrap();
     }
 }

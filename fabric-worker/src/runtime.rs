@@ -15,13 +15,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::__private::{Registration, registrations};
 use crate::bus::{Bus, redis_url_from_env};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, Outcome};
 use crate::keys;
 use crate::message::{Message, fields, new_message_id, now_timestamp};
-use crate::__private::{Registration, registrations};
 use crate::wire::{self, RawEntry};
 
 /// Backoff for reconnecting to Redis: 100 ms doubling to 5 s, with jitter, forever.
@@ -244,7 +244,12 @@ impl WorkerBuilder {
     pub fn from_env(mut self) -> Result<Self> {
         self.url = Some(redis_url_from_env());
         if let Ok(a) = std::env::var("FABRIC_AGENTS") {
-            self.agents.extend(a.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+            self.agents.extend(
+                a.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
         if let Ok(g) = std::env::var("FABRIC_GROUP")
             && !g.is_empty()
@@ -325,18 +330,27 @@ impl WorkerBuilder {
     pub async fn build(self) -> Result<Worker> {
         self.check()?;
         let mut seen = HashSet::new();
-        let agents: Vec<String> = self.agents.iter().filter(|a| seen.insert(a.as_str())).cloned().collect();
+        let agents: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|a| seen.insert(a.as_str()))
+            .cloned()
+            .collect();
         let tables = handler_tables(&agents, registrations())?;
         let bus = match self.bus {
             Some(b) => b,
-            None => {
-                Bus::connect(self.url.clone().unwrap_or_else(redis_url_from_env)).await?
-            }
+            None => Bus::connect(self.url.clone().unwrap_or_else(redis_url_from_env)).await?,
         };
-        let prefix = self.consumer.clone().unwrap_or_else(default_consumer_prefix);
+        let prefix = self
+            .consumer
+            .clone()
+            .unwrap_or_else(default_consumer_prefix);
         let mut streams = Vec::new();
         for agent in &agents {
-            let group = self.group.clone().unwrap_or_else(|| keys::default_group(agent));
+            let group = self
+                .group
+                .clone()
+                .unwrap_or_else(|| keys::default_group(agent));
             let handlers = tables.get(agent).cloned().unwrap_or_default();
             let mut keys_for_agent = vec![keys::inbox(agent)];
             if self.results {
@@ -347,7 +361,10 @@ impl WorkerBuilder {
                     agent: agent.clone(),
                     stream,
                     group: group.clone(),
-                    consumer: format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+                    consumer: format!(
+                        "{prefix}-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    ),
                     handlers: handlers.clone(),
                 });
             }
@@ -367,9 +384,11 @@ impl WorkerBuilder {
 
 fn env_num(name: &'static str) -> Result<Option<u64>> {
     match std::env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse::<u64>().map(Some).map_err(|_| {
-            Error::Config(format!("{name}={v:?} is not a whole number"))
-        }),
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{name}={v:?} is not a whole number"))),
         _ => Ok(None),
     }
 }
@@ -382,10 +401,20 @@ fn default_consumer_prefix() -> String {
         .unwrap_or_else(|| "host".into());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect();
-    format!("{}-{}", if host.is_empty() { "host".into() } else { host }, std::process::id())
+    format!(
+        "{}-{}",
+        if host.is_empty() { "host".into() } else { host },
+        std::process::id()
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -414,7 +443,11 @@ fn handler_tables(
     for agent in agents {
         let mut table: BTreeMap<String, HandlerSpec> = BTreeMap::new();
         for specific in [true, false] {
-            for r in regs.iter().copied().filter(|r| r.agent.is_some() == specific) {
+            for r in regs
+                .iter()
+                .copied()
+                .filter(|r| r.agent.is_some() == specific)
+            {
                 if r.agent.is_some_and(|a| a != agent) {
                     continue;
                 }
@@ -436,7 +469,9 @@ fn handler_tables(
             }
         }
         if table.is_empty() {
-            return Err(Error::NoHandlers { agent: agent.clone() });
+            return Err(Error::NoHandlers {
+                agent: agent.clone(),
+            });
         }
         out.insert(agent.clone(), Arc::new(table));
     }
@@ -513,20 +548,27 @@ impl Worker {
     pub async fn run(self) -> Result<()> {
         use futures::StreamExt;
         use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).map_err(|source| Error::Io {
-            context: "cannot install SIGTERM/SIGINT handlers",
-            source,
-        })?;
+        let mut signals =
+            signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).map_err(|source| Error::Io {
+                context: "cannot install SIGTERM/SIGINT handlers",
+                source,
+            })?;
         let handle = signals.handle();
         let hard = CancellationToken::new();
         let hard2 = hard.clone();
         let first = async move {
             if let Some(sig) = signals.next().await {
-                info!(signal = sig, "signal received; shutting down gracefully (send it again to stop at once)");
+                info!(
+                    signal = sig,
+                    "signal received; shutting down gracefully (send it again to stop at once)"
+                );
             }
             tokio::spawn(async move {
                 if let Some(sig) = signals.next().await {
-                    warn!(signal = sig, "second signal; not waiting for in-flight handlers");
+                    warn!(
+                        signal = sig,
+                        "second signal; not waiting for in-flight handlers"
+                    );
                     hard2.cancel();
                 }
             });
@@ -541,7 +583,11 @@ impl Worker {
         self.run_inner(shutdown, CancellationToken::new()).await
     }
 
-    async fn run_inner(self, shutdown: impl Future<Output = ()> + Send, hard: CancellationToken) -> Result<()> {
+    async fn run_inner(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        hard: CancellationToken,
+    ) -> Result<()> {
         let stop_reading = CancellationToken::new();
         let stop_background = CancellationToken::new();
         let acks_done = CancellationToken::new();
@@ -637,7 +683,10 @@ impl StreamState {
     }
 
     fn mark_in_flight(&self, id: &str) -> bool {
-        self.in_flight.lock().map(|mut s| s.insert(id.to_owned())).unwrap_or(false)
+        self.in_flight
+            .lock()
+            .map(|mut s| s.insert(id.to_owned()))
+            .unwrap_or(false)
     }
 
     fn done(&self, id: &str) {
@@ -647,7 +696,10 @@ impl StreamState {
     }
 
     fn in_flight_ids(&self) -> Vec<String> {
-        self.in_flight.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.in_flight
+            .lock()
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Hands an entry to a handler task. `deliveries` is its delivery count.
@@ -689,8 +741,15 @@ impl StreamState {
             Ok(m) => m,
             Err(reason) => {
                 warn!(%reason, "invalid entry; moving it to dead letters");
-                self.dead_letter(&entry, None, "invalid_envelope", &reason, entry.attempt(), deliveries)
-                    .await;
+                self.dead_letter(
+                    &entry,
+                    None,
+                    "invalid_envelope",
+                    &reason,
+                    entry.attempt(),
+                    deliveries,
+                )
+                .await;
                 return false;
             }
         };
@@ -710,8 +769,15 @@ impl StreamState {
                 self.config.max_deliveries
             );
             error!(deliveries, "poison message; moving it to dead letters");
-            self.dead_letter(&entry, Some(&message), "delivery_limit", &why, attempt, deliveries)
-                .await;
+            self.dead_letter(
+                &entry,
+                Some(&message),
+                "delivery_limit",
+                &why,
+                attempt,
+                deliveries,
+            )
+            .await;
             return false;
         }
         let Some(handler) = spec.handlers.get(&message.message_type) else {
@@ -723,11 +789,22 @@ impl StreamState {
                 known.join(", ")
             );
             warn!("{why}; moving it to dead letters");
-            self.dead_letter(&entry, Some(&message), "no_handler", &why, attempt, deliveries)
-                .await;
+            self.dead_letter(
+                &entry,
+                Some(&message),
+                "no_handler",
+                &why,
+                attempt,
+                deliveries,
+            )
+            .await;
             return false;
         };
-        let max_attempts = handler.reg.max_attempts.unwrap_or(self.config.max_attempts).max(1);
+        let max_attempts = handler
+            .reg
+            .max_attempts
+            .unwrap_or(self.config.max_attempts)
+            .max(1);
         let timeout = handler
             .reg
             .timeout_ms
@@ -768,7 +845,9 @@ impl StreamState {
         match outcome {
             Outcome::Reply(value) => {
                 if let Some(reply_to) = &message.reply_to
-                    && !self.send_reply(reply_to, &message, "response", reply_payload(value)).await
+                    && !self
+                        .send_reply(reply_to, &message, "response", reply_payload(value))
+                        .await
                 {
                     // Could not reply: leave the entry pending so it is handled again.
                     return false;
@@ -778,25 +857,47 @@ impl StreamState {
             }
             Outcome::BadPayload(why) => {
                 warn!(reason = %why, "bad payload; moving it to dead letters");
-                self.dead_letter(&entry, Some(&message), "bad_payload", &why, attempt, deliveries)
-                    .await;
+                self.dead_letter(
+                    &entry,
+                    Some(&message),
+                    "bad_payload",
+                    &why,
+                    attempt,
+                    deliveries,
+                )
+                .await;
                 false
             }
             Outcome::Failed(err) => {
                 if err.is_permanent() {
                     warn!(error = %err, "permanent failure; moving it to dead letters");
-                    self.dead_letter(&entry, Some(&message), "permanent_error", err.message(), attempt, deliveries)
-                        .await;
+                    self.dead_letter(
+                        &entry,
+                        Some(&message),
+                        "permanent_error",
+                        err.message(),
+                        attempt,
+                        deliveries,
+                    )
+                    .await;
                 } else if attempt >= max_attempts {
                     warn!(error = %err, max_attempts, "last attempt failed; moving it to dead letters");
-                    self.dead_letter(&entry, Some(&message), "max_attempts", err.message(), attempt, deliveries)
-                        .await;
+                    self.dead_letter(
+                        &entry,
+                        Some(&message),
+                        "max_attempts",
+                        err.message(),
+                        attempt,
+                        deliveries,
+                    )
+                    .await;
                 } else {
                     let delay = err
                         .retry_after()
                         .unwrap_or_else(|| self.config.retry_delay(attempt + 1));
                     warn!(error = %err, next_attempt = attempt + 1, delay_ms = delay.as_millis() as u64, "attempt failed; will retry");
-                    self.schedule_retry(&entry, attempt + 1, delay, err.message()).await;
+                    self.schedule_retry(&entry, attempt + 1, delay, err.message())
+                        .await;
                 }
                 false
             }
@@ -847,8 +948,15 @@ impl StreamState {
         let spec = &self.spec;
         let ok = self
             .persist("dead-lettering", || {
-                self.bus
-                    .dead_letter(&spec.stream, &spec.group, entry, reason, error, attempts, deliveries)
+                self.bus.dead_letter(
+                    &spec.stream,
+                    &spec.group,
+                    entry,
+                    reason,
+                    error,
+                    attempts,
+                    deliveries,
+                )
             })
             .await;
         if !ok {
@@ -867,7 +975,13 @@ impl StreamState {
         }
     }
 
-    async fn schedule_retry(&self, entry: &RawEntry, next_attempt: u32, delay: Duration, error: &str) {
+    async fn schedule_retry(
+        &self,
+        entry: &RawEntry,
+        next_attempt: u32,
+        delay: Duration,
+        error: &str,
+    ) {
         let spec = &self.spec;
         let mut flat: Vec<String> = Vec::new();
         for (k, v) in &entry.fields {
@@ -908,7 +1022,13 @@ impl StreamState {
         }
     }
 
-    async fn send_reply(&self, reply_to: &str, request: &Message, message_type: &str, payload: Value) -> bool {
+    async fn send_reply(
+        &self,
+        reply_to: &str,
+        request: &Message,
+        message_type: &str,
+        payload: Value,
+    ) -> bool {
         let reply = Message {
             id: new_message_id(),
             from_agent: self.spec.agent.clone(),
@@ -919,7 +1039,10 @@ impl StreamState {
             priority: request.priority,
             ttl_seconds: request.ttl_seconds,
             reply_to: None,
-            correlation_id: request.correlation_id.clone().or_else(|| Some(request.id.clone())),
+            correlation_id: request
+                .correlation_id
+                .clone()
+                .or_else(|| Some(request.id.clone())),
             headers: Default::default(),
         };
         let data = match reply.to_data() {
@@ -1044,7 +1167,9 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                             st.dispatch(entry, 1, p);
                         }
                     }
-                    Err(e) => error!(stream = %spec.stream, error = %e, "unreadable XREADGROUP reply"),
+                    Err(e) => {
+                        error!(stream = %spec.stream, error = %e, "unreadable XREADGROUP reply")
+                    }
                 }
             }
             Err(e) if wire::is_nogroup(&e) => {
@@ -1071,7 +1196,11 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
 
 /// Acknowledges handled entries in batches: whatever has queued up goes in one XACK.
 /// Runs until `done` (set once every handler task has finished), then flushes and returns.
-async fn acker(st: Arc<StreamState>, mut rx: mpsc::UnboundedReceiver<String>, done: CancellationToken) {
+async fn acker(
+    st: Arc<StreamState>,
+    mut rx: mpsc::UnboundedReceiver<String>,
+    done: CancellationToken,
+) {
     let stream = &st.spec.stream;
     let group = &st.spec.group;
     let mut batch = Vec::new();
@@ -1103,7 +1232,10 @@ async fn acker(st: Arc<StreamState>, mut rx: mpsc::UnboundedReceiver<String>, do
             })
             .await;
         if !ok {
-            warn!(count = ids.len(), "entries not acknowledged; they will be handled again after the reclaim idle time");
+            warn!(
+                count = ids.len(),
+                "entries not acknowledged; they will be handled again after the reclaim idle time"
+            );
         }
         for id in &ids {
             st.done(id);

@@ -145,13 +145,12 @@ pub(crate) fn parse_entries(v: &Value) -> Result<Vec<RawEntry>> {
     match v {
         Value::Nil => Ok(Vec::new()),
         _ => {
-            let items = as_array(v)
-                .ok_or_else(|| Error::protocol("stream entries", format!("{v:?}")))?;
+            let items =
+                as_array(v).ok_or_else(|| Error::protocol("stream entries", format!("{v:?}")))?;
             items
                 .iter()
                 .map(|e| {
-                    parse_entry(e)
-                        .ok_or_else(|| Error::protocol("stream entry", format!("{e:?}")))
+                    parse_entry(e).ok_or_else(|| Error::protocol("stream entry", format!("{e:?}")))
                 })
                 .collect()
         }

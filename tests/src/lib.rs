@@ -59,7 +59,10 @@ impl RedisServer {
 
     /// A fresh server of our own, always; with `appendonly yes, appendfsync always` if asked.
     pub fn start_own(appendonly: bool) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("fabric-test-redis-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "fabric-test-redis-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir).expect("create a temp dir for redis-server");
         let mut s = RedisServer {
             child: None,
@@ -191,7 +194,10 @@ fn ping(port: u16) -> bool {
 
 /// A unique name for an agent in one test (keeps tests sharing a Redis apart).
 pub fn unique_agent(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// Path of the `test_worker` binary built with this package.
@@ -224,7 +230,10 @@ impl WorkerProcess {
         let mut cmd = Command::new(test_worker_bin());
         cmd.env("REDIS_URL", url)
             .env("FABRIC_AGENTS", agent)
-            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {
@@ -311,7 +320,9 @@ where
 
 /// The workspace root (for scripts and fixtures).
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
 }
 
 /// Logs of in-process workers go to the test's output (`RUST_LOG` filters).

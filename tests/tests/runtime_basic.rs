@@ -36,7 +36,10 @@ async fn never_works(_ctx: Context) -> Result<(), HandlerError> {
 }
 
 /// Starts an in-process worker for `agent`; returns its stop token and join handle.
-async fn start_worker(url: &str, agent: &str) -> (Token, tokio::task::JoinHandle<fabric_worker::Result<()>>) {
+async fn start_worker(
+    url: &str,
+    agent: &str,
+) -> (Token, tokio::task::JoinHandle<fabric_worker::Result<()>>) {
     let worker = Worker::builder(agent)
         .url(url)
         .block(Duration::from_millis(500))
@@ -49,7 +52,10 @@ async fn start_worker(url: &str, agent: &str) -> (Token, tokio::task::JoinHandle
     (token, h)
 }
 
-async fn entries(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec<(String, Vec<(String, String)>)> {
+async fn entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<(String, Vec<(String, String)>)> {
     let v: redis::streams::StreamRangeReply = conn.xrange_all(key).await.expect("XRANGE");
     v.ids
         .into_iter()
@@ -57,7 +63,12 @@ async fn entries(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec
             let mut f: Vec<(String, String)> = e
                 .map
                 .iter()
-                .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
                 .collect();
             f.sort();
             (e.id, f)
@@ -66,7 +77,10 @@ async fn entries(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Vec
 }
 
 fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +120,10 @@ async fn send_handle_reply_ack_with_headers() {
     assert_eq!(reply["to_agent"], sender.as_str());
     assert_eq!(reply["correlation_id"], correlation.as_str());
     assert_eq!(reply["payload"]["echo"], json!({"x": 1}));
-    assert_eq!(reply["payload"]["trace"], "abc-123", "headers must reach the handler");
+    assert_eq!(
+        reply["payload"]["trace"], "abc-123",
+        "headers must reach the handler"
+    );
     assert_eq!(reply["payload"]["attempt"], 1);
     assert_eq!(reply["payload"]["delivery"], 1);
 
@@ -120,12 +137,19 @@ async fn send_handle_reply_ack_with_headers() {
         }
     })
     .await;
-    assert!(ok, "entry not acknowledged: {:?}", bus.queue_status(&agent, None).await.unwrap());
+    assert!(
+        ok,
+        "entry not acknowledged: {:?}",
+        bus.queue_status(&agent, None).await.unwrap()
+    );
     // The headers travel in their own stream field, never inside `data`.
     let inbox = entries(&mut conn, &keys::inbox(&agent)).await;
     let data: Value = serde_json::from_str(field(&inbox[0].1, "data").unwrap()).unwrap();
     assert!(data.get("headers").is_none());
-    assert_eq!(field(&inbox[0].1, "headers"), Some(r#"{"trace":"abc-123"}"#));
+    assert_eq!(
+        field(&inbox[0].1, "headers"),
+        Some(r#"{"trace":"abc-123"}"#)
+    );
 
     stop.cancel();
     handle.await.unwrap().unwrap();
@@ -139,12 +163,37 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     let bus = Bus::connect(server.url()).await.unwrap();
     let (stop, handle) = start_worker(&server.url(), &agent).await;
 
-    bus.send(Message::new("tester", &agent, "no_such_type", json!({"a": 1}))).await.unwrap();
-    bus.send(Message::new("tester", &agent, "typed", json!({"x": "not a number"}))).await.unwrap();
-    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let _: String = conn.xadd(keys::inbox(&agent), "*", &[("data", "this is not json")]).await.unwrap();
-    let _: String = conn.xadd(keys::inbox(&agent), "*", &[("other", "no data field")]).await.unwrap();
-    let good = Message::new("tester", &agent, "typed", json!({"x": 21})).with_reply_to("agent:tester:results");
+    bus.send(Message::new(
+        "tester",
+        &agent,
+        "no_such_type",
+        json!({"a": 1}),
+    ))
+    .await
+    .unwrap();
+    bus.send(Message::new(
+        "tester",
+        &agent,
+        "typed",
+        json!({"x": "not a number"}),
+    ))
+    .await
+    .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = conn
+        .xadd(keys::inbox(&agent), "*", &[("data", "this is not json")])
+        .await
+        .unwrap();
+    let _: String = conn
+        .xadd(keys::inbox(&agent), "*", &[("other", "no data field")])
+        .await
+        .unwrap();
+    let good = Message::new("tester", &agent, "typed", json!({"x": 21}))
+        .with_reply_to("agent:tester:results");
     bus.send(good.clone()).await.unwrap();
 
     let ok = wait_until_async(Duration::from_secs(10), || {
@@ -157,13 +206,31 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     assert!(ok, "dead letters: {dead:?}");
     let mut reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     reasons.sort();
-    assert_eq!(reasons, ["bad_payload", "invalid_envelope", "invalid_envelope", "no_handler"]);
+    assert_eq!(
+        reasons,
+        [
+            "bad_payload",
+            "invalid_envelope",
+            "invalid_envelope",
+            "no_handler"
+        ]
+    );
     let no_handler = dead.iter().find(|d| d.reason == "no_handler").unwrap();
-    assert!(no_handler.error.contains("no_such_type"), "{}", no_handler.error);
-    assert_eq!(no_handler.message.as_ref().unwrap().payload, json!({"a": 1}));
+    assert!(
+        no_handler.error.contains("no_such_type"),
+        "{}",
+        no_handler.error
+    );
+    assert_eq!(
+        no_handler.message.as_ref().unwrap().payload,
+        json!({"a": 1})
+    );
     let bad = dead.iter().find(|d| d.reason == "bad_payload").unwrap();
     assert!(bad.error.contains("invalid type"), "{}", bad.error);
-    assert!(dead.iter().any(|d| d.raw_data.as_deref() == Some("this is not json")));
+    assert!(
+        dead.iter()
+            .any(|d| d.raw_data.as_deref() == Some("this is not json"))
+    );
     for d in &dead {
         assert_eq!(d.stream, keys::inbox(&agent));
         assert!(!d.dead_at.is_empty());
@@ -182,12 +249,14 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     // Dead-lettered entries were acknowledged, nothing is stuck.
     let st = bus.queue_status(&agent, None).await.unwrap();
     assert_eq!(st.dead_letters, 4);
-    assert!(wait_until_async(Duration::from_secs(5), || {
-        let bus = bus.clone();
-        let agent = agent.clone();
-        async move { bus.queue_status(&agent, None).await.unwrap().pending == 0 }
-    })
-    .await);
+    assert!(
+        wait_until_async(Duration::from_secs(5), || {
+            let bus = bus.clone();
+            let agent = agent.clone();
+            async move { bus.queue_status(&agent, None).await.unwrap().pending == 0 }
+        })
+        .await
+    );
 
     stop.cancel();
     handle.await.unwrap().unwrap();
@@ -208,7 +277,10 @@ async fn concurrent_requests_each_get_their_own_reply() {
         let (agent, caller) = (agent.clone(), caller.clone());
         tasks.push(tokio::spawn(async move {
             let reply = bus
-                .request(Message::new(caller, agent, "typed", json!({"x": i})), Duration::from_secs(10))
+                .request(
+                    Message::new(caller, agent, "typed", json!({"x": i})),
+                    Duration::from_secs(10),
+                )
                 .await
                 .unwrap();
             (i, reply)
@@ -217,12 +289,19 @@ async fn concurrent_requests_each_get_their_own_reply() {
     for t in tasks {
         let (i, reply) = t.await.unwrap();
         assert_eq!(reply.message_type, "response");
-        assert_eq!(reply.payload, json!({"result": i * 2}), "request {i} got someone else's reply");
+        assert_eq!(
+            reply.payload,
+            json!({"result": i * 2}),
+            "request {i} got someone else's reply"
+        );
     }
 
     // A handler that fails for good answers the request with an error.
     let err = bus
-        .request(Message::new(&caller, &agent, "never_works", json!({})), Duration::from_secs(10))
+        .request(
+            Message::new(&caller, &agent, "never_works", json!({})),
+            Duration::from_secs(10),
+        )
         .await
         .unwrap_err();
     match err {
@@ -233,7 +312,10 @@ async fn concurrent_requests_each_get_their_own_reply() {
     let lonely = unique_agent("nobody");
     let t0 = std::time::Instant::now();
     let err = bus
-        .request(Message::new(&caller, &lonely, "typed", json!({"x": 1})), Duration::from_millis(300))
+        .request(
+            Message::new(&caller, &lonely, "typed", json!({"x": 1})),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap_err();
     assert!(t0.elapsed() < Duration::from_secs(3));
@@ -259,12 +341,30 @@ async fn python_bus_wire_compatibility() {
     );
     let port = server.url().rsplit(':').next().unwrap().to_owned();
     let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port, "XADD", &keys::inbox(&agent), "MAXLEN", "10000", "*", "data", &data])
+        .args([
+            "-p",
+            &port,
+            "XADD",
+            &keys::inbox(&agent),
+            "MAXLEN",
+            "10000",
+            "*",
+            "data",
+            &data,
+        ])
         .output()
         .expect("redis-cli");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     assert!(
         wait_until_async(Duration::from_secs(10), || {
             let mut c = conn.clone();
@@ -276,8 +376,14 @@ async fn python_bus_wire_compatibility() {
     let replies = entries(&mut conn, "agent:pycoder:results").await;
     let reply_data = field(&replies[0].1, "data").unwrap().to_owned();
     let reply: Value = serde_json::from_str(&reply_data).unwrap();
-    assert_eq!(reply["correlation_id"], "0b9f4c1e-2222-4333-8444-955566677788");
-    assert_eq!(reply["payload"]["echo"], json!({"task_type": "code_review", "pr_id": "123"}));
+    assert_eq!(
+        reply["correlation_id"],
+        "0b9f4c1e-2222-4333-8444-955566677788"
+    );
+    assert_eq!(
+        reply["payload"]["echo"],
+        json!({"task_type": "code_review", "pr_id": "123"})
+    );
     assert_eq!(reply["priority"], 3);
 
     // The Python bus's dataclass, loaded the way its from_dict does.
@@ -320,7 +426,12 @@ print("loaded", m.id)
         .spawn()
         .expect("python3 is needed for this test (apt-get install -y python3)");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(reply_data.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(reply_data.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

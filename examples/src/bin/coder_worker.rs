@@ -65,9 +65,18 @@ async fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--tasks" => tasks = args.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--tasks needs a number"))?,
+            "--tasks" => {
+                tasks = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--tasks needs a number"))?
+            }
             "--timeout-secs" => {
-                timeout = Duration::from_secs(args.next().and_then(|v| v.parse().ok()).ok_or_else(|| anyhow::anyhow!("--timeout-secs needs a number"))?)
+                timeout = Duration::from_secs(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| anyhow::anyhow!("--timeout-secs needs a number"))?,
+                )
             }
             "--forever" => forever = true,
             "-h" | "--help" => {
@@ -77,16 +86,32 @@ async fn run() -> anyhow::Result<()> {
             other => anyhow::bail!("unknown argument {other:?}; try --help"),
         }
     }
-    let worker = Worker::builder("coder").from_env()?.consume_results(true).build().await?;
+    let worker = Worker::builder("coder")
+        .from_env()?
+        .consume_results(true)
+        .build()
+        .await?;
     let bus = worker.bus().clone();
     for i in 0..tasks {
-        let task = Message::task("coder", "percy", "code_review", json!({ "pr_id": format!("{}", 100 + i) }))
-            .with_header("trace", format!("demo-{i}"));
+        let task = Message::task(
+            "coder",
+            "percy",
+            "code_review",
+            json!({ "pr_id": format!("{}", 100 + i) }),
+        )
+        .with_header("trace", format!("demo-{i}"));
         if let Some(c) = &task.correlation_id {
-            sent().0.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.insert(c.clone());
+            sent()
+                .0
+                .lock()
+                .map_err(|_| anyhow::anyhow!("lock poisoned"))?
+                .insert(c.clone());
         }
         let receipt = bus.send(task).await?;
-        println!("coder sent code_review {} to percy (stream id {})", receipt.message_id, receipt.stream_id);
+        println!(
+            "coder sent code_review {} to percy (stream id {})",
+            receipt.message_id, receipt.stream_id
+        );
     }
     if forever {
         worker.run().await?;
@@ -113,7 +138,9 @@ async fn run() -> anyhow::Result<()> {
         .await?;
     waiter.await?;
     if !ok {
-        anyhow::bail!("no reply from percy within {timeout:?}; is percy_worker running against the same Redis?");
+        anyhow::bail!(
+            "no reply from percy within {timeout:?}; is percy_worker running against the same Redis?"
+        );
     }
     println!("coder: all {tasks} replies received");
     Ok(())

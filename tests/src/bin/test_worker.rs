@@ -57,9 +57,17 @@ async fn work(ctx: Context, w: Work) -> Result<Value, HandlerError> {
         tokio::time::sleep(Duration::from_millis(w.sleep_ms)).await;
     }
     match w.mode.as_deref().unwrap_or("ok") {
-        "fail" => return Err(HandlerError::new(format!("failing on purpose (attempt {})", ctx.attempt()))),
+        "fail" => {
+            return Err(HandlerError::new(format!(
+                "failing on purpose (attempt {})",
+                ctx.attempt()
+            )));
+        }
         "fail_times" if ctx.attempt() <= w.fail_times => {
-            return Err(HandlerError::new(format!("failing attempt {}", ctx.attempt())));
+            return Err(HandlerError::new(format!(
+                "failing attempt {}",
+                ctx.attempt()
+            )));
         }
         "permanent" => return Err(HandlerError::permanent("this can never work")),
         "panic" => panic!("handler panics on purpose"),
@@ -74,11 +82,19 @@ async fn work(ctx: Context, w: Work) -> Result<Value, HandlerError> {
 async fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let url = fabric_worker::redis_url_from_env();
     let _ = REDIS.set(redis::Client::open(url).expect("REDIS_URL"));
     let agents = std::env::var("FABRIC_AGENTS").unwrap_or_else(|_| "tester".into());
-    let first = agents.split(',').next().unwrap_or("tester").trim().to_owned();
+    let first = agents
+        .split(',')
+        .next()
+        .unwrap_or("tester")
+        .trim()
+        .to_owned();
     let result = async { Worker::builder(first).from_env()?.run().await }.await;
     if let Err(e) = result {
         eprintln!("error: {e}");
