@@ -1,0 +1,1 @@
+//! The `fabric` command (library part).
