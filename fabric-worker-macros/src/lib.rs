@@ -13,7 +13,7 @@
 //! directly); a type-erased registration is added beside it and collected at
 //! start-up by the worker.
 //!
-//! ```ignore
+//! ```
 //! use fabric_worker::prelude::*;
 //!
 //! #[derive(Deserialize)]

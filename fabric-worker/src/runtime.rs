@@ -702,7 +702,7 @@ impl StreamState {
             .unwrap_or_default()
     }
 
-    /// Hands an entry to a handler task. `deliveries` is its delivery count.
+    /// Hands an entry to a handler task holding `permit`. `deliveries` is its delivery count.
     fn dispatch(self: &Arc<Self>, entry: RawEntry, deliveries: u64, permit: OwnedSemaphorePermit) {
         if !self.mark_in_flight(&entry.id) {
             // Already being handled here (e.g. reclaimed from ourselves): nothing to do.
@@ -1104,18 +1104,14 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
     let mut backoff = reconnect_backoff();
     let mut failing = false;
     loop {
-        // Wait for capacity before reading, so read entries start at once.
-        let first = tokio::select! {
+        // Wait for capacity before reading, and read no more than can start at once.
+        // Permits are taken per entry after the read, so a blocked read holds none (the
+        // reclaimer needs them too).
+        tokio::select! {
             _ = stop.cancelled() => return,
-            p = st.sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let mut permits = vec![first];
-        while permits.len() < st.config.batch_size {
-            match st.sem.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
-            }
+            p = st.sem.acquire() => match p { Ok(p) => drop(p), Err(_) => return },
         }
+        let count = st.sem.available_permits().clamp(1, st.config.batch_size);
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match st.bus.dedicated_connection(block).await {
@@ -1126,7 +1122,6 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                         warn!(agent = %spec.agent, stream = %spec.stream, error = %e, "cannot reach Redis; retrying with backoff");
                         failing = true;
                     }
-                    drop(permits);
                     tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(d) => {} }
                     continue;
                 }
@@ -1137,7 +1132,7 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
             .arg(&spec.group)
             .arg(&spec.consumer)
             .arg("COUNT")
-            .arg(permits.len())
+            .arg(count)
             .arg("BLOCK")
             .arg(block.as_millis() as u64)
             .arg("STREAMS")
@@ -1158,12 +1153,9 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                 backoff = reconnect_backoff();
                 match wire::parse_read_reply(&v) {
                     Ok(streams) => {
-                        let mut permits = permits.into_iter();
                         for entry in streams.into_iter().flat_map(|(_, e)| e) {
-                            let Some(p) = permits.next() else {
-                                error!("more entries than requested; the rest will be reclaimed");
-                                break;
-                            };
+                            // Normally free at once (we read no more than were available).
+                            let Ok(p) = st.sem.clone().acquire_owned().await else { return };
                             st.dispatch(entry, 1, p);
                         }
                     }
@@ -1187,7 +1179,6 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                     warn!(agent = %spec.agent, stream = %spec.stream, error = %e, retry_in_ms = d.as_millis() as u64, "read failed; reconnecting with backoff");
                     failing = true;
                 }
-                drop(permits);
                 tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(d) => {} }
             }
         }
@@ -1306,13 +1297,9 @@ async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                         warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
                     }
                     for (entry, deliveries) in claimed {
-                        match st.sem.clone().try_acquire_owned() {
-                            Ok(p) => {
-                                info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
-                                st.dispatch(entry, deliveries, p);
-                            }
-                            Err(_) => break, // stays pending for us; the next sweep takes it back
-                        }
+                        info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
+                        let Ok(p) = st.sem.clone().acquire_owned().await else { return };
+                        st.dispatch(entry, deliveries, p);
                     }
                     if next == "0-0" {
                         break;
