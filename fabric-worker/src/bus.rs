@@ -1263,9 +1263,13 @@ pub fn redis_url_from_env() -> String {
         .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned())
 }
 
+/// A request waiting for its reply: its correlation id and where to deliver the reply.
+type Waiter = (Option<String>, oneshot::Sender<Message>);
+
 struct ReplyListener {
     stream: String,
-    waiters: Mutex<HashMap<String, (Option<String>, oneshot::Sender<Message>)>>,
+    /// Keyed by request message id.
+    waiters: Mutex<HashMap<String, Waiter>>,
 }
 
 impl ReplyListener {
