@@ -25,7 +25,9 @@ struct Work {
 }
 
 static REDIS: OnceLock<redis::Client> = OnceLock::new();
+static CONN: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>> = tokio::sync::Mutex::const_new(None);
 
+/// Appends a record, retrying through Redis outages (the chaos test restarts Redis) for up to 60 s.
 async fn record(list: &str, ctx: &Context, n: &Value) {
     let Some(client) = REDIS.get() else { return };
     let line = json!({
@@ -38,9 +40,23 @@ async fn record(list: &str, ctx: &Context, n: &Value) {
         "t_ms": chrono_ms(),
     })
     .to_string();
-    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-        let _: redis::RedisResult<i64> = c.rpush(format!("{list}:{}", ctx.agent()), line).await;
+    let key = format!("{list}:{}", ctx.agent());
+    for _ in 0..600 {
+        let mut guard = CONN.lock().await;
+        if guard.is_none() {
+            *guard = client.get_multiplexed_async_connection().await.ok();
+        }
+        if let Some(c) = guard.as_mut() {
+            let r: redis::RedisResult<i64> = c.rpush(&key, &line).await;
+            if r.is_ok() {
+                return;
+            }
+            *guard = None;
+        }
+        drop(guard);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("test_worker: could not record {line} in {key}");
 }
 
 fn chrono_ms() -> u128 {
