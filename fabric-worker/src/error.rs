@@ -155,8 +155,11 @@ impl Error {
         }
     }
 
-    /// True when the error means Redis could not be reached (connection refused, reset, timed out).
+    /// True when the error means Redis could not be reached or is not ready yet
+    /// (connection refused, reset or timed out; the server still loading its data set;
+    /// a cluster failing over): trying again later may work.
     pub fn is_connection_error(&self) -> bool {
+        use redis::{ErrorKind, ServerErrorKind};
         match self {
             Error::Connect { .. } | Error::Pool(_) => true,
             Error::Redis { source, .. } => {
@@ -165,6 +168,13 @@ impl Error {
                     || source.is_connection_refusal()
                     || source.is_timeout()
                     || source.is_unrecoverable_error()
+                    || source.is_cluster_error()
+                    || matches!(
+                        source.kind(),
+                        ErrorKind::Server(
+                            ServerErrorKind::BusyLoading | ServerErrorKind::MasterDown
+                        )
+                    )
             }
             _ => false,
         }

@@ -1155,7 +1155,9 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                     Ok(streams) => {
                         for entry in streams.into_iter().flat_map(|(_, e)| e) {
                             // Normally free at once (we read no more than were available).
-                            let Ok(p) = st.sem.clone().acquire_owned().await else { return };
+                            let Ok(p) = st.sem.clone().acquire_owned().await else {
+                                return;
+                            };
                             st.dispatch(entry, 1, p);
                         }
                     }
@@ -1269,6 +1271,9 @@ async fn leaser(st: Arc<StreamState>, stop: CancellationToken) {
                         warn!(stream = %spec.stream, ids = ?still, "lease lost: another consumer claimed these entries while they were being handled here");
                     }
                 }
+                Err(e) if e.is_connection_error() => {
+                    debug!(stream = %spec.stream, error = %e, "lease renewal failed")
+                }
                 Err(e) => warn!(stream = %spec.stream, error = %e, "lease renewal failed"),
             }
         }
@@ -1298,7 +1303,9 @@ async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                     }
                     for (entry, deliveries) in claimed {
                         info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
-                        let Ok(p) = st.sem.clone().acquire_owned().await else { return };
+                        let Ok(p) = st.sem.clone().acquire_owned().await else {
+                            return;
+                        };
                         st.dispatch(entry, deliveries, p);
                     }
                     if next == "0-0" {
@@ -1307,7 +1314,11 @@ async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                     cursor = next;
                 }
                 Err(e) => {
-                    warn!(stream = %spec.stream, error = %e, "reclaim failed");
+                    if e.is_connection_error() {
+                        debug!(stream = %spec.stream, error = %e, "reclaim failed");
+                    } else {
+                        warn!(stream = %spec.stream, error = %e, "reclaim failed");
+                    }
                     break;
                 }
             }

@@ -13,14 +13,23 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-static ATTEMPTS: LazyLock<Mutex<HashMap<String, Vec<(u32, Instant)>>>> = LazyLock::new(Default::default);
+static ATTEMPTS: LazyLock<Mutex<HashMap<String, Vec<(u32, Instant)>>>> =
+    LazyLock::new(Default::default);
 static HANDLED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 static GATE_OPEN: AtomicBool = AtomicBool::new(false);
 
 #[handler(message_type = "always_fails", max_attempts = 4)]
 async fn always_fails(ctx: Context) -> Result<(), HandlerError> {
-    ATTEMPTS.lock().unwrap().entry(ctx.message_id().to_owned()).or_default().push((ctx.attempt(), Instant::now()));
-    Err(HandlerError::new(format!("boom on attempt {}", ctx.attempt())))
+    ATTEMPTS
+        .lock()
+        .unwrap()
+        .entry(ctx.message_id().to_owned())
+        .or_default()
+        .push((ctx.attempt(), Instant::now()));
+    Err(HandlerError::new(format!(
+        "boom on attempt {}",
+        ctx.attempt()
+    )))
 }
 
 #[handler(message_type = "panics", max_attempts = 2)]
@@ -45,7 +54,11 @@ async fn gated(ctx: Context) -> Result<(), HandlerError> {
     if !GATE_OPEN.load(Ordering::SeqCst) {
         return Err(HandlerError::permanent("the gate is closed"));
     }
-    assert_eq!(ctx.attempt(), 1, "a requeued dead letter starts over at attempt 1");
+    assert_eq!(
+        ctx.attempt(),
+        1,
+        "a requeued dead letter starts over at attempt 1"
+    );
     HANDLED.lock().unwrap().insert(ctx.message_id().to_owned());
     Ok(())
 }
@@ -57,7 +70,14 @@ fn handled(id: &str) -> bool {
     HANDLED.lock().unwrap().contains(id)
 }
 
-async fn start(url: &str, agent: &str, tune: impl FnOnce(fabric_worker::WorkerBuilder) -> fabric_worker::WorkerBuilder) -> (CancellationToken, tokio::task::JoinHandle<fabric_worker::Result<()>>) {
+async fn start(
+    url: &str,
+    agent: &str,
+    tune: impl FnOnce(fabric_worker::WorkerBuilder) -> fabric_worker::WorkerBuilder,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<fabric_worker::Result<()>>,
+) {
     let builder = Worker::builder(agent)
         .url(url)
         .block(Duration::from_millis(500))
@@ -70,7 +90,10 @@ async fn start(url: &str, agent: &str, tune: impl FnOnce(fabric_worker::WorkerBu
 }
 
 async fn wait_dead(bus: &Bus, agent: &str, n: usize, secs: u64) -> Vec<fabric_worker::DeadLetter> {
-    let ok = wait_until_async(Duration::from_secs(secs), || async { bus.dead_letters(agent, 1000).await.unwrap().len() >= n }).await;
+    let ok = wait_until_async(Duration::from_secs(secs), || async {
+        bus.dead_letters(agent, 1000).await.unwrap().len() >= n
+    })
+    .await;
     let dead = bus.dead_letters(agent, 1000).await.unwrap();
     assert!(ok, "expected {n} dead letters, got {dead:?}");
     dead
@@ -83,7 +106,8 @@ async fn failing_handler_is_retried_with_growing_backoff_then_dead_lettered() {
     let agent = unique_agent("retry");
     let bus = Bus::connect(server.url()).await.unwrap();
     let (stop, h) = start(&server.url(), &agent, |b| b).await;
-    let msg = Message::new("tester", &agent, "always_fails", json!({"k": "v"})).with_header("tenant", "t1");
+    let msg = Message::new("tester", &agent, "always_fails", json!({"k": "v"}))
+        .with_header("tenant", "t1");
     bus.send(msg.clone()).await.unwrap();
 
     let dead = wait_dead(&bus, &agent, 1, 30).await;
@@ -94,22 +118,37 @@ async fn failing_handler_is_retried_with_growing_backoff_then_dead_lettered() {
     let m = d.message.as_ref().unwrap();
     assert_eq!(m.id, msg.id, "the original message is kept");
     assert_eq!(m.payload, json!({"k": "v"}));
-    assert_eq!(m.headers.get("tenant").map(String::as_str), Some("t1"), "original fields are kept");
+    assert_eq!(
+        m.headers.get("tenant").map(String::as_str),
+        Some("t1"),
+        "original fields are kept"
+    );
 
     let attempts = ATTEMPTS.lock().unwrap().get(&msg.id).cloned().unwrap();
     let numbers: Vec<u32> = attempts.iter().map(|(a, _)| *a).collect();
-    assert_eq!(numbers, [1, 2, 3, 4], "exactly max_attempts attempts, in order");
+    assert_eq!(
+        numbers,
+        [1, 2, 3, 4],
+        "exactly max_attempts attempts, in order"
+    );
     let gaps: Vec<Duration> = attempts.windows(2).map(|w| w[1].1 - w[0].1).collect();
     println!("gaps between attempts: {gaps:?}");
     // base 100 ms doubling, jitter adds up to 100%: [100,200), [200,400), [400,800) + polling.
     assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
     assert!(gaps[1] >= Duration::from_millis(200), "{gaps:?}");
     assert!(gaps[2] >= Duration::from_millis(400), "{gaps:?}");
-    assert!(gaps[1] >= gaps[0] && gaps[2] >= gaps[1] && gaps[2] > gaps[0], "spacing must grow: {gaps:?}");
+    assert!(
+        gaps[1] >= gaps[0] && gaps[2] >= gaps[1] && gaps[2] > gaps[0],
+        "spacing must grow: {gaps:?}"
+    );
 
     // Nothing left behind: no pending entry, no scheduled retry.
     let st = bus.queue_status(&agent, None).await.unwrap();
-    assert_eq!((st.pending, st.scheduled_retries, st.dead_letters), (0, 0, 1), "{st:?}");
+    assert_eq!(
+        (st.pending, st.scheduled_retries, st.dead_letters),
+        (0, 0, 1),
+        "{st:?}"
+    );
     stop.cancel();
     h.await.unwrap().unwrap();
 }
@@ -121,21 +160,46 @@ async fn panics_and_timeouts_are_failed_attempts_and_the_worker_keeps_serving() 
     let agent = unique_agent("panic");
     let bus = Bus::connect(server.url()).await.unwrap();
     let (stop, h) = start(&server.url(), &agent, |b| b).await;
-    bus.send(Message::new("tester", &agent, "panics", json!({}))).await.unwrap();
-    bus.send(Message::new("tester", &agent, "too_slow", json!({}))).await.unwrap();
-    let quick: Vec<Message> = (0..20).map(|i| Message::new("tester", &agent, "quick", json!({"i": i}))).collect();
+    bus.send(Message::new("tester", &agent, "panics", json!({})))
+        .await
+        .unwrap();
+    bus.send(Message::new("tester", &agent, "too_slow", json!({})))
+        .await
+        .unwrap();
+    let quick: Vec<Message> = (0..20)
+        .map(|i| Message::new("tester", &agent, "quick", json!({"i": i})))
+        .collect();
     bus.send_batch(quick.clone()).await.unwrap();
 
-    let all_quick = wait_until_async(Duration::from_secs(10), || async { quick.iter().all(|m| handled(&m.id)) }).await;
+    let all_quick = wait_until_async(Duration::from_secs(10), || async {
+        quick.iter().all(|m| handled(&m.id))
+    })
+    .await;
     assert!(all_quick, "other messages must be handled meanwhile");
     let dead = wait_dead(&bus, &agent, 2, 30).await;
-    let panicked = dead.iter().find(|d| d.message.as_ref().unwrap().message_type == "panics").unwrap();
+    let panicked = dead
+        .iter()
+        .find(|d| d.message.as_ref().unwrap().message_type == "panics")
+        .unwrap();
     assert_eq!(panicked.reason, "max_attempts");
     assert_eq!(panicked.attempts, 2);
-    assert!(panicked.error.contains("handler panicked: the handler blew up"), "{}", panicked.error);
-    let slow = dead.iter().find(|d| d.message.as_ref().unwrap().message_type == "too_slow").unwrap();
+    assert!(
+        panicked
+            .error
+            .contains("handler panicked: the handler blew up"),
+        "{}",
+        panicked.error
+    );
+    let slow = dead
+        .iter()
+        .find(|d| d.message.as_ref().unwrap().message_type == "too_slow")
+        .unwrap();
     assert_eq!(slow.reason, "max_attempts");
-    assert!(slow.error.contains("timed out after 200 ms"), "{}", slow.error);
+    assert!(
+        slow.error.contains("timed out after 200 ms"),
+        "{}",
+        slow.error
+    );
     stop.cancel();
     h.await.unwrap().unwrap();
 }
@@ -147,32 +211,54 @@ async fn dead_letters_can_be_requeued_and_purged() {
     let agent = unique_agent("dlq");
     let bus = Bus::connect(server.url()).await.unwrap();
     let (stop, h) = start(&server.url(), &agent, |b| b).await;
-    let msgs: Vec<Message> = (0..3).map(|i| Message::new("tester", &agent, "gated", json!({"i": i}))).collect();
+    let msgs: Vec<Message> = (0..3)
+        .map(|i| Message::new("tester", &agent, "gated", json!({"i": i})))
+        .collect();
     bus.send_batch(msgs.clone()).await.unwrap();
     let dead = wait_dead(&bus, &agent, 3, 10).await;
-    assert!(dead.iter().all(|d| d.reason == "permanent_error" && d.attempts == 1), "{dead:?}");
+    assert!(
+        dead.iter()
+            .all(|d| d.reason == "permanent_error" && d.attempts == 1),
+        "{dead:?}"
+    );
 
     GATE_OPEN.store(true, Ordering::SeqCst);
     // Requeue one by id, then the rest.
-    let n = bus.requeue_dead_letters(&agent, Some(&[dead[0].dead_id.clone()])).await.unwrap();
+    let n = bus
+        .requeue_dead_letters(&agent, Some(&[dead[0].dead_id.clone()]))
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let first = dead[0].message.as_ref().unwrap().id.clone();
     assert!(wait_until_async(Duration::from_secs(10), || async { handled(&first) }).await);
     assert_eq!(bus.dead_letters(&agent, 10).await.unwrap().len(), 2);
     assert_eq!(bus.requeue_dead_letters(&agent, None).await.unwrap(), 2);
-    assert!(wait_until_async(Duration::from_secs(10), || async { msgs.iter().all(|m| handled(&m.id)) }).await);
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            msgs.iter().all(|m| handled(&m.id))
+        })
+        .await
+    );
     assert!(bus.dead_letters(&agent, 10).await.unwrap().is_empty());
 
     // Purge.
     GATE_OPEN.store(false, Ordering::SeqCst);
-    let more: Vec<Message> = (0..4).map(|i| Message::new("tester", &agent, "gated", json!({"j": i}))).collect();
+    let more: Vec<Message> = (0..4)
+        .map(|i| Message::new("tester", &agent, "gated", json!({"j": i})))
+        .collect();
     bus.send_batch(more).await.unwrap();
     wait_dead(&bus, &agent, 4, 10).await;
     assert_eq!(bus.purge_dead_letters(&agent).await.unwrap(), 4);
     assert!(bus.dead_letters(&agent, 10).await.unwrap().is_empty());
-    assert_eq!(bus.queue_status(&agent, None).await.unwrap().dead_letters, 0);
+    assert_eq!(
+        bus.queue_status(&agent, None).await.unwrap().dead_letters,
+        0
+    );
     // Bad ids are refused clearly.
-    let err = bus.requeue_dead_letters(&agent, Some(&["nope".into()])).await.unwrap_err();
+    let err = bus
+        .requeue_dead_letters(&agent, Some(&["nope".into()]))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("invalid dead letter id"), "{err}");
     stop.cancel();
     h.await.unwrap().unwrap();
@@ -183,15 +269,28 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
     init_tracing();
     let server = RedisServer::start_own(false);
     let agent = unique_agent("trim");
-    let bus = Bus::builder(server.url()).notify(false).connect().await.unwrap();
-    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| b.trim_interval(Duration::from_millis(200))).await;
+    let bus = Bus::builder(server.url())
+        .notify(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let (stop, h) = start(&server.url(), &agent, |b| {
+        b.trim_interval(Duration::from_millis(200))
+    })
+    .await;
     let inbox = keys::inbox(&agent);
     let mut max_len = 0u64;
     let mut max_mem = 0u64;
     let total = 100_000;
     for chunk in 0..(total / 1000) {
-        let batch: Vec<Message> = (0..1000).map(|i| Message::new("tester", &agent, "noop", json!({"i": chunk * 1000 + i}))).collect();
+        let batch: Vec<Message> = (0..1000)
+            .map(|i| Message::new("tester", &agent, "noop", json!({"i": chunk * 1000 + i})))
+            .collect();
         bus.send_batch(batch).await.unwrap();
         // Keep at most ~5,000 queued so that the test measures trimming, not a backlog.
         loop {
@@ -207,21 +306,48 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
         }
     }
     assert!(
-        wait_until_async(Duration::from_secs(60), || async { bus.queue_status(&agent, None).await.unwrap().queue_depth == 0 }).await,
+        wait_until_async(Duration::from_secs(60), || async {
+            bus.queue_status(&agent, None).await.unwrap().queue_depth == 0
+        })
+        .await,
         "not all handled"
     );
-    assert!(wait_until_async(Duration::from_secs(5), || { let mut c = conn.clone(); let k = inbox.clone(); async move { c.xlen::<_, u64>(&k).await.unwrap() == 0 } }).await);
+    assert!(
+        wait_until_async(Duration::from_secs(5), || {
+            let mut c = conn.clone();
+            let k = inbox.clone();
+            async move { c.xlen::<_, u64>(&k).await.unwrap() == 0 }
+        })
+        .await
+    );
     let st = bus.queue_status(&agent, None).await.unwrap();
-    println!("100k messages: longest inbox {max_len} entries, peak used_memory {} KiB, final length {}", max_mem / 1024, st.stream_length);
-    assert!(max_len < 20_000, "the inbox grew to {max_len} entries: trimming does not keep up");
-    assert!(max_mem < 64 * 1024 * 1024, "used_memory peaked at {max_mem} bytes");
+    println!(
+        "100k messages: longest inbox {max_len} entries, peak used_memory {} KiB, final length {}",
+        max_mem / 1024,
+        st.stream_length
+    );
+    assert!(
+        max_len < 20_000,
+        "the inbox grew to {max_len} entries: trimming does not keep up"
+    );
+    assert!(
+        max_mem < 64 * 1024 * 1024,
+        "used_memory peaked at {max_mem} bytes"
+    );
     stop.cancel();
     h.await.unwrap().unwrap();
 }
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await.unwrap();
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,30 +355,77 @@ async fn trimming_never_removes_undelivered_or_pending_entries() {
     init_tracing();
     let server = RedisServer::start();
     let agent = unique_agent("keep");
-    let bus = Bus::builder(server.url()).notify(false).connect().await.unwrap();
-    let mut conn = redis::Client::open(server.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let bus = Bus::builder(server.url())
+        .notify(false)
+        .connect()
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let inbox = keys::inbox(&agent);
     // A second consumer group (say, an auditor) on the same inbox.
-    let _: () = redis::cmd("XGROUP").arg("CREATE").arg(&inbox).arg("auditor").arg("0").arg("MKSTREAM").query_async(&mut conn).await.unwrap();
-    let msgs: Vec<Message> = (0..1000).map(|i| Message::new("tester", &agent, "noop", json!({"i": i}))).collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&inbox)
+        .arg("auditor")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let msgs: Vec<Message> = (0..1000)
+        .map(|i| Message::new("tester", &agent, "noop", json!({"i": i})))
+        .collect();
     bus.send_batch(msgs).await.unwrap();
     // The auditor reads 10 and does not acknowledge them yet.
-    let v: redis::Value = redis::cmd("XREADGROUP").arg("GROUP").arg("auditor").arg("a1").arg("COUNT").arg(10).arg("STREAMS").arg(&inbox).arg(">").query_async(&mut conn).await.unwrap();
+    let v: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("auditor")
+        .arg("a1")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&inbox)
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let read: redis::streams::StreamReadReply = redis::from_redis_value(v).unwrap();
     let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), 10);
 
-    let (stop, h) = start(&server.url(), &agent, |b| b.trim_interval(Duration::from_millis(50))).await;
-    assert!(wait_until_async(Duration::from_secs(20), || async { bus.queue_status(&agent, None).await.unwrap().queue_depth == 0 }).await);
+    let (stop, h) = start(&server.url(), &agent, |b| {
+        b.trim_interval(Duration::from_millis(50))
+    })
+    .await;
+    assert!(
+        wait_until_async(Duration::from_secs(20), || async {
+            bus.queue_status(&agent, None).await.unwrap().queue_depth == 0
+        })
+        .await
+    );
     tokio::time::sleep(Duration::from_millis(400)).await; // several trim rounds
-    assert_eq!(conn.xlen::<_, u64>(&inbox).await.unwrap(), 1000, "pending (auditor) entries and all after them are kept");
+    assert_eq!(
+        conn.xlen::<_, u64>(&inbox).await.unwrap(),
+        1000,
+        "pending (auditor) entries and all after them are kept"
+    );
 
     let _: i64 = conn.xack(&inbox, "auditor", &ids).await.unwrap();
     assert!(
-        wait_until_async(Duration::from_secs(5), || { let mut c = conn.clone(); let k = inbox.clone(); async move { c.xlen::<_, u64>(&k).await.unwrap() == 990 } }).await,
+        wait_until_async(Duration::from_secs(5), || {
+            let mut c = conn.clone();
+            let k = inbox.clone();
+            async move { c.xlen::<_, u64>(&k).await.unwrap() == 990 }
+        })
+        .await,
         "the 10 entries acknowledged by both groups are trimmed, the 990 the auditor has not read are kept"
     );
-    let first: redis::streams::StreamRangeReply = conn.xrange_count(&inbox, "-", "+", 1).await.unwrap();
+    let first: redis::streams::StreamRangeReply =
+        conn.xrange_count(&inbox, "-", "+", 1).await.unwrap();
     assert!(first.ids[0].id.as_str() > ids[9].as_str() || first.ids[0].id.len() > ids[9].len());
     stop.cancel();
     h.await.unwrap().unwrap();
@@ -263,27 +436,60 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
     init_tracing();
     let mut server = RedisServer::start_own(true);
     let agent = unique_agent("restart");
-    let bus = Bus::builder(server.url()).connect_timeout(Duration::from_millis(500)).response_timeout(Duration::from_secs(1)).connect().await.unwrap();
+    let bus = Bus::builder(server.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
     let (stop, h) = start(&server.url(), &agent, |b| b).await;
-    let before: Vec<Message> = (0..10).map(|i| Message::new("tester", &agent, "quick", json!({"i": i}))).collect();
+    let before: Vec<Message> = (0..10)
+        .map(|i| Message::new("tester", &agent, "quick", json!({"i": i})))
+        .collect();
     bus.send_batch(before.clone()).await.unwrap();
-    assert!(wait_until_async(Duration::from_secs(10), || async { before.iter().all(|m| handled(&m.id)) }).await);
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            before.iter().all(|m| handled(&m.id))
+        })
+        .await
+    );
 
     server.stop();
     // While Redis is down, send fails with a clear error instead of dropping the message.
     let t0 = Instant::now();
-    let err = bus.send(Message::new("tester", &agent, "quick", json!({}))).await.unwrap_err();
+    let err = bus
+        .send(Message::new("tester", &agent, "quick", json!({})))
+        .await
+        .unwrap_err();
     assert!(err.is_connection_error(), "{err:?}");
-    assert!(t0.elapsed() < Duration::from_secs(10), "send must fail fast, took {:?}", t0.elapsed());
-    assert!(matches!(err, Error::Pool(_) | Error::Redis { .. } | Error::Connect { .. }), "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "send must fail fast, took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(
+            err,
+            Error::Pool(_) | Error::Redis { .. } | Error::Connect { .. }
+        ),
+        "{err:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.start_again();
 
-    let after: Vec<Message> = (0..10).map(|i| Message::new("tester", &agent, "quick", json!({"j": i}))).collect();
-    let sent = wait_until_async(Duration::from_secs(15), || async { bus.send_batch(after.clone()).await.is_ok() }).await;
+    let after: Vec<Message> = (0..10)
+        .map(|i| Message::new("tester", &agent, "quick", json!({"j": i})))
+        .collect();
+    let sent = wait_until_async(Duration::from_secs(15), || async {
+        bus.send_batch(after.clone()).await.is_ok()
+    })
+    .await;
     assert!(sent, "send works again once Redis is back");
     assert!(
-        wait_until_async(Duration::from_secs(30), || async { after.iter().all(|m| handled(&m.id)) }).await,
+        wait_until_async(Duration::from_secs(30), || async {
+            after.iter().all(|m| handled(&m.id))
+        })
+        .await,
         "the worker did not resume after the restart"
     );
     stop.cancel();

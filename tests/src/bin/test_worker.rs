@@ -25,7 +25,8 @@ struct Work {
 }
 
 static REDIS: OnceLock<redis::Client> = OnceLock::new();
-static CONN: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>> = tokio::sync::Mutex::const_new(None);
+static CONN: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>> =
+    tokio::sync::Mutex::const_new(None);
 
 /// Appends a record, retrying through Redis outages (the chaos test restarts Redis) for up to 60 s.
 async fn record(list: &str, ctx: &Context, n: &Value) {
