@@ -13,8 +13,10 @@ use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-static ATTEMPTS: LazyLock<Mutex<HashMap<String, Vec<(u32, Instant)>>>> =
-    LazyLock::new(Default::default);
+/// Per message id: (attempt, when it started).
+type AttemptLog = HashMap<String, Vec<(u32, Instant)>>;
+
+static ATTEMPTS: LazyLock<Mutex<AttemptLog>> = LazyLock::new(Default::default);
 static HANDLED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 static GATE_OPEN: AtomicBool = AtomicBool::new(false);
 
