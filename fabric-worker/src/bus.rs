@@ -117,6 +117,7 @@ impl BusBuilder {
 /// A handle to the message bus. Cheap to clone; clones share connections.
 ///
 /// ```no_run
+/// # #[allow(dead_code)]
 /// # async fn demo() -> fabric_worker::Result<()> {
 /// use fabric_worker::{Bus, Message};
 /// use serde_json::json;

@@ -90,3 +90,8 @@ pub mod prelude {
     pub use crate::{Bus, Context, HandlerError, Message, Worker};
     pub use serde::{Deserialize, Serialize};
 }
+
+/// The README's examples, compiled as doc-tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
