@@ -580,6 +580,28 @@ impl Bus {
         Ok(out)
     }
 
+    /// Runs a read: a blocking one on a connection of its own (dropped afterwards, so it
+    /// never holds up other commands), a non-blocking one on a pooled connection.
+    async fn query_read(
+        &self,
+        cmd: &redis::Cmd,
+        block: Option<Duration>,
+        command: &'static str,
+        stream: &str,
+    ) -> Result<redis::Value> {
+        match block {
+            Some(b) => {
+                let mut conn = self.dedicated_connection(b).await?;
+                cmd.query_async(&mut conn).await
+            }
+            None => {
+                let mut conn = self.conn().await?;
+                cmd.query_async(&mut conn).await
+            }
+        }
+        .map_err(|e| Error::redis(command, stream, e))
+    }
+
     async fn read_group(
         &self,
         stream: &str,
@@ -598,18 +620,7 @@ impl Bus {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(stream).arg(">");
-        let reply: redis::Value = match block {
-            Some(b) => {
-                // A blocking read gets a connection of its own, dropped afterwards.
-                let mut conn = self.dedicated_connection(b).await?;
-                cmd.query_async(&mut conn).await
-            }
-            None => {
-                let mut conn = self.conn().await?;
-                cmd.query_async(&mut conn).await
-            }
-        }
-        .map_err(|e| Error::redis("XREADGROUP", stream, e))?;
+        let reply = self.query_read(&cmd, block, "XREADGROUP", stream).await?;
         Ok(wire::parse_read_reply(&reply)?
             .into_iter()
             .flat_map(|(_, e)| e)
@@ -670,7 +681,7 @@ impl Bus {
     ) -> Result<u64> {
         keys::validate_topic(topic)?;
         if let Some(f) = from_agent {
-            keys::validate_agent(f).map_err(|e| rename_invalid(e, "from_agent"))?;
+            keys::validate_agent(f).map_err(|e| e.renamed("from_agent"))?;
         }
         let body = json!({
             "data": message,
@@ -693,7 +704,7 @@ impl Bus {
     /// with an `error` message, returned as [`Error::RequestFailed`]. On timeout the request
     /// stays queued; its eventual reply is discarded.
     pub async fn request(&self, mut message: Message, timeout: Duration) -> Result<Message> {
-        keys::validate_agent(&message.from_agent).map_err(|e| rename_invalid(e, "from_agent"))?;
+        keys::validate_agent(&message.from_agent).map_err(|e| e.renamed("from_agent"))?;
         let listener = self.reply_listener(&message.from_agent).await?;
         message.reply_to = Some(listener.stream.clone());
         if message.correlation_id.is_none() {
@@ -995,17 +1006,7 @@ impl Bus {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(&stream).arg(&after);
-        let v: redis::Value = match block {
-            Some(b) => {
-                let mut conn = self.dedicated_connection(b).await?;
-                cmd.query_async(&mut conn).await
-            }
-            None => {
-                let mut conn = self.conn().await?;
-                cmd.query_async(&mut conn).await
-            }
-        }
-        .map_err(|e| Error::redis("XREAD", &stream, e))?;
+        let v = self.query_read(&cmd, block, "XREAD", &stream).await?;
         let entries: Vec<RawEntry> = wire::parse_read_reply(&v)?
             .into_iter()
             .flat_map(|(_, e)| e)
@@ -1243,17 +1244,6 @@ async fn count_after(
         }
     }
     Ok(total)
-}
-
-fn rename_invalid(e: Error, what: &'static str) -> Error {
-    match e {
-        Error::Invalid { value, reason, .. } => Error::Invalid {
-            what,
-            value,
-            reason,
-        },
-        other => other,
-    }
 }
 
 /// `REDIS_URL`, or the default `redis://127.0.0.1:6379`.

@@ -140,6 +140,18 @@ impl Error {
         }
     }
 
+    /// The same error, naming the rejected value `what` (e.g. `from_agent` instead of `agent id`).
+    pub(crate) fn renamed(self, what: &'static str) -> Self {
+        match self {
+            Error::Invalid { value, reason, .. } => Error::Invalid {
+                what,
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn redis(command: &'static str, key: &str, source: redis::RedisError) -> Self {
         Error::Redis {
             command,

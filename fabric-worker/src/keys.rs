@@ -53,14 +53,7 @@ pub fn validate_group(group: &str) -> Result<()> {
 
 /// Checks a consumer name (same rule as groups).
 pub fn validate_consumer(consumer: &str) -> Result<()> {
-    validate_group(consumer).map_err(|e| match e {
-        Error::Invalid { value, reason, .. } => Error::Invalid {
-            what: "consumer name",
-            value,
-            reason,
-        },
-        other => other,
-    })
+    validate_group(consumer).map_err(|e| e.renamed("consumer name"))
 }
 
 /// Checks a Pub/Sub topic: 1–256 printable ASCII characters without spaces.

@@ -264,8 +264,8 @@ impl Message {
 
     /// Checks everything a sender controls: agents, message type, payload shape, reply_to.
     pub fn validate(&self) -> Result<()> {
-        keys::validate_agent(&self.from_agent).map_err(|e| rename(e, "from_agent"))?;
-        keys::validate_agent(&self.to_agent).map_err(|e| rename(e, "to_agent"))?;
+        keys::validate_agent(&self.from_agent).map_err(|e| e.renamed("from_agent"))?;
+        keys::validate_agent(&self.to_agent).map_err(|e| e.renamed("to_agent"))?;
         keys::validate_message_type(&self.message_type)?;
         if !self.payload.is_object() {
             return Err(Error::invalid(
@@ -275,7 +275,7 @@ impl Message {
             ));
         }
         if let Some(r) = &self.reply_to {
-            keys::validate_stream_key(r).map_err(|e| rename(e, "reply_to"))?;
+            keys::validate_stream_key(r).map_err(|e| e.renamed("reply_to"))?;
         }
         if self.id.is_empty() {
             return Err(Error::invalid("message id", "", "must not be empty"));
@@ -302,17 +302,6 @@ impl Message {
                 what: "headers",
                 source,
             })
-    }
-}
-
-fn rename(e: Error, what: &'static str) -> Error {
-    match e {
-        Error::Invalid { value, reason, .. } => Error::Invalid {
-            what,
-            value,
-            reason,
-        },
-        other => other,
     }
 }
 
