@@ -334,3 +334,41 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A worker running in this process (a tokio task) until [`RunningWorker::stop`].
+#[derive(Debug)]
+pub struct RunningWorker {
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<fabric_worker::Result<()>>,
+}
+
+impl RunningWorker {
+    /// Builds the worker and runs it in the background.
+    pub async fn start(builder: fabric_worker::WorkerBuilder) -> RunningWorker {
+        let worker = builder.build().await.expect("build the worker");
+        let token = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(worker.run_until(token.clone().cancelled_owned()));
+        RunningWorker { token, handle }
+    }
+
+    /// Shuts it down gracefully and checks it stopped cleanly.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle
+            .await
+            .expect("worker task panicked")
+            .expect("worker returned an error");
+    }
+}
+
+/// The JSON records `test_worker` appended to `<list>:<agent>` (`test:started`, `test:done`).
+pub fn records(conn: &mut redis::Connection, list: &str, agent: &str) -> Vec<serde_json::Value> {
+    use redis::Commands;
+    let lines: Vec<String> = conn
+        .lrange(format!("{list}:{agent}"), 0, -1)
+        .unwrap_or_default();
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("test_worker writes JSON records"))
+        .collect()
+}

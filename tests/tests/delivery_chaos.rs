@@ -5,20 +5,10 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use fabric_tests::{RedisServer, WorkerProcess, unique_agent, wait_until};
+use fabric_tests::{RedisServer, WorkerProcess, records, unique_agent, wait_until};
 use fabric_worker::{Bus, Message};
 use redis::Commands;
 use serde_json::{Value, json};
-
-fn records(conn: &mut redis::Connection, list: &str, agent: &str) -> Vec<Value> {
-    let lines: Vec<String> = conn
-        .lrange(format!("{list}:{agent}"), 0, -1)
-        .unwrap_or_default();
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
+use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::prelude::*;
 use fabric_worker::{Error, keys};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 /// Per message id: (attempt, when it started).
 type AttemptLog = HashMap<String, Vec<(u32, Instant)>>;
@@ -76,19 +75,13 @@ async fn start(
     url: &str,
     agent: &str,
     tune: impl FnOnce(fabric_worker::WorkerBuilder) -> fabric_worker::WorkerBuilder,
-) -> (
-    CancellationToken,
-    tokio::task::JoinHandle<fabric_worker::Result<()>>,
-) {
+) -> RunningWorker {
     let builder = Worker::builder(agent)
         .url(url)
         .block(Duration::from_millis(500))
         .backoff(Duration::from_millis(100), Duration::from_secs(5))
         .retry_poll_interval(Duration::from_millis(50));
-    let worker = tune(builder).build().await.expect("build worker");
-    let token = CancellationToken::new();
-    let h = tokio::spawn(worker.run_until(token.clone().cancelled_owned()));
-    (token, h)
+    RunningWorker::start(tune(builder)).await
 }
 
 async fn wait_dead(bus: &Bus, agent: &str, n: usize, secs: u64) -> Vec<fabric_worker::DeadLetter> {
@@ -107,7 +100,7 @@ async fn failing_handler_is_retried_with_growing_backoff_then_dead_lettered() {
     let server = RedisServer::start();
     let agent = unique_agent("retry");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| b).await;
+    let worker = start(&server.url(), &agent, |b| b).await;
     let msg = Message::new("tester", &agent, "always_fails", json!({"k": "v"}))
         .with_header("tenant", "t1");
     bus.send(msg.clone()).await.unwrap();
@@ -151,8 +144,7 @@ async fn failing_handler_is_retried_with_growing_backoff_then_dead_lettered() {
         (0, 0, 1),
         "{st:?}"
     );
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +153,7 @@ async fn panics_and_timeouts_are_failed_attempts_and_the_worker_keeps_serving() 
     let server = RedisServer::start();
     let agent = unique_agent("panic");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| b).await;
+    let worker = start(&server.url(), &agent, |b| b).await;
     bus.send(Message::new("tester", &agent, "panics", json!({})))
         .await
         .unwrap();
@@ -202,8 +194,7 @@ async fn panics_and_timeouts_are_failed_attempts_and_the_worker_keeps_serving() 
         "{}",
         slow.error
     );
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +203,7 @@ async fn dead_letters_can_be_requeued_and_purged() {
     let server = RedisServer::start();
     let agent = unique_agent("dlq");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| b).await;
+    let worker = start(&server.url(), &agent, |b| b).await;
     let msgs: Vec<Message> = (0..3)
         .map(|i| Message::new("tester", &agent, "gated", json!({"i": i})))
         .collect();
@@ -262,8 +253,7 @@ async fn dead_letters_can_be_requeued_and_purged() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("invalid dead letter id"), "{err}");
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,7 +271,7 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| {
+    let worker = start(&server.url(), &agent, |b| {
         b.trim_interval(Duration::from_millis(200))
     })
     .await;
@@ -336,8 +326,7 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
         max_mem < 64 * 1024 * 1024,
         "used_memory peaked at {max_mem} bytes"
     );
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
@@ -399,7 +388,7 @@ async fn trimming_never_removes_undelivered_or_pending_entries() {
     let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), 10);
 
-    let (stop, h) = start(&server.url(), &agent, |b| {
+    let worker = start(&server.url(), &agent, |b| {
         b.trim_interval(Duration::from_millis(50))
     })
     .await;
@@ -429,8 +418,7 @@ async fn trimming_never_removes_undelivered_or_pending_entries() {
     let first: redis::streams::StreamRangeReply =
         conn.xrange_count(&inbox, "-", "+", 1).await.unwrap();
     assert!(first.ids[0].id.as_str() > ids[9].as_str() || first.ids[0].id.len() > ids[9].len());
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,7 +432,7 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
         .connect()
         .await
         .unwrap();
-    let (stop, h) = start(&server.url(), &agent, |b| b).await;
+    let worker = start(&server.url(), &agent, |b| b).await;
     let before: Vec<Message> = (0..10)
         .map(|i| Message::new("tester", &agent, "quick", json!({"i": i})))
         .collect();
@@ -494,6 +482,5 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
         .await,
         "the worker did not resume after the restart"
     );
-    stop.cancel();
-    h.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -3,12 +3,11 @@
 
 use std::time::Duration;
 
-use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
+use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::prelude::*;
 use fabric_worker::{Error, keys};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken as Token;
 
 #[derive(Debug, Deserialize)]
 struct Typed {
@@ -35,21 +34,14 @@ async fn never_works(_ctx: Context) -> Result<(), HandlerError> {
     Err(HandlerError::permanent("this task is impossible"))
 }
 
-/// Starts an in-process worker for `agent`; returns its stop token and join handle.
-async fn start_worker(
-    url: &str,
-    agent: &str,
-) -> (Token, tokio::task::JoinHandle<fabric_worker::Result<()>>) {
-    let worker = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(500))
-        .build()
-        .await
-        .expect("build worker");
-    let token = Token::new();
-    let t = token.clone();
-    let h = tokio::spawn(worker.run_until(t.cancelled_owned()));
-    (token, h)
+/// Starts an in-process worker for `agent`.
+async fn start_worker(url: &str, agent: &str) -> RunningWorker {
+    RunningWorker::start(
+        Worker::builder(agent)
+            .url(url)
+            .block(Duration::from_millis(500)),
+    )
+    .await
 }
 
 async fn entries(
@@ -90,7 +82,7 @@ async fn send_handle_reply_ack_with_headers() {
     let agent = unique_agent("echo");
     let sender = unique_agent("sender");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, handle) = start_worker(&server.url(), &agent).await;
+    let worker = start_worker(&server.url(), &agent).await;
 
     let reply_to = keys::results(&sender);
     let msg = Message::new(&sender, &agent, "echo", json!({"x": 1}))
@@ -150,9 +142,7 @@ async fn send_handle_reply_ack_with_headers() {
         field(&inbox[0].1, "headers"),
         Some(r#"{"trace":"abc-123"}"#)
     );
-
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +151,7 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     let server = RedisServer::start();
     let agent = unique_agent("typed");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, handle) = start_worker(&server.url(), &agent).await;
+    let worker = start_worker(&server.url(), &agent).await;
 
     bus.send(Message::new(
         "tester",
@@ -257,9 +247,7 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
         })
         .await
     );
-
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,7 +257,7 @@ async fn concurrent_requests_each_get_their_own_reply() {
     let agent = unique_agent("calc");
     let caller = unique_agent("caller");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let (stop, handle) = start_worker(&server.url(), &agent).await;
+    let worker = start_worker(&server.url(), &agent).await;
 
     let mut tasks = Vec::new();
     for i in 0..50u32 {
@@ -321,9 +309,7 @@ async fn concurrent_requests_each_get_their_own_reply() {
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert!(matches!(err, Error::RequestTimeout { .. }), "{err:?}");
     assert!(err.to_string().contains("is a worker for"), "{err}");
-
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }
 
 /// An entry written exactly as the Python bus writes it is handled, and the reply is one
@@ -333,7 +319,7 @@ async fn python_bus_wire_compatibility() {
     init_tracing();
     let server = RedisServer::start();
     let agent = unique_agent("py");
-    let (stop, handle) = start_worker(&server.url(), &agent).await;
+    let worker = start_worker(&server.url(), &agent).await;
 
     // What fabric_message_bus.py's send_task puts on the wire (json.dumps default separators).
     let data = format!(
@@ -439,7 +425,5 @@ print("loaded", m.id)
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("loaded msg:"));
-
-    stop.cancel();
-    handle.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -4,20 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use fabric_tests::{RedisServer, WorkerProcess, unique_agent, wait_until};
+use fabric_tests::{RedisServer, WorkerProcess, records, unique_agent, wait_until};
 use fabric_worker::{Bus, Message};
-use redis::Commands;
 use serde_json::{Value, json};
-
-fn records(conn: &mut redis::Connection, list: &str, agent: &str) -> Vec<Value> {
-    let lines: Vec<String> = conn
-        .lrange(format!("{list}:{agent}"), 0, -1)
-        .unwrap_or_default();
-    lines
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// Clients blocked in a read (a worker waiting on its inbox). Redis 7.0 creates a consumer
 /// only when it is first delivered something, so XINFO CONSUMERS can't show idle workers.
