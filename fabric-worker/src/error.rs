@@ -33,6 +33,19 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
+    /// The Redis user may not run this command on this key (ACL `NOPERM`).
+    #[error(
+        "redis {command} on {key} refused by the server's ACL: this Redis user has no permission for it (per-agent users may read and consume only their own agent:<id>:* keys; see fabric_worker::acl)"
+    )]
+    PermissionDenied {
+        /// The command.
+        command: &'static str,
+        /// The key (or channel).
+        key: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
     /// The connection pool could not hand out a connection.
     #[error("no Redis connection available: {0}; is the server up and reachable?")]
     Pool(String),
@@ -153,6 +166,13 @@ impl Error {
     }
 
     pub(crate) fn redis(command: &'static str, key: &str, source: redis::RedisError) -> Self {
+        if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+            return Error::PermissionDenied {
+                command,
+                key: key.to_owned(),
+                source,
+            };
+        }
         Error::Redis {
             command,
             key: key.to_owned(),

@@ -43,6 +43,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
+pub mod acl;
 mod bus;
 mod context;
 mod error;
