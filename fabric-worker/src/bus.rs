@@ -4,14 +4,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::conn::{Backend, Conn, Timeouts};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::{Message, fields, now_timestamp};
@@ -31,6 +30,7 @@ pub const MAX_RECEIVE_COUNT: usize = 1000;
 #[must_use]
 pub struct BusBuilder {
     url: String,
+    cluster: bool,
     notify: bool,
     pool_size: usize,
     response_timeout: Duration,
@@ -44,7 +44,14 @@ impl BusBuilder {
         self
     }
 
-    /// Maximum pooled connections for non-blocking commands (default 16).
+    /// Treat the URL as a Redis Cluster seed node even when only one is given (several
+    /// comma-separated URLs always mean a cluster).
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
+        self
+    }
+
+    /// Maximum pooled connections for non-blocking commands (default 16; single server only).
     pub fn pool_size(mut self, n: usize) -> Self {
         self.pool_size = n.max(1);
         self
@@ -62,39 +69,27 @@ impl BusBuilder {
         self
     }
 
-    /// Connects (one `PING` proves the server answers).
+    /// Connects (one `PING` proves the server answers). A URL listing several
+    /// comma-separated nodes (`redis://a:7000,redis://b:7001`) connects to a Redis Cluster.
     pub async fn connect(self) -> Result<Bus> {
-        let masked = wire::mask_url(&self.url);
-        let client = redis::Client::open(self.url.as_str()).map_err(|source| Error::Connect {
-            url: masked.clone(),
-            source,
-        })?;
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(self.response_timeout))
-            .set_connection_timeout(Some(self.connect_timeout));
-        let mgr =
-            deadpool_redis::Manager::new_with_config(self.url.as_str(), cfg).map_err(|source| {
-                Error::Connect {
-                    url: masked.clone(),
-                    source,
-                }
-            })?;
-        let pool = Pool::builder(mgr)
-            .max_size(self.pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(self.connect_timeout + self.response_timeout))
-            .create_timeout(Some(self.connect_timeout))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
+        let urls = crate::conn::split_urls(&self.url);
+        let masked = urls
+            .iter()
+            .map(|u| wire::mask_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let timeouts = Timeouts {
+            response: self.response_timeout,
+            connect: self.connect_timeout,
+        };
+        let backend = Backend::open(&urls, self.cluster, self.pool_size, timeouts).await?;
         let cancel = CancellationToken::new();
         let bus = Bus {
             inner: Arc::new(BusInner {
-                pool,
-                client,
+                backend,
                 url: masked.clone(),
                 notify: self.notify,
-                response_timeout: self.response_timeout,
-                connect_timeout: self.connect_timeout,
+                timeouts,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 groups: Mutex::new(HashSet::new()),
                 replies: Mutex::new(HashMap::new()),
@@ -102,7 +97,7 @@ impl BusBuilder {
                 _guard: cancel.drop_guard(),
             }),
         };
-        let mut conn = bus.conn_with_url().await?;
+        let mut conn = bus.conn().await?;
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
@@ -113,6 +108,9 @@ impl BusBuilder {
         Ok(bus)
     }
 }
+
+/// A validated message with its encoded `data` and `headers` fields.
+type Prepared = (Message, String, Option<String>);
 
 /// A handle to the message bus. Cheap to clone; clones share connections.
 ///
@@ -135,12 +133,10 @@ pub struct Bus {
 }
 
 struct BusInner {
-    pool: Pool,
-    client: redis::Client,
+    backend: Backend,
     url: String,
     notify: bool,
-    response_timeout: Duration,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
     instance: String,
     groups: Mutex<HashSet<(String, String)>>,
     replies: Mutex<HashMap<String, Arc<ReplyListener>>>,
@@ -331,6 +327,7 @@ impl Bus {
     pub fn builder(url: impl Into<String>) -> BusBuilder {
         BusBuilder {
             url: url.into(),
+            cluster: false,
             notify: true,
             pool_size: 16,
             response_timeout: Duration::from_secs(5),
@@ -353,45 +350,22 @@ impl Bus {
         &self.inner.url
     }
 
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        self.inner.pool.get().await.map_err(|e| {
-            Error::Pool(format!(
-                "{e} (server {}); check that Redis is running",
-                self.inner.url
-            ))
-        })
-    }
-
-    async fn conn_with_url(&self) -> Result<deadpool_redis::Connection> {
-        self.inner.pool.get().await.map_err(|e| match e {
-            deadpool_redis::PoolError::Backend(source) => Error::Connect {
-                url: self.inner.url.clone(),
-                source,
-            },
-            other => Error::Pool(format!("{other} (server {})", self.inner.url)),
-        })
-    }
-
-    fn blocking_config(&self, block: Duration) -> redis::AsyncConnectionConfig {
-        redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(block + self.inner.response_timeout))
-            .set_connection_timeout(Some(self.inner.connect_timeout))
+    /// A connection for ordinary (non-blocking) commands.
+    pub(crate) async fn conn(&self) -> Result<Conn> {
+        self.inner.backend.conn(&self.inner.url).await
     }
 
     /// A new connection of its own, for a blocking command that must not hold up others.
-    pub(crate) async fn dedicated_connection(
-        &self,
-        block: Duration,
-    ) -> Result<MultiplexedConnection> {
-        let cfg = self.blocking_config(block);
+    pub(crate) async fn dedicated_connection(&self, block: Duration) -> Result<Conn> {
         self.inner
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
+            .backend
+            .dedicated(block, self.inner.timeouts, &self.inner.url)
             .await
-            .map_err(|source| Error::Connect {
-                url: self.inner.url.clone(),
-                source,
-            })
+    }
+
+    /// Whether this bus talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.backend.is_cluster()
     }
 
     /// Makes sure `group` exists on `stream` (cached per bus).
@@ -448,39 +422,89 @@ impl Bus {
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (m, data, headers) in &prepared {
-            let inbox = keys::inbox(&m.to_agent);
+        let xadd = |pipe: &mut redis::Pipeline, (m, data, headers): &Prepared| {
             let cmd = pipe
                 .cmd("XADD")
-                .arg(&inbox)
+                .arg(keys::inbox(&m.to_agent))
                 .arg("*")
                 .arg(fields::DATA)
                 .arg(data);
             if let Some(h) = headers {
                 cmd.arg(fields::HEADERS).arg(h);
             }
-        }
-        if self.inner.notify {
-            for (m, _, _) in &prepared {
-                let note = json!({
-                    "from": m.from_agent,
-                    "type": m.message_type,
-                    "priority": m.priority.as_u8(),
-                    "message_id": m.id,
-                });
-                pipe.cmd("PUBLISH")
-                    .arg(keys::new_message_channel(&m.to_agent))
-                    .arg(note.to_string())
-                    .ignore();
-            }
-        }
+        };
+        let notification = |m: &Message| {
+            let note = json!({
+                "from": m.from_agent,
+                "type": m.message_type,
+                "priority": m.priority.as_u8(),
+                "message_id": m.id,
+            });
+            (keys::new_message_channel(&m.to_agent), note.to_string())
+        };
         let mut conn = self.conn().await?;
-        let first_inbox = keys::inbox(&prepared[0].0.to_agent);
-        let ids: Vec<String> = pipe
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("XADD", &first_inbox, e))?;
+        let ids: Vec<String> = if !self.is_cluster() {
+            // One round trip for everything.
+            let mut pipe = redis::pipe();
+            for p in &prepared {
+                xadd(&mut pipe, p);
+            }
+            if self.inner.notify {
+                for (m, _, _) in &prepared {
+                    let (channel, note) = notification(m);
+                    pipe.cmd("PUBLISH").arg(channel).arg(note).ignore();
+                }
+            }
+            let first_inbox = keys::inbox(&prepared[0].0.to_agent);
+            pipe.query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("XADD", &first_inbox, e))?
+        } else {
+            // A cluster pipeline must stay in one slot: one pipeline per inbox, concurrently.
+            let mut by_inbox: Vec<(String, Vec<usize>)> = Vec::new();
+            for (i, (m, _, _)) in prepared.iter().enumerate() {
+                let inbox = keys::inbox(&m.to_agent);
+                match by_inbox.iter_mut().find(|(k, _)| *k == inbox) {
+                    Some((_, idx)) => idx.push(i),
+                    None => by_inbox.push((inbox, vec![i])),
+                }
+            }
+            let runs = by_inbox.iter().map(|(inbox, idx)| {
+                let mut pipe = redis::pipe();
+                for i in idx {
+                    xadd(&mut pipe, &prepared[*i]);
+                }
+                async move {
+                    let mut c = self.conn().await?; // a clone of the shared cluster connection
+                    let ids: Vec<String> = pipe
+                        .query_async(&mut c)
+                        .await
+                        .map_err(|e| Error::redis("XADD", inbox, e))?;
+                    Ok::<_, Error>(ids)
+                }
+            });
+            let results = futures::future::join_all(runs).await;
+            let mut ids = vec![String::new(); prepared.len()];
+            for ((_, idx), r) in by_inbox.iter().zip(results) {
+                for (i, id) in idx.iter().zip(r?) {
+                    ids[*i] = id;
+                }
+            }
+            if self.inner.notify {
+                for (m, _, _) in &prepared {
+                    let (channel, note) = notification(m);
+                    if let Err(e) = redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(note)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                    {
+                        tracing::debug!(%channel, error = %e, "new-message notification not published");
+                    }
+                }
+            }
+            ids
+        };
         if ids.len() != prepared.len() {
             return Err(Error::protocol(
                 "XADD",
@@ -774,18 +798,16 @@ impl Bus {
             tokio::spawn(run_reply_listener(
                 listener.clone(),
                 conn,
-                self.inner.client.clone(),
-                self.blocking_config(block),
-                self.clone_pool(),
+                ListenerLink {
+                    backend: self.inner.backend.clone(),
+                    timeouts: self.inner.timeouts,
+                    url: self.inner.url.clone(),
+                },
                 block,
                 self.inner.cancel.clone(),
             ));
         }
         Ok(winner)
-    }
-
-    fn clone_pool(&self) -> Pool {
-        self.inner.pool.clone()
     }
 
     /// The state of `agent`'s inbox for a consumer group (default `<agent>_workers`).
@@ -1218,11 +1240,7 @@ fn to_dead_letter(e: &RawEntry) -> DeadLetter {
     }
 }
 
-async fn count_after(
-    conn: &mut deadpool_redis::Connection,
-    stream: &str,
-    after: &str,
-) -> Result<u64> {
+async fn count_after(conn: &mut Conn, stream: &str, after: &str) -> Result<u64> {
     // Bounded walk (at most 100 pages of 1000), used only when XINFO cannot report lag.
     let mut start = format!("({after}");
     let mut total = 0u64;
@@ -1307,12 +1325,17 @@ impl Drop for Unregister {
     }
 }
 
+/// What a reply listener needs to reach Redis (not the `Bus` itself, whose last drop stops it).
+struct ListenerLink {
+    backend: Backend,
+    timeouts: Timeouts,
+    url: String,
+}
+
 async fn run_reply_listener(
     listener: Arc<ReplyListener>,
-    mut conn: MultiplexedConnection,
-    client: redis::Client,
-    cfg: redis::AsyncConnectionConfig,
-    pool: Pool,
+    mut conn: Conn,
+    link: ListenerLink,
     block: Duration,
     cancel: CancellationToken,
 ) {
@@ -1360,7 +1383,7 @@ async fn run_reply_listener(
                     }
                 }
                 // Replies are consumed: delete them, and let the stream expire if this process goes away.
-                if let Ok(mut c) = pool.get().await {
+                if let Ok(mut c) = link.backend.conn(&link.url).await {
                     let _: redis::RedisResult<()> = redis::pipe()
                         .cmd("XDEL")
                         .arg(&stream)
@@ -1382,8 +1405,9 @@ async fn run_reply_listener(
                     _ = tokio::time::sleep(delay) => {}
                 }
                 // Reconnect on a fresh connection of its own.
-                match client
-                    .get_multiplexed_async_connection_with_config(&cfg)
+                match link
+                    .backend
+                    .dedicated(block, link.timeouts, &link.url)
                     .await
                 {
                     Ok(c) => conn = c,
@@ -1394,7 +1418,7 @@ async fn run_reply_listener(
             }
         }
     }
-    if let Ok(mut c) = pool.get().await {
+    if let Ok(mut c) = link.backend.conn(&link.url).await {
         let _: redis::RedisResult<()> = c.del(&stream).await;
     }
 }

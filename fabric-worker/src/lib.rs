@@ -45,6 +45,7 @@
 
 pub mod acl;
 mod bus;
+mod conn;
 mod context;
 mod error;
 mod handler;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
-use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -1100,7 +1099,7 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
     let spec = &st.spec;
     let block = st.config.block;
-    let mut conn: Option<MultiplexedConnection> = None;
+    let mut conn: Option<crate::conn::Conn> = None;
     let mut backoff = reconnect_backoff();
     let mut failing = false;
     loop {

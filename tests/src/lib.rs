@@ -81,6 +81,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
+        self.spawn_with(&[])
+    }
+
+    fn spawn_with(&mut self, extra: &[&str]) -> bool {
         let bin = redis_server_path();
         let mut cmd = Command::new(bin);
         cmd.arg("--port")
@@ -100,6 +104,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn redis-server");
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -371,4 +376,98 @@ pub fn records(conn: &mut redis::Connection, list: &str, agent: &str) -> Vec<ser
         .iter()
         .map(|l| serde_json::from_str(l).expect("test_worker writes JSON records"))
         .collect()
+}
+
+/// A Redis Cluster of `n` master `redis-server` processes on free loopback ports, created
+/// with `redis-cli --cluster create`; every process is killed (by pid) when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes and forms the cluster (all 16,384 slots assigned, state ok).
+    pub fn start(n: usize) -> RedisCluster {
+        redis_server_path();
+        let mut nodes = Vec::new();
+        while nodes.len() < n {
+            let dir = std::env::temp_dir().join(format!(
+                "fabric-test-cluster-{}",
+                uuid::Uuid::new_v4().simple()
+            ));
+            std::fs::create_dir_all(&dir).expect("create a temp dir for a cluster node");
+            let mut node = RedisServer {
+                child: None,
+                port: 0,
+                dir,
+                appendonly: false,
+                external: None,
+            };
+            // The cluster bus listens on port + 10000: both must be free.
+            let mut started = false;
+            for _ in 0..50 {
+                let p = free_port();
+                if p > 55_000 || TcpListener::bind(("127.0.0.1", p + 10_000)).is_err() {
+                    continue;
+                }
+                node.port = p;
+                if node.spawn_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                ]) {
+                    started = true;
+                    break;
+                }
+            }
+            assert!(
+                started,
+                "could not start a cluster node on a free loopback port"
+            );
+            nodes.push(node);
+        }
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for node in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = cmd
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is needed to create the cluster (apt-get install -y redis-tools)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        let ok = wait_until(Duration::from_secs(20), || {
+            cluster.nodes.iter().all(|n| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut n.client())
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+            })
+        });
+        assert!(ok, "the cluster did not reach cluster_state:ok");
+        cluster
+    }
+
+    /// The seed URLs, comma-separated (what `Bus::connect` and `REDIS_URL` take for a cluster).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
 }
