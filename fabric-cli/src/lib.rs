@@ -1,1 +1,14 @@
-//! The `fabric` command (library part).
+//! The `fabric` command, as a library: an MCP server that exposes the agent message bus
+//! to AI agents ([`mcp`]), and an operator command line ([`cli`]).
+//!
+//! `main.rs` only parses the command line and calls [`run`]; errors carry the process
+//! exit code ([`Error::exit_code`], see [`error::exit`]).
+
+pub mod cli;
+pub mod error;
+pub mod mcp;
+pub mod output;
+mod redis_util;
+
+pub use cli::{Cli, run};
+pub use error::{Error, Result};

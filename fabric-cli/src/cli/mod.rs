@@ -1,0 +1,403 @@
+//! The command line: `fabric mcp`, `fabric status`, `fabric send`, `fabric tail`,
+//! `fabric pending`, `fabric dead-letters list|requeue|purge`.
+
+mod dead;
+mod mcp;
+mod pending;
+mod send;
+mod status;
+mod tail;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fabric_worker::{Bus, DEFAULT_REDIS_URL};
+
+use crate::error::{Error, Result};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  runtime error (a Redis command failed, the server stopped on an error)
+  2  usage error (bad arguments, invalid agent id, unreadable config file)
+  3  Redis unreachable
+  4  not found (no inbox for the agent, no agents at all, unknown dead-letter ids)
+  5  no reply in time (send --wait)
+
+Environment:
+  REDIS_URL      Redis to use (default redis://127.0.0.1:6379)
+  FABRIC_AGENT   your agent id (mcp --agent, send --from)
+  RUST_LOG       log filter for messages on stderr (default warn)";
+
+/// The `fabric` command: an MCP server that exposes the agent message bus to AI agents,
+/// and operator commands to see and steer agent inboxes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "fabric",
+    version,
+    about = "MCP server and operator CLI for the Fabric agent message bus (Redis Streams)",
+    long_about = "MCP server and operator CLI for the Fabric agent message bus.\n\n\
+Every agent has a durable inbox, the Redis stream agent:<id>:inbox, read by its workers \
+through a consumer group (<id>_workers). `fabric mcp` lets AI agents (Claude, Codex, local LLM \
+agents) send, receive and acknowledge messages through MCP tools; the other commands let an \
+operator watch and steer the inboxes from a terminal.",
+    after_help = EXIT_CODES,
+    after_long_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Redis server URL (a password in it is masked in all output)
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = DEFAULT_REDIS_URL,
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis_url: String,
+
+    /// Print machine-readable JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// The command to run
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the MCP server (stdio by default, or Streamable HTTP with --http)
+    #[command(long_about = MCP_LONG_ABOUT, after_help = MCP_EXAMPLES)]
+    Mcp(McpArgs),
+    /// Show inboxes: queue depth, pending, consumers and their idle time, oldest pending age, dead letters
+    #[command(
+        after_help = "Examples:\n  fabric status                 # every agent with an inbox (found with SCAN)\n  fabric status percy coder     # just these\n  fabric status --json | jq '.[].queue_depth'"
+    )]
+    Status(StatusArgs),
+    /// Send a message to an agent's inbox (optionally wait for the reply)
+    #[command(
+        after_help = "Examples:\n  fabric send percy '{\"task_type\":\"code_review\",\"pr_id\":\"123\"}' --from coder\n  fabric send percy @task.json --type task --priority high\n  echo '{\"q\":\"ping\"}' | fabric send percy - --wait 30"
+    )]
+    Send(SendArgs),
+    /// Watch an inbox live without consuming anything (Ctrl-C to stop)
+    #[command(
+        after_help = "Examples:\n  fabric tail percy                  # new messages as they arrive\n  fabric tail percy --from-start     # everything still in the stream, then new ones\n  fabric tail percy --json --limit 5 # five messages as JSON lines, then exit"
+    )]
+    Tail(TailArgs),
+    /// List messages delivered to a consumer and not yet acknowledged
+    #[command(after_help = "Example:\n  fabric pending percy --group percy_workers")]
+    Pending(PendingArgs),
+    /// Inspect, requeue or purge dead letters (messages that failed for good)
+    #[command(subcommand, name = "dead-letters", visible_alias = "dlq")]
+    DeadLetters(DeadLetterCommand),
+}
+
+const MCP_LONG_ABOUT: &str = "\
+Run the MCP server that exposes the bus to AI agents.
+
+Tools: fabric_message_send, fabric_message_receive, fabric_message_acknowledge, \
+fabric_message_publish, fabric_message_queue_status and fabric_message_request. \
+(Calls using the dotted names, e.g. fabric.message.send, work too.)
+
+Over stdio (the default) the caller's identity comes from --agent / FABRIC_AGENT, or \
+--admin. Over HTTP (--http) every request needs a bearer token: static per-agent tokens \
+(--tokens-file) and/or JWTs whose `sub` is the agent id (--jwt-hs256-secret-file or \
+--jwt-rs256-public-key-file). An agent may read, acknowledge and inspect its own inbox \
+only and always sends as itself; an admin may act for any agent.
+
+Redis is connected at the first tool call: the server starts even while Redis is down \
+and each call then reports that Redis is unreachable.";
+
+const MCP_EXAMPLES: &str = "\
+Examples:
+  fabric mcp --agent coder                               # stdio, for Claude Code / Desktop
+  claude mcp add --transport stdio --env REDIS_URL=redis://127.0.0.1:6379 fabric -- fabric mcp --agent coder
+  fabric mcp --http 127.0.0.1:8765 --tokens-file tokens.json
+  fabric mcp --http --jwt-hs256-secret-file secret.key --jwt-issuer https://auth.example
+
+tokens.json maps each token to an agent id or \"admin\":
+  {\"3f1c…(32+ random chars)\": \"coder\", \"9a7d…\": \"admin\"}";
+
+/// `fabric mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve Streamable HTTP on this address instead of stdio (loopback only unless --allow-remote)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::mcp::http::DEFAULT_HTTP_ADDR)]
+    pub http: Option<String>,
+
+    /// stdio: the agent id every call acts as
+    #[arg(long, env = "FABRIC_AGENT", value_name = "ID")]
+    pub agent: Option<String>,
+
+    /// stdio: act as an admin (may act for any agent; --agent then only sets the default sender)
+    #[arg(long, env = "FABRIC_ADMIN", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub admin: Option<bool>,
+
+    /// HTTP: JSON file mapping bearer tokens to agent ids or "admin"
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// HTTP: accept HS256 JWTs signed with the secret in this file (sub = agent id)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "jwt_rs256_public_key_file"
+    )]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// HTTP: accept RS256 JWTs verified with this PEM public key (sub = agent id)
+    #[arg(long, value_name = "FILE")]
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+
+    /// HTTP: require this JWT issuer (iss); also advertised as the authorization server
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// HTTP: require this JWT audience (aud)
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// HTTP: agent ids (token values or JWT subjects) that are admins; repeatable
+    #[arg(long = "admin-agent", value_name = "ID")]
+    pub admin_agents: Vec<String>,
+
+    /// HTTP: allow this browser Origin besides loopback ones (e.g. https://app.example.com); repeatable
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
+    /// HTTP: allow this Host header value besides loopback ones; repeatable
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+
+    /// HTTP: allow listening on a non-loopback address
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// HTTP: externally visible base URL, used in the resource metadata (default http://ADDR)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// HTTP: authorization server to advertise in the resource metadata; repeatable
+    #[arg(long = "authorization-server", value_name = "URL")]
+    pub authorization_servers: Vec<String>,
+}
+
+/// `fabric status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
+
+    /// Consumer group the figures are for (default <agent>_workers)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// `fabric send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient agent id
+    #[arg(value_name = "TO")]
+    pub to: String,
+
+    /// Payload: a JSON object, `@FILE` to read it from a file, or `-` for stdin (default {})
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+
+    /// Sender agent id
+    #[arg(
+        long,
+        env = "FABRIC_AGENT",
+        default_value = "operator",
+        value_name = "ID"
+    )]
+    pub from: String,
+
+    /// Message type (what the recipient's handler dispatches on)
+    #[arg(long = "type", default_value = "task", value_name = "TYPE")]
+    pub message_type: String,
+
+    /// Task type: sends a task whose payload is {"task_type": TASK_TYPE, …PAYLOAD}
+    #[arg(long, value_name = "TASK_TYPE")]
+    pub task_type: Option<String>,
+
+    /// Priority: low, normal, high, urgent, or 1-4
+    #[arg(long, default_value = "normal", value_name = "PRIORITY")]
+    pub priority: String,
+
+    /// Stream key for the reply (a task defaults to agent:<from>:results)
+    #[arg(long, value_name = "STREAM")]
+    pub reply_to: Option<String>,
+
+    /// Correlation id (default: a fresh uuid)
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+
+    /// A header to carry beside the envelope, NAME=VALUE; repeatable
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+
+    /// Wait up to SECONDS for the reply and print it (exit code 5 if none comes)
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+    pub wait: Option<f64>,
+}
+
+/// `fabric tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The agent whose inbox to watch
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// Start with the entries already in the stream (default: only new ones)
+    #[arg(long, conflicts_with = "after")]
+    pub from_start: bool,
+
+    /// Start after this stream id
+    #[arg(long, value_name = "STREAM_ID")]
+    pub after: Option<String>,
+
+    /// Exit after printing this many messages
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Print whole payloads (default: one line, cut at 100 characters)
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `fabric pending`.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// The agent whose inbox to inspect
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// Consumer group (default <agent>_workers)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// At most this many entries, oldest first
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub count: usize,
+}
+
+/// `fabric dead-letters …`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List an agent's dead letters, oldest first
+    List {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// At most this many
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        count: usize,
+    },
+    /// Put dead letters back into the inbox as fresh first attempts
+    #[command(
+        after_help = "Examples:\n  fabric dead-letters requeue percy 1732565756123-0\n  fabric dead-letters requeue percy --all"
+    )]
+    Requeue {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// Dead-letter ids (the DEAD ID column of `list`)
+        #[arg(
+            value_name = "DEAD_ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Requeue all of them
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete all of an agent's dead letters for good
+    Purge {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// Confirm the deletion (required)
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+impl Cli {
+    /// The Redis URL to use (an empty value means the default).
+    pub fn redis_url(&self) -> String {
+        let u = self.redis_url.trim();
+        if u.is_empty() {
+            DEFAULT_REDIS_URL.to_owned()
+        } else {
+            u.to_owned()
+        }
+    }
+}
+
+/// Connects the bus (one `PING`), with short timeouts suited to a terminal.
+pub(crate) async fn connect(url: &str) -> Result<Bus> {
+    Ok(Bus::builder(url)
+        .notify(true)
+        .pool_size(4)
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect()
+        .await?)
+}
+
+pub(crate) fn validate_agent(agent: &str) -> Result<()> {
+    fabric_worker::keys::validate_agent(agent).map_err(|e| Error::Usage(e.to_string()))
+}
+
+type BoxedRun = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// Runs the command line.
+pub fn run(cli: Cli) -> BoxedRun {
+    // Each command's future is boxed: the MCP server's is deep enough to overflow the
+    // compiler's layout recursion limit when nested inline.
+    let url = cli.redis_url();
+    let json = cli.json;
+    match cli.command {
+        Command::Mcp(args) => Box::pin(async move { mcp::run(&url, args).await }),
+        Command::Status(args) => Box::pin(async move { status::run(&url, json, args).await }),
+        Command::Send(args) => Box::pin(async move { send::run(&url, json, args).await }),
+        Command::Tail(args) => Box::pin(async move { tail::run(&url, json, args).await }),
+        Command::Pending(args) => Box::pin(async move { pending::run(&url, json, args).await }),
+        Command::DeadLetters(cmd) => Box::pin(async move { dead::run(&url, json, cmd).await }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_common_lines() {
+        let c = Cli::try_parse_from(["fabric", "status", "percy", "--json"]).unwrap();
+        assert!(c.json);
+        let c = Cli::try_parse_from(["fabric", "mcp", "--http"]).unwrap();
+        let Command::Mcp(m) = c.command else { panic!() };
+        assert_eq!(m.http.as_deref(), Some("127.0.0.1:8765"));
+        let c = Cli::try_parse_from(["fabric", "mcp", "--admin"]).unwrap();
+        let Command::Mcp(m) = c.command else { panic!() };
+        assert_eq!(m.admin, Some(true));
+        assert!(Cli::try_parse_from(["fabric", "dead-letters", "requeue", "percy"]).is_err());
+        assert!(Cli::try_parse_from(["fabric", "dlq", "requeue", "percy", "--all"]).is_ok());
+        let c = Cli::try_parse_from(["fabric", "send", "percy", "{}", "--wait"]).unwrap();
+        let Command::Send(s) = c.command else {
+            panic!()
+        };
+        assert_eq!(s.wait, Some(30.0));
+    }
+}

@@ -1,0 +1,182 @@
+//! `fabric send TO [PAYLOAD]`.
+
+use std::io::Read;
+use std::time::Duration;
+
+use fabric_worker::{Message, Priority};
+use serde_json::{Map, Value, json};
+
+use super::{SendArgs, connect, validate_agent};
+use crate::error::{Error, Result};
+use crate::output;
+
+/// Largest payload `fabric send` accepts (the MCP server's cap too).
+const MAX_PAYLOAD_BYTES: usize = crate::mcp::tools::MAX_PAYLOAD_BYTES;
+
+pub(crate) fn parse_priority(s: &str) -> Result<Priority> {
+    Priority::from_name(s.trim())
+        .or_else(|| match s.trim().parse::<u8>() {
+            Ok(n @ 1..=4) => Some(Priority::from_u8(n)),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "invalid priority {s:?}: use low, normal, high, urgent, or 1-4"
+            ))
+        })
+}
+
+fn read_payload(arg: Option<&str>) -> Result<Map<String, Value>> {
+    let text = match arg {
+        None => return Ok(Map::new()),
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .take(MAX_PAYLOAD_BYTES as u64 + 1)
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("cannot read the payload from stdin", e))?;
+            s
+        }
+        Some(a) if a.starts_with('@') => {
+            let path = &a[1..];
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("cannot read the payload file {path}"), e))?
+        }
+        Some(a) => a.to_owned(),
+    };
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(Error::Usage(format!(
+            "the payload is larger than {MAX_PAYLOAD_BYTES} bytes (1 MiB); store big data elsewhere and send a reference"
+        )));
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(other) => Err(Error::Usage(format!(
+            "the payload must be a JSON object like '{{\"task_type\": \"code_review\"}}', not {}",
+            match other {
+                Value::Array(_) => "an array",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+        Err(e) => Err(Error::Usage(format!(
+            "the payload is not valid JSON ({e}); quote it for the shell, e.g. '{{\"task_type\": \"code_review\"}}'"
+        ))),
+    }
+}
+
+pub(crate) fn build(args: &SendArgs) -> Result<Message> {
+    validate_agent(&args.to)?;
+    validate_agent(&args.from).map_err(|e| Error::Usage(format!("--from: {e}")))?;
+    let payload = read_payload(args.payload.as_deref())?;
+    let priority = parse_priority(&args.priority)?;
+    let mut m = match &args.task_type {
+        Some(t) => Message::task(&args.from, &args.to, t, Value::Object(payload)),
+        None => Message::new(
+            &args.from,
+            &args.to,
+            &args.message_type,
+            Value::Object(payload),
+        ),
+    }
+    .with_priority(priority);
+    if args.task_type.is_some() && args.message_type != "task" {
+        return Err(Error::Usage(
+            "--task-type sends a message of type task; drop --type or --task-type".into(),
+        ));
+    }
+    if let Some(r) = &args.reply_to {
+        m = m.with_reply_to(r);
+    }
+    if let Some(c) = &args.correlation_id {
+        m = m.with_correlation_id(c);
+    }
+    for h in &args.headers {
+        let (k, v) = h
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--header {h:?}: expected NAME=VALUE")))?;
+        if k.trim().is_empty() {
+            return Err(Error::Usage(format!("--header {h:?}: the name is empty")));
+        }
+        m = m.with_header(k.trim(), v);
+    }
+    m.validate().map_err(|e| Error::Usage(e.to_string()))?;
+    Ok(m)
+}
+
+pub(crate) async fn run(url: &str, json: bool, args: SendArgs) -> Result<()> {
+    let message = build(&args)?;
+    let wait = match args.wait {
+        Some(s) if !(s > 0.0 && s <= 3600.0) => {
+            return Err(Error::Usage(format!(
+                "--wait {s}: give a number of seconds between 0 and 3600"
+            )));
+        }
+        Some(s) => Some(Duration::from_secs_f64(s)),
+        None => None,
+    };
+    let bus = connect(url).await?;
+    match wait {
+        None => {
+            let to = message.to_agent.clone();
+            let priority = message.priority;
+            let receipt = bus.send(message).await?;
+            if json {
+                output::print_json(&json!({
+                    "message_id": receipt.message_id,
+                    "status": receipt.status,
+                    "stream_id": receipt.stream_id,
+                    "timestamp": receipt.timestamp,
+                    "to_agent": to,
+                }))
+            } else {
+                output::println(&format!(
+                    "queued {} for {to} as {} in {} (priority {})",
+                    receipt.message_id,
+                    receipt.stream_id,
+                    fabric_worker::keys::inbox(&to),
+                    priority.name()
+                ))
+            }
+        }
+        Some(timeout) => {
+            let id = message.id.clone();
+            let reply = bus.request(message, timeout).await?;
+            if json {
+                output::print_json(&reply)
+            } else {
+                let payload =
+                    serde_json::to_string_pretty(&reply.payload).unwrap_or_else(|_| "{}".into());
+                output::println(&format!(
+                    "reply from {} to {id} ({}):\n{payload}",
+                    reply.from_agent, reply.message_type
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priorities() {
+        assert_eq!(parse_priority("HIGH").unwrap(), Priority::High);
+        assert_eq!(parse_priority("1").unwrap(), Priority::Low);
+        assert!(parse_priority("9").is_err());
+        assert!(parse_priority("meh").is_err());
+    }
+
+    #[test]
+    fn payloads() {
+        assert_eq!(read_payload(None).unwrap(), Map::new());
+        assert_eq!(read_payload(Some("{\"a\":1}")).unwrap()["a"], json!(1));
+        let e = read_payload(Some("[1]")).unwrap_err().to_string();
+        assert!(e.contains("not an array"), "{e}");
+        let e = read_payload(Some("{oops")).unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+    }
+}

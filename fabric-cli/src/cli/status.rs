@@ -1,0 +1,167 @@
+//! `fabric status [AGENT…]`.
+
+use fabric_worker::QueueStatus;
+
+use super::{StatusArgs, connect, validate_agent};
+use crate::error::{Error, Result};
+use crate::output::{self, Table, duration_ms, opt_duration_ms};
+use crate::redis_util;
+
+/// The table `fabric status` prints.
+pub(crate) fn render(statuses: &[QueueStatus]) -> String {
+    let mut t = Table::new(
+        &[
+            "AGENT",
+            "GROUP",
+            "DEPTH",
+            "PENDING",
+            "OLDEST PENDING",
+            "DEAD",
+            "RETRIES",
+            "CONSUMERS (IDLE, PENDING)",
+        ],
+        &["DEPTH", "PENDING", "OLDEST PENDING", "DEAD", "RETRIES"],
+    );
+    for s in statuses {
+        let consumers = if s.consumers.is_empty() {
+            if s.stream_length == 0 && s.last_generated_id.is_none() {
+                "(no inbox)".to_owned()
+            } else if !s.group_exists {
+                "(no group yet)".to_owned()
+            } else {
+                "(none)".to_owned()
+            }
+        } else {
+            s.consumers
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} (idle {}, {} pending)",
+                        c.name,
+                        duration_ms(c.idle_ms),
+                        c.pending
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        t.row(vec![
+            s.agent_id.clone(),
+            s.consumer_group.clone(),
+            s.queue_depth.to_string(),
+            s.pending.to_string(),
+            opt_duration_ms(s.oldest_pending_age_ms),
+            s.dead_letters.to_string(),
+            s.scheduled_retries.to_string(),
+            consumers,
+        ]);
+    }
+    t.render()
+}
+
+fn exists(s: &QueueStatus) -> bool {
+    s.stream_length > 0 || s.last_generated_id.is_some() || s.dead_letters > 0
+}
+
+pub(crate) async fn run(url: &str, json: bool, args: StatusArgs) -> Result<()> {
+    for a in &args.agents {
+        validate_agent(a)?;
+    }
+    if let Some(g) = &args.group {
+        fabric_worker::keys::validate_group(g).map_err(|e| Error::Usage(e.to_string()))?;
+    }
+    let bus = connect(url).await?;
+    let agents = if args.agents.is_empty() {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Usage(format!("invalid Redis URL: {e}")))?;
+        let mut conn = redis_util::connect(&client, bus.url()).await?;
+        let found = redis_util::discover_agents(&mut conn).await?;
+        if found.is_empty() {
+            if json {
+                output::println("[]")?;
+            }
+            return Err(Error::NotFound(format!(
+                "no agent inboxes found (no stream keys matching agent:*:inbox) on {}",
+                bus.url()
+            )));
+        }
+        found
+    } else {
+        args.agents.clone()
+    };
+    let mut statuses = Vec::with_capacity(agents.len());
+    for a in &agents {
+        statuses.push(bus.queue_status(a, args.group.as_deref()).await?);
+    }
+    if json {
+        output::print_json(&statuses)?;
+    } else {
+        output::print(&render(&statuses))?;
+    }
+    let missing: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !exists(s))
+        .map(|s| s.agent_id.as_str())
+        .collect();
+    if !args.agents.is_empty() && !missing.is_empty() {
+        return Err(Error::NotFound(format!(
+            "no inbox for {}: nothing has been sent to {} yet",
+            missing.join(", "),
+            if missing.len() == 1 { "it" } else { "them" }
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fabric_worker::ConsumerStatus;
+
+    #[test]
+    fn renders_consumers_on_their_own_lines() {
+        let s = QueueStatus {
+            agent_id: "percy".into(),
+            stream: "agent:percy:inbox".into(),
+            consumer_group: "percy_workers".into(),
+            queue_depth: 3,
+            undelivered: Some(2),
+            pending: 1,
+            consumers: vec![
+                ConsumerStatus {
+                    name: "w1".into(),
+                    pending: 1,
+                    idle_ms: 1200,
+                    inactive_ms: None,
+                },
+                ConsumerStatus {
+                    name: "w2".into(),
+                    pending: 0,
+                    idle_ms: 65_000,
+                    inactive_ms: None,
+                },
+            ],
+            oldest_pending_age_ms: Some(12_000),
+            oldest_pending_idle_ms: Some(1200),
+            stream_length: 5,
+            last_generated_id: Some("1-0".into()),
+            first_entry_id: None,
+            last_entry_id: None,
+            group_exists: true,
+            dead_letters: 2,
+            scheduled_retries: 0,
+        };
+        let text = render(&[s]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("AGENT  GROUP"), "{text}");
+        assert!(lines[1].starts_with("percy  percy_workers"), "{text}");
+        assert!(lines[1].contains("12.0s"), "{text}");
+        assert!(lines[1].ends_with("w1 (idle 1.2s, 1 pending)"), "{text}");
+        assert!(
+            lines[2]
+                .trim_start()
+                .starts_with("w2 (idle 1m05s, 0 pending)"),
+            "{text}"
+        );
+    }
+}

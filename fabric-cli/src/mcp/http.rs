@@ -1,0 +1,408 @@
+//! The Streamable HTTP transport: `/mcp` behind bearer-token authentication, `Host` and
+//! `Origin` validation, and the OAuth Protected Resource Metadata document (RFC 9728).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, Authenticator};
+use super::{FabricMcp, McpConfig};
+use crate::error::{Error, Result};
+
+/// Where the MCP endpoint is served.
+pub const MCP_PATH: &str = "/mcp";
+/// Where the Protected Resource Metadata document is served (also under `…/mcp`).
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// Default address of `fabric mcp --http`.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8765";
+/// Largest request body accepted (the 1 MiB payload cap plus JSON-RPC framing and escaping).
+pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Configuration of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Redis.
+    pub mcp: McpConfig,
+    /// Who may call (at least one static token or a JWT key).
+    pub auth: Authenticator,
+    /// Browser origins allowed besides loopback ones (e.g. `https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// `Host` values allowed besides loopback ones (needed with `allow_remote`).
+    pub allowed_hosts: Vec<String>,
+    /// The externally visible base URL (default `http://<bound address>`).
+    pub public_url: Option<String>,
+    /// Authorization servers advertised in the resource metadata (the JWT issuer is added).
+    pub authorization_servers: Vec<String>,
+    /// Allow binding to a non-loopback address.
+    pub allow_remote: bool,
+}
+
+impl HttpConfig {
+    /// A loopback-only configuration.
+    pub fn new(mcp: McpConfig, auth: Authenticator) -> Self {
+        HttpConfig {
+            mcp,
+            auth,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            public_url: None,
+            authorization_servers: Vec::new(),
+            allow_remote: false,
+        }
+    }
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    base_url: String,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The MCP endpoint, e.g. `http://127.0.0.1:8765/mcp`.
+    pub fn mcp_url(&self) -> String {
+        format!("{}{MCP_PATH}", self.base_url)
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::io("HTTP server failed", e)),
+            Err(e) => Err(Error::Server(format!("HTTP server task failed: {e}"))),
+        }
+    }
+}
+
+struct Guard {
+    auth: Authenticator,
+    allowed_origins: Vec<String>,
+    allowed_hosts: Vec<String>,
+    metadata_url: String,
+    metadata: serde_json::Value,
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The host part of a `Host` header value (`127.0.0.1:8765` → `127.0.0.1`, `[::1]:80` → `[::1]`).
+fn host_only(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .find(']')
+            .map_or(authority, |end| &authority[..=end]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+impl Guard {
+    fn host_allowed(&self, host: &str) -> bool {
+        let h = host_only(host);
+        is_loopback_host(h)
+            || self
+                .allowed_hosts
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(h))
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        let origin = origin.trim().trim_end_matches('/');
+        if self
+            .allowed_origins
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        let Ok(uri) = origin.parse::<axum::http::Uri>() else {
+            return false;
+        };
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.host().is_some_and(is_loopback_host)
+    }
+
+    fn unauthorized(&self, err: &AuthError) -> Response {
+        let mut challenge = format!(
+            "Bearer realm=\"fabric\", resource_metadata=\"{}\"",
+            self.metadata_url
+        );
+        let code = match err {
+            AuthError::Missing => None,
+            AuthError::Malformed => Some("invalid_request"),
+            AuthError::Invalid(_) | AuthError::Expired => Some("invalid_token"),
+        };
+        let description = err.to_string().replace(['"', '\\'], "'");
+        if let Some(code) = code {
+            challenge.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{description}\""
+            ));
+        }
+        let mut resp = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({
+                "error": code.unwrap_or("unauthorized"),
+                "error_description": description,
+            })),
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
+
+fn forbidden(text: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        axum::Json(json!({"error": "forbidden", "error_description": text})),
+    )
+        .into_response()
+}
+
+async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    match host {
+        Some(h) if g.host_allowed(&h) => {}
+        Some(h) => {
+            tracing::warn!(host = %h, "request with a Host that is not allowed refused");
+            return forbidden(
+                "Host header is not allowed (only loopback hosts unless --allow-host is given)",
+            );
+        }
+        None => return forbidden("missing Host header"),
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let ok = origin.to_str().is_ok_and(|o| g.origin_allowed(o));
+        if !ok {
+            tracing::warn!(origin = ?origin, "request with an Origin that is not allowed refused");
+            return forbidden(
+                "Origin is not allowed (only loopback origins unless --allow-origin is given)",
+            );
+        }
+    }
+    if req.uri().path().starts_with(RESOURCE_METADATA_PATH) {
+        return next.run(req).await;
+    }
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|h| h.to_str().unwrap_or("\u{0}invalid"));
+    match g.auth.authenticate_header(header) {
+        Ok(identity) => {
+            tracing::debug!(%identity, path = req.uri().path(), "authenticated");
+            req.extensions_mut().insert(identity);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(error = %e, path = req.uri().path(), "request refused: 401");
+            g.unauthorized(&e)
+        }
+    }
+}
+
+async fn resource_metadata(State(g): State<Arc<Guard>>) -> Response {
+    (
+        [(header::CACHE_CONTROL, "max-age=300")],
+        axum::Json(g.metadata.clone()),
+    )
+        .into_response()
+}
+
+/// Binds `addr` and serves MCP over Streamable HTTP in a background task.
+///
+/// Refuses a non-loopback address unless `config.allow_remote`, and a configuration
+/// without any way to authenticate.
+pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
+    if !addr.ip().is_loopback() && !config.allow_remote {
+        return Err(Error::Usage(format!(
+            "refusing to listen on {addr}: not a loopback address; use 127.0.0.1:PORT, or pass --allow-remote (with --allow-host) if you really mean it"
+        )));
+    }
+    if config.auth.is_empty() {
+        return Err(Error::Usage(
+            "the HTTP transport needs authentication: pass --tokens-file FILE and/or --jwt-hs256-secret-file FILE / --jwt-rs256-public-key-file FILE".into(),
+        ));
+    }
+    let server = FabricMcp::new(&config.mcp, None)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {addr}"), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("cannot read the bound address", e))?;
+    let base_url = config
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{local}"));
+
+    let mut authorization_servers = config.authorization_servers.clone();
+    if let Some(iss) = config.auth.jwt().and_then(|j| j.issuer.clone())
+        && !authorization_servers.contains(&iss)
+    {
+        authorization_servers.push(iss);
+    }
+    let mut metadata = json!({
+        "resource": format!("{base_url}{MCP_PATH}"),
+        "resource_name": "Fabric message bus (MCP)",
+        "bearer_methods_supported": ["header"],
+    });
+    if !authorization_servers.is_empty()
+        && let Some(m) = metadata.as_object_mut()
+    {
+        m.insert("authorization_servers".into(), json!(authorization_servers));
+    }
+    let guard_state = Arc::new(Guard {
+        auth: config.auth.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+        metadata_url: format!("{base_url}{RESOURCE_METADATA_PATH}"),
+        metadata,
+    });
+
+    let shutdown = CancellationToken::new();
+    let mut hosts: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "[::1]".into(),
+    ];
+    hosts.extend(config.allowed_hosts.iter().cloned());
+    let mut origins: Vec<String> = vec![
+        "http://localhost:*".into(),
+        "http://127.0.0.1:*".into(),
+        "http://[::1]:*".into(),
+        "https://localhost:*".into(),
+        "https://127.0.0.1:*".into(),
+        "https://[::1]:*".into(),
+    ];
+    origins.extend(config.allowed_origins.iter().cloned());
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES)
+        .with_cancellation_token(shutdown.child_token());
+    let service: StreamableHttpService<FabricMcp, LocalSessionManager> = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        Arc::new(LocalSessionManager::default()),
+        mcp_config,
+    );
+
+    let router = Router::new()
+        .route(RESOURCE_METADATA_PATH, get(resource_metadata))
+        .route(
+            &format!("{RESOURCE_METADATA_PATH}{MCP_PATH}"),
+            get(resource_metadata),
+        )
+        .nest_service(MCP_PATH, service)
+        .layer(axum::middleware::from_fn_with_state(
+            guard_state.clone(),
+            guard,
+        ))
+        .with_state(guard_state);
+
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+    tracing::info!(url = %format!("{base_url}{MCP_PATH}"), "MCP server listening (Streamable HTTP)");
+    Ok(HttpServer {
+        addr: local,
+        base_url,
+        shutdown,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard() -> Guard {
+        Guard {
+            auth: Authenticator::new(),
+            allowed_origins: vec!["https://app.example.com".into()],
+            allowed_hosts: vec!["mcp.example.com".into()],
+            metadata_url: "http://127.0.0.1:1/.well-known/oauth-protected-resource".into(),
+            metadata: json!({}),
+        }
+    }
+
+    #[test]
+    fn hosts_and_origins() {
+        let g = guard();
+        assert!(g.host_allowed("127.0.0.1:8765"));
+        assert!(g.host_allowed("localhost"));
+        assert!(g.host_allowed("[::1]:8765"));
+        assert!(g.host_allowed("mcp.example.com:443"));
+        assert!(!g.host_allowed("evil.example.com"));
+        assert!(!g.host_allowed("127.0.0.1.evil.com:80"));
+        assert!(g.origin_allowed("http://localhost:3000"));
+        assert!(g.origin_allowed("http://127.0.0.1"));
+        assert!(g.origin_allowed("http://[::1]:5173"));
+        assert!(g.origin_allowed("https://app.example.com/"));
+        assert!(!g.origin_allowed("https://evil.example.com"));
+        assert!(!g.origin_allowed("null"));
+        assert!(!g.origin_allowed("file://"));
+        assert!(!g.origin_allowed("http://localhost.evil.com"));
+    }
+
+    #[test]
+    fn challenge_header() {
+        let g = guard();
+        let r = g.unauthorized(&AuthError::Missing);
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert_eq!(
+            h,
+            "Bearer realm=\"fabric\", resource_metadata=\"http://127.0.0.1:1/.well-known/oauth-protected-resource\""
+        );
+        let r = g.unauthorized(&AuthError::Expired);
+        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(h.contains("error=\"invalid_token\""), "{h}");
+        assert!(h.contains("expired"), "{h}");
+    }
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the MCP tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fabric_worker::prelude::*;
+use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
+use rmcp::service::{RoleClient, RunningService};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+pub type Client = RunningService<RoleClient, ()>;
+
+/// The handler the in-process worker runs: echoes the payload back.
+#[handler(message_type = "mcp_echo")]
+async fn mcp_echo(ctx: Context, payload: Value) -> Result<Value, HandlerError> {
+    Ok(json!({"echo": payload, "handled_by": ctx.agent()}))
+}
+
+/// Starts an in-process worker for `agent`; cancel the token to stop it.
+pub async fn start_worker(url: &str, agent: &str) -> CancellationToken {
+    let worker = Worker::builder(agent)
+        .url(url)
+        .block(Duration::from_millis(300))
+        .build()
+        .await
+        .expect("build worker");
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(worker.run_until(t.cancelled_owned()));
+    token
+}
+
+/// Calls a tool; panics on a protocol error (not on a tool error).
+pub async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
+    try_call(client, name, args)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
+}
+
+pub async fn try_call(
+    client: &Client,
+    name: &str,
+    args: Value,
+) -> Result<CallToolResult, rmcp::ServiceError> {
+    let args: JsonObject = match args {
+        Value::Object(m) => m,
+        _ => JsonObject::new(),
+    };
+    client
+        .call_tool(CallToolRequestParams::new(name.to_owned()).with_arguments(args))
+        .await
+}
+
+/// The structured content of a successful call.
+pub fn ok(r: &CallToolResult) -> Value {
+    assert_ne!(r.is_error, Some(true), "tool error: {}", text(r));
+    r.structured_content.clone().expect("structured content")
+}
+
+/// The text of a result.
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The error text of a failed call.
+pub fn tool_error(r: &CallToolResult) -> String {
+    assert_eq!(
+        r.is_error,
+        Some(true),
+        "expected a tool error, got {:?}",
+        r.structured_content
+    );
+    text(r)
+}
+
+/// How many clients are blocked in `XREADGROUP` right now.
+pub fn blocked_readers(url: &str) -> usize {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
+    list.lines()
+        .filter(|l| {
+            l.contains("cmd=xreadgroup")
+                && l.split(' ')
+                    .any(|kv| kv.starts_with("flags=") && kv.contains('b'))
+        })
+        .count()
+}
