@@ -1,0 +1,646 @@
+//! Shared machinery: the Redis connection, messages, filling streams, watching consumer
+//! groups, and timing consumers from their first handler start to a condition.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use fabric_worker::{Message, keys};
+use futures::StreamExt;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use serde_json::json;
+
+use crate::procs::{self, Consumer, Kind};
+use crate::stats::{ProcStats, now_us};
+
+/// The benchmark's environment: where Redis is and how big the run is.
+#[derive(Debug)]
+pub struct Env {
+    pub url: String,
+    pub conn: MultiplexedConnection,
+    pub quick: bool,
+    pub repeat: usize,
+    pub tmp: PathBuf,
+    run_id: String,
+    seq: AtomicU32,
+}
+
+impl Env {
+    pub async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
+        let conn = connect(&url).await?;
+        let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
+        let tmp = std::env::temp_dir().join(format!("fabric-bench-{run_id}"));
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Env {
+            url,
+            conn,
+            quick,
+            repeat,
+            tmp,
+            run_id,
+            seq: AtomicU32::new(0),
+        })
+    }
+
+    /// A fresh agent id for one measurement: `fb<run>-<label>-<n>`.
+    pub fn agent(&self, label: &str) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("fb{}-{label}-{n}", self.run_id)
+    }
+
+    /// The agent every benchmark message comes from.
+    pub fn producer(&self) -> String {
+        format!("fb{}-producer", self.run_id)
+    }
+
+    /// A new connection of its own (for concurrent helpers).
+    pub async fn new_conn(&self) -> anyhow::Result<MultiplexedConnection> {
+        connect(&self.url).await
+    }
+
+    /// Removes every key of `agent` the benchmark or the worker may have written.
+    pub async fn cleanup(&self, agents: &[String]) -> anyhow::Result<()> {
+        let mut conn = self.conn.clone();
+        for chunk in agents.chunks(100) {
+            let mut pipe = redis::pipe();
+            for a in chunk {
+                let inbox = keys::inbox(a);
+                pipe.cmd("UNLINK")
+                    .arg(&inbox)
+                    .arg(keys::dead_letters(&inbox))
+                    .arg(keys::retries(&inbox))
+                    .arg(keys::results(a))
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.tmp);
+    }
+}
+
+/// A multiplexed connection with generous timeouts (big pipelines).
+pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
+    let client = redis::Client::open(url)?;
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(120)))
+        .set_connection_timeout(Some(Duration::from_secs(5)));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+        .with_context(|| format!("connecting to {url}"))
+}
+
+/// The shape of benchmark messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsgKind {
+    /// `Message::new(from, to, "bench", payload)`: no `reply_to`, so no reply is written.
+    Bench,
+    /// `Message::task(from, to, "code_review", payload)`: `reply_to` = the sender's results stream.
+    Task,
+}
+
+/// The realistic payload every benchmark message carries (≈ 150 bytes of JSON).
+pub fn payload(i: usize) -> serde_json::Value {
+    json!({
+        "task_type": "code_review",
+        "pr_id": format!("PR-{i}"),
+        "repo": "acme/fabric-worker",
+        "files": ["src/bus.rs", "src/runtime.rs", "src/message.rs"],
+        "sent_us": 0,
+    })
+}
+
+/// `n` messages from the producer to `to`.
+pub fn messages(env: &Env, to: &str, n: usize, kind: MsgKind) -> Vec<Message> {
+    let from = env.producer();
+    (0..n)
+        .map(|i| match kind {
+            MsgKind::Bench => Message::new(&from, to, "bench", payload(i)),
+            MsgKind::Task => {
+                let mut p = payload(i);
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("task_type");
+                }
+                Message::task(&from, to, "code_review", p)
+            }
+        })
+        .collect()
+}
+
+/// The `data` fields (envelope JSON) of `n` messages.
+pub fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Result<Vec<String>> {
+    messages(env, to, n, kind)
+        .iter()
+        .map(|m| Ok(m.to_data()?))
+        .collect()
+}
+
+/// Appends `total` entries `data=<datas[i % len]>` to `stream`: pipelined XADD, batches
+/// of 1000, four batches in flight.
+pub async fn fill(env: &Env, stream: &str, datas: &[String], total: usize) -> anyhow::Result<()> {
+    if datas.is_empty() || total == 0 {
+        return Ok(());
+    }
+    let batches: Vec<(usize, usize)> = (0..total)
+        .step_by(1000)
+        .map(|s| (s, (s + 1000).min(total)))
+        .collect();
+    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
+        .map(|(s, e)| {
+            let mut conn = env.conn.clone();
+            async move {
+                let mut pipe = redis::pipe();
+                for i in s..e {
+                    pipe.cmd("XADD")
+                        .arg(stream)
+                        .arg("*")
+                        .arg("data")
+                        .arg(&datas[i % datas.len()])
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// `XGROUP CREATE <stream> <group> 0 MKSTREAM` (an existing group is fine).
+pub async fn create_group(env: &Env, stream: &str, group: &str) -> anyhow::Result<()> {
+    let mut conn = env.conn.clone();
+    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream)
+        .arg(group)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates every `(stream, group)` at id 0.
+pub async fn create_groups(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
+    for (s, g) in targets {
+        create_group(env, s, g).await?;
+    }
+    Ok(())
+}
+
+/// One consumer group as `XINFO GROUPS` reports it.
+#[derive(Clone, Debug, Default)]
+pub struct GroupState {
+    pub pending: u64,
+    pub entries_read: Option<u64>,
+    pub lag: Option<u64>,
+    pub last_delivered: String,
+}
+
+impl GroupState {
+    /// Entries delivered and acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.entries_read.unwrap_or(0).saturating_sub(self.pending)
+    }
+}
+
+fn as_str(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(i) => u64::try_from(*i).ok(),
+        Value::BulkString(_) | Value::SimpleString(_) => as_str(v)?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_kv(v: &Value) -> HashMap<String, &Value> {
+    match v {
+        Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| Some((as_str(c.first()?)?, c.get(1)?)))
+            .collect(),
+        Value::Map(pairs) => pairs
+            .iter()
+            .filter_map(|(k, v)| Some((as_str(k)?, v)))
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
+/// The consumer group a consumer of `kind` reads `agent`'s inbox through: the worker's
+/// default `<agent>_workers`, or one group for the raw consumer (one `XREADGROUP` serves
+/// all its streams, so they share a group name).
+pub fn group_for(kind: Kind, agent: &str) -> String {
+    match kind {
+        Kind::Ours => keys::default_group(agent),
+        Kind::Raw => RAW_GROUP.to_owned(),
+    }
+}
+
+/// The raw consumer's group.
+pub const RAW_GROUP: &str = "bench_raw";
+
+/// `(inbox stream, group)` of each agent for consumers of `kind`.
+pub fn targets(kind: Kind, agents: &[String]) -> Vec<(String, String)> {
+    agents
+        .iter()
+        .map(|a| (keys::inbox(a), group_for(kind, a)))
+        .collect()
+}
+
+/// The state of each `(stream, group)` (one pipelined round trip).
+pub async fn group_states(
+    conn: &mut MultiplexedConnection,
+    targets: &[(String, String)],
+) -> anyhow::Result<Vec<GroupState>> {
+    let mut pipe = redis::pipe();
+    for (s, _) in targets {
+        pipe.cmd("XINFO").arg("GROUPS").arg(s);
+    }
+    let replies: Vec<Value> = pipe.query_async(conn).await?;
+    let mut out = Vec::with_capacity(targets.len());
+    for (reply, (stream, group)) in replies.iter().zip(targets) {
+        let Value::Array(groups) = reply else {
+            bail!("XINFO GROUPS {stream}: unexpected reply {reply:?}");
+        };
+        let g = groups
+            .iter()
+            .map(as_kv)
+            .find(|g| g.get("name").and_then(|v| as_str(v)).as_deref() == Some(group.as_str()))
+            .with_context(|| format!("no group {group} on {stream}"))?;
+        out.push(GroupState {
+            pending: g.get("pending").and_then(|v| as_u64(v)).unwrap_or(0),
+            entries_read: g.get("entries-read").and_then(|v| as_u64(v)),
+            lag: g.get("lag").and_then(|v| as_u64(v)),
+            last_delivered: g
+                .get("last-delivered-id")
+                .and_then(|v| as_str(v))
+                .unwrap_or_else(|| "0-0".into()),
+        });
+    }
+    Ok(out)
+}
+
+/// Whether every entry of the stream was delivered to the group and acknowledged.
+async fn drained(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    g: &GroupState,
+) -> anyhow::Result<bool> {
+    if g.pending > 0 {
+        return Ok(false);
+    }
+    if let Some(lag) = g.lag {
+        return Ok(lag == 0);
+    }
+    // Redis cannot tell the lag (deletions, or Redis < 7): compare with the last id.
+    let info: Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(stream)
+        .query_async(conn)
+        .await?;
+    let kv = as_kv(&info);
+    Ok(kv
+        .get("last-generated-id")
+        .and_then(|v| as_str(v))
+        .as_deref()
+        == Some(g.last_delivered.as_str()))
+}
+
+/// What the harness waits for.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    /// Every stream delivered and acknowledged.
+    Drained,
+    /// From the moment `.0` entries are acknowledged (summed over the streams) to the
+    /// moment `.1` are: a window that leaves out start-up.
+    Window(u64, u64),
+}
+
+/// The result of timing a set of consumer processes.
+#[derive(Clone, Debug, Default)]
+pub struct Timed {
+    /// Spawn → first handler start.
+    pub startup: Duration,
+    /// First handler start (or the start of the window) → condition met.
+    pub elapsed: Duration,
+    /// Entries acknowledged in that time.
+    pub acked: u64,
+    /// Peak RSS (VmHWM) of each consumer process, KiB.
+    pub peak_rss_kib: Vec<u64>,
+    /// What the processes reported when stopped.
+    pub stats: Vec<ProcStats>,
+    /// CPU time (user + system) the consumer processes used, spawn → condition met, ms.
+    pub consumer_cpu_ms: f64,
+    /// CPU time Redis used over the same span, ms.
+    pub redis_cpu_ms: f64,
+    /// Redis commands run over the same span (`INFO commandstats` delta), by command.
+    pub redis_calls: BTreeMap<String, u64>,
+}
+
+/// Commands the benchmark itself runs while watching (not the consumer's).
+const HARNESS_COMMANDS: [&str; 4] = ["xinfo|groups", "xinfo|stream", "info", "client|list"];
+
+impl Timed {
+    /// Redis commands the consumers ran per message (the harness' own polling left out).
+    pub fn commands_per_msg(&self, messages: u64) -> f64 {
+        self.redis_calls
+            .iter()
+            .filter(|(k, _)| !HARNESS_COMMANDS.contains(&k.as_str()))
+            .map(|(_, v)| *v)
+            .sum::<u64>() as f64
+            / messages.max(1) as f64
+    }
+
+    /// Messages per second over `elapsed`.
+    pub fn rate(&self, messages: u64) -> f64 {
+        messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn handled(&self) -> u64 {
+        self.stats.iter().map(|s| s.handled).sum()
+    }
+}
+
+/// Spawns `procs_n` consumers of `kind` serving `agents` (their groups must exist) and
+/// times them from the first handler start (a timestamp the consumer processes record) to
+/// `until`, seen by polling `XINFO GROUPS` every 2 ms (5 ms for many streams; the time
+/// taken is the midpoint between that poll and the one before). Then stops them (SIGTERM)
+/// and collects their stats.
+pub async fn time_consumers(
+    env: &Env,
+    kind: Kind,
+    procs_n: usize,
+    agents: &[String],
+    until: Until,
+    timeout: Duration,
+) -> anyhow::Result<Timed> {
+    let mut left = targets(kind, agents);
+    let poll = if left.len() > 4 {
+        Duration::from_millis(5)
+    } else {
+        Duration::from_millis(2)
+    };
+    let mut conn = env.new_conn().await?;
+    // Entries already acknowledged before the start (a window counts from here).
+    let base: u64 = group_states(&mut conn, &left)
+        .await?
+        .iter()
+        .map(GroupState::acked)
+        .sum();
+    let redis_before = redis_usage(&mut conn).await?;
+    let t0 = Instant::now();
+    let spawned_us = now_us();
+    let mut consumers = Vec::with_capacity(procs_n);
+    for _ in 0..procs_n {
+        consumers.push(procs::spawn(kind, &env.url, agents, RAW_GROUP, &env.tmp)?);
+    }
+    let mut prev_us = spawned_us;
+    let mut window_start_us = None;
+    let end_us;
+    let mut acked_done = 0u64;
+    loop {
+        tokio::time::sleep(poll).await;
+        let now = now_us();
+        let states = group_states(&mut conn, &left).await?;
+        let done = match until {
+            Until::Drained => {
+                let mut still = Vec::new();
+                for (t, g) in left.iter().zip(&states) {
+                    if drained(&mut conn, &t.0, g).await? {
+                        acked_done += g.acked();
+                    } else {
+                        still.push(t.clone());
+                    }
+                }
+                left = still;
+                left.is_empty()
+            }
+            Until::Window(from, to) => {
+                let acked = states
+                    .iter()
+                    .map(GroupState::acked)
+                    .sum::<u64>()
+                    .saturating_sub(base);
+                if window_start_us.is_none() && acked >= from {
+                    window_start_us = Some((prev_us + (now - prev_us) / 2, acked));
+                }
+                if acked >= to {
+                    acked_done = acked;
+                    true
+                } else {
+                    false
+                }
+            }
+        };
+        if done {
+            end_us = prev_us + (now - prev_us) / 2;
+            break;
+        }
+        for c in &mut consumers {
+            c.check_alive()?;
+        }
+        if t0.elapsed() > timeout {
+            bail!(
+                "{} consumer did not finish within {timeout:?} (state: {states:?})",
+                kind.name()
+            );
+        }
+        prev_us = now;
+    }
+    let redis_after = redis_usage(&mut conn).await?;
+    let consumer_cpu_ms = consumers.iter().filter_map(Consumer::cpu_ms).sum();
+    let peak_rss_kib = consumers
+        .iter()
+        .filter_map(Consumer::peak_rss_kib)
+        .collect();
+    let mut stats = Vec::new();
+    for c in consumers {
+        stats.push(c.stop().await?);
+    }
+    let first_us = stats
+        .iter()
+        .map(|s| s.first_us)
+        .filter(|&t| t > 0)
+        .min()
+        .context("no consumer handled anything")?;
+    // Drained: every handler has started by then; a drain shorter than a poll interval
+    // would otherwise come out as 0.
+    let (start_us, end_us, acked) = match (until, window_start_us) {
+        (Until::Drained, _) => (
+            first_us,
+            end_us.max(stats.iter().map(|s| s.last_us).max().unwrap_or(0)),
+            acked_done,
+        ),
+        (Until::Window(..), Some((start, at_start))) => (start, end_us, acked_done - at_start),
+        (Until::Window(..), None) => (first_us, end_us, acked_done),
+    };
+    Ok(Timed {
+        startup: Duration::from_micros(first_us.saturating_sub(spawned_us)),
+        elapsed: Duration::from_micros(end_us.saturating_sub(start_us)),
+        acked,
+        peak_rss_kib,
+        stats,
+        consumer_cpu_ms,
+        redis_cpu_ms: (redis_after.cpu_s - redis_before.cpu_s) * 1e3,
+        redis_calls: redis_after
+            .calls
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v - redis_before.calls.get(k).copied().unwrap_or(0),
+                )
+            })
+            .filter(|(_, v)| *v > 0)
+            .collect(),
+    })
+}
+
+/// Redis' CPU time so far and its command counts.
+#[derive(Debug, Default)]
+pub struct RedisUsage {
+    pub cpu_s: f64,
+    pub calls: BTreeMap<String, u64>,
+}
+
+/// `INFO cpu` + `INFO commandstats`.
+pub async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<RedisUsage> {
+    let (cpu, cmds): (String, String) = redis::pipe()
+        .cmd("INFO")
+        .arg("cpu")
+        .cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await?;
+    let mut u = RedisUsage::default();
+    for l in cpu.lines() {
+        if let Some((k, v)) = l.split_once(':')
+            && (k == "used_cpu_sys" || k == "used_cpu_user")
+        {
+            u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    for l in cmds.lines() {
+        if let Some((name, rest)) = l.strip_prefix("cmdstat_").and_then(|l| l.split_once(':'))
+            && let Some(calls) = rest
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|c| c.parse().ok())
+        {
+            u.calls.insert(name.to_owned(), calls);
+        }
+    }
+    Ok(u)
+}
+
+/// Clients blocked in `XREADGROUP` right now (from `CLIENT LIST`). Redis 7.0 creates a
+/// consumer only once a read returns something, so a consumer waiting on an empty stream
+/// is seen this way.
+pub async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result<usize> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await?;
+    Ok(list
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .any(|f| f.starts_with("flags=") && f.contains('b'))
+                && l.split_whitespace().any(|f| f == "cmd=xreadgroup")
+        })
+        .count())
+}
+
+/// Waits until `expected` more clients than `before` are blocked in `XREADGROUP`: the
+/// consumers have started and are waiting for messages.
+pub async fn wait_readers_blocked(
+    env: &Env,
+    before: usize,
+    expected: usize,
+    consumers: &mut [&mut Consumer],
+) -> anyhow::Result<()> {
+    let mut conn = env.new_conn().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if blocked_readers(&mut conn).await? >= before + expected {
+            return Ok(());
+        }
+        for c in consumers.iter_mut() {
+            c.check_alive()?;
+        }
+        if Instant::now() > deadline {
+            bail!("consumers not waiting for messages within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until every target is drained.
+pub async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
+    let mut conn = env.new_conn().await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let states = group_states(&mut conn, targets).await?;
+        let mut all = true;
+        for ((s, _), g) in targets.iter().zip(&states) {
+            if !drained(&mut conn, s, g).await? {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("not drained within 120 s: {states:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The median of the ratios `ours[i] / base[i]`: each pair was measured back to back, so
+/// a slow patch of a noisy machine hits both sides of a pair.
+pub fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
+    median(
+        ours.iter()
+            .zip(base)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(o, b)| o / b)
+            .collect(),
+    )
+}
+
+/// The median of some values (the mean of the two middle ones for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

@@ -1,0 +1,169 @@
+//! Consumer processes: our worker (`__worker`) or the raw baseline (`__raw`), each a
+//! separate OS process running this same executable.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use tokio::process::{Child, Command};
+
+use crate::stats::ProcStats;
+
+/// Which consumer implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// fabric-worker, default settings.
+    Ours,
+    /// The hand-written redis-crate consumer.
+    Raw,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ours => "ours",
+            Kind::Raw => "raw",
+        }
+    }
+}
+
+/// A running consumer process; killed (SIGKILL) if dropped while running.
+#[derive(Debug)]
+pub struct Consumer {
+    child: Child,
+    pid: u32,
+    stats_file: PathBuf,
+}
+
+/// Starts a consumer serving `agents` (our worker) or their inbox streams (raw, through
+/// `group`).
+pub fn spawn(
+    kind: Kind,
+    url: &str,
+    agents: &[String],
+    group: &str,
+    tmp: &Path,
+) -> anyhow::Result<Consumer> {
+    let exe = std::env::current_exe().context("locating the benchmark executable")?;
+    let stats_file = tmp.join(format!("stats-{}.json", uuid::Uuid::new_v4().simple()));
+    // For profiling: BENCH_WRAP_OURS / BENCH_WRAP_RAW prefix the consumer's command line,
+    // e.g. BENCH_WRAP_OURS="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p".
+    let wrap_var = match kind {
+        Kind::Ours => "BENCH_WRAP_OURS",
+        Kind::Raw => "BENCH_WRAP_RAW",
+    };
+    let wrap: Vec<String> = std::env::var(wrap_var)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut cmd = match wrap.split_first() {
+        Some((prog, args)) => {
+            let mut c = Command::new(prog);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    // Default settings: no FABRIC_* tuning leaks in from the caller's environment.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FABRIC_") {
+            cmd.env_remove(&k);
+        }
+    }
+    cmd.env("REDIS_URL", url)
+        .env("BENCH_STATS_FILE", &stats_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    match kind {
+        Kind::Ours => {
+            cmd.arg("__worker").env("FABRIC_AGENTS", agents.join(","));
+        }
+        Kind::Raw => {
+            let streams: Vec<String> = agents
+                .iter()
+                .map(|a| fabric_worker::keys::inbox(a))
+                .collect();
+            cmd.arg("__raw")
+                .env("BENCH_STREAMS", streams.join(","))
+                .env("BENCH_GROUP", group);
+        }
+    }
+    let child = cmd.spawn().context("spawning a consumer process")?;
+    let pid = child.id().context("consumer pid")?;
+    Ok(Consumer {
+        child,
+        pid,
+        stats_file,
+    })
+}
+
+impl Consumer {
+    /// Fails if the process has already exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("consumer process {} exited early: {status}", self.pid);
+        }
+        Ok(())
+    }
+
+    /// Resident set size now, in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.pid, "VmRSS:")
+    }
+
+    /// Peak resident set size so far, in KiB (`VmHWM`).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        proc_status_kib(self.pid, "VmHWM:")
+    }
+
+    /// CPU time (user + system, all threads) used so far, ms (`/proc/<pid>/stat`, in
+    /// clock ticks of 10 ms).
+    pub fn cpu_ms(&self) -> Option<f64> {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+        let rest = &s[s.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 * 10.0)
+    }
+
+    /// SIGTERM, wait for a graceful exit (at most 40 s), read the stats file.
+    pub async fn stop(mut self) -> anyhow::Result<ProcStats> {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .context("running kill -TERM")?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", self.pid);
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .context("consumer did not stop within 40 s of SIGTERM")??;
+        // A profiler wrapper (BENCH_WRAP_*) may exit with the signal's status even though
+        // the consumer stopped cleanly and wrote its stats: the stats file is the proof.
+        let bytes = match std::fs::read(&self.stats_file) {
+            Ok(b) => b,
+            Err(e) if exit.success() => {
+                return Err(e).with_context(|| format!("reading {}", self.stats_file.display()));
+            }
+            Err(_) => bail!("consumer process {} failed: {exit}", self.pid),
+        };
+        let _ = std::fs::remove_file(&self.stats_file);
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+}
+
+/// A `kB` line of `/proc/<pid>/status`.
+pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
