@@ -32,7 +32,6 @@ pub struct BusBuilder {
     url: String,
     cluster: bool,
     notify: bool,
-    pool_size: usize,
     response_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -48,12 +47,6 @@ impl BusBuilder {
     /// comma-separated URLs always mean a cluster).
     pub fn cluster(mut self, on: bool) -> Self {
         self.cluster = on;
-        self
-    }
-
-    /// Maximum pooled connections for non-blocking commands (default 16; single server only).
-    pub fn pool_size(mut self, n: usize) -> Self {
-        self.pool_size = n.max(1);
         self
     }
 
@@ -82,7 +75,7 @@ impl BusBuilder {
             response: self.response_timeout,
             connect: self.connect_timeout,
         };
-        let backend = Backend::open(&urls, self.cluster, self.pool_size, timeouts).await?;
+        let backend = Backend::open(&urls, self.cluster, timeouts).await?;
         let cancel = CancellationToken::new();
         let bus = Bus {
             inner: Arc::new(BusInner {
@@ -329,7 +322,6 @@ impl Bus {
             url: url.into(),
             cluster: false,
             notify: true,
-            pool_size: 16,
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
         }
@@ -352,7 +344,7 @@ impl Bus {
 
     /// A connection for ordinary (non-blocking) commands.
     pub(crate) async fn conn(&self) -> Result<Conn> {
-        self.inner.backend.conn(&self.inner.url).await
+        Ok(self.inner.backend.conn())
     }
 
     /// A new connection of its own, for a blocking command that must not hold up others.
@@ -1383,19 +1375,18 @@ async fn run_reply_listener(
                     }
                 }
                 // Replies are consumed: delete them, and let the stream expire if this process goes away.
-                if let Ok(mut c) = link.backend.conn(&link.url).await {
-                    let _: redis::RedisResult<()> = redis::pipe()
-                        .cmd("XDEL")
-                        .arg(&stream)
-                        .arg(&ids)
-                        .ignore()
-                        .cmd("EXPIRE")
-                        .arg(&stream)
-                        .arg(3600)
-                        .ignore()
-                        .query_async(&mut c)
-                        .await;
-                }
+                let mut c = link.backend.conn();
+                let _: redis::RedisResult<()> = redis::pipe()
+                    .cmd("XDEL")
+                    .arg(&stream)
+                    .arg(&ids)
+                    .ignore()
+                    .cmd("EXPIRE")
+                    .arg(&stream)
+                    .arg(3600)
+                    .ignore()
+                    .query_async(&mut c)
+                    .await;
             }
             Err(e) => {
                 let delay = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -1418,7 +1409,6 @@ async fn run_reply_listener(
             }
         }
     }
-    if let Ok(mut c) = link.backend.conn(&link.url).await {
-        let _: redis::RedisResult<()> = c.del(&stream).await;
-    }
+    let mut c = link.backend.conn();
+    let _: redis::RedisResult<()> = c.del(&stream).await;
 }

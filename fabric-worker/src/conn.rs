@@ -1,10 +1,17 @@
-//! Connections: a single Redis server (pooled with deadpool-redis) or a Redis Cluster
-//! (one multiplexed cluster connection, which routes each command to its slot's node).
+//! Connections: a single Redis server or a Redis Cluster.
+//!
+//! Ordinary commands of every task share one multiplexed connection — redis-rs's
+//! `ConnectionManager`, which reconnects by itself, or, for a cluster, one cluster
+//! connection that routes each command to its slot's node. Concurrent commands are
+//! pipelined on the socket, and no command pays an extra round trip for a pool health check.
+//! Every blocking read gets a dedicated connection whose response timeout exceeds its `BLOCK`
+//! (a blocking command on the shared connection would hold up everything queued behind it).
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
@@ -16,7 +23,7 @@ use crate::wire::mask_url;
 #[derive(Clone)]
 pub(crate) enum Backend {
     Single {
-        pool: Pool,
+        shared: ConnectionManager,
         client: redis::Client,
     },
     Cluster {
@@ -34,7 +41,7 @@ pub(crate) struct Timeouts {
 
 /// A connection for one or more commands.
 pub(crate) enum Conn {
-    Pooled(deadpool_redis::Connection),
+    Shared(ConnectionManager),
     Dedicated(MultiplexedConnection),
     Cluster(ClusterConnection),
 }
@@ -42,7 +49,7 @@ pub(crate) enum Conn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Pooled(c) => c.req_packed_command(cmd),
+            Conn::Shared(c) => c.req_packed_command(cmd),
             Conn::Dedicated(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -55,7 +62,7 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Shared(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
@@ -63,7 +70,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Pooled(c) => c.get_db(),
+            Conn::Shared(c) => c.get_db(),
             Conn::Dedicated(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
         }
@@ -81,12 +88,7 @@ pub(crate) fn split_urls(url: &str) -> Vec<String> {
 
 impl Backend {
     /// Connects to one server (one URL) or a cluster (several seed URLs, or `cluster` set).
-    pub(crate) async fn open(
-        urls: &[String],
-        cluster: bool,
-        pool_size: usize,
-        t: Timeouts,
-    ) -> Result<Backend> {
+    pub(crate) async fn open(urls: &[String], cluster: bool, t: Timeouts) -> Result<Backend> {
         let shown = urls
             .iter()
             .map(|u| mask_url(u))
@@ -113,41 +115,27 @@ impl Backend {
                 client: Box::new(client),
             });
         }
-        let url = urls[0].as_str();
-        let client = redis::Client::open(url).map_err(connect_err)?;
-        let cfg = redis::AsyncConnectionConfig::new()
+        let client = redis::Client::open(urls[0].as_str()).map_err(connect_err)?;
+        let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(t.response))
-            .set_connection_timeout(Some(t.connect));
-        let mgr = deadpool_redis::Manager::new_with_config(url, cfg).map_err(connect_err)?;
-        let pool = Pool::builder(mgr)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(t.connect + t.response))
-            .create_timeout(Some(t.connect))
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the connection pool: {e}")))?;
-        Ok(Backend::Single { pool, client })
+            .set_connection_timeout(Some(t.connect))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let shared = ConnectionManager::new_with_config(client.clone(), cfg)
+            .await
+            .map_err(connect_err)?;
+        Ok(Backend::Single { shared, client })
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Backend::Cluster { .. })
     }
 
-    /// A connection for ordinary (non-blocking) commands.
-    pub(crate) async fn conn(&self, shown_url: &str) -> Result<Conn> {
+    /// The shared connection for ordinary (non-blocking) commands (a cheap clone).
+    pub(crate) fn conn(&self) -> Conn {
         match self {
-            Backend::Single { pool, .. } => {
-                pool.get().await.map(Conn::Pooled).map_err(|e| match e {
-                    deadpool_redis::PoolError::Backend(source) => Error::Connect {
-                        url: shown_url.to_owned(),
-                        source,
-                    },
-                    other => Error::Pool(format!(
-                        "{other} (server {shown_url}); check that Redis is running"
-                    )),
-                })
-            }
-            Backend::Cluster { conn, .. } => Ok(Conn::Cluster(conn.clone())),
+            Backend::Single { shared, .. } => Conn::Shared(shared.clone()),
+            Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
         }
     }
 

@@ -46,9 +46,6 @@ pub enum Error {
         #[source]
         source: redis::RedisError,
     },
-    /// The connection pool could not hand out a connection.
-    #[error("no Redis connection available: {0}; is the server up and reachable?")]
-    Pool(String),
     /// A value supplied by the caller is not acceptable (an agent id, a group, a message type…).
     #[error("invalid {what} {value:?}: {reason}")]
     Invalid {
@@ -193,7 +190,7 @@ impl Error {
     pub fn is_connection_error(&self) -> bool {
         use redis::{ErrorKind, ServerErrorKind};
         match self {
-            Error::Connect { .. } | Error::Pool(_) => true,
+            Error::Connect { .. } => true,
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

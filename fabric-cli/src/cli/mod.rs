@@ -344,7 +344,6 @@ impl Cli {
 pub(crate) async fn connect(url: &str) -> Result<Bus> {
     Ok(Bus::builder(url)
         .notify(true)
-        .pool_size(4)
         .connect_timeout(std::time::Duration::from_secs(2))
         .connect()
         .await?)
