@@ -16,12 +16,18 @@ pub struct Context {
     inner: Arc<ContextInner>,
 }
 
+/// What every message of one served stream shares.
+#[derive(Debug)]
+pub(crate) struct StreamInfo {
+    pub(crate) agent: String,
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+}
+
 struct ContextInner {
-    agent: String,
-    stream: String,
+    info: Arc<StreamInfo>,
     stream_id: String,
-    group: String,
-    consumer: String,
     attempt: u32,
     max_attempts: u32,
     delivery_count: u64,
@@ -32,7 +38,7 @@ struct ContextInner {
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
-            .field("agent", &self.inner.agent)
+            .field("agent", &self.inner.info.agent)
             .field("message_id", &self.inner.message.id)
             .field("message_type", &self.inner.message.message_type)
             .field("stream_id", &self.inner.stream_id)
@@ -43,13 +49,9 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        agent: String,
-        stream: String,
+        info: Arc<StreamInfo>,
         stream_id: String,
-        group: String,
-        consumer: String,
         attempt: u32,
         max_attempts: u32,
         delivery_count: u64,
@@ -58,11 +60,8 @@ impl Context {
     ) -> Self {
         Context {
             inner: Arc::new(ContextInner {
-                agent,
-                stream,
+                info,
                 stream_id,
-                group,
-                consumer,
                 attempt,
                 max_attempts,
                 delivery_count,
@@ -74,7 +73,7 @@ impl Context {
 
     /// The agent whose inbox this message came from.
     pub fn agent(&self) -> &str {
-        &self.inner.agent
+        &self.inner.info.agent
     }
 
     /// The message id (`msg:<uuid>`): the same on every attempt and redelivery, so use it
@@ -125,7 +124,7 @@ impl Context {
 
     /// The stream the entry was read from.
     pub fn stream(&self) -> &str {
-        &self.inner.stream
+        &self.inner.info.stream
     }
 
     /// The entry id in that stream.
@@ -135,12 +134,12 @@ impl Context {
 
     /// The consumer group.
     pub fn consumer_group(&self) -> &str {
-        &self.inner.group
+        &self.inner.info.group
     }
 
     /// This process's consumer name.
     pub fn consumer(&self) -> &str {
-        &self.inner.consumer
+        &self.inner.info.consumer
     }
 
     /// 1-based handler attempt (failed attempts before this one + 1).

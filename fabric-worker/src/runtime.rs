@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::__private::{Registration, registrations};
 use crate::bus::{Bus, redis_url_from_env};
-use crate::context::Context;
+use crate::context::{Context, StreamInfo};
 use crate::error::{Error, Result};
 use crate::handler::{HandlerError, Outcome};
 use crate::keys;
@@ -37,7 +38,7 @@ pub(crate) fn reconnect_backoff() -> impl Iterator<Item = Duration> + Send {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerConfig {
-    /// Handlers running at once, per served stream (default 32).
+    /// Handlers running at once, per served stream (default 100).
     pub concurrency: usize,
     /// Most entries read per `XREADGROUP` (default 100).
     pub batch_size: usize,
@@ -69,7 +70,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            concurrency: 32,
+            concurrency: 100,
             batch_size: 100,
             block: Duration::from_secs(5),
             reclaim_idle: Duration::from_secs(30),
@@ -600,8 +601,15 @@ impl Worker {
         }
         for spec in self.streams {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+            let info = Arc::new(StreamInfo {
+                agent: spec.agent.clone(),
+                stream: spec.stream.clone(),
+                group: spec.group.clone(),
+                consumer: spec.consumer.clone(),
+            });
             let st = Arc::new(StreamState {
                 spec,
+                info,
                 bus: self.bus.clone(),
                 config: self.config.clone(),
                 sem: Arc::new(Semaphore::new(self.config.concurrency)),
@@ -666,6 +674,7 @@ async fn join_all(handles: Vec<JoinHandle<()>>) {
 
 struct StreamState {
     spec: StreamSpec,
+    info: Arc<StreamInfo>,
     bus: Bus,
     config: WorkerConfig,
     sem: Arc<Semaphore>,
@@ -809,20 +818,20 @@ impl StreamState {
             .timeout_ms
             .map(Duration::from_millis)
             .or(self.config.handler_timeout);
+        debug!(handler = handler.reg.name, "handling");
+        let payload = message.payload.clone();
+        // The context owns the message; `kept` shares it (no copy) for what follows the handler.
         let ctx = Context::new(
-            spec.agent.clone(),
-            spec.stream.clone(),
+            self.info.clone(),
             entry.id.clone(),
-            spec.group.clone(),
-            spec.consumer.clone(),
             attempt,
             max_attempts,
             deliveries,
-            message.clone(),
+            message,
             self.bus.clone(),
         );
-        debug!(handler = handler.reg.name, "handling");
-        let payload = message.payload.clone();
+        let kept = ctx.clone();
+        let message = kept.message();
         let fut = std::panic::AssertUnwindSafe((handler.reg.handler)(ctx, payload)).catch_unwind();
         let run = async {
             match timeout {
@@ -845,7 +854,7 @@ impl StreamState {
             Outcome::Reply(value) => {
                 if let Some(reply_to) = &message.reply_to
                     && !self
-                        .send_reply(reply_to, &message, "response", reply_payload(value))
+                        .send_reply(reply_to, message, "response", reply_payload(value))
                         .await
                 {
                     // Could not reply: leave the entry pending so it is handled again.
@@ -858,7 +867,7 @@ impl StreamState {
                 warn!(reason = %why, "bad payload; moving it to dead letters");
                 self.dead_letter(
                     &entry,
-                    Some(&message),
+                    Some(message),
                     "bad_payload",
                     &why,
                     attempt,
@@ -872,7 +881,7 @@ impl StreamState {
                     warn!(error = %err, "permanent failure; moving it to dead letters");
                     self.dead_letter(
                         &entry,
-                        Some(&message),
+                        Some(message),
                         "permanent_error",
                         err.message(),
                         attempt,
@@ -883,7 +892,7 @@ impl StreamState {
                     warn!(error = %err, max_attempts, "last attempt failed; moving it to dead letters");
                     self.dead_letter(
                         &entry,
-                        Some(&message),
+                        Some(message),
                         "max_attempts",
                         err.message(),
                         attempt,
@@ -935,7 +944,20 @@ impl StreamState {
         }
     }
 
-    async fn dead_letter(
+    /// Boxed, so that the per-message task stays small (this path is rare).
+    fn dead_letter<'a>(
+        &'a self,
+        entry: &'a RawEntry,
+        message: Option<&'a Message>,
+        reason: &'a str,
+        error: &'a str,
+        attempts: u32,
+        deliveries: u64,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.dead_letter_now(entry, message, reason, error, attempts, deliveries))
+    }
+
+    async fn dead_letter_now(
         &self,
         entry: &RawEntry,
         message: Option<&Message>,
@@ -974,7 +996,18 @@ impl StreamState {
         }
     }
 
-    async fn schedule_retry(
+    /// Boxed, so that the per-message task stays small.
+    fn schedule_retry<'a>(
+        &'a self,
+        entry: &'a RawEntry,
+        next_attempt: u32,
+        delay: Duration,
+        error: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.schedule_retry_now(entry, next_attempt, delay, error))
+    }
+
+    async fn schedule_retry_now(
         &self,
         entry: &RawEntry,
         next_attempt: u32,
@@ -1021,7 +1054,18 @@ impl StreamState {
         }
     }
 
-    async fn send_reply(
+    /// Boxed, so that the per-message task stays small.
+    fn send_reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        request: &'a Message,
+        message_type: &'a str,
+        payload: Value,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.send_reply_now(reply_to, request, message_type, payload))
+    }
+
+    async fn send_reply_now(
         &self,
         reply_to: &str,
         request: &Message,
@@ -1186,6 +1230,13 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
     }
 }
 
+/// Most ids in one XACK.
+const ACK_BATCH_MAX: usize = 1000;
+/// Below this many ids, the acker waits [`ACK_LINGER`] for more before sending.
+const ACK_BATCH_TARGET: usize = 50;
+/// How long the acker waits for more ids to batch.
+const ACK_LINGER: Duration = Duration::from_millis(1);
+
 /// Acknowledges handled entries in batches: whatever has queued up goes in one XACK.
 /// Runs until `done` (set once every handler task has finished), then flushes and returns.
 async fn acker(
@@ -1199,7 +1250,22 @@ async fn acker(
     loop {
         tokio::select! {
             biased;
-            n = rx.recv_many(&mut batch, 1000) => if n == 0 { return },
+            n = rx.recv_many(&mut batch, ACK_BATCH_MAX) => {
+                if n == 0 {
+                    return;
+                }
+                if batch.len() < ACK_BATCH_TARGET && !done.is_cancelled() {
+                    // Let more handlers finish, so one XACK covers many entries (this
+                    // delays only the acknowledgement, never a handler).
+                    tokio::time::sleep(ACK_LINGER).await;
+                    while batch.len() < ACK_BATCH_MAX {
+                        match rx.try_recv() {
+                            Ok(id) => batch.push(id),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
             _ = done.cancelled() => {
                 while let Ok(id) = rx.try_recv() {
                     batch.push(id);
@@ -1279,6 +1345,9 @@ async fn leaser(st: Arc<StreamState>, stop: CancellationToken) {
     }
 }
 
+/// Most `XAUTOCLAIM` steps per reclaim tick.
+const RECLAIM_CALLS_PER_TICK: usize = 10;
+
 /// Reclaims entries whose consumer stopped renewing their lease (crashed, killed, stuck),
 /// walking the whole pending list with `XAUTOCLAIM`, and removes long-gone consumers.
 async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
@@ -1286,11 +1355,13 @@ async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(st.config.reclaim_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweeps: u64 = 0;
+    // The cursor survives across ticks: each tick walks at most RECLAIM_CALLS_PER_TICK steps
+    // (each scans up to 10 x COUNT pending entries), so a huge pending list costs a bounded
+    // amount per tick, and the walk starts over once it reaches the end.
+    let mut cursor = "0-0".to_string();
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
-        let mut cursor = "0-0".to_string();
-        // Walk the cursor to the end (bounded per sweep), claiming only what we can run now.
-        for _ in 0..1000 {
+        for _ in 0..RECLAIM_CALLS_PER_TICK {
             let free = st.sem.available_permits().min(st.config.batch_size);
             if free == 0 || stop.is_cancelled() {
                 break;
@@ -1307,10 +1378,11 @@ async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                         };
                         st.dispatch(entry, deliveries, p);
                     }
-                    if next == "0-0" {
+                    let at_end = next == "0-0";
+                    cursor = next;
+                    if at_end {
                         break;
                     }
-                    cursor = next;
                 }
                 Err(e) => {
                     if e.is_connection_error() {
