@@ -399,7 +399,9 @@ impl Bus {
     }
 
     /// Sends many messages in one round trip (pipelined). All are validated first: one
-    /// invalid message means none is sent.
+    /// invalid message means none is sent. Each recipient gets one `new_message`
+    /// notification for the batch (naming its last message, with `"count"` when it got
+    /// more than one).
     pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
         let mut prepared = Vec::with_capacity(messages.len());
         for mut m in messages {
@@ -425,13 +427,27 @@ impl Bus {
                 cmd.arg(fields::HEADERS).arg(h);
             }
         };
-        let notification = |m: &Message| {
-            let note = json!({
+        // One notification per recipient: for its last message in the batch, with the
+        // number of messages it got ("count" only appears when it is more than one).
+        let mut notes: Vec<(&Message, usize)> = Vec::new();
+        if self.inner.notify {
+            for (m, _, _) in &prepared {
+                match notes.iter_mut().find(|(n, _)| n.to_agent == m.to_agent) {
+                    Some(entry) => *entry = (m, entry.1 + 1),
+                    None => notes.push((m, 1)),
+                }
+            }
+        }
+        let notification = |(m, count): &(&Message, usize)| {
+            let mut note = json!({
                 "from": m.from_agent,
                 "type": m.message_type,
                 "priority": m.priority.as_u8(),
                 "message_id": m.id,
             });
+            if *count > 1 {
+                note["count"] = json!(count);
+            }
             (keys::new_message_channel(&m.to_agent), note.to_string())
         };
         let mut conn = self.conn().await?;
@@ -441,11 +457,9 @@ impl Bus {
             for p in &prepared {
                 xadd(&mut pipe, p);
             }
-            if self.inner.notify {
-                for (m, _, _) in &prepared {
-                    let (channel, note) = notification(m);
-                    pipe.cmd("PUBLISH").arg(channel).arg(note).ignore();
-                }
+            for n in &notes {
+                let (channel, note) = notification(n);
+                pipe.cmd("PUBLISH").arg(channel).arg(note).ignore();
             }
             let first_inbox = keys::inbox(&prepared[0].0.to_agent);
             pipe.query_async(&mut conn)
@@ -482,9 +496,9 @@ impl Bus {
                     ids[*i] = id;
                 }
             }
-            if self.inner.notify {
-                for (m, _, _) in &prepared {
-                    let (channel, note) = notification(m);
+            {
+                for n in &notes {
+                    let (channel, note) = notification(n);
                     if let Err(e) = redis::cmd("PUBLISH")
                         .arg(&channel)
                         .arg(note)
