@@ -505,7 +505,7 @@ pub async fn enqueue(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Resu
         Row::new(
             "enqueue",
             format!(
-                "Enqueue: `send_batch({})`, default (notify on: +1 PUBLISH each)",
+                "Enqueue: `send_batch({})`, default (notify on: 1 PUBLISH per batch and recipient)",
                 sz.batch_size
             ),
             Unit::MsgPerSec,
