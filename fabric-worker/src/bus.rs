@@ -611,7 +611,7 @@ impl Bus {
     }
 
     /// Runs a read: a blocking one on a connection of its own (dropped afterwards, so it
-    /// never holds up other commands), a non-blocking one on a pooled connection.
+    /// never holds up other commands), a non-blocking one on the shared connection.
     async fn query_read(
         &self,
         cmd: &redis::Cmd,
