@@ -319,7 +319,8 @@ pub mod fields {
     pub const TARGET_GROUP: &str = "target_group";
     /// On a retry entry: the error of the previous attempt.
     pub const LAST_ERROR: &str = "last_error";
-    /// Dead letters: why (`no_handler`, `bad_payload`, `invalid_envelope`, `max_attempts`, `permanent_error`, `delivery_limit`).
+    /// Dead letters: why (`no_handler`, `bad_payload`, `invalid_envelope`, `max_attempts`,
+    /// `permanent_error`, `delivery_limit`, `reply_failed`).
     pub const DEAD_REASON: &str = "dead_reason";
     /// Dead letters: the error text.
     pub const DEAD_ERROR: &str = "dead_error";

@@ -852,13 +852,32 @@ impl StreamState {
         };
         match outcome {
             Outcome::Reply(value) => {
-                if let Some(reply_to) = &message.reply_to
-                    && !self
+                if let Some(reply_to) = &message.reply_to {
+                    match self
                         .send_reply(reply_to, message, "response", reply_payload(value))
                         .await
-                {
-                    // Could not reply: leave the entry pending so it is handled again.
-                    return false;
+                    {
+                        Persisted::Done => {}
+                        // Stopping at once: the entry stays pending and is handled again.
+                        Persisted::Stopped => return false,
+                        // The reply can never be written there (wrong key type, ACL, …):
+                        // dead-letter rather than run the handler again and again.
+                        Persisted::Failed(e) => {
+                            let why = format!(
+                                "the handler succeeded but its reply could not be written to {reply_to:?}: {e}"
+                            );
+                            self.dead_letter(
+                                &entry,
+                                Some(message),
+                                "reply_failed",
+                                &why,
+                                attempt,
+                                deliveries,
+                            )
+                            .await;
+                            return false;
+                        }
+                    }
                 }
                 debug!("handled");
                 self.ack(&entry.id)
@@ -919,7 +938,7 @@ impl StreamState {
     /// Runs a Redis operation until it succeeds, retrying connection errors with backoff;
     /// gives up on other errors or when the worker is stopped hard (the entry then stays
     /// pending and is reclaimed later).
-    async fn persist<F, Fut>(&self, what: &'static str, mut op: F) -> bool
+    async fn persist<F, Fut>(&self, what: &'static str, mut op: F) -> Persisted
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<()>>,
@@ -927,18 +946,18 @@ impl StreamState {
         let mut backoff = reconnect_backoff();
         loop {
             match op().await {
-                Ok(()) => return true,
+                Ok(()) => return Persisted::Done,
                 Err(e) if e.is_connection_error() => {
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in_ms = d.as_millis() as u64, "{what} failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
-                        _ = self.hard_stop.cancelled() => return false,
+                        _ = self.hard_stop.cancelled() => return Persisted::Stopped,
                     }
                 }
                 Err(e) => {
-                    error!(error = %e, "{what} failed; the entry stays pending and will be retried after the reclaim idle time");
-                    return false;
+                    error!(error = %e, "{what} failed");
+                    return Persisted::Failed(e);
                 }
             }
         }
@@ -980,7 +999,9 @@ impl StreamState {
                 )
             })
             .await;
-        if !ok {
+        if !ok.done() {
+            // Not dead-lettered: the entry stays pending and is handled again after the
+            // reclaim idle time (or it was stopped by shutdown).
             return;
         }
         if let Some(m) = message
@@ -1049,7 +1070,7 @@ impl StreamState {
                 Ok(())
             })
             .await;
-        if ok {
+        if ok.done() {
             self.retry_notify.notify_one();
         }
     }
@@ -1061,7 +1082,7 @@ impl StreamState {
         request: &'a Message,
         message_type: &'a str,
         payload: Value,
-    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Persisted> + Send + 'a>> {
         Box::pin(self.send_reply_now(reply_to, request, message_type, payload))
     }
 
@@ -1071,7 +1092,7 @@ impl StreamState {
         request: &Message,
         message_type: &str,
         payload: Value,
-    ) -> bool {
+    ) -> Persisted {
         let reply = Message {
             id: new_message_id(),
             from_agent: self.spec.agent.clone(),
@@ -1092,7 +1113,7 @@ impl StreamState {
             Ok(d) => d,
             Err(e) => {
                 error!(error = %e, "cannot encode the reply");
-                return false;
+                return Persisted::Failed(e);
             }
         };
         let ok = self
@@ -1111,7 +1132,7 @@ impl StreamState {
                 Ok(())
             })
             .await;
-        if ok {
+        if ok.done() {
             debug!(reply_to, reply_id = %reply.id, "reply sent");
         }
         ok
@@ -1230,6 +1251,23 @@ async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
     }
 }
 
+/// How a write to Redis ended.
+#[derive(Debug)]
+enum Persisted {
+    /// Written.
+    Done,
+    /// Given up because the worker is stopping at once (the entry stays pending).
+    Stopped,
+    /// Refused for a reason retrying cannot fix (e.g. a wrong key type, an ACL).
+    Failed(Error),
+}
+
+impl Persisted {
+    fn done(&self) -> bool {
+        matches!(self, Persisted::Done)
+    }
+}
+
 /// Most ids in one XACK.
 const ACK_BATCH_MAX: usize = 1000;
 /// Below this many ids, the acker waits [`ACK_LINGER`] for more before sending.
@@ -1289,7 +1327,7 @@ async fn acker(
                 Ok(())
             })
             .await;
-        if !ok {
+        if !ok.done() {
             warn!(
                 count = ids.len(),
                 "entries not acknowledged; they will be handled again after the reclaim idle time"

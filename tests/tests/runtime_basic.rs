@@ -427,3 +427,45 @@ print("loaded", m.id)
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("loaded msg:"));
     worker.stop().await;
 }
+
+/// A reply that Redis refuses for good (here: `reply_to` names a key that is not a stream)
+/// dead-letters the message instead of running the handler again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_written_dead_letters_the_message() {
+    init_tracing();
+    let server = RedisServer::start();
+    let agent = unique_agent("replyfail");
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let not_a_stream = format!("agent:{agent}:plain-string");
+    let _: () = conn.set(&not_a_stream, "I am a string").await.unwrap();
+    let worker = start_worker(&server.url(), &agent).await;
+    let msg = Message::new("tester", &agent, "typed", json!({"x": 2})).with_reply_to(&not_a_stream);
+    bus.send(msg.clone()).await.unwrap();
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            bus.dead_letters(&agent, 10).await.unwrap().len() == 1
+        })
+        .await,
+        "the message was not dead-lettered"
+    );
+    let dead = bus.dead_letters(&agent, 10).await.unwrap();
+    assert_eq!(dead[0].reason, "reply_failed");
+    assert!(
+        dead[0].error.contains("WRONGTYPE") || dead[0].error.contains("wrong kind"),
+        "{}",
+        dead[0].error
+    );
+    assert_eq!(dead[0].message.as_ref().unwrap().id, msg.id);
+    assert!(
+        wait_until_async(Duration::from_secs(5), || async {
+            bus.queue_status(&agent, None).await.unwrap().pending == 0
+        })
+        .await
+    );
+    worker.stop().await;
+}
