@@ -61,7 +61,7 @@ pub mod __private;
 pub use bus::{
     AckResult, Bus, BusBuilder, ConsumerStatus, DEFAULT_REDIS_URL, DeadLetter, MAX_BLOCK,
     MAX_RECEIVE_COUNT, PeekedEntry, PendingEntry, QueueStatus, ReceiveOptions, Received,
-    SendReceipt, redis_url_from_env,
+    SendReceipt, Subscription, TopicEvent, redis_url_from_env,
 };
 pub use context::Context;
 pub use error::{Error, Result};

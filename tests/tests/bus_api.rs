@@ -289,3 +289,69 @@ async fn caller_errors_are_clear_and_nothing_is_written() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_topic_events_by_name_and_pattern() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let agent = unique_agent("sub");
+    let notes = format!("agent.{agent}.new_message");
+    let mut sub = bus
+        .subscribe(&["analytics.*", "system.alerts", &notes])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        bus.publish(
+            "analytics.insights",
+            json!({"pattern": "spike"}),
+            Some("monitor")
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let e = sub.next().await.unwrap();
+    assert_eq!(e.topic, "analytics.insights");
+    assert_eq!(e.pattern.as_deref(), Some("analytics.*"));
+    assert_eq!(e.data, json!({"pattern": "spike"}));
+    assert_eq!(e.from.as_deref(), Some("monitor"));
+    assert!(e.timestamp.is_some());
+
+    // A foreign publisher's plain payload comes through as it is.
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("system.alerts")
+        .arg("disk full")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = sub.next().await.unwrap();
+    assert_eq!(
+        (e.topic.as_str(), e.pattern.as_deref()),
+        ("system.alerts", None)
+    );
+    assert_eq!(e.data, json!("disk full"));
+    assert_eq!(e.from, None);
+
+    // New-message notifications are topics too.
+    let m = Message::new("coder", &agent, "task", json!({}));
+    bus.send(m.clone()).await.unwrap();
+    let e = sub.next().await.unwrap();
+    assert_eq!(e.topic, notes);
+    assert_eq!(e.data["message_id"], m.id.as_str());
+
+    assert!(bus.subscribe(&[]).await.is_err());
+    assert!(
+        bus.subscribe(&["bad topic"])
+            .await
+            .unwrap_err()
+            .to_string()
+            .starts_with("invalid topic")
+    );
+}
