@@ -139,9 +139,15 @@ impl Subscription {
             Some(o) => (
                 o.get("data").cloned().unwrap_or(Value::Null),
                 o.get("from").and_then(Value::as_str).map(str::to_owned),
-                o.get("timestamp").and_then(Value::as_str).map(str::to_owned),
+                o.get("timestamp")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
             ),
-            None => (parsed.unwrap_or_else(|| Value::String(raw.clone())), None, None),
+            None => (
+                parsed.unwrap_or_else(|| Value::String(raw.clone())),
+                None,
+                None,
+            ),
         };
         Some(TopicEvent {
             topic: msg.get_channel_name().to_owned(),
@@ -805,15 +811,24 @@ impl Bus {
     /// is gone (subscribe again).
     pub async fn subscribe(&self, topics: &[&str]) -> Result<Subscription> {
         if topics.is_empty() {
-            return Err(Error::invalid("topics", "", "give at least one topic or pattern"));
+            return Err(Error::invalid(
+                "topics",
+                "",
+                "give at least one topic or pattern",
+            ));
         }
         for t in topics {
             keys::validate_topic(t)?;
         }
-        let mut ps = self.inner.pubsub.get_async_pubsub().await.map_err(|source| Error::Connect {
-            url: self.inner.url.clone(),
-            source,
-        })?;
+        let mut ps = self
+            .inner
+            .pubsub
+            .get_async_pubsub()
+            .await
+            .map_err(|source| Error::Connect {
+                url: self.inner.url.clone(),
+                source,
+            })?;
         for t in topics {
             let r = if t.contains(['*', '?', '[']) {
                 ps.psubscribe(*t).await
