@@ -615,12 +615,7 @@ impl Bus {
     /// Entries that are not valid messages are moved to the agent's dead letters
     /// (reason `invalid_envelope`) instead of being returned.
     pub async fn receive(&self, agent: &str, opts: ReceiveOptions) -> Result<Vec<Received>> {
-        keys::validate_agent(agent)?;
-        let group = opts
-            .group
-            .clone()
-            .unwrap_or_else(|| keys::default_group(agent));
-        keys::validate_group(&group)?;
+        let group = agent_group(agent, opts.group.as_deref())?;
         let consumer = opts
             .consumer
             .clone()
@@ -741,11 +736,7 @@ impl Bus {
         stream_ids: &[String],
         group: Option<&str>,
     ) -> Result<Vec<AckResult>> {
-        keys::validate_agent(agent)?;
-        let group = group
-            .map(str::to_owned)
-            .unwrap_or_else(|| keys::default_group(agent));
-        keys::validate_group(&group)?;
+        let group = agent_group(agent, group)?;
         if let Some(bad) = stream_ids.iter().find(|id| !wire::is_stream_id(id)) {
             return Err(Error::invalid(
                 "stream id",
@@ -933,11 +924,7 @@ impl Bus {
 
     /// The state of `agent`'s inbox for a consumer group (default `<agent>_workers`).
     pub async fn queue_status(&self, agent: &str, group: Option<&str>) -> Result<QueueStatus> {
-        keys::validate_agent(agent)?;
-        let group = group
-            .map(str::to_owned)
-            .unwrap_or_else(|| keys::default_group(agent));
-        keys::validate_group(&group)?;
+        let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn().await?;
         let (exists, dead, retries): (bool, u64, u64) = redis::pipe()
@@ -1066,11 +1053,7 @@ impl Bus {
         group: Option<&str>,
         count: usize,
     ) -> Result<Vec<PendingEntry>> {
-        keys::validate_agent(agent)?;
-        let group = group
-            .map(str::to_owned)
-            .unwrap_or_else(|| keys::default_group(agent));
-        keys::validate_group(&group)?;
+        let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn().await?;
         let v: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
@@ -1383,6 +1366,16 @@ async fn count_after(conn: &mut Conn, stream: &str, after: &str) -> Result<u64> 
         }
     }
     Ok(total)
+}
+
+/// Checks `agent` and the consumer group (default `<agent>_workers`); returns the group.
+fn agent_group(agent: &str, group: Option<&str>) -> Result<String> {
+    keys::validate_agent(agent)?;
+    let group = group
+        .map(str::to_owned)
+        .unwrap_or_else(|| keys::default_group(agent));
+    keys::validate_group(&group)?;
+    Ok(group)
 }
 
 /// `REDIS_URL`, or the default `redis://127.0.0.1:6379`.
