@@ -163,6 +163,15 @@ impl RedisServer {
         self.restart();
     }
 
+    /// An async (multiplexed) client connection.
+    pub async fn async_conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to test redis")
+    }
+
     /// A blocking client connection.
     pub fn client(&self) -> redis::Connection {
         redis::Client::open(self.url())

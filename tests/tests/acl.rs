@@ -34,11 +34,7 @@ async fn denied<T: redis::FromRedisValue + std::fmt::Debug>(r: redis::RedisResul
 async fn each_agent_uses_only_its_own_keys() {
     init_tracing();
     let server = RedisServer::start_own(false);
-    let mut admin = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = server.async_conn().await;
     for (agent, pw) in [("percy", "percy-pw"), ("coder", "coder-pw")] {
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER").arg(agent);

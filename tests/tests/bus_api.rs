@@ -320,11 +320,7 @@ async fn subscribers_get_topic_events_by_name_and_pattern() {
     assert!(e.timestamp.is_some());
 
     // A foreign publisher's plain payload comes through as it is.
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     let _: i64 = redis::cmd("PUBLISH")
         .arg("system.alerts")
         .arg("disk full")

@@ -266,11 +266,7 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
         .connect()
         .await
         .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     let worker = start(&server.url(), &agent, |b| {
         b.trim_interval(Duration::from_millis(200))
     })
@@ -351,11 +347,7 @@ async fn trimming_never_removes_undelivered_or_pending_entries() {
         .connect()
         .await
         .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     let inbox = keys::inbox(&agent);
     // A second consumer group (say, an auditor) on the same inbox.
     let _: () = redis::cmd("XGROUP")

@@ -169,11 +169,7 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     ))
     .await
     .unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     let _: String = conn
         .xadd(keys::inbox(&agent), "*", &[("data", "this is not json")])
         .await
@@ -346,11 +342,7 @@ async fn python_bus_wire_compatibility() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     assert!(
         wait_until_async(Duration::from_secs(10), || {
             let mut c = conn.clone();
@@ -436,11 +428,7 @@ async fn a_reply_that_cannot_be_written_dead_letters_the_message() {
     let server = RedisServer::start();
     let agent = unique_agent("replyfail");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let mut conn = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = server.async_conn().await;
     let not_a_stream = format!("agent:{agent}:plain-string");
     let _: () = conn.set(&not_a_stream, "I am a string").await.unwrap();
     let worker = start_worker(&server.url(), &agent).await;
