@@ -8,7 +8,6 @@ use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::prelude::*;
 use fabric_worker::{ReceiveOptions, keys};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
 
@@ -52,16 +51,14 @@ fn expect_code(o: &Output, code: i32) {
     );
 }
 
-async fn start_worker(url: &str, agent: &str) -> CancellationToken {
-    let worker = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(300))
-        .build()
-        .await
-        .expect("build worker");
-    let token = CancellationToken::new();
-    tokio::spawn(worker.run_until(token.clone().cancelled_owned()));
-    token
+/// Starts an in-process worker for `agent` (stop it with `RunningWorker::stop`).
+async fn start_worker(url: &str, agent: &str) -> fabric_tests::RunningWorker {
+    fabric_tests::RunningWorker::start(
+        Worker::builder(agent)
+            .url(url)
+            .block(Duration::from_millis(300)),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +383,7 @@ async fn send_wait_and_dead_letters() {
         serde_json::from_str::<Value>(&stdout(&o)).unwrap()["requeued"],
         0
     );
-    stop.cancel();
+    stop.stop().await;
 }
 
 #[test]

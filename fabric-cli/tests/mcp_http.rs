@@ -329,7 +329,7 @@ async fn good_tokens_work_and_agents_are_confined_to_their_inbox() {
     .await);
     assert_eq!(acked["acknowledged"][0]["acked"], true);
 
-    stop_worker.cancel();
+    stop_worker.stop().await;
     for c in [coder, admin, percy] {
         c.cancel().await.unwrap();
     }

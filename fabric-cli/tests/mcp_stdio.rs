@@ -199,7 +199,7 @@ async fn lists_the_tools_and_calls_every_one() {
     assert!(e.contains("no reply"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 
-    stop_worker.cancel();
+    stop_worker.stop().await;
     client.cancel().await.unwrap();
 }
 

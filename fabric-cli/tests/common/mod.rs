@@ -7,7 +7,6 @@ use fabric_worker::prelude::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
 use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 pub type Client = RunningService<RoleClient, ()>;
 
@@ -17,18 +16,14 @@ async fn mcp_echo(ctx: Context, payload: Value) -> Result<Value, HandlerError> {
     Ok(json!({"echo": payload, "handled_by": ctx.agent()}))
 }
 
-/// Starts an in-process worker for `agent`; cancel the token to stop it.
-pub async fn start_worker(url: &str, agent: &str) -> CancellationToken {
-    let worker = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(300))
-        .build()
-        .await
-        .expect("build worker");
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(worker.run_until(t.cancelled_owned()));
-    token
+/// Starts an in-process worker for `agent` (stop it with `RunningWorker::stop`).
+pub async fn start_worker(url: &str, agent: &str) -> fabric_tests::RunningWorker {
+    fabric_tests::RunningWorker::start(
+        Worker::builder(agent)
+            .url(url)
+            .block(Duration::from_millis(300)),
+    )
+    .await
 }
 
 /// Calls a tool; panics on a protocol error (not on a tool error).
