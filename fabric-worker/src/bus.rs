@@ -96,7 +96,7 @@ impl BusBuilder {
                 _guard: cancel.drop_guard(),
             }),
         };
-        let mut conn = bus.conn().await?;
+        let mut conn = bus.conn();
         let _: String = redis::cmd("PING")
             .query_async(&mut conn)
             .await
@@ -418,9 +418,9 @@ impl Bus {
         &self.inner.url
     }
 
-    /// A connection for ordinary (non-blocking) commands.
-    pub(crate) async fn conn(&self) -> Result<Conn> {
-        Ok(self.inner.backend.conn())
+    /// The shared connection for ordinary (non-blocking) commands (a cheap clone).
+    pub(crate) fn conn(&self) -> Conn {
+        self.inner.backend.conn()
     }
 
     /// A new connection of its own, for a blocking command that must not hold up others.
@@ -448,7 +448,7 @@ impl Bus {
         {
             return Ok(());
         }
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         wire::ensure_group(&mut conn, stream, group).await?;
         if let Ok(mut g) = self.inner.groups.lock() {
             g.insert(key);
@@ -526,7 +526,7 @@ impl Bus {
             }
             (keys::new_message_channel(&m.to_agent), note.to_string())
         };
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let ids: Vec<String> = if !self.is_cluster() {
             // One round trip for everything.
             let mut pipe = redis::pipe();
@@ -557,7 +557,7 @@ impl Bus {
                     xadd(&mut pipe, &prepared[*i]);
                 }
                 async move {
-                    let mut c = self.conn().await?; // a clone of the shared cluster connection
+                    let mut c = self.conn(); // a clone of the shared cluster connection
                     let ids: Vec<String> = pipe
                         .query_async(&mut c)
                         .await
@@ -696,7 +696,7 @@ impl Bus {
                 cmd.query_async(&mut conn).await
             }
             None => {
-                let mut conn = self.conn().await?;
+                let mut conn = self.conn();
                 cmd.query_async(&mut conn).await
             }
         }
@@ -752,7 +752,7 @@ impl Bus {
         for id in stream_ids {
             pipe.cmd("XACK").arg(&stream).arg(&group).arg(id);
         }
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let counts: Vec<i64> = pipe
             .query_async(&mut conn)
             .await
@@ -786,7 +786,7 @@ impl Bus {
             "timestamp": now_timestamp(),
             "topic": topic,
         });
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let n: u64 = conn
             .publish(topic, body.to_string())
             .await
@@ -926,7 +926,7 @@ impl Bus {
     pub async fn queue_status(&self, agent: &str, group: Option<&str>) -> Result<QueueStatus> {
         let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let (exists, dead, retries): (bool, u64, u64) = redis::pipe()
             .exists(&stream)
             .xlen(keys::dead_letters(&stream))
@@ -1055,7 +1055,7 @@ impl Bus {
     ) -> Result<Vec<PendingEntry>> {
         let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let v: redis::RedisResult<redis::Value> = redis::cmd("XPENDING")
             .arg(&stream)
             .arg(&group)
@@ -1110,7 +1110,7 @@ impl Bus {
         let mut after = after.to_owned();
         if after == "$" {
             // Resolve "$" now, so that the returned cursor is concrete.
-            let mut conn = self.conn().await?;
+            let mut conn = self.conn();
             let v: redis::Value = redis::cmd("XREVRANGE")
                 .arg(&stream)
                 .arg("+")
@@ -1204,7 +1204,7 @@ impl Bus {
             .arg(group)
             .arg(&entry.id)
             .ignore();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: () = pipe
             .query_async(&mut conn)
             .await
@@ -1216,7 +1216,7 @@ impl Bus {
     pub async fn dead_letters(&self, agent: &str, count: usize) -> Result<Vec<DeadLetter>> {
         keys::validate_agent(agent)?;
         let dead = keys::dead_letters(&keys::inbox(agent));
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let v: redis::Value = redis::cmd("XRANGE")
             .arg(&dead)
             .arg("-")
@@ -1243,7 +1243,7 @@ impl Bus {
         keys::validate_agent(agent)?;
         let stream = keys::inbox(agent);
         let dead = keys::dead_letters(&stream);
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let entries: Vec<RawEntry> = match dead_ids {
             Some(ids) => {
                 if let Some(bad) = ids.iter().find(|id| !wire::is_stream_id(id)) {
@@ -1309,7 +1309,7 @@ impl Bus {
     pub async fn purge_dead_letters(&self, agent: &str) -> Result<u64> {
         keys::validate_agent(agent)?;
         let dead = keys::dead_letters(&keys::inbox(agent));
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let (n, _): (u64, i64) = redis::pipe()
             .atomic()
             .xlen(&dead)

@@ -1056,7 +1056,7 @@ impl StreamState {
         let retries = keys::retries(&spec.stream);
         let ok = self
             .persist("scheduling a retry", || async {
-                let mut conn = self.bus.conn().await?;
+                let mut conn = self.bus.conn();
                 let _: i64 = wire::SCHEDULE_RETRY
                     .key(&spec.stream)
                     .key(&retries)
@@ -1118,7 +1118,7 @@ impl StreamState {
         };
         let ok = self
             .persist("sending the reply", || async {
-                let mut conn = self.bus.conn().await?;
+                let mut conn = self.bus.conn();
                 let _: String = redis::cmd("XADD")
                     .arg(reply_to)
                     .arg("*")
@@ -1316,7 +1316,7 @@ async fn acker(
         let ids = std::mem::take(&mut batch);
         let ok = st
             .persist("acknowledging", || async {
-                let mut conn = st.bus.conn().await?;
+                let mut conn = st.bus.conn();
                 let _: i64 = redis::cmd("XACK")
                     .arg(stream)
                     .arg(group)
@@ -1353,7 +1353,7 @@ async fn leaser(st: Arc<StreamState>, stop: CancellationToken) {
         }
         for chunk in ids.chunks(500) {
             let r: Result<Vec<String>> = async {
-                let mut conn = st.bus.conn().await?;
+                let mut conn = st.bus.conn();
                 let mut inv = wire::LEASE.key(&spec.stream);
                 inv.arg(&spec.group).arg(&spec.consumer);
                 for id in chunk {
@@ -1443,7 +1443,7 @@ type Reclaimed = (String, Vec<(RawEntry, u64)>, Vec<String>);
 
 async fn reclaim_once(st: &StreamState, cursor: &str, count: usize) -> Result<Reclaimed> {
     let spec = &st.spec;
-    let mut conn = st.bus.conn().await?;
+    let mut conn = st.bus.conn();
     let v: redis::Value = wire::RECLAIM
         .key(&spec.stream)
         .arg(&spec.group)
@@ -1491,7 +1491,7 @@ async fn remove_dead_consumers(st: &StreamState) {
     let spec = &st.spec;
     let gone_after = (st.config.reclaim_idle * 20).max(Duration::from_secs(3600));
     let r: Result<()> = async {
-        let mut conn = st.bus.conn().await?;
+        let mut conn = st.bus.conn();
         let v: redis::Value = redis::cmd("XINFO")
             .arg("CONSUMERS")
             .arg(&spec.stream)
@@ -1530,7 +1530,7 @@ async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
     let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
     loop {
         let r: Result<(i64, i64)> = async {
-            let mut conn = st.bus.conn().await?;
+            let mut conn = st.bus.conn();
             wire::PROMOTE
                 .key(&spec.stream)
                 .key(&retries)
@@ -1574,7 +1574,7 @@ async fn trimmer(st: Arc<StreamState>, stop: CancellationToken) {
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
         let r: Result<i64> = async {
-            let mut conn = st.bus.conn().await?;
+            let mut conn = st.bus.conn();
             wire::TRIM
                 .key(&spec.stream)
                 .invoke_async(&mut conn)
