@@ -45,14 +45,17 @@
 //! ## The function
 //!
 //! The function must be a free, non-generic `async fn` taking zero, one or
-//! two owned arguments, in any order:
+//! two owned arguments, in any order. What each argument receives is decided
+//! by its *type*, through the trait `fabric_worker::handler::HandlerArg`:
 //!
-//! * an argument whose type's last path segment is `Context` receives the
-//!   worker context (`fabric_worker::Context`);
-//! * any other argument is the payload, deserialized from the message payload
-//!   with `serde` (its type must implement `DeserializeOwned`).
+//! * `fabric_worker::Context` (under any name: `use fabric_worker::Context as Ctx;`
+//!   works) receives the worker context;
+//! * any other type implementing `serde::Deserialize` receives the payload,
+//!   deserialized from the message payload (a type of yours named `Context`
+//!   is a payload like any other);
+//! * at most one of each; anything else is a compile error at the argument.
 //!
-//! The return type must implement `fabric_worker::IntoHandlerResult`.
+//! The return type must implement `fabric_worker::handler::IntoHandlerResult`.
 //!
 //! ## Debugging
 //!
@@ -62,7 +65,10 @@
 //! [`fabric-worker`]: https://docs.rs/fabric-worker
 
 mod args;
+mod generate;
 mod handler;
+#[cfg(test)]
+mod tests;
 
 use proc_macro::TokenStream;
 

@@ -18,7 +18,7 @@ pub struct Context {
 
 /// What every message of one served stream shares.
 #[derive(Debug)]
-pub(crate) struct StreamInfo {
+pub(crate) struct ServedStream {
     pub(crate) agent: String,
     pub(crate) stream: String,
     pub(crate) group: String,
@@ -26,7 +26,7 @@ pub(crate) struct StreamInfo {
 }
 
 struct ContextInner {
-    info: Arc<StreamInfo>,
+    info: Arc<ServedStream>,
     stream_id: String,
     attempt: u32,
     max_attempts: u32,
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub(crate) fn new(
-        info: Arc<StreamInfo>,
+        info: Arc<ServedStream>,
         stream_id: String,
         attempt: u32,
         max_attempts: u32,

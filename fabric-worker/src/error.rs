@@ -2,6 +2,12 @@
 
 use std::time::Duration;
 
+use crate::receipt::{FailedSend, SendReceipt};
+
+/// The text of the error a [`Bus`](crate::Bus) with no Redis behind it (one made by
+/// `fabric_worker::testing`) fails every command with.
+pub(crate) const NOT_CONNECTED: &str = "no Redis behind this Bus";
+
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -85,6 +91,37 @@ pub enum Error {
         /// How long we waited.
         timeout: Duration,
     },
+    /// The reply listener stopped before the reply came (the bus is being dropped).
+    #[error(
+        "the reply listener of this Bus stopped before the reply to request {message_id} arrived (the Bus is shutting down); the request stays queued: send it again from a live Bus if the answer is still needed"
+    )]
+    ReplyListenerStopped {
+        /// The request message id.
+        message_id: String,
+    },
+    /// Some messages of a batch were queued and Redis refused the others.
+    #[error(
+        "{} of {} messages were queued, and Redis refused {}: {}; send only the refused ones again (the others are queued, resending them would duplicate them)",
+        queued.len(),
+        queued.len() + failed.len(),
+        failed.len(),
+        failed.iter().take(3).map(|f| format!("{} to {}: {}", f.message_id, f.to, f.error)).collect::<Vec<_>>().join("; ")
+    )]
+    PartlySent {
+        /// The messages that are in their inbox.
+        queued: Vec<SendReceipt>,
+        /// The messages that are not.
+        failed: Vec<FailedSend>,
+    },
+    /// The bus has no Redis behind it: it is the stand-in `fabric_worker::testing` gives
+    /// handlers.
+    #[error(
+        "{operation} cannot run: this Bus has no Redis behind it (it is the one fabric_worker::testing gives handlers); pass a connected Bus to TestWorker::bus to let handlers under test use Redis"
+    )]
+    NotConnected {
+        /// The command or operation that was attempted.
+        operation: &'static str,
+    },
     /// The handler of a request failed for good (its message was dead-lettered).
     #[error("request {message_id} failed in {to_agent}'s handler: {error}")]
     RequestFailed {
@@ -163,6 +200,9 @@ impl Error {
     }
 
     pub(crate) fn redis(command: &'static str, key: &str, source: redis::RedisError) -> Self {
+        if source.kind() == redis::ErrorKind::Client && source.to_string().contains(NOT_CONNECTED) {
+            return Error::NotConnected { operation: command };
+        }
         if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
             return Error::PermissionDenied {
                 command,

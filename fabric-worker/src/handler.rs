@@ -1,9 +1,20 @@
-//! What handlers return: [`HandlerError`] and [`IntoHandlerResult`].
+//! What `#[handler]` functions take and return: [`HandlerArg`], [`IntoHandlerResult`] and
+//! [`HandlerError`].
+//!
+//! The attribute decides what each argument receives by its *type*, through [`HandlerArg`]:
+//! [`Context`] receives the context (under any name or alias), any other type implementing
+//! `serde::Deserialize` receives the decoded payload (whatever it is called, even
+//! `Context`). At most one of each.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::context::Context;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -102,7 +113,7 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
     }
 }
 
-/// What running a handler produced (used by generated code).
+/// What running a handler produced (used by generated code; not a stable API).
 #[derive(Debug)]
 #[doc(hidden)]
 pub enum Outcome {
@@ -143,6 +154,103 @@ impl<T: Serialize, E: Into<HandlerError>> IntoHandlerResult for Result<T, E> {
             Err(e) => Outcome::Failed(e.into()),
         }
     }
+}
+
+/// The future a registered handler returns (used by generated code; not a stable API).
+#[doc(hidden)]
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>;
+
+/// What a delivered message offers its handler's arguments (used by generated code).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Parts {
+    ctx: Context,
+    payload: Option<Value>,
+}
+
+impl Parts {
+    /// The context and the payload of one delivery.
+    #[doc(hidden)]
+    pub fn new(ctx: Context, payload: Value) -> Self {
+        Parts {
+            ctx,
+            payload: Some(payload),
+        }
+    }
+}
+
+/// Which kind of argument a type is (used by generated code).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgKind {
+    /// The [`Context`].
+    Context,
+    /// The payload.
+    Payload,
+}
+
+/// The types a `#[handler]` function's arguments may have: [`Context`], and payload types
+/// (anything implementing `serde::Deserialize`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an argument of a #[handler] function",
+    label = "neither `fabric_worker::Context` nor a payload type",
+    note = "a #[handler] takes the `fabric_worker::Context` and/or one payload argument whose type implements `serde::Deserialize` (add `#[derive(Deserialize)]`)"
+)]
+pub trait HandlerArg: Sized {
+    #[doc(hidden)]
+    const KIND: ArgKind;
+
+    #[doc(hidden)]
+    fn from_parts(parts: &mut Parts) -> Result<Self, Outcome>;
+}
+
+impl HandlerArg for Context {
+    const KIND: ArgKind = ArgKind::Context;
+
+    fn from_parts(parts: &mut Parts) -> Result<Self, Outcome> {
+        Ok(parts.ctx.clone())
+    }
+}
+
+impl<T: DeserializeOwned> HandlerArg for T {
+    const KIND: ArgKind = ArgKind::Payload;
+
+    fn from_parts(parts: &mut Parts) -> Result<Self, Outcome> {
+        let value = parts
+            .payload
+            .take()
+            .unwrap_or_else(|| parts.ctx.payload().clone());
+        serde_json::from_value(value).map_err(|e| {
+            Outcome::BadPayload(format!(
+                "payload does not match the handler's argument type {}: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// Fails compilation when a handler takes two contexts or two payloads (used by
+/// generated code, in a `const`).
+#[doc(hidden)]
+pub const fn check_args(kinds: &[ArgKind]) {
+    let mut contexts = 0;
+    let mut payloads = 0;
+    let mut i = 0;
+    while i < kinds.len() {
+        match kinds[i] {
+            ArgKind::Context => contexts += 1,
+            ArgKind::Payload => payloads += 1,
+        }
+        i += 1;
+    }
+    assert!(
+        contexts <= 1,
+        "a #[handler] function takes at most one `Context` argument"
+    );
+    assert!(
+        payloads <= 1,
+        "a #[handler] function takes at most one payload argument; combine the fields into a single type"
+    );
 }
 
 #[cfg(test)]

@@ -1,10 +1,16 @@
-//! Every Redis key and channel name the bus uses is built here (see `docs/protocol.md`).
+//! Every Redis key and channel name the bus uses, and the rules for the names users give
+//! (agent ids, message types, groups, topics). See `docs/protocol.md`.
 //!
 //! An agent `X` owns the stream `agent:X:inbox` (no braces, as the Python bus writes it).
-//! Every companion key of a stream `S` is `S:<suffix>{S}`: it starts with the agent's
-//! `agent:X:` prefix (so a per-agent ACL pattern `~agent:X:*` covers it) and its hash tag
-//! is the stream key itself (so on Redis Cluster it lands in the same slot as `S`, and
-//! multi-key operations on `S` and its companions work).
+//! Every companion key of a stream `S` (its dead letters and retries) is `S:<suffix>{S}`:
+//! it starts with the agent's `agent:X:` prefix (so a per-agent ACL pattern `~agent:X:*`
+//! covers it) and its hash tag is the stream key itself, so on Redis Cluster it lands in
+//! the same slot as `S` and the multi-key operations on `S` and its companions work.
+//!
+//! `agent:X:results` (the Python bus's default `reply_to`, so its name cannot change) and
+//! the request/reply streams `agent:X:replies:<instance>` are under the same prefix but not
+//! hash-tagged: they may live in another slot than the inbox, which is fine because no
+//! operation touches them together with another key.
 
 use crate::error::{Error, Result};
 
@@ -16,6 +22,12 @@ pub const MAX_MESSAGE_TYPE_LEN: usize = 64;
 pub const MAX_GROUP_LEN: usize = 128;
 /// Longest topic / stream key accepted.
 pub const MAX_KEY_LEN: usize = 256;
+
+/// The agent-id rule as a regular expression (for JSON schemas); [`validate_agent`] is
+/// the same rule.
+pub const AGENT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
+/// The message-type rule as a regular expression; [`validate_message_type`] is the same rule.
+pub const MESSAGE_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$";
 
 /// Checks an agent id: 1–64 characters from `[A-Za-z0-9_-]`, starting with a letter or digit.
 pub fn validate_agent(agent: &str) -> Result<()> {
@@ -133,7 +145,7 @@ pub fn new_message_channel(agent: &str) -> String {
 }
 
 /// A companion key of a stream, in the stream's cluster slot: `<stream>:<suffix>{<stream>}`.
-pub fn companion(stream: &str, suffix: &str) -> String {
+fn companion(stream: &str, suffix: &str) -> String {
     format!("{stream}:{suffix}{{{stream}}}")
 }
 
@@ -148,12 +160,13 @@ pub fn retries(stream: &str) -> String {
 }
 
 /// A private reply stream for `Bus::request`: `agent:<agent>:replies:<instance>`.
-pub fn reply_stream(agent: &str, instance: &str) -> String {
+pub(crate) fn reply_stream(agent: &str, instance: &str) -> String {
     format!("agent:{agent}:replies:{instance}")
 }
 
 /// The hash tag Redis Cluster would use for `key` (the content of the first `{…}` if non-empty).
-pub fn hash_tag(key: &str) -> &str {
+#[cfg(test)]
+fn hash_tag(key: &str) -> &str {
     if let Some(open) = key.find('{')
         && let Some(len) = key[open + 1..].find('}')
         && len > 0
@@ -191,6 +204,16 @@ mod tests {
         assert_eq!(hash_tag(&retries(&s)), s);
         assert_eq!(hash_tag("a{}b"), "a{}b");
         assert_eq!(hash_tag("a{x}b{y}"), "x");
+    }
+
+    #[test]
+    fn results_and_reply_streams_are_not_in_the_inbox_slot() {
+        // docs/protocol.md says so: they are used alone, and results keeps the Python name.
+        let s = inbox("percy");
+        assert_ne!(hash_tag(&results("percy")), hash_tag(&s));
+        assert_ne!(hash_tag(&reply_stream("percy", "abc")), hash_tag(&s));
+        assert!(results("percy").starts_with("agent:percy:"));
+        assert!(reply_stream("percy", "abc").starts_with("agent:percy:"));
     }
 
     #[test]

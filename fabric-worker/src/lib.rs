@@ -44,30 +44,29 @@
 #![warn(missing_docs)]
 
 pub mod acl;
-mod bus;
-mod conn;
+mod broker;
+pub mod bus;
 mod context;
+mod env;
 mod error;
-mod handler;
+pub mod handler;
 pub mod keys;
-mod message;
-mod runtime;
-mod wire;
+pub mod message;
+mod receipt;
+pub mod runtime;
+pub mod testing;
+mod time;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use bus::{
-    AckResult, Bus, BusBuilder, ConsumerStatus, DEFAULT_REDIS_URL, DeadLetter, MAX_BLOCK,
-    MAX_RECEIVE_COUNT, PeekedEntry, PendingEntry, QueueStatus, ReceiveOptions, Received,
-    SendReceipt, Subscription, TopicEvent, redis_url_from_env,
-};
+pub use bus::Bus;
 pub use context::Context;
 pub use error::{Error, Result};
-pub use handler::{HandlerError, IntoHandlerResult};
-pub use message::{DEFAULT_TTL_SECONDS, Message, Priority, fields};
-pub use runtime::{Worker, WorkerBuilder, WorkerConfig};
+pub use handler::HandlerError;
+pub use message::{Message, Priority};
+pub use runtime::Worker;
 
 /// Registers an `async fn` as the handler of a message type.
 ///
@@ -79,9 +78,11 @@ pub use runtime::{Worker, WorkerBuilder, WorkerConfig};
 ///
 /// The function takes, in any order, an optional [`Context`] and an optional payload
 /// argument of any `Deserialize` type (decoded from the message payload; a payload that
-/// does not decode sends the message to dead letters). It returns `()` or
-/// `Result<T, E>` with `T: Serialize` (the reply payload, sent to the message's
-/// `reply_to`) and `E: Into<HandlerError>`. The function itself is left as written.
+/// does not decode sends the message to dead letters). Which argument is which is decided
+/// by its type (see [`handler::HandlerArg`]), so an alias of `Context` works, and so does a
+/// payload type of yours named `Context`. It returns `()` or `Result<T, E>` with
+/// `T: Serialize` (the reply payload, sent to the message's `reply_to`) and
+/// `E: Into<HandlerError>`. The function itself is left as written.
 #[cfg(feature = "macros")]
 pub use fabric_worker_macros::handler;
 

@@ -1,6 +1,8 @@
-//! The message envelope, exactly as it travels in a stream entry's `data` field.
+//! The message envelope, exactly as it travels in a stream entry's `data` field, its
+//! [`Priority`], and the names of the stream-entry [`fields`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
@@ -12,6 +14,9 @@ use crate::keys;
 pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
 
 /// Message priority: 1 low, 2 normal, 3 high, 4 urgent. Carried on the wire; inboxes stay FIFO.
+///
+/// Parsed from what users type with [`FromStr`](std::str::FromStr) (`"high"`, `"3"`) or
+/// [`TryFrom<u8>`], strictly; read from stream entries leniently, as the Python bus does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
     /// 1
@@ -26,6 +31,14 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, lowest first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Urgent,
+    ];
+
     /// The wire value (1–4).
     pub fn as_u8(self) -> u8 {
         match self {
@@ -33,27 +46,6 @@ impl Priority {
             Priority::Normal => 2,
             Priority::High => 3,
             Priority::Urgent => 4,
-        }
-    }
-
-    /// From the wire value; anything outside 1–4 is `Normal`, as the Python bus does.
-    pub fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Priority::Low,
-            3 => Priority::High,
-            4 => Priority::Urgent,
-            _ => Priority::Normal,
-        }
-    }
-
-    /// From a name (`low`, `normal`, `high`, `urgent`, any case); `None` for anything else.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name.to_ascii_lowercase().as_str() {
-            "low" => Some(Priority::Low),
-            "normal" => Some(Priority::Normal),
-            "high" => Some(Priority::High),
-            "urgent" => Some(Priority::Urgent),
-            _ => None,
         }
     }
 
@@ -66,6 +58,69 @@ impl Priority {
             Priority::Urgent => "urgent",
         }
     }
+
+    /// How a value found *in a stream entry* is read: leniently, as the Python bus reads it
+    /// (anything but 1, 3, 4 or their names is normal). Values a user gives are parsed
+    /// strictly, with [`FromStr`](std::str::FromStr) and [`TryFrom<u8>`].
+    fn from_wire(v: &Value) -> Self {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .and_then(|v| u8::try_from(v).ok())
+                .and_then(|v| Priority::try_from(v).ok())
+                .unwrap_or_default(),
+            Value::String(s) => s.parse().unwrap_or_default(),
+            _ => Priority::Normal,
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A priority that is none of `low`, `normal`, `high`, `urgent`, 1–4.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid priority {value:?}: use low, normal, high, urgent, or 1-4 (1 is low, 4 urgent)")]
+pub struct ParsePriorityError {
+    value: String,
+}
+
+impl std::str::FromStr for Priority {
+    type Err = ParsePriorityError;
+
+    /// A name (`low`, `normal`, `high`, `urgent`, any case) or a number 1–4, surrounding
+    /// spaces ignored.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let t = s.trim();
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(t))
+            .or_else(|| {
+                t.parse::<u8>()
+                    .ok()
+                    .and_then(|n| Priority::try_from(n).ok())
+            })
+            .ok_or_else(|| ParsePriorityError {
+                value: s.to_owned(),
+            })
+    }
+}
+
+impl TryFrom<u8> for Priority {
+    type Error = ParsePriorityError;
+
+    /// 1 low, 2 normal, 3 high, 4 urgent.
+    fn try_from(n: u8) -> std::result::Result<Self, Self::Error> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.as_u8() == n)
+            .ok_or_else(|| ParsePriorityError {
+                value: n.to_string(),
+            })
+    }
 }
 
 impl Serialize for Priority {
@@ -75,19 +130,9 @@ impl Serialize for Priority {
 }
 
 impl<'de> Deserialize<'de> for Priority {
+    /// Lenient, as entries are read (see [`Priority::from_wire`]).
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        // Lenient: integers 1-4, names, null; anything else is "normal".
-        Ok(match Value::deserialize(d)? {
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|v| u8::try_from(v).ok())
-                .map(Priority::from_u8)
-                .unwrap_or_default(),
-            Value::String(s) => Priority::from_name(&s)
-                .or_else(|| s.parse::<u8>().ok().map(Priority::from_u8))
-                .unwrap_or_default(),
-            _ => Priority::Normal,
-        })
+        Ok(Priority::from_wire(&Value::deserialize(d)?))
     }
 }
 
@@ -405,7 +450,9 @@ mod tests {
         ] {
             let s = serde_json::to_string(&p).unwrap();
             assert_eq!(serde_json::from_str::<Priority>(&s).unwrap(), p);
-            assert_eq!(Priority::from_name(p.name()), Some(p));
+            assert_eq!(p.name().parse::<Priority>().unwrap(), p);
+            assert_eq!(Priority::try_from(p.as_u8()).unwrap(), p);
+            assert_eq!(p.as_u8().to_string().parse::<Priority>().unwrap(), p);
         }
         assert_eq!(
             serde_json::from_str::<Priority>("9").unwrap(),
@@ -415,6 +462,26 @@ mod tests {
             serde_json::from_str::<Priority>("\"HIGH\"").unwrap(),
             Priority::High
         );
+    }
+
+    #[test]
+    fn user_input_is_parsed_strictly_with_one_error_text() {
+        assert_eq!(" HIGH ".parse::<Priority>().unwrap(), Priority::High);
+        assert_eq!("Urgent".parse::<Priority>().unwrap(), Priority::Urgent);
+        for bad in ["medium", "", "0", "5", "1.5", "hi gh"] {
+            let e = bad.parse::<Priority>().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "invalid priority {bad:?}: use low, normal, high, urgent, or 1-4 (1 is low, 4 urgent)"
+                )
+            );
+        }
+        assert_eq!(
+            Priority::try_from(9).unwrap_err().to_string(),
+            "invalid priority \"9\": use low, normal, high, urgent, or 1-4 (1 is low, 4 urgent)"
+        );
+        assert_eq!(Priority::Low.to_string(), "low");
     }
 
     #[test]

@@ -358,7 +358,7 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     /// Builds the worker and runs it in the background.
-    pub async fn start(builder: fabric_worker::WorkerBuilder) -> RunningWorker {
+    pub async fn start(builder: fabric_worker::runtime::WorkerBuilder) -> RunningWorker {
         let worker = builder.build().await.expect("build the worker");
         let token = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(worker.run_until(token.clone().cancelled_owned()));

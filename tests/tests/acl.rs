@@ -83,7 +83,7 @@ async fn each_agent_uses_only_its_own_keys() {
         .unwrap();
     assert_eq!(reply.payload["by"], "percy");
     assert_eq!(
-        coder.queue_status("coder", None).await.unwrap().agent_id,
+        coder.queue_status("coder", None).await.unwrap().agent,
         "coder"
     );
     assert!(

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use fabric_tests::{RedisServer, init_tracing, unique_agent};
-use fabric_worker::{Bus, Error, Message, Priority, ReceiveOptions, keys};
+use fabric_worker::bus::ReceiveOptions;
+use fabric_worker::{Bus, Error, Message, Priority, keys};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -32,13 +33,7 @@ async fn receive_acknowledge_and_queue_status() {
     );
 
     let got = bus
-        .receive(
-            &agent,
-            ReceiveOptions {
-                count: Some(3),
-                ..Default::default()
-            },
-        )
+        .receive(&agent, ReceiveOptions::default().count(3))
         .await
         .unwrap();
     assert_eq!(got.len(), 3);
@@ -77,13 +72,7 @@ async fn receive_acknowledge_and_queue_status() {
 
     // A blocking receive on an empty inbox returns empty at its block time.
     let rest = bus
-        .receive(
-            &agent,
-            ReceiveOptions {
-                count: Some(10),
-                ..Default::default()
-            },
-        )
+        .receive(&agent, ReceiveOptions::default().count(10))
         .await
         .unwrap();
     assert_eq!(rest.len(), 2);
@@ -91,10 +80,7 @@ async fn receive_acknowledge_and_queue_status() {
     let none = bus
         .receive(
             &agent,
-            ReceiveOptions {
-                block: Some(Duration::from_millis(300)),
-                ..Default::default()
-            },
+            ReceiveOptions::default().block(Duration::from_millis(300)),
         )
         .await
         .unwrap();
@@ -225,24 +211,15 @@ async fn caller_errors_are_clear_and_nothing_is_written() {
             "invalid message type",
         ),
         (
-            bus.receive(
-                &agent,
-                ReceiveOptions {
-                    count: Some(0),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map(|_| ()),
+            bus.receive(&agent, ReceiveOptions::default().count(0))
+                .await
+                .map(|_| ()),
             "invalid count",
         ),
         (
             bus.receive(
                 &agent,
-                ReceiveOptions {
-                    block: Some(Duration::from_secs(3600)),
-                    ..Default::default()
-                },
+                ReceiveOptions::default().block(Duration::from_secs(3600)),
             )
             .await
             .map(|_| ()),

@@ -27,7 +27,7 @@ fn send_all(url: &str, msgs: Vec<Message>) {
     });
 }
 
-fn dead_letters(url: &str, agent: &str) -> Vec<fabric_worker::DeadLetter> {
+fn dead_letters(url: &str, agent: &str) -> Vec<fabric_worker::bus::DeadLetter> {
     rt().block_on(async {
         Bus::connect(url)
             .await

@@ -74,7 +74,7 @@ fn handled(id: &str) -> bool {
 async fn start(
     url: &str,
     agent: &str,
-    tune: impl FnOnce(fabric_worker::WorkerBuilder) -> fabric_worker::WorkerBuilder,
+    tune: impl FnOnce(fabric_worker::runtime::WorkerBuilder) -> fabric_worker::runtime::WorkerBuilder,
 ) -> RunningWorker {
     let builder = Worker::builder(agent)
         .url(url)
@@ -84,7 +84,12 @@ async fn start(
     RunningWorker::start(tune(builder)).await
 }
 
-async fn wait_dead(bus: &Bus, agent: &str, n: usize, secs: u64) -> Vec<fabric_worker::DeadLetter> {
+async fn wait_dead(
+    bus: &Bus,
+    agent: &str,
+    n: usize,
+    secs: u64,
+) -> Vec<fabric_worker::bus::DeadLetter> {
     let ok = wait_until_async(Duration::from_secs(secs), || async {
         bus.dead_letters(agent, 1000).await.unwrap().len() >= n
     })

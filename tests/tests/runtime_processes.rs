@@ -42,7 +42,7 @@ fn send_work(url: &str, agent: &str, n: usize, payload: impl Fn(usize) -> Value)
     });
 }
 
-fn status(url: &str, agent: &str) -> fabric_worker::QueueStatus {
+fn status(url: &str, agent: &str) -> fabric_worker::bus::QueueStatus {
     runtime().block_on(async {
         Bus::connect(url)
             .await

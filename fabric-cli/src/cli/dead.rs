@@ -1,6 +1,6 @@
 //! `fabric dead-letters list|requeue|purge AGENT`.
 
-use fabric_worker::DeadLetter;
+use fabric_worker::bus::DeadLetter;
 use serde_json::json;
 
 use super::{DeadLetterCommand, connect, validate_agent};

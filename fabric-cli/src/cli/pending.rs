@@ -1,6 +1,6 @@
 //! `fabric pending AGENT`.
 
-use fabric_worker::PendingEntry;
+use fabric_worker::bus::PendingEntry;
 
 use super::{PendingArgs, connect, validate_agent};
 use crate::error::{Error, Result};

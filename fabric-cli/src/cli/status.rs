@@ -1,6 +1,6 @@
 //! `fabric status [AGENT…]`.
 
-use fabric_worker::QueueStatus;
+use fabric_worker::bus::QueueStatus;
 
 use super::{StatusArgs, connect, validate_agent};
 use crate::error::{Error, Result};
@@ -116,7 +116,7 @@ pub(crate) async fn run(url: &str, json: bool, args: StatusArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fabric_worker::ConsumerStatus;
+    use fabric_worker::bus::ConsumerStatus;
 
     #[test]
     fn renders_consumers_on_their_own_lines() {

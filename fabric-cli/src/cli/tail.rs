@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use fabric_worker::PeekedEntry;
+use fabric_worker::bus::PeekedEntry;
 use serde_json::{Value, json};
 
 use super::{TailArgs, connect, validate_agent};

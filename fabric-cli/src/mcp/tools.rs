@@ -30,7 +30,7 @@ pub const TOOL_NAMES: [&str; 6] = [SEND, RECEIVE, ACKNOWLEDGE, PUBLISH, QUEUE_ST
 /// Default `count` of `fabric_message_receive`.
 pub const DEFAULT_COUNT: u64 = 10;
 /// Largest `count` of `fabric_message_receive`.
-pub const MAX_COUNT: u64 = fabric_worker::MAX_RECEIVE_COUNT as u64;
+pub const MAX_COUNT: u64 = fabric_worker::bus::MAX_RECEIVE_COUNT as u64;
 /// Default `block_ms` of `fabric_message_receive`.
 pub const DEFAULT_BLOCK_MS: u64 = 5_000;
 /// Largest `block_ms` of `fabric_message_receive`.

@@ -103,7 +103,7 @@ async fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let url = fabric_worker::redis_url_from_env();
+    let url = fabric_worker::bus::redis_url_from_env();
     let _ = REDIS.set(redis::Client::open(url).expect("REDIS_URL"));
     let agents = std::env::var("FABRIC_AGENTS").unwrap_or_else(|_| "tester".into());
     let first = agents

@@ -1,7 +1,6 @@
-//! Parsing Redis replies and stream entries; shared stream operations.
+//! Parsing Redis replies and stream entries. Nothing here panics on an unexpected reply.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use redis::Value;
 
@@ -85,6 +84,11 @@ pub(crate) fn as_i64(v: &Value) -> Option<i64> {
         Value::Double(d) => Some(*d as i64),
         _ => None,
     }
+}
+
+/// A count or duration in a reply: negative values (which Redis never sends) count as 0.
+pub(crate) fn as_u64(v: &Value) -> Option<u64> {
+    as_i64(v).map(|n| u64::try_from(n).unwrap_or(0))
 }
 
 pub(crate) fn as_array(v: &Value) -> Option<&[Value]> {
@@ -205,58 +209,19 @@ pub(crate) fn is_nogroup(e: &redis::RedisError) -> bool {
     e.code() == Some("NOGROUP")
 }
 
-/// Creates the group at id 0 (so entries written before the group existed are delivered),
-/// creating the stream if missing. An existing group is fine.
-pub(crate) async fn ensure_group<C: redis::aio::ConnectionLike + Send>(
-    conn: &mut C,
-    stream: &str,
-    group: &str,
-) -> Result<()> {
-    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(conn)
-        .await;
-    match r {
-        Ok(_) => {
-            tracing::debug!(stream, group, "created consumer group");
-            Ok(())
-        }
-        Err(e) if is_busygroup(&e) => Ok(()),
-        Err(e) => Err(Error::redis("XGROUP CREATE", stream, e)),
-    }
-}
-
-pub(crate) static RECLAIM: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/reclaim.lua")));
-pub(crate) static LEASE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/lease.lua")));
-pub(crate) static SCHEDULE_RETRY: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/schedule_retry.lua")));
-pub(crate) static PROMOTE: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/promote.lua")));
-pub(crate) static TRIM: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../lua/trim.lua")));
-
-/// Masks the password of a redis URL for messages and logs.
-pub(crate) fn mask_url(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        if let Some(at) = rest.rfind('@') {
-            let creds = &rest[..at];
-            let user = creds.split(':').next().unwrap_or("");
-            let masked = if creds.contains(':') {
-                format!("{user}:***")
-            } else {
-                "***".to_string()
-            };
-            return format!("{}://{}@{}", &url[..scheme_end], masked, &rest[at + 1..]);
-        }
-    }
-    url.to_string()
+/// Parses a `SCAN` reply: the next cursor and the keys.
+pub(crate) fn parse_scan(v: &Value) -> Result<(String, Vec<String>)> {
+    let parts = as_array(v)
+        .filter(|p| p.len() == 2)
+        .ok_or_else(|| Error::protocol("SCAN reply", format!("{v:?}")))?;
+    let next =
+        as_string(&parts[0]).ok_or_else(|| Error::protocol("SCAN cursor", format!("{v:?}")))?;
+    let keys = as_array(&parts[1])
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(as_string)
+        .collect();
+    Ok((next, keys))
 }
 
 #[cfg(test)]
@@ -272,16 +237,6 @@ mod tests {
         assert!(!is_stream_id("-1"));
         assert!(!is_stream_id(""));
         assert_eq!(stream_id_ms("1700000000000-3"), Some(1_700_000_000_000));
-    }
-
-    #[test]
-    fn masks_passwords() {
-        assert_eq!(
-            mask_url("redis://percy:secret@127.0.0.1:6379/0"),
-            "redis://percy:***@127.0.0.1:6379/0"
-        );
-        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
-        assert_eq!(mask_url("redis://:pw@h"), "redis://:***@h");
     }
 
     #[test]

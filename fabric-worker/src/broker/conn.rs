@@ -14,10 +14,11 @@ use redis::aio::{
 };
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::error::{Error, Result};
-use crate::wire::mask_url;
+use crate::broker::wire;
+use crate::error::{Error, NOT_CONNECTED, Result};
 
 /// Where the bus connects.
 #[derive(Clone)]
@@ -29,7 +30,18 @@ pub(crate) enum Backend {
     Cluster {
         conn: ClusterConnection,
         client: Box<ClusterClient>,
+        /// The first seed node, for Pub/Sub subscriptions.
+        first: redis::Client,
     },
+    /// No server (`fabric_worker::testing`): every command fails with [`NOT_CONNECTED`].
+    Offline,
+}
+
+/// A primary node's address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NodeAddr {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 /// Timeouts shared by every connection of a bus.
@@ -44,6 +56,11 @@ pub(crate) enum Conn {
     Shared(ConnectionManager),
     Dedicated(MultiplexedConnection),
     Cluster(ClusterConnection),
+    Offline,
+}
+
+fn offline_error() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Client, NOT_CONNECTED))
 }
 
 impl ConnectionLike for Conn {
@@ -52,6 +69,7 @@ impl ConnectionLike for Conn {
             Conn::Shared(c) => c.req_packed_command(cmd),
             Conn::Dedicated(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Offline => Box::pin(async { Err(offline_error()) }),
         }
     }
 
@@ -65,6 +83,7 @@ impl ConnectionLike for Conn {
             Conn::Shared(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Offline => Box::pin(async { Err(offline_error()) }),
         }
     }
 
@@ -73,6 +92,7 @@ impl ConnectionLike for Conn {
             Conn::Shared(c) => c.get_db(),
             Conn::Dedicated(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Offline => 0,
         }
     }
 }
@@ -86,14 +106,36 @@ pub(crate) fn split_urls(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// The URLs for messages and logs, passwords masked, comma-separated.
+pub(crate) fn mask_urls(urls: &[String]) -> String {
+    urls.iter()
+        .map(|u| mask_url(u))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Masks the password of a redis URL for messages and logs.
+pub(crate) fn mask_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        if let Some(at) = rest.rfind('@') {
+            let creds = &rest[..at];
+            let user = creds.split(':').next().unwrap_or("");
+            let masked = if creds.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".to_string()
+            };
+            return format!("{}://{}@{}", &url[..scheme_end], masked, &rest[at + 1..]);
+        }
+    }
+    url.to_string()
+}
+
 impl Backend {
     /// Connects to one server (one URL) or a cluster (several seed URLs, or `cluster` set).
     pub(crate) async fn open(urls: &[String], cluster: bool, t: Timeouts) -> Result<Backend> {
-        let shown = urls
-            .iter()
-            .map(|u| mask_url(u))
-            .collect::<Vec<_>>()
-            .join(",");
+        let shown = mask_urls(urls);
         let connect_err = |source| Error::Connect {
             url: shown.clone(),
             source,
@@ -110,9 +152,11 @@ impl Backend {
                 .build()
                 .map_err(connect_err)?;
             let conn = client.get_async_connection().await.map_err(connect_err)?;
+            let first = redis::Client::open(urls[0].as_str()).map_err(connect_err)?;
             return Ok(Backend::Cluster {
                 conn,
                 client: Box::new(client),
+                first,
             });
         }
         let client = redis::Client::open(urls[0].as_str()).map_err(connect_err)?;
@@ -136,6 +180,72 @@ impl Backend {
         match self {
             Backend::Single { shared, .. } => Conn::Shared(shared.clone()),
             Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
+            Backend::Offline => Conn::Offline,
+        }
+    }
+
+    /// The client Pub/Sub subscriptions connect with.
+    pub(crate) fn pubsub_client(&self) -> Option<&redis::Client> {
+        match self {
+            Backend::Single { client, .. } => Some(client),
+            Backend::Cluster { first, .. } => Some(first),
+            Backend::Offline => None,
+        }
+    }
+
+    /// Every primary's address: `CLUSTER SLOTS` on a cluster; the one server otherwise.
+    pub(crate) async fn primaries(&self) -> Result<Vec<NodeAddr>> {
+        let Backend::Cluster { conn, .. } = self else {
+            return Ok(Vec::new());
+        };
+        let mut conn = conn.clone();
+        let v: Value = conn
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .map_err(|e| Error::redis("CLUSTER SLOTS", "", e))?;
+        let mut out: Vec<NodeAddr> = Vec::new();
+        for range in wire::as_array(&v).unwrap_or(&[]) {
+            let node = wire::as_array(range)
+                .and_then(|r| r.get(2))
+                .and_then(wire::as_array);
+            let Some(node) = node else { continue };
+            let host = node.first().and_then(wire::as_string).unwrap_or_default();
+            let port = node
+                .get(1)
+                .and_then(wire::as_i64)
+                .and_then(|p| u16::try_from(p).ok());
+            if let Some(port) = port {
+                let addr = NodeAddr { host, port };
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `cmd` on the primary at `node` (cluster only; elsewhere on the shared connection).
+    pub(crate) async fn query_node(
+        &self,
+        cmd: &redis::Cmd,
+        node: Option<&NodeAddr>,
+    ) -> redis::RedisResult<Value> {
+        match (self, node) {
+            (Backend::Cluster { conn, .. }, Some(n)) => {
+                conn.clone()
+                    .route_command(
+                        cmd.clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: n.host.clone(),
+                            port: n.port,
+                        }),
+                    )
+                    .await
+            }
+            _ => cmd.query_async(&mut self.conn()).await,
         }
     }
 
@@ -162,6 +272,7 @@ impl Backend {
                     .map(Conn::Dedicated)
                     .map_err(connect_err)
             }
+            Backend::Offline => Ok(Conn::Offline),
             Backend::Cluster { client, .. } => {
                 let cfg = redis::cluster::ClusterConfig::new()
                     .set_response_timeout(block + t.response)
@@ -173,5 +284,28 @@ impl Backend {
                     .map_err(connect_err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            mask_url("redis://percy:secret@127.0.0.1:6379/0"),
+            "redis://percy:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(mask_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(
+            mask_urls(&["redis://a:1".into(), "redis://u:p@b:2".into()]),
+            "redis://a:1,redis://u:***@b:2"
+        );
+        assert_eq!(
+            split_urls(" redis://a:1 , ,redis://b:2"),
+            ["redis://a:1", "redis://b:2"]
+        );
     }
 }

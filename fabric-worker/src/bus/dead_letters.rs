@@ -1,0 +1,171 @@
+//! Dead letters by hand: [`Bus::dead_letters`], [`Bus::requeue_dead_letters`],
+//! [`Bus::purge_dead_letters`].
+
+use serde::Serialize;
+
+use super::Bus;
+use crate::broker::{DeadReason, RawEntry, wire};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::message::{Message, fields};
+
+/// A dead-lettered message.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream (pass it to requeue).
+    pub dead_id: String,
+    /// Why it was dead-lettered.
+    pub reason: DeadReason,
+    /// The error text.
+    pub error: String,
+    /// When (naive UTC ISO-8601).
+    pub dead_at: String,
+    /// Handler attempts made.
+    pub attempts: u32,
+    /// The stream it came from.
+    pub stream: String,
+    /// Its stream id there.
+    pub stream_id: String,
+    /// The envelope, if it could be decoded.
+    pub message: Option<Message>,
+    /// The raw `data` field, when it could not be decoded.
+    pub raw_data: Option<String>,
+}
+
+impl Bus {
+    /// Lists up to `count` dead letters of `agent`'s inbox, oldest first.
+    pub async fn dead_letters(&self, agent: &str, count: usize) -> Result<Vec<DeadLetter>> {
+        keys::validate_agent(agent)?;
+        let dead = keys::dead_letters(&keys::inbox(agent));
+        let mut conn = self.conn();
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(&dead)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count.max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("XRANGE", &dead, e))?;
+        Ok(wire::parse_entries(&v)?
+            .iter()
+            .map(to_dead_letter)
+            .collect())
+    }
+
+    /// Puts dead letters back into their stream as fresh first attempts; `None` requeues
+    /// all of them. Each move is atomic (`MULTI`: `XADD` to the stream, `XDEL` from the dead
+    /// letters). Returns how many were requeued.
+    pub async fn requeue_dead_letters(
+        &self,
+        agent: &str,
+        dead_ids: Option<&[String]>,
+    ) -> Result<usize> {
+        keys::validate_agent(agent)?;
+        let stream = keys::inbox(agent);
+        let dead = keys::dead_letters(&stream);
+        let mut conn = self.conn();
+        let entries: Vec<RawEntry> = match dead_ids {
+            Some(ids) => {
+                if let Some(bad) = ids.iter().find(|id| !wire::is_stream_id(id)) {
+                    return Err(Error::invalid(
+                        "dead letter id",
+                        bad,
+                        "expected an entry id like 1700000000000-0",
+                    ));
+                }
+                let mut pipe = redis::pipe();
+                for id in ids {
+                    pipe.cmd("XRANGE").arg(&dead).arg(id).arg(id);
+                }
+                let vs: Vec<redis::Value> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| Error::redis("XRANGE", &dead, e))?;
+                let mut out = Vec::new();
+                for v in &vs {
+                    out.extend(wire::parse_entries(v)?);
+                }
+                out
+            }
+            None => {
+                let v: redis::Value = redis::cmd("XRANGE")
+                    .arg(&dead)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| Error::redis("XRANGE", &dead, e))?;
+                wire::parse_entries(&v)?
+            }
+        };
+        let mut n = 0;
+        for chunk in entries.chunks(100) {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for e in chunk {
+                let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
+                for (k, v) in &e.fields {
+                    if !k.starts_with("dead_")
+                        && k != fields::ATTEMPT
+                        && k != fields::TARGET_GROUP
+                        && k != fields::LAST_ERROR
+                    {
+                        cmd.arg(k).arg(v.as_slice());
+                    }
+                }
+                cmd.ignore();
+                pipe.cmd("XDEL").arg(&dead).arg(&e.id).ignore();
+            }
+            let _: () = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("XADD", &stream, e))?;
+            n += chunk.len();
+        }
+        Ok(n)
+    }
+
+    /// Deletes all dead letters of `agent`'s inbox. Returns how many there were.
+    pub async fn purge_dead_letters(&self, agent: &str) -> Result<u64> {
+        keys::validate_agent(agent)?;
+        let dead = keys::dead_letters(&keys::inbox(agent));
+        let mut conn = self.conn();
+        let (n, _): (u64, i64) = redis::pipe()
+            .atomic()
+            .xlen(&dead)
+            .del(&dead)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("DEL", &dead, e))?;
+        Ok(n)
+    }
+}
+
+fn to_dead_letter(e: &RawEntry) -> DeadLetter {
+    let message = e.decode().ok();
+    DeadLetter {
+        dead_id: e.id.clone(),
+        reason: e
+            .get_str(fields::DEAD_REASON)
+            .unwrap_or("")
+            .parse()
+            .unwrap_or_else(|never| match never {}),
+        error: e.get_str(fields::DEAD_ERROR).unwrap_or("").to_owned(),
+        dead_at: e.get_str(fields::DEAD_AT).unwrap_or("").to_owned(),
+        attempts: e
+            .get_str(fields::DEAD_ATTEMPTS)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        stream: e.get_str(fields::DEAD_STREAM).unwrap_or("").to_owned(),
+        stream_id: e.get_str(fields::DEAD_STREAM_ID).unwrap_or("").to_owned(),
+        raw_data: if message.is_none() {
+            e.get(fields::DATA)
+                .map(|d| String::from_utf8_lossy(d).into_owned())
+        } else {
+            None
+        },
+        message,
+    }
+}

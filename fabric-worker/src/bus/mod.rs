@@ -1,0 +1,309 @@
+//! The bus client: [`Bus`] and its [`BusBuilder`], and the rows its operations return.
+//!
+//! | file | operations |
+//! | --- | --- |
+//! | `send.rs` | [`Bus::send`], [`Bus::send_batch`] |
+//! | `consume.rs` | [`Bus::receive`], [`Bus::acknowledge`] |
+//! | `request.rs` | [`Bus::request`] and the reply listener |
+//! | `topics.rs` | [`Bus::publish`], [`Bus::subscribe`] |
+//! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::stream_info`], [`Bus::create_group`] |
+//! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
+//!
+//! Argument conventions, the same for every operation: an agent is named `agent`, a consumer
+//! group `group` (`None` means the agent's default group, `<agent>_workers`); required values
+//! are positional; an operation with more than one optional setting takes an options struct
+//! with a `Default`.
+
+mod consume;
+mod dead_letters;
+mod inspect;
+mod request;
+mod send;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub use crate::broker::DeadReason;
+use crate::broker::{Broker, Conn};
+use crate::env;
+use crate::error::{Error, Result};
+use crate::keys;
+
+pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received};
+pub use dead_letters::DeadLetter;
+pub use inspect::{ConsumerStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo};
+pub use send::{FailedSend, SendReceipt};
+pub use topics::{Subscription, TopicEvent};
+
+/// Default Redis URL when `REDIS_URL` is not set.
+pub const DEFAULT_REDIS_URL: &str = env::DEFAULT_REDIS_URL;
+
+/// `REDIS_URL`, or the default `redis://127.0.0.1:6379`.
+pub fn redis_url_from_env() -> String {
+    env::process().redis_url()
+}
+
+/// How a [`Bus`] connects and behaves.
+///
+/// Settings given explicitly win over the environment, whatever the call order:
+/// `Bus::builder(url).notify(false).from_env()` keeps `notify` off even when
+/// `FABRIC_NOTIFY=true`.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct BusBuilder {
+    url: String,
+    cluster: Option<bool>,
+    notify: Option<bool>,
+    response_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    from_env: BusEnv,
+}
+
+/// Settings read from the environment (below explicit ones).
+#[derive(Clone, Debug, Default)]
+struct BusEnv {
+    cluster: Option<bool>,
+    notify: Option<bool>,
+    response_timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+}
+
+impl BusBuilder {
+    /// Publish the `agent.<to>.new_message` notification on every send (default: on, as the
+    /// Python bus does). Env: `FABRIC_NOTIFY`.
+    pub fn notify(mut self, on: bool) -> Self {
+        self.notify = Some(on);
+        self
+    }
+
+    /// Treat the URL as a Redis Cluster seed node even when only one is given (several
+    /// comma-separated URLs always mean a cluster). Env: `FABRIC_CLUSTER`.
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = Some(on);
+        self
+    }
+
+    /// Time to wait for the reply to a non-blocking command (default 5 s).
+    /// Env: `FABRIC_RESPONSE_TIMEOUT_MS`.
+    pub fn response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = Some(d);
+        self
+    }
+
+    /// Time to wait for a TCP connection (default 2 s). Env: `FABRIC_CONNECT_TIMEOUT_MS`.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
+    }
+
+    /// Reads `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS` and
+    /// `FABRIC_CONNECT_TIMEOUT_MS` for the settings not given explicitly. (The URL is the
+    /// one given to [`Bus::builder`]; [`Bus::from_env`] takes it from `REDIS_URL`.)
+    pub fn from_env(self) -> Result<Self> {
+        self.with_vars(&env::process())
+    }
+
+    pub(crate) fn with_vars<F: Fn(&str) -> Option<String>>(
+        mut self,
+        vars: &env::Vars<F>,
+    ) -> Result<Self> {
+        self.from_env = BusEnv {
+            cluster: vars.bool("FABRIC_CLUSTER")?,
+            notify: vars.bool("FABRIC_NOTIFY")?,
+            response_timeout: vars.millis("FABRIC_RESPONSE_TIMEOUT_MS")?,
+            connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
+        };
+        Ok(self)
+    }
+
+    /// The same settings for another URL.
+    pub(crate) fn with_url(mut self, url: String) -> Self {
+        self.url = url;
+        self
+    }
+
+    fn response(&self) -> Duration {
+        self.response_timeout
+            .or(self.from_env.response_timeout)
+            .unwrap_or(Duration::from_secs(5))
+    }
+
+    fn connect_time(&self) -> Duration {
+        self.connect_timeout
+            .or(self.from_env.connect_timeout)
+            .unwrap_or(Duration::from_secs(2))
+    }
+
+    /// Connects (one `PING` proves the server answers). A URL listing several
+    /// comma-separated nodes (`redis://a:7000,redis://b:7001`) connects to a Redis Cluster.
+    pub async fn connect(self) -> Result<Bus> {
+        let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
+        let broker =
+            Broker::connect(&self.url, cluster, self.response(), self.connect_time()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut broker.conn())
+            .await
+            .map_err(|source| Error::Connect {
+                url: broker.url().to_owned(),
+                source,
+            })?;
+        let notify = self.notify.or(self.from_env.notify).unwrap_or(true);
+        Ok(Bus::with_broker(broker, notify))
+    }
+}
+
+/// A handle to the message bus. Cheap to clone; clones share connections.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo() -> fabric_worker::Result<()> {
+/// use fabric_worker::{Bus, Message};
+/// use serde_json::json;
+///
+/// let bus = Bus::from_env().await?; // REDIS_URL, default redis://127.0.0.1:6379
+/// let receipt = bus
+///     .send(Message::task("coder", "percy", "code_review", json!({"pr_id": "123"})))
+///     .await?;
+/// println!("queued {} as {}", receipt.message_id, receipt.stream_id);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+struct BusInner {
+    broker: Broker,
+    notify: bool,
+    /// Names this process's consumers and reply streams.
+    instance: String,
+    /// One reply listener per requesting agent.
+    replies: Mutex<HashMap<String, Arc<request::ReplyListener>>>,
+    /// Stops the reply listeners when the last clone is dropped.
+    cancel: CancellationToken,
+    _guard: DropGuard,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus")
+            .field("url", &self.inner.broker.url())
+            .field("notify", &self.inner.notify)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bus {
+    /// A builder for `url`.
+    pub fn builder(url: impl Into<String>) -> BusBuilder {
+        BusBuilder {
+            url: url.into(),
+            cluster: None,
+            notify: None,
+            response_timeout: None,
+            connect_timeout: None,
+            from_env: BusEnv::default(),
+        }
+    }
+
+    /// Connects to `url` with default settings.
+    pub async fn connect(url: impl Into<String>) -> Result<Bus> {
+        Bus::builder(url).connect().await
+    }
+
+    /// Connects to `REDIS_URL` (default `redis://127.0.0.1:6379`) with the settings of
+    /// [`BusBuilder::from_env`].
+    pub async fn from_env() -> Result<Bus> {
+        Bus::builder(redis_url_from_env())
+            .from_env()?
+            .connect()
+            .await
+    }
+
+    pub(crate) fn with_broker(broker: Broker, notify: bool) -> Bus {
+        let cancel = CancellationToken::new();
+        Bus {
+            inner: Arc::new(BusInner {
+                broker,
+                notify,
+                instance: uuid::Uuid::new_v4().simple().to_string(),
+                replies: Mutex::new(HashMap::new()),
+                cancel: cancel.clone(),
+                _guard: cancel.drop_guard(),
+            }),
+        }
+    }
+
+    /// A bus with no Redis behind it: every operation fails with [`Error::NotConnected`].
+    pub(crate) fn offline() -> Bus {
+        Bus::with_broker(Broker::offline(), false)
+    }
+
+    /// The server URL, password masked.
+    pub fn url(&self) -> &str {
+        self.inner.broker.url()
+    }
+
+    /// Whether this bus talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.broker.is_cluster()
+    }
+
+    /// The Redis layer under this bus.
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.inner.broker
+    }
+
+    /// The shared connection for ordinary (non-blocking) commands (a cheap clone).
+    fn conn(&self) -> Conn {
+        self.inner.broker.conn()
+    }
+}
+
+/// Checks `agent` and the consumer group (default `<agent>_workers`); returns the group.
+fn agent_group(agent: &str, group: Option<&str>) -> Result<String> {
+    keys::validate_agent(agent)?;
+    let group = group
+        .map(str::to_owned)
+        .unwrap_or_else(|| keys::default_group(agent));
+    keys::validate_group(&group)?;
+    Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_settings_win_over_the_environment_in_any_order() {
+        let vars = env::from_pairs(&[
+            ("FABRIC_NOTIFY", "false"),
+            ("FABRIC_RESPONSE_TIMEOUT_MS", "7000"),
+            ("FABRIC_CONNECT_TIMEOUT_MS", "900"),
+        ]);
+        let before = Bus::builder("redis://x")
+            .notify(true)
+            .response_timeout(Duration::from_secs(1))
+            .with_vars(&vars)
+            .unwrap();
+        let after = Bus::builder("redis://x")
+            .with_vars(&vars)
+            .unwrap()
+            .notify(true)
+            .response_timeout(Duration::from_secs(1));
+        for b in [before, after] {
+            assert_eq!(b.notify.or(b.from_env.notify), Some(true));
+            assert_eq!(b.response(), Duration::from_secs(1));
+            assert_eq!(b.connect_time(), Duration::from_millis(900));
+        }
+        let e = Bus::builder("redis://x")
+            .with_vars(&env::from_pairs(&[("FABRIC_CLUSTER", "perhaps")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FABRIC_CLUSTER"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! Sending: [`Bus::send`] and [`Bus::send_batch`].
+
+use serde_json::json;
+
+use super::Bus;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::message::{Message, fields};
+pub use crate::receipt::{FailedSend, SendReceipt};
+
+/// A validated message with its encoded `data` and `headers` fields.
+struct Prepared {
+    message: Message,
+    data: String,
+    headers: Option<String>,
+}
+
+/// The outcome of one `XADD`.
+type Written = std::result::Result<String, redis::RedisError>;
+
+impl Bus {
+    /// Sends a message to `message.to_agent`'s inbox.
+    ///
+    /// A `task` without `reply_to` gets `agent:<from_agent>:results`, as the Python bus does.
+    /// Unless turned off with [`BusBuilder::notify`](super::BusBuilder::notify),
+    /// `agent.<to>.new_message` is published after the entry is written.
+    ///
+    /// `Ok` means the message is in the inbox; an error means it is not. A notification that
+    /// cannot be published (e.g. a Redis user without that channel) is logged, never an error:
+    /// the message was queued, and retrying the send would duplicate it.
+    pub async fn send(&self, message: Message) -> Result<SendReceipt> {
+        let mut receipts = self.send_batch(vec![message]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| Error::protocol("XADD", "no reply for the message"))
+    }
+
+    /// Sends many messages in one round trip (pipelined). All are validated first: one
+    /// invalid message means none is sent. Each recipient gets one `new_message`
+    /// notification for the batch (naming its last message, with `"count"` when it got
+    /// more than one).
+    ///
+    /// If Redis refuses some of the messages (e.g. an inbox key holding another type), the
+    /// others are still queued and the error is [`Error::PartlySent`], listing both; if it
+    /// refuses all of them, the error is that of the first.
+    pub async fn send_batch(&self, messages: Vec<Message>) -> Result<Vec<SendReceipt>> {
+        let mut prepared = Vec::with_capacity(messages.len());
+        for mut m in messages {
+            if m.message_type == "task" && m.reply_to.is_none() {
+                m.reply_to = Some(keys::results(&m.from_agent));
+            }
+            m.validate()?;
+            let data = m.to_data()?;
+            let headers = m.headers_json()?;
+            prepared.push(Prepared {
+                message: m,
+                data,
+                headers,
+            });
+        }
+        if prepared.is_empty() {
+            return Ok(Vec::new());
+        }
+        let notes = if self.inner.notify {
+            notifications(&prepared)
+        } else {
+            Vec::new()
+        };
+        let written = if self.is_cluster() {
+            self.write_per_slot(&prepared, &notes).await?
+        } else {
+            self.write_pipelined(&prepared, &notes).await?
+        };
+        receipts(prepared, written)
+    }
+
+    /// One server: every `XADD` and `PUBLISH` in one pipeline, each command's outcome its own.
+    async fn write_pipelined(
+        &self,
+        prepared: &[Prepared],
+        notes: &[(String, String)],
+    ) -> Result<Vec<Written>> {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for p in prepared {
+            xadd(&mut pipe, p);
+        }
+        for (channel, note) in notes {
+            pipe.cmd("PUBLISH").arg(channel).arg(note);
+        }
+        let first_inbox = keys::inbox(&prepared[0].message.to_agent);
+        let replies: Vec<redis::Value> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| Error::redis("XADD", &first_inbox, e))?;
+        if replies.len() != prepared.len() + notes.len() {
+            return Err(Error::protocol(
+                "XADD",
+                format!(
+                    "{} replies for {} commands",
+                    replies.len(),
+                    prepared.len() + notes.len()
+                ),
+            ));
+        }
+        let mut replies = replies.into_iter();
+        let written: Vec<Written> = replies
+            .by_ref()
+            .take(prepared.len())
+            .map(entry_id)
+            .collect();
+        for ((channel, _), reply) in notes.iter().zip(replies) {
+            if let redis::Value::ServerError(e) = reply {
+                log_unpublished(channel, &redis::RedisError::from(e));
+            }
+        }
+        Ok(written)
+    }
+
+    /// A cluster: a pipeline must stay in one slot, so one pipeline per inbox, concurrently;
+    /// then the notifications.
+    async fn write_per_slot(
+        &self,
+        prepared: &[Prepared],
+        notes: &[(String, String)],
+    ) -> Result<Vec<Written>> {
+        let mut by_inbox: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            let inbox = keys::inbox(&p.message.to_agent);
+            match by_inbox.iter_mut().find(|(k, _)| *k == inbox) {
+                Some((_, idx)) => idx.push(i),
+                None => by_inbox.push((inbox, vec![i])),
+            }
+        }
+        let runs = by_inbox.iter().map(|(_, idx)| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for i in idx {
+                xadd(&mut pipe, &prepared[*i]);
+            }
+            let mut conn = self.conn(); // a clone of the shared cluster connection
+            async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }
+        });
+        let results = futures::future::join_all(runs).await;
+        let mut written: Vec<Option<Written>> = (0..prepared.len()).map(|_| None).collect();
+        for ((_, idx), r) in by_inbox.iter().zip(results) {
+            match r {
+                Ok(replies) if replies.len() == idx.len() => {
+                    for (i, reply) in idx.iter().zip(replies) {
+                        written[*i] = Some(entry_id(reply));
+                    }
+                }
+                Ok(replies) => {
+                    return Err(Error::protocol(
+                        "XADD",
+                        format!("{} replies for {} commands", replies.len(), idx.len()),
+                    ));
+                }
+                Err(e) => {
+                    for i in idx {
+                        written[*i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let mut conn = self.conn();
+        for (channel, note) in notes {
+            if let Err(e) = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(note)
+                .query_async::<i64>(&mut conn)
+                .await
+            {
+                log_unpublished(channel, &e);
+            }
+        }
+        written
+            .into_iter()
+            .map(|w| w.ok_or_else(|| Error::protocol("XADD", "a message got no reply")))
+            .collect()
+    }
+}
+
+fn xadd(pipe: &mut redis::Pipeline, p: &Prepared) {
+    let cmd = pipe
+        .cmd("XADD")
+        .arg(keys::inbox(&p.message.to_agent))
+        .arg("*")
+        .arg(fields::DATA)
+        .arg(&p.data);
+    if let Some(h) = &p.headers {
+        cmd.arg(fields::HEADERS).arg(h);
+    }
+}
+
+/// The entry id an `XADD` returned, or the error it failed with.
+fn entry_id(reply: redis::Value) -> Written {
+    match reply {
+        redis::Value::ServerError(e) => Err(redis::RedisError::from(e)),
+        other => crate::broker::wire::as_string(&other).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "XADD did not return an entry id",
+                format!("{other:?}"),
+            ))
+        }),
+    }
+}
+
+fn log_unpublished(channel: &str, e: &redis::RedisError) {
+    tracing::warn!(%channel, error = %e, "message queued, but its new-message notification was not published");
+}
+
+/// One notification per recipient: for its last message in the batch, with the number of
+/// messages it got (`"count"` only appears when it is more than one).
+fn notifications(prepared: &[Prepared]) -> Vec<(String, String)> {
+    let mut per_recipient: Vec<(&Message, usize)> = Vec::new();
+    for p in prepared {
+        let m = &p.message;
+        match per_recipient
+            .iter_mut()
+            .find(|(n, _)| n.to_agent == m.to_agent)
+        {
+            Some(entry) => *entry = (m, entry.1 + 1),
+            None => per_recipient.push((m, 1)),
+        }
+    }
+    per_recipient
+        .into_iter()
+        .map(|(m, count)| {
+            let mut note = json!({
+                "from": m.from_agent,
+                "type": m.message_type,
+                "priority": m.priority.as_u8(),
+                "message_id": m.id,
+            });
+            if count > 1 {
+                note["count"] = json!(count);
+            }
+            (keys::new_message_channel(&m.to_agent), note.to_string())
+        })
+        .collect()
+}
+
+/// The receipts, or the error: all refused → the first error; some refused → `PartlySent`.
+fn receipts(prepared: Vec<Prepared>, written: Vec<Written>) -> Result<Vec<SendReceipt>> {
+    let mut queued = Vec::with_capacity(prepared.len());
+    let mut failed = Vec::new();
+    let mut first_error = None;
+    for (p, w) in prepared.into_iter().zip(written) {
+        let m = p.message;
+        match w {
+            Ok(stream_id) => {
+                tracing::debug!(message_id = %m.id, to_agent = %m.to_agent, stream_id = %stream_id, "message queued");
+                queued.push(SendReceipt {
+                    message_id: m.id,
+                    status: "queued",
+                    stream_id,
+                    timestamp: m.timestamp,
+                    to: m.to_agent,
+                });
+            }
+            Err(e) => {
+                failed.push(FailedSend {
+                    message_id: m.id,
+                    error: e.to_string(),
+                    to: m.to_agent.clone(),
+                });
+                first_error.get_or_insert((keys::inbox(&m.to_agent), e));
+            }
+        }
+    }
+    match first_error {
+        None => Ok(queued),
+        Some((inbox, e)) if queued.is_empty() => Err(Error::redis("XADD", &inbox, e)),
+        Some(_) => Err(Error::PartlySent { queued, failed }),
+    }
+}

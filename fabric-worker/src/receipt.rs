@@ -1,0 +1,33 @@
+//! What a send reports: [`SendReceipt`] for a queued message, [`FailedSend`] for one Redis
+//! refused. (A leaf module, so that both `bus` and `error` can name them.)
+
+use serde::Serialize;
+
+/// The result of [`Bus::send`](crate::Bus::send).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct SendReceipt {
+    /// The message id (`msg:<uuid>`).
+    pub message_id: String,
+    /// Always `"queued"`.
+    pub status: &'static str,
+    /// The entry id in the recipient's inbox.
+    pub stream_id: String,
+    /// The message timestamp.
+    pub timestamp: String,
+    /// The recipient.
+    #[serde(rename = "to_agent")]
+    pub to: String,
+}
+
+/// A message of a batch that Redis refused (see [`Error::PartlySent`](crate::Error::PartlySent)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct FailedSend {
+    /// Its message id.
+    pub message_id: String,
+    /// The recipient.
+    pub to: String,
+    /// What Redis said.
+    pub error: String,
+}

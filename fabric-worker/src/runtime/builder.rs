@@ -1,0 +1,341 @@
+//! [`WorkerBuilder`]: settings given in code or read from the environment.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::Worker;
+use super::config::Settings;
+use super::registry::handler_tables;
+use super::stream::StreamSpec;
+use crate::__private::registrations;
+use crate::bus::{Bus, BusBuilder};
+use crate::env::{self, Vars};
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// Builds a [`Worker`]: `Worker::builder("percy").from_env()?.run().await`.
+///
+/// Every setting has a method and an environment variable (read by
+/// [`WorkerBuilder::from_env`]). A setting given with a method wins over the environment,
+/// whatever the order of the calls: `.concurrency(4).from_env()?` and
+/// `.from_env()?.concurrency(4)` both run 4 handlers at once, whatever
+/// `FABRIC_CONCURRENCY` says.
+#[derive(Debug)]
+#[must_use]
+pub struct WorkerBuilder {
+    agents: Vec<String>,
+    bus: Option<Bus>,
+    explicit: Settings,
+    /// What `from_env` read: settings, `FABRIC_AGENTS`, and the bus's own settings.
+    env: Option<(Settings, Vec<String>, BusBuilder)>,
+}
+
+impl WorkerBuilder {
+    pub(super) fn new(agent: String) -> Self {
+        WorkerBuilder {
+            agents: vec![agent],
+            bus: None,
+            explicit: Settings::default(),
+            env: None,
+        }
+    }
+
+    /// Also serve `agent`'s inbox. Env: `FABRIC_AGENTS` (comma-separated, added to these).
+    pub fn agent(mut self, agent: impl Into<String>) -> Self {
+        self.agents.push(agent.into());
+        self
+    }
+
+    /// Redis URL; several comma-separated seed URLs mean a Redis Cluster (default
+    /// `redis://127.0.0.1:6379`). Env: `REDIS_URL`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.explicit.url = Some(url.into());
+        self
+    }
+
+    /// Use an existing bus connection (then the URL settings are not used). This one has no
+    /// environment variable: it is a live connection, made in code.
+    pub fn bus(mut self, bus: Bus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Consumer group for every served stream (default `<agent>_workers`). Env: `FABRIC_GROUP`.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.explicit.group = Some(group.into());
+        self
+    }
+
+    /// Consumer name prefix (default `<hostname>-<pid>`); a random suffix keeps it unique.
+    /// Env: `FABRIC_CONSUMER_NAME`.
+    pub fn consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.explicit.consumer = Some(name.into());
+        self
+    }
+
+    /// Also consume each agent's results stream `agent:<agent>:results` (where replies
+    /// to its tasks arrive), dispatching its entries to the same handlers (type `response`).
+    /// Env: `FABRIC_CONSUME_RESULTS`.
+    pub fn consume_results(mut self, on: bool) -> Self {
+        self.explicit.results = Some(on);
+        self
+    }
+
+    /// Handlers running at once per served stream (default 100). Env: `FABRIC_CONCURRENCY`.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.explicit.concurrency = Some(n);
+        self
+    }
+
+    /// Most entries per read (default 100). Env: `FABRIC_BATCH_SIZE`.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.explicit.batch_size = Some(n);
+        self
+    }
+
+    /// How long one read blocks (default 5 s, at most 300 s). Env: `FABRIC_BLOCK_MS`.
+    pub fn block(mut self, d: Duration) -> Self {
+        self.explicit.block = Some(d);
+        self
+    }
+
+    /// Reclaim entries whose consumer has not renewed their lease for this long (default
+    /// 30 s; running handlers renew theirs every third of it). Env: `FABRIC_RECLAIM_IDLE_MS`.
+    pub fn reclaim_idle(mut self, d: Duration) -> Self {
+        self.explicit.reclaim_idle = Some(d);
+        self
+    }
+
+    /// How often to look for entries to reclaim (default a third of the reclaim idle time).
+    /// Env: `FABRIC_RECLAIM_INTERVAL_MS`.
+    pub fn reclaim_interval(mut self, d: Duration) -> Self {
+        self.explicit.reclaim_interval = Some(d);
+        self
+    }
+
+    /// Handler attempts before dead-lettering (default 5; a handler's own `max_attempts`
+    /// wins). Env: `FABRIC_MAX_ATTEMPTS`.
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.explicit.max_attempts = Some(n);
+        self
+    }
+
+    /// Deliveries before an entry is dead-lettered as poison (default 5).
+    /// Env: `FABRIC_MAX_DELIVERIES`.
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.explicit.max_deliveries = Some(n);
+        self
+    }
+
+    /// Retry backoff: the first delay, doubling per attempt with up to 100% jitter, and the
+    /// longest delay, jitter included (default 1 s and 10 min).
+    /// Env: `FABRIC_BACKOFF_BASE_MS`, `FABRIC_BACKOFF_MAX_MS`.
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.explicit.backoff_base = Some(base);
+        self.explicit.backoff_max = Some(max);
+        self
+    }
+
+    /// Default handler timeout (default 15 min; a handler's own `timeout` wins); `None` for
+    /// none. Env: `FABRIC_HANDLER_TIMEOUT_MS` (0 = none).
+    pub fn handler_timeout(mut self, d: Option<Duration>) -> Self {
+        self.explicit.handler_timeout = Some(d);
+        self
+    }
+
+    /// How long in-flight handlers may take to finish on shutdown (default 30 s).
+    /// Env: `FABRIC_SHUTDOWN_TIMEOUT_MS`.
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.explicit.shutdown_timeout = Some(d);
+        self
+    }
+
+    /// How often acknowledged entries are trimmed (default 10 s). Env: `FABRIC_TRIM_INTERVAL_MS`.
+    pub fn trim_interval(mut self, d: Duration) -> Self {
+        self.explicit.trim_interval = Some(d);
+        self
+    }
+
+    /// Longest wait between checks for due retries (default 1 s).
+    /// Env: `FABRIC_RETRY_POLL_INTERVAL_MS`.
+    pub fn retry_poll_interval(mut self, d: Duration) -> Self {
+        self.explicit.retry_poll_interval = Some(d);
+        self
+    }
+
+    /// Reads the environment variable of every setting (listed on each method, and in the
+    /// README) and the bus's (see [`BusBuilder::from_env`]). Settings given with a method
+    /// win, before or after this call. A malformed value is an error naming the variable.
+    pub fn from_env(self) -> Result<Self> {
+        self.with_vars(&env::process())
+    }
+
+    pub(crate) fn with_vars<F: Fn(&str) -> Option<String>>(
+        mut self,
+        vars: &Vars<F>,
+    ) -> Result<Self> {
+        let settings = Settings::from_vars(vars)?;
+        let bus = Bus::builder(String::new()).with_vars(vars)?;
+        self.env = Some((settings, vars.list("FABRIC_AGENTS"), bus));
+        Ok(self)
+    }
+
+    /// The settings in force: explicit ones over the environment's.
+    fn settings(&self) -> Settings {
+        match &self.env {
+            Some((env, _, _)) => self.explicit.clone().over(env.clone()),
+            None => self.explicit.clone(),
+        }
+    }
+
+    /// The agents served: the builder's, then `FABRIC_AGENTS`, without repeats.
+    fn agents(&self) -> Result<Vec<String>> {
+        let from_env = self
+            .env
+            .as_ref()
+            .map(|(_, a, _)| a.as_slice())
+            .unwrap_or(&[]);
+        let mut seen = HashSet::new();
+        let agents: Vec<String> = self
+            .agents
+            .iter()
+            .chain(from_env)
+            .filter(|a| seen.insert(a.as_str()))
+            .cloned()
+            .collect();
+        if agents.is_empty() {
+            return Err(Error::Config("a worker needs at least one agent".into()));
+        }
+        for a in &agents {
+            keys::validate_agent(a)?;
+        }
+        Ok(agents)
+    }
+
+    /// Connects, checks the registered handlers and returns the worker, ready to run.
+    pub async fn build(self) -> Result<Worker> {
+        let settings = self.settings();
+        let config = settings.config()?;
+        let agents = self.agents()?;
+        let tables = handler_tables(&agents, registrations())?;
+        let bus = match self.bus {
+            Some(b) => b,
+            None => {
+                let url = settings
+                    .url
+                    .clone()
+                    .unwrap_or_else(|| env::DEFAULT_REDIS_URL.to_owned());
+                let builder = match self.env {
+                    Some((_, _, bus)) => bus.with_url(url),
+                    None => Bus::builder(url),
+                };
+                builder.connect().await?
+            }
+        };
+        let prefix = settings
+            .consumer
+            .clone()
+            .unwrap_or_else(default_consumer_prefix);
+        let mut streams = Vec::new();
+        for agent in &agents {
+            let group = settings
+                .group
+                .clone()
+                .unwrap_or_else(|| keys::default_group(agent));
+            let handlers = tables.get(agent).cloned().unwrap_or_default();
+            let mut served = vec![keys::inbox(agent)];
+            if settings.results.unwrap_or(false) {
+                served.push(keys::results(agent));
+            }
+            for stream in served {
+                streams.push(StreamSpec {
+                    agent: agent.clone(),
+                    stream,
+                    group: group.clone(),
+                    consumer: format!(
+                        "{prefix}-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    ),
+                    handlers: handlers.clone(),
+                });
+            }
+        }
+        Ok(Worker {
+            bus,
+            streams,
+            config,
+        })
+    }
+
+    /// Builds and runs until SIGTERM or SIGINT (see [`Worker::run`]).
+    pub async fn run(self) -> Result<()> {
+        self.build().await?.run().await
+    }
+}
+
+/// `<hostname>-<pid>`, with the hostname's odd characters replaced.
+fn default_consumer_prefix() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into());
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "host".into() } else { host },
+        std::process::id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::from_pairs;
+
+    #[test]
+    fn explicit_settings_win_over_the_environment_whatever_the_order() {
+        let vars = from_pairs(&[
+            ("REDIS_URL", "redis://from-env:1"),
+            ("FABRIC_CONCURRENCY", "50"),
+            ("FABRIC_BATCH_SIZE", "7"),
+            ("FABRIC_AGENTS", "coder, memory"),
+        ]);
+        let before = Worker::builder("percy")
+            .url("redis://explicit:2")
+            .concurrency(3)
+            .with_vars(&vars)
+            .unwrap();
+        let after = Worker::builder("percy")
+            .with_vars(&vars)
+            .unwrap()
+            .url("redis://explicit:2")
+            .concurrency(3);
+        for b in [before, after] {
+            let s = b.settings();
+            assert_eq!(s.url.as_deref(), Some("redis://explicit:2"));
+            let c = s.config().unwrap();
+            assert_eq!(c.concurrency, 3);
+            assert_eq!(c.batch_size, 7, "unset explicitly: the environment's");
+            assert_eq!(b.agents().unwrap(), ["percy", "coder", "memory"]);
+        }
+    }
+
+    #[test]
+    fn agents_are_checked_and_deduplicated() {
+        let b = Worker::builder("percy").agent("percy").agent("coder");
+        assert_eq!(b.agents().unwrap(), ["percy", "coder"]);
+        let e = Worker::builder("per cy").agents().unwrap_err().to_string();
+        assert!(e.starts_with("invalid agent id"), "{e}");
+    }
+}

@@ -1,0 +1,235 @@
+//! The worker runtime: one set of loops per served stream, as asynq keeps each background
+//! loop in its own file.
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `builder.rs` | [`WorkerBuilder`]: settings in code and from the environment |
+//! | `config.rs` | the tunables, their defaults and checks |
+//! | `registry.rs` | `#[handler]` registrations → a handler table per agent |
+//! | `stream.rs` | the state a served stream's loops share |
+//! | `reader.rs` | `XREADGROUP` loop |
+//! | `process.rs` | one entry: decode, dispatch, reply, acknowledge, retry or dead-letter |
+//! | `outcome.rs` | running a handler and the [`Verdict`] on its message (shared with `testing`) |
+//! | `acker.rs` | batched `XACK` |
+//! | `lease.rs` | lease renewal of running handlers' entries |
+//! | `reclaim.rs` | `XAUTOCLAIM` of stalled entries; `janitor.rs` removes dead consumers |
+//! | `retry.rs` | scheduling retries and promoting due ones |
+//! | `trim.rs` | trimming handled entries |
+
+mod acker;
+mod builder;
+pub(crate) mod config;
+mod janitor;
+mod lease;
+pub(crate) mod outcome;
+mod process;
+mod reader;
+mod reclaim;
+pub(crate) mod registry;
+mod retry;
+mod stream;
+mod trim;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+pub use builder::WorkerBuilder;
+pub use outcome::{Failure, Verdict};
+
+use crate::bus::Bus;
+use crate::error::{Error, Result};
+use config::WorkerConfig;
+use stream::{StreamSpec, StreamState};
+
+/// A worker: serves the inboxes of one or more agents until shut down.
+///
+/// ```no_run
+/// use fabric_worker::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct CodeReview { task_type: String, pr_id: String }
+///
+/// #[derive(Serialize)]
+/// struct Review { pr_id: String, approved: bool }
+///
+/// #[handler(message_type = "task")]
+/// async fn review(ctx: Context, task: CodeReview) -> Result<Review, HandlerError> {
+///     tracing::info!(from = ctx.from_agent(), kind = %task.task_type, "reviewing");
+///     Ok(Review { pr_id: task.pr_id, approved: true })
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> anyhow::Result<()> {
+///     Worker::builder("percy").from_env()?.run().await?; // until SIGTERM/SIGINT
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Worker {
+    bus: Bus,
+    streams: Vec<StreamSpec>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A builder serving `agent`'s inbox.
+    pub fn builder(agent: impl Into<String>) -> WorkerBuilder {
+        WorkerBuilder::new(agent.into())
+    }
+
+    /// The bus this worker uses.
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// The consumer names this worker reads as (one per served stream).
+    pub fn consumers(&self) -> Vec<String> {
+        self.streams.iter().map(|s| s.consumer.clone()).collect()
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully: stops reading, lets
+    /// in-flight handlers finish (up to the shutdown timeout), acknowledges what finished
+    /// and returns. A second signal stops waiting: unfinished entries stay pending and
+    /// are reclaimed by another worker.
+    pub async fn run(self) -> Result<()> {
+        use futures::StreamExt;
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals =
+            signal_hook_tokio::Signals::new([SIGTERM, SIGINT]).map_err(|source| Error::Io {
+                context: "cannot install SIGTERM/SIGINT handlers",
+                source,
+            })?;
+        let handle = signals.handle();
+        let hard = CancellationToken::new();
+        let hard2 = hard.clone();
+        let first = async move {
+            if let Some(sig) = signals.next().await {
+                info!(
+                    signal = sig,
+                    "signal received; shutting down gracefully (send it again to stop at once)"
+                );
+            }
+            tokio::spawn(async move {
+                if let Some(sig) = signals.next().await {
+                    warn!(
+                        signal = sig,
+                        "second signal; not waiting for in-flight handlers"
+                    );
+                    hard2.cancel();
+                }
+            });
+        };
+        let r = self.run_inner(first, hard).await;
+        handle.close();
+        r
+    }
+
+    /// Runs until `shutdown` completes, then shuts down gracefully (see [`Worker::run`]).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        self.run_inner(shutdown, CancellationToken::new()).await
+    }
+
+    async fn run_inner(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+        hard: CancellationToken,
+    ) -> Result<()> {
+        let stop_reading = CancellationToken::new();
+        let stop_background = CancellationToken::new();
+        let acks_done = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut readers = Vec::new();
+        let mut background = Vec::new();
+        let mut ackers = Vec::new();
+        let mut states = Vec::new();
+        let broker = self.bus.broker();
+        for spec in &self.streams {
+            broker.ensure_group(&spec.stream, &spec.group).await?;
+        }
+        for spec in self.streams {
+            let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+            let st = Arc::new(StreamState::new(
+                spec,
+                self.bus.clone(),
+                self.config.clone(),
+                ack_tx,
+                tracker.clone(),
+                hard.clone(),
+            ));
+            info!(
+                agent = %st.spec.agent,
+                stream = %st.spec.stream,
+                group = %st.spec.group,
+                consumer = %st.spec.consumer,
+                handlers = ?st.spec.handlers.keys().collect::<Vec<_>>(),
+                "serving"
+            );
+            ackers.push(tokio::spawn(acker::acker(
+                st.clone(),
+                ack_rx,
+                acks_done.clone(),
+            )));
+            readers.push(tokio::spawn(reader::reader(
+                st.clone(),
+                stop_reading.clone(),
+            )));
+            readers.push(tokio::spawn(reclaim::reclaimer(
+                st.clone(),
+                stop_reading.clone(),
+            )));
+            background.push(tokio::spawn(lease::leaser(
+                st.clone(),
+                stop_background.clone(),
+            )));
+            background.push(tokio::spawn(retry::promoter(
+                st.clone(),
+                stop_background.clone(),
+            )));
+            background.push(tokio::spawn(trim::trimmer(
+                st.clone(),
+                stop_background.clone(),
+            )));
+            states.push(st);
+        }
+        shutdown.await;
+        info!("stopping: no new reads; waiting for in-flight handlers");
+        stop_reading.cancel();
+        join_all(readers).await;
+        tracker.close();
+        let in_flight: usize = states.iter().map(|s| s.in_flight_len()).sum();
+        let timeout = self.config.shutdown_timeout;
+        tokio::select! {
+            _ = tracker.wait() => info!("in-flight handlers finished"),
+            _ = tokio::time::sleep(timeout) => {
+                warn!(in_flight, timeout_ms = crate::time::millis(timeout), "shutdown timeout: unfinished handlers are cancelled; their messages stay pending for another worker");
+                hard.cancel();
+            }
+            _ = hard.cancelled() => {}
+        }
+        tracker.wait().await;
+        // Every handler task is done: flush the acknowledgements.
+        acks_done.cancel();
+        join_all(ackers).await;
+        drop(states);
+        stop_background.cancel();
+        join_all(background).await;
+        info!("worker stopped");
+        Ok(())
+    }
+}
+
+async fn join_all(handles: Vec<JoinHandle<()>>) {
+    for h in handles {
+        if let Err(e) = h.await
+            && e.is_panic()
+        {
+            error!("a worker task panicked: {e}");
+        }
+    }
+}

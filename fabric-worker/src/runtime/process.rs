@@ -1,0 +1,288 @@
+//! Handling one entry: decode it, dispatch it to its handler, then reply, acknowledge,
+//! retry or dead-letter it as the [`Verdict`] says.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tracing::{debug, error, warn};
+
+use super::outcome::{Ran, Verdict, decide, run_handler};
+use super::stream::{Persisted, StreamState};
+use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
+use crate::context::Context;
+use crate::error::Error;
+use crate::message::{Message, fields, new_message_id, now_timestamp};
+
+/// Why the entry is given up on, for [`StreamState::dead_letter`].
+struct GiveUp<'a> {
+    message: Option<&'a Message>,
+    reason: DeadReason,
+    error: &'a str,
+    attempts: u32,
+    deliveries: u64,
+}
+
+impl StreamState {
+    /// Handles one entry. Returns true when its id was handed to the acker (which clears
+    /// the in-flight mark after acknowledging).
+    pub(crate) async fn process(self: &Arc<Self>, entry: RawEntry, deliveries: u64) -> bool {
+        let spec = &self.spec;
+        let span = tracing::Span::current();
+        let attempt = entry.attempt();
+        let message = match entry.decode() {
+            Ok(m) => m,
+            Err(reason) => {
+                warn!(%reason, "invalid entry; moving it to dead letters");
+                self.dead_letter(
+                    &entry,
+                    GiveUp {
+                        message: None,
+                        reason: DeadReason::InvalidEnvelope,
+                        error: &reason,
+                        attempts: attempt,
+                        deliveries,
+                    },
+                )
+                .await;
+                return false;
+            }
+        };
+        span.record("message_id", message.id.as_str());
+        span.record("message_type", message.message_type.as_str());
+        if let Some(target) = entry.get_str(fields::TARGET_GROUP)
+            && target != spec.group
+        {
+            // A retry scheduled by another consumer group of this stream: not ours.
+            return self.ack(&entry.id);
+        }
+        span.record("attempt", attempt);
+        if deliveries > self.config.max_deliveries {
+            let why = format!(
+                "delivered {deliveries} times without being acknowledged (limit {}): its handler crashed or stalled the worker each time",
+                self.config.max_deliveries
+            );
+            error!(deliveries, "poison message; moving it to dead letters");
+            self.dead_letter(
+                &entry,
+                GiveUp {
+                    message: Some(&message),
+                    reason: DeadReason::DeliveryLimit,
+                    error: &why,
+                    attempts: attempt,
+                    deliveries,
+                },
+            )
+            .await;
+            return false;
+        }
+        let Some(handler) = spec.handlers.get(&message.message_type) else {
+            let known: Vec<&str> = spec.handlers.keys().map(String::as_str).collect();
+            let why = format!(
+                "no handler for message_type {:?} in agent {:?} (handled types: {})",
+                message.message_type,
+                spec.agent,
+                known.join(", ")
+            );
+            warn!("{why}; moving it to dead letters");
+            self.dead_letter(
+                &entry,
+                GiveUp {
+                    message: Some(&message),
+                    reason: DeadReason::NoHandler,
+                    error: &why,
+                    attempts: attempt,
+                    deliveries,
+                },
+            )
+            .await;
+            return false;
+        };
+        let max_attempts = handler
+            .reg
+            .max_attempts
+            .unwrap_or(self.config.max_attempts)
+            .max(1);
+        let timeout = handler
+            .reg
+            .timeout_ms
+            .map(Duration::from_millis)
+            .or(self.config.handler_timeout);
+        debug!(handler = handler.reg.name, "handling");
+        let payload = message.payload.clone();
+        // The context owns the message; `kept` shares it (no copy) for what follows the handler.
+        let ctx = Context::new(
+            self.served.clone(),
+            entry.id.clone(),
+            attempt,
+            max_attempts,
+            deliveries,
+            message,
+            self.bus.clone(),
+        );
+        let kept = ctx.clone();
+        let message = kept.message();
+        let ran: Ran = tokio::select! {
+            r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
+            _ = self.hard_stop.cancelled() => {
+                warn!("handler cancelled by shutdown; the message stays pending for another worker");
+                return false;
+            }
+        };
+        match decide(ran, attempt, max_attempts, &self.config) {
+            Verdict::Succeeded { reply } => {
+                if let Some(reply_to) = &message.reply_to {
+                    match self.send_reply(reply_to, message, "response", reply).await {
+                        Persisted::Done => {}
+                        // Stopping at once: the entry stays pending and is handled again.
+                        Persisted::Stopped => return false,
+                        // The reply can never be written there (wrong key type, ACL, …):
+                        // dead-letter rather than run the handler again and again.
+                        Persisted::Failed(e) => {
+                            let why = format!(
+                                "the handler succeeded but its reply could not be written to {reply_to:?}: {e}"
+                            );
+                            self.dead_letter(
+                                &entry,
+                                GiveUp {
+                                    message: Some(message),
+                                    reason: DeadReason::ReplyFailed,
+                                    error: &why,
+                                    attempts: attempt,
+                                    deliveries,
+                                },
+                            )
+                            .await;
+                            return false;
+                        }
+                    }
+                }
+                debug!("handled");
+                self.ack(&entry.id)
+            }
+            Verdict::Retry {
+                next_attempt,
+                delay,
+                error,
+                ..
+            } => {
+                warn!(%error, next_attempt, delay_ms = crate::time::millis(delay), "attempt failed; will retry");
+                self.schedule_retry(&entry, next_attempt, delay, &error)
+                    .await;
+                false
+            }
+            Verdict::DeadLettered { reason, error } => {
+                warn!(%error, %reason, max_attempts, "moving the message to dead letters");
+                self.dead_letter(
+                    &entry,
+                    GiveUp {
+                        message: Some(message),
+                        reason,
+                        error: &error,
+                        attempts: attempt,
+                        deliveries,
+                    },
+                )
+                .await;
+                false
+            }
+        }
+    }
+
+    /// Moves the entry to dead letters (retrying through connection errors) and, when the
+    /// message asked for a reply, tells the sender with an `error` message.
+    /// Boxed, so that the per-message task stays small (this path is rare).
+    fn dead_letter<'a>(
+        &'a self,
+        entry: &'a RawEntry,
+        give_up: GiveUp<'a>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let spec = &self.spec;
+            let note = DeadLetterNote {
+                reason: &give_up.reason,
+                error: give_up.error,
+                attempts: give_up.attempts,
+                deliveries: give_up.deliveries,
+            };
+            let ok = self
+                .persist("dead-lettering", || {
+                    dead_letter(&self.broker, &spec.stream, &spec.group, entry, &note)
+                })
+                .await;
+            if !ok.done() {
+                // Not dead-lettered: the entry stays pending and is handled again after the
+                // reclaim idle time (or it was stopped by shutdown).
+                return;
+            }
+            if let Some(m) = give_up.message
+                && let Some(reply_to) = &m.reply_to
+            {
+                let payload = json!({
+                    "error": give_up.error,
+                    "reason": give_up.reason,
+                    "attempts": give_up.attempts,
+                    "message_id": m.id,
+                });
+                self.send_reply(reply_to, m, "error", payload).await;
+            }
+        })
+    }
+
+    /// Writes a reply (`response` or `error`) to `reply_to`, with `in_reply_to` beside the
+    /// envelope. Boxed, so that the per-message task stays small.
+    fn send_reply<'a>(
+        &'a self,
+        reply_to: &'a str,
+        request: &'a Message,
+        message_type: &'a str,
+        payload: Value,
+    ) -> Pin<Box<dyn Future<Output = Persisted> + Send + 'a>> {
+        Box::pin(async move {
+            let reply = Message {
+                id: new_message_id(),
+                from_agent: self.spec.agent.clone(),
+                to_agent: request.from_agent.clone(),
+                message_type: message_type.to_owned(),
+                payload,
+                timestamp: now_timestamp(),
+                priority: request.priority,
+                ttl_seconds: request.ttl_seconds,
+                reply_to: None,
+                correlation_id: request
+                    .correlation_id
+                    .clone()
+                    .or_else(|| Some(request.id.clone())),
+                headers: Default::default(),
+            };
+            let data = match reply.to_data() {
+                Ok(d) => d,
+                Err(e) => {
+                    error!(error = %e, "cannot encode the reply");
+                    return Persisted::Failed(e);
+                }
+            };
+            let ok = self
+                .persist("sending the reply", || async {
+                    let _: String = redis::cmd("XADD")
+                        .arg(reply_to)
+                        .arg("*")
+                        .arg(fields::DATA)
+                        .arg(&data)
+                        .arg(fields::IN_REPLY_TO)
+                        .arg(&request.id)
+                        .query_async(&mut self.broker.conn())
+                        .await
+                        .map_err(|e| Error::redis("XADD", reply_to, e))?;
+                    Ok(())
+                })
+                .await;
+            if ok.done() {
+                debug!(reply_to, reply_id = %reply.id, "reply sent");
+            }
+            ok
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! The reclaimer: takes over entries whose consumer stopped renewing their lease (crashed,
+//! killed, stuck), walking the whole pending list with `XAUTOCLAIM` a bounded step per tick.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::janitor::remove_dead_consumers;
+use super::stream::StreamState;
+use crate::broker::{RawEntry, scripts, wire};
+use crate::error::{Error, Result};
+
+/// Most `XAUTOCLAIM` steps per reclaim tick.
+const RECLAIM_CALLS_PER_TICK: usize = 10;
+
+/// Reclaims entries whose consumer stopped renewing their lease (crashed, killed, stuck),
+/// walking the whole pending list with `XAUTOCLAIM`, and removes long-gone consumers.
+pub(super) async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
+    let spec = &st.spec;
+    let mut tick = tokio::time::interval(st.config.reclaim_every());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweeps: u64 = 0;
+    // The cursor survives across ticks: each tick walks at most RECLAIM_CALLS_PER_TICK steps
+    // (each scans up to 10 x COUNT pending entries), so a huge pending list costs a bounded
+    // amount per tick, and the walk starts over once it reaches the end.
+    let mut cursor = "0-0".to_string();
+    loop {
+        tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
+        for _ in 0..RECLAIM_CALLS_PER_TICK {
+            let free = st.sem.available_permits().min(st.config.batch_size);
+            if free == 0 || stop.is_cancelled() {
+                break;
+            }
+            match reclaim_once(&st, &cursor, free).await {
+                Ok((next, claimed, deleted)) => {
+                    if !deleted.is_empty() {
+                        warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
+                    }
+                    for (entry, deliveries) in claimed {
+                        info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
+                        let Ok(p) = st.sem.clone().acquire_owned().await else {
+                            return;
+                        };
+                        st.dispatch(entry, deliveries, p);
+                    }
+                    let at_end = next == "0-0";
+                    cursor = next;
+                    if at_end {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    if e.is_connection_error() {
+                        debug!(stream = %spec.stream, error = %e, "reclaim failed");
+                    } else {
+                        warn!(stream = %spec.stream, error = %e, "reclaim failed");
+                    }
+                    break;
+                }
+            }
+        }
+        sweeps += 1;
+        if sweeps % 20 == 1 {
+            remove_dead_consumers(&st).await;
+        }
+    }
+}
+
+type Reclaimed = (String, Vec<(RawEntry, u64)>, Vec<String>);
+
+async fn reclaim_once(st: &StreamState, cursor: &str, count: usize) -> Result<Reclaimed> {
+    let spec = &st.spec;
+    let mut conn = st.broker.conn();
+    let v: redis::Value = scripts::RECLAIM
+        .key(&spec.stream)
+        .arg(&spec.group)
+        .arg(&spec.consumer)
+        .arg(crate::time::millis(st.config.reclaim_idle))
+        .arg(cursor)
+        .arg(count)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(|e| {
+            if wire::is_nogroup(&e) {
+                st.broker.forget_group(&spec.stream, &spec.group);
+            }
+            Error::redis("EVALSHA reclaim", &spec.stream, e)
+        })?;
+    let parts = wire::as_array(&v)
+        .filter(|p| p.len() == 4)
+        .ok_or_else(|| Error::protocol("reclaim script", format!("{v:?}")))?;
+    let next = wire::as_string(&parts[0]).unwrap_or_else(|| "0-0".into());
+    let entries = wire::parse_entries(&parts[1])?;
+    let deleted = wire::as_array(&parts[2])
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(wire::as_string)
+        .collect();
+    let counts: Vec<u64> = wire::as_array(&parts[3])
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| wire::as_u64(c).unwrap_or(1).max(1))
+        .collect();
+    let claimed = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let d = counts.get(i).copied().unwrap_or(1);
+            (e, d)
+        })
+        .collect();
+    Ok((next, claimed, deleted))
+}

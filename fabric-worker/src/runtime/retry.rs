@@ -1,0 +1,121 @@
+//! Retries: a failed entry is parked in the sorted set `<stream>:retry{<stream>}` (scored by
+//! its due time, by the server's clock) and acknowledged, atomically; the promoter moves due
+//! retries back into the stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::stream::StreamState;
+use crate::broker::{RawEntry, scripts};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::message::fields;
+
+impl StreamState {
+    /// Boxed, so that the per-message task stays small.
+    pub(super) fn schedule_retry<'a>(
+        &'a self,
+        entry: &'a RawEntry,
+        next_attempt: u32,
+        delay: Duration,
+        error: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.schedule_retry_now(entry, next_attempt, delay, error))
+    }
+
+    async fn schedule_retry_now(
+        &self,
+        entry: &RawEntry,
+        next_attempt: u32,
+        delay: Duration,
+        error: &str,
+    ) {
+        let spec = &self.spec;
+        let mut flat: Vec<String> = Vec::new();
+        for (k, v) in &entry.fields {
+            if k == fields::ATTEMPT || k == fields::TARGET_GROUP || k == fields::LAST_ERROR {
+                continue;
+            }
+            flat.push(k.clone());
+            flat.push(String::from_utf8_lossy(v).into_owned());
+        }
+        flat.extend([
+            fields::ATTEMPT.to_owned(),
+            next_attempt.to_string(),
+            fields::TARGET_GROUP.to_owned(),
+            spec.group.clone(),
+            fields::LAST_ERROR.to_owned(),
+            error.chars().take(2000).collect(),
+        ]);
+        let member = json!({ "fields": flat, "from": entry.id }).to_string();
+        let retries = keys::retries(&spec.stream);
+        let ok = self
+            .persist("scheduling a retry", || async {
+                let mut conn = self.broker.conn();
+                let _: i64 = scripts::SCHEDULE_RETRY
+                    .key(&spec.stream)
+                    .key(&retries)
+                    .arg(&spec.group)
+                    .arg(&entry.id)
+                    .arg(crate::time::millis(delay))
+                    .arg(&member)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| Error::redis("EVALSHA schedule_retry", &spec.stream, e))?;
+                Ok(())
+            })
+            .await;
+        if ok.done() {
+            self.retry_notify.notify_one();
+        }
+    }
+}
+
+/// Moves due retries back into the stream.
+pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
+    let spec = &st.spec;
+    let retries = keys::retries(&spec.stream);
+    let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
+    loop {
+        let r: Result<(i64, i64)> = async {
+            let mut conn = st.broker.conn();
+            scripts::PROMOTE
+                .key(&spec.stream)
+                .key(&retries)
+                .arg(100)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("EVALSHA promote", &spec.stream, e))
+        }
+        .await;
+        let wait = match r {
+            Ok((moved, next)) => {
+                if moved > 0 {
+                    debug!(stream = %spec.stream, moved, "retries due; back in the stream");
+                }
+                if moved >= 100 {
+                    Duration::ZERO
+                } else if next >= 0 {
+                    Duration::from_millis(u64::try_from(next).unwrap_or(0)).min(poll)
+                } else {
+                    poll
+                }
+            }
+            Err(e) => {
+                debug!(stream = %spec.stream, error = %e, "retry promotion failed");
+                poll
+            }
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = st.retry_notify.notified() => {}
+        }
+    }
+}

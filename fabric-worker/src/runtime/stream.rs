@@ -1,0 +1,187 @@
+//! The state each served stream's loops share: its names, handlers, concurrency permits,
+//! in-flight entries, and the channel to its acker.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info_span, warn};
+
+use super::config::WorkerConfig;
+use super::registry::HandlerTable;
+use crate::broker::{Broker, RawEntry, lock, reconnect_backoff};
+use crate::bus::Bus;
+use crate::context::ServedStream;
+use crate::error::{Error, Result};
+
+/// What the worker serves: one stream of one agent, read through one group as one consumer.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamSpec {
+    pub(crate) agent: String,
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) handlers: HandlerTable,
+}
+
+/// The state shared by the loops of one served stream.
+pub(crate) struct StreamState {
+    pub(crate) spec: StreamSpec,
+    /// The names every context of this stream shares.
+    pub(crate) served: Arc<ServedStream>,
+    pub(crate) broker: Broker,
+    /// The handle handlers get in their context.
+    pub(crate) bus: Bus,
+    pub(crate) config: WorkerConfig,
+    /// One permit per running handler.
+    pub(crate) sem: Arc<Semaphore>,
+    in_flight: Mutex<HashSet<String>>,
+    ack_tx: mpsc::UnboundedSender<String>,
+    /// Wakes the promoter when a retry was scheduled.
+    pub(crate) retry_notify: Notify,
+    tracker: TaskTracker,
+    /// Cancelled when the worker must stop at once (second signal, shutdown timeout).
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// How a write to Redis ended.
+#[derive(Debug)]
+pub(crate) enum Persisted {
+    /// Written.
+    Done,
+    /// Given up because the worker is stopping at once (the entry stays pending).
+    Stopped,
+    /// Refused for a reason retrying cannot fix (e.g. a wrong key type, an ACL).
+    Failed(Error),
+}
+
+impl Persisted {
+    pub(crate) fn done(&self) -> bool {
+        matches!(self, Persisted::Done)
+    }
+}
+
+impl StreamState {
+    pub(crate) fn new(
+        spec: StreamSpec,
+        bus: Bus,
+        config: WorkerConfig,
+        ack_tx: mpsc::UnboundedSender<String>,
+        tracker: TaskTracker,
+        hard_stop: CancellationToken,
+    ) -> StreamState {
+        let served = Arc::new(ServedStream {
+            agent: spec.agent.clone(),
+            stream: spec.stream.clone(),
+            group: spec.group.clone(),
+            consumer: spec.consumer.clone(),
+        });
+        StreamState {
+            spec,
+            served,
+            broker: bus.broker().clone(),
+            bus,
+            sem: Arc::new(Semaphore::new(config.concurrency)),
+            config,
+            in_flight: Mutex::new(HashSet::new()),
+            ack_tx,
+            retry_notify: Notify::new(),
+            tracker,
+            hard_stop,
+        }
+    }
+
+    pub(crate) fn in_flight_len(&self) -> usize {
+        lock(&self.in_flight).len()
+    }
+
+    fn mark_in_flight(&self, id: &str) -> bool {
+        lock(&self.in_flight).insert(id.to_owned())
+    }
+
+    /// Whether `id` is being handled here.
+    pub(crate) fn is_in_flight(&self, id: &str) -> bool {
+        lock(&self.in_flight).contains(id)
+    }
+
+    /// Clears the in-flight mark of `id`.
+    pub(crate) fn done(&self, id: &str) {
+        lock(&self.in_flight).remove(id);
+    }
+
+    pub(crate) fn in_flight_ids(&self) -> Vec<String> {
+        lock(&self.in_flight).iter().cloned().collect()
+    }
+
+    /// Hands an entry to a handler task holding `permit`. `deliveries` is its delivery count.
+    pub(crate) fn dispatch(
+        self: &Arc<Self>,
+        entry: RawEntry,
+        deliveries: u64,
+        permit: OwnedSemaphorePermit,
+    ) {
+        if !self.mark_in_flight(&entry.id) {
+            // Already being handled here (e.g. reclaimed from ourselves): nothing to do.
+            return;
+        }
+        let st = self.clone();
+        let span = info_span!(
+            "message",
+            agent = %self.spec.agent,
+            stream = %self.spec.stream,
+            stream_id = %entry.id,
+            message_id = tracing::field::Empty,
+            message_type = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            delivery = deliveries,
+        );
+        self.tracker.spawn(
+            async move {
+                let id = entry.id.clone();
+                let acked = st.process(entry, deliveries).await;
+                if !acked {
+                    st.done(&id);
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Hands `id` to the acker, which clears its in-flight mark once acknowledged.
+    pub(crate) fn ack(&self, id: &str) -> bool {
+        self.ack_tx.send(id.to_owned()).is_ok()
+    }
+
+    /// Runs a Redis operation until it succeeds, retrying connection errors with backoff;
+    /// gives up on other errors or when the worker is stopped hard (the entry then stays
+    /// pending and is reclaimed later).
+    pub(crate) async fn persist<F, Fut>(&self, what: &'static str, mut op: F) -> Persisted
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let mut backoff = reconnect_backoff();
+        loop {
+            match op().await {
+                Ok(()) => return Persisted::Done,
+                Err(e) if e.is_connection_error() => {
+                    let d = backoff.next().unwrap_or(Duration::from_secs(5));
+                    warn!(error = %e, retry_in_ms = crate::time::millis(d), "{what} failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = self.hard_stop.cancelled() => return Persisted::Stopped,
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "{what} failed");
+                    return Persisted::Failed(e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The trimmer: removes entries that every consumer group has been delivered and
+//! acknowledged (never an unread or pending one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::stream::StreamState;
+use crate::broker::scripts;
+use crate::error::{Error, Result};
+
+/// Trims entries every group has been delivered and acknowledged.
+pub(super) async fn trimmer(st: Arc<StreamState>, stop: CancellationToken) {
+    let spec = &st.spec;
+    let mut tick = tokio::time::interval(st.config.trim_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
+        let r: Result<i64> = async {
+            let mut conn = st.broker.conn();
+            scripts::TRIM
+                .key(&spec.stream)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("EVALSHA trim", &spec.stream, e))
+        }
+        .await;
+        match r {
+            Ok(n) if n > 0 => debug!(stream = %spec.stream, trimmed = n, "trimmed handled entries"),
+            Ok(_) => {}
+            Err(e) => debug!(stream = %spec.stream, error = %e, "trim failed"),
+        }
+    }
+}
