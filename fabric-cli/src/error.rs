@@ -32,26 +32,6 @@ pub enum Error {
     /// An error from the bus library (Redis unreachable, a command failed, invalid input…).
     #[error(transparent)]
     Bus(#[from] fabric_worker::Error),
-    /// Redis could not be reached by a connection of our own (e.g. for `SCAN`).
-    #[error(
-        "cannot connect to Redis at {url}: {source}; start redis-server or set REDIS_URL to a reachable server (e.g. redis://127.0.0.1:6379)"
-    )]
-    Connect {
-        /// The URL, password masked.
-        url: String,
-        /// The underlying error.
-        #[source]
-        source: redis::RedisError,
-    },
-    /// A Redis command sent on a connection of our own failed.
-    #[error("redis {command} failed: {source}")]
-    Redis {
-        /// The command.
-        command: &'static str,
-        /// The underlying error.
-        #[source]
-        source: redis::RedisError,
-    },
     /// An I/O error (reading a file, binding a socket, writing output).
     #[error("{context}: {source}")]
     Io {
@@ -72,8 +52,6 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,
             Error::NotFound(_) => exit::NOT_FOUND,
-            Error::Connect { .. } => exit::REDIS_UNREACHABLE,
-            Error::Redis { source, .. } if is_connection_failure(source) => exit::REDIS_UNREACHABLE,
             Error::Bus(e) if e.is_connection_error() => exit::REDIS_UNREACHABLE,
             Error::Bus(fabric_worker::Error::Invalid { .. }) => exit::USAGE,
             Error::Bus(fabric_worker::Error::RequestTimeout { .. }) => exit::TIMEOUT,
@@ -92,14 +70,6 @@ impl Error {
             source,
         }
     }
-}
-
-pub(crate) fn is_connection_failure(e: &redis::RedisError) -> bool {
-    e.is_io_error()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_timeout()
-        || e.is_unrecoverable_error()
 }
 
 /// `Result` with [`Error`].

@@ -8,7 +8,6 @@ pub mod cli;
 pub mod error;
 pub mod mcp;
 pub mod output;
-mod redis_util;
 
 pub use cli::{Cli, run};
 pub use error::{Error, Result};

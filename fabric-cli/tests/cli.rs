@@ -5,8 +5,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
+use fabric_worker::bus::ReceiveOptions;
+use fabric_worker::keys;
 use fabric_worker::prelude::*;
-use fabric_worker::{ReceiveOptions, keys};
 use serde_json::{Value, json};
 
 const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
@@ -219,11 +220,7 @@ async fn status_send_tail_and_pending() {
     let got = bus
         .receive(
             &percy,
-            ReceiveOptions {
-                count: Some(2),
-                consumer: Some("ops-console".into()),
-                ..Default::default()
-            },
+            ReceiveOptions::default().count(2).consumer("ops-console"),
         )
         .await
         .unwrap();
@@ -430,7 +427,7 @@ fn redis_unreachable_usage_errors_and_help() {
         ),
         (
             vec!["tail", "percy", "--after", "xyz"],
-            "error: invalid stream id",
+            "error: --after: invalid stream id \"xyz\"",
         ),
         (
             vec!["mcp", "--tokens-file", "t.json"],

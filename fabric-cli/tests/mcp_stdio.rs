@@ -213,12 +213,12 @@ async fn bad_input_gets_a_clear_tool_error() {
         (
             "fabric_message_send",
             json!({"to_agent": "per cy", "message_type": "task", "payload": {}}),
-            "invalid to_agent \"per cy\"",
+            "invalid argument `to_agent` of fabric_message_send: invalid agent id \"per cy\"",
         ),
         (
             "fabric_message_send",
             json!({"to_agent": "percy:inbox", "message_type": "task", "payload": {}}),
-            "invalid to_agent",
+            "`to_agent` of fabric_message_send: invalid agent id",
         ),
         (
             "fabric_message_send",
@@ -308,7 +308,7 @@ async fn bad_input_gets_a_clear_tool_error() {
         (
             "fabric_message_receive",
             json!({"agent_id": "a.b"}),
-            "invalid agent_id \"a.b\"",
+            "`agent_id` of fabric_message_receive: invalid agent id \"a.b\"",
         ),
         (
             "fabric_message_receive",
@@ -476,7 +476,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
         )
         .await,
     );
-    assert!(e.starts_with("invalid to_agent"), "{e}");
+    assert!(e.starts_with("invalid argument `to_agent`"), "{e}");
     let e = tool_error(
         &call(
             &client,

@@ -29,6 +29,26 @@ pub const AGENT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
 /// The message-type rule as a regular expression; [`validate_message_type`] is the same rule.
 pub const MESSAGE_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$";
 
+/// The stream-id rule as a regular expression; [`validate_stream_id`] is the same rule.
+pub const STREAM_ID_PATTERN: &str = "^[0-9]{1,20}(-[0-9]{1,20})?$";
+
+/// Checks a stream entry id: `<ms>-<seq>` or `<ms>`, each 1–20 digits
+/// (`1700000000000-0`).
+pub fn validate_stream_id(id: &str) -> Result<()> {
+    let mut parts = id.splitn(2, '-');
+    let ms = parts.next().unwrap_or("");
+    let num = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if num(ms) && parts.next().is_none_or(num) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "stream id",
+            id,
+            "expected an entry id like 1700000000000-0",
+        ))
+    }
+}
+
 /// Checks an agent id: 1–64 characters from `[A-Za-z0-9_-]`, starting with a letter or digit.
 pub fn validate_agent(agent: &str) -> Result<()> {
     check_charset(

@@ -5,7 +5,6 @@ use serde::Serialize;
 
 /// The result of [`Bus::send`](crate::Bus::send).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct SendReceipt {
     /// The message id (`msg:<uuid>`).
     pub message_id: String,
@@ -22,7 +21,6 @@ pub struct SendReceipt {
 
 /// A message of a batch that Redis refused (see [`Error::PartlySent`](crate::Error::PartlySent)).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct FailedSend {
     /// Its message id.
     pub message_id: String,

@@ -21,7 +21,7 @@ pub(crate) fn render(letters: &[DeadLetter]) -> String {
         };
         t.row(vec![
             d.dead_id.clone(),
-            d.reason.clone(),
+            d.reason.to_string(),
             d.attempts.to_string(),
             d.dead_at.clone(),
             ty,

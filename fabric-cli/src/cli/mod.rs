@@ -11,7 +11,8 @@ mod tail;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fabric_worker::{Bus, DEFAULT_REDIS_URL};
+use fabric_worker::Bus;
+use fabric_worker::bus::DEFAULT_REDIS_URL;
 
 use crate::error::{Error, Result};
 

@@ -11,19 +11,12 @@ use crate::error::{Error, Result};
 use crate::output;
 
 /// Largest payload `fabric send` accepts (the MCP server's cap too).
-const MAX_PAYLOAD_BYTES: usize = crate::mcp::tools::MAX_PAYLOAD_BYTES;
+use crate::mcp::params::MAX_PAYLOAD_BYTES;
 
+/// `--priority`: the library's one rule and error text.
 pub(crate) fn parse_priority(s: &str) -> Result<Priority> {
-    Priority::from_name(s.trim())
-        .or_else(|| match s.trim().parse::<u8>() {
-            Ok(n @ 1..=4) => Some(Priority::from_u8(n)),
-            _ => None,
-        })
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "invalid priority {s:?}: use low, normal, high, urgent, or 1-4"
-            ))
-        })
+    s.parse::<Priority>()
+        .map_err(|e| Error::Usage(e.to_string()))
 }
 
 fn read_payload(arg: Option<&str>) -> Result<Map<String, Value>> {

@@ -5,7 +5,6 @@ use fabric_worker::bus::QueueStatus;
 use super::{StatusArgs, connect, validate_agent};
 use crate::error::{Error, Result};
 use crate::output::{self, Table, duration_ms, opt_duration_ms};
-use crate::redis_util;
 
 /// The table `fabric status` prints.
 pub(crate) fn render(statuses: &[QueueStatus]) -> String {
@@ -46,8 +45,8 @@ pub(crate) fn render(statuses: &[QueueStatus]) -> String {
                 .join("\n")
         };
         t.row(vec![
-            s.agent_id.clone(),
-            s.consumer_group.clone(),
+            s.agent.clone(),
+            s.group.clone(),
             s.queue_depth.to_string(),
             s.pending.to_string(),
             opt_duration_ms(s.oldest_pending_age_ms),
@@ -72,10 +71,7 @@ pub(crate) async fn run(url: &str, json: bool, args: StatusArgs) -> Result<()> {
     }
     let bus = connect(url).await?;
     let agents = if args.agents.is_empty() {
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::Usage(format!("invalid Redis URL: {e}")))?;
-        let mut conn = redis_util::connect(&client, bus.url()).await?;
-        let found = redis_util::discover_agents(&mut conn).await?;
+        let found = bus.agents().await?;
         if found.is_empty() {
             if json {
                 output::println("[]")?;
@@ -101,7 +97,7 @@ pub(crate) async fn run(url: &str, json: bool, args: StatusArgs) -> Result<()> {
     let missing: Vec<&str> = statuses
         .iter()
         .filter(|s| !exists(s))
-        .map(|s| s.agent_id.as_str())
+        .map(|s| s.agent.as_str())
         .collect();
     if !args.agents.is_empty() && !missing.is_empty() {
         return Err(Error::NotFound(format!(
@@ -121,9 +117,9 @@ mod tests {
     #[test]
     fn renders_consumers_on_their_own_lines() {
         let s = QueueStatus {
-            agent_id: "percy".into(),
+            agent: "percy".into(),
             stream: "agent:percy:inbox".into(),
-            consumer_group: "percy_workers".into(),
+            group: "percy_workers".into(),
             queue_depth: 3,
             undelivered: Some(2),
             pending: 1,
@@ -150,6 +146,7 @@ mod tests {
             group_exists: true,
             dead_letters: 2,
             scheduled_retries: 0,
+            stream_info: None,
         };
         let text = render(&[s]);
         let lines: Vec<&str> = text.lines().collect();

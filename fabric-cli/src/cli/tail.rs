@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use fabric_worker::bus::PeekedEntry;
+use fabric_worker::keys;
 use serde_json::{Value, json};
 
 use super::{TailArgs, connect, validate_agent};
@@ -62,20 +63,10 @@ pub(crate) fn json_line(e: &PeekedEntry) -> Value {
     }
 }
 
-fn is_stream_id(s: &str) -> bool {
-    let mut parts = s.splitn(2, '-');
-    let num = |p: &str| !p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit());
-    parts.next().is_some_and(num) && parts.next().is_none_or(num)
-}
-
 pub(crate) async fn run(url: &str, json: bool, args: TailArgs) -> Result<()> {
     validate_agent(&args.agent)?;
-    if let Some(a) = &args.after
-        && !is_stream_id(a)
-    {
-        return Err(Error::Usage(format!(
-            "invalid stream id {a:?} for --after: expected an entry id like 1732565756123-0"
-        )));
+    if let Some(a) = &args.after {
+        keys::validate_stream_id(a).map_err(|e| Error::Usage(format!("--after: {e}")))?;
     }
     if args.limit == Some(0) {
         return Err(Error::Usage("--limit must be at least 1".into()));
@@ -88,7 +79,7 @@ pub(crate) async fn run(url: &str, json: bool, args: TailArgs) -> Result<()> {
     };
     eprintln!(
         "watching {} on {} (nothing is consumed; Ctrl-C to stop)",
-        fabric_worker::keys::inbox(&args.agent),
+        keys::inbox(&args.agent),
         bus.url()
     );
     let mut printed: u64 = 0;

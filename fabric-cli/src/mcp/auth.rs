@@ -36,14 +36,6 @@ impl Identity {
     pub fn is_admin(&self) -> bool {
         matches!(self, Identity::Admin(_))
     }
-
-    /// Whether this identity may act as / on behalf of `agent`.
-    pub fn may_act_for(&self, agent: &str) -> bool {
-        match self {
-            Identity::Admin(_) => true,
-            Identity::Agent(a) => a == agent,
-        }
-    }
 }
 
 impl std::fmt::Display for Identity {
@@ -493,9 +485,8 @@ mod tests {
     #[test]
     fn identities() {
         let a = Identity::Agent("percy".into());
-        assert!(a.may_act_for("percy"));
-        assert!(!a.may_act_for("coder"));
-        assert!(Identity::Admin("admin".into()).may_act_for("coder"));
+        assert!(!a.is_admin());
+        assert!(Identity::Admin("admin".into()).is_admin());
         assert_eq!(a.to_string(), "agent \"percy\"");
     }
 }

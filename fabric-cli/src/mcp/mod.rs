@@ -5,7 +5,9 @@
 //! tool without being listed twice.
 
 pub mod auth;
+mod authz;
 pub mod http;
+pub(crate) mod params;
 pub mod tools;
 
 use std::sync::Arc;
@@ -35,7 +37,6 @@ pub struct FabricMcp {
 }
 
 struct Inner {
-    client: redis::Client,
     bus: tools::BusCell,
     /// The fixed identity of a stdio server; `None` over HTTP (taken from each request).
     identity: Option<Identity>,
@@ -59,14 +60,10 @@ impl FabricMcp {
     /// Redis is connected lazily, at the first tool call: the server starts (and lists its
     /// tools) even while Redis is down, and each call then says Redis is unreachable.
     pub fn new(config: &McpConfig, identity: Option<Identity>) -> Result<Self> {
-        let client = redis::Client::open(config.redis_url.as_str()).map_err(|e| {
-            Error::Usage(format!(
-                "invalid Redis URL: {e}; expected e.g. redis://127.0.0.1:6379"
-            ))
-        })?;
+        fabric_worker::bus::validate_url(&config.redis_url)
+            .map_err(|e| Error::Usage(e.to_string()))?;
         Ok(FabricMcp {
             inner: Arc::new(Inner {
-                client,
                 bus: tools::BusCell::new(config.redis_url.clone()),
                 identity,
                 tools: tools::definitions(),
@@ -126,12 +123,8 @@ impl FabricMcp {
                 "not authenticated: this server could not tell who you are".into(),
             ));
         };
-        if let Err(e) = tools::check_arguments(tool, &args) {
-            return Ok(tool_error(e.0));
-        }
         let ctx = tools::CallContext {
             bus: &self.inner.bus,
-            client: &self.inner.client,
             identity: &identity,
             cancel: &cancel,
             instance: &self.inner.instance,

@@ -106,6 +106,30 @@ pub(crate) fn split_urls(url: &str) -> Vec<String> {
         .collect()
 }
 
+/// Checks that every URL of a setting parses (no connection is made).
+pub(crate) fn check_urls(url: &str) -> Result<()> {
+    let urls = split_urls(url);
+    if urls.is_empty() {
+        return Err(Error::invalid(
+            "Redis URL",
+            url,
+            "is empty; expected e.g. redis://127.0.0.1:6379",
+        ));
+    }
+    for u in &urls {
+        if let Err(e) = redis::Client::open(u.as_str()) {
+            return Err(Error::invalid(
+                "Redis URL",
+                &mask_url(u),
+                format!(
+                    "{e}; expected e.g. redis://127.0.0.1:6379 (several comma-separated URLs for a cluster)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The URLs for messages and logs, passwords masked, comma-separated.
 pub(crate) fn mask_urls(urls: &[String]) -> String {
     urls.iter()

@@ -190,10 +190,7 @@ pub(crate) fn parse_read_reply(v: &Value) -> Result<Vec<(String, Vec<RawEntry>)>
 
 /// Whether `id` looks like a stream id (`<ms>-<seq>` or `<ms>`).
 pub(crate) fn is_stream_id(id: &str) -> bool {
-    let mut parts = id.splitn(2, '-');
-    let ms = parts.next().unwrap_or("");
-    let ok_num = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
-    ok_num(ms) && parts.next().is_none_or(ok_num)
+    crate::keys::validate_stream_id(id).is_ok()
 }
 
 /// The millisecond part of a stream id.

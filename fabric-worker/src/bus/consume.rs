@@ -60,7 +60,6 @@ impl ReceiveOptions {
 
 /// A message handed out by [`Bus::receive`]: acknowledge its `stream_id` when done.
 #[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
 pub struct Received {
     /// The envelope (and headers).
     pub message: Message,
@@ -91,7 +90,6 @@ impl Received {
 
 /// One line of [`Bus::acknowledge`]'s result.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct AckResult {
     /// The stream id.
     pub id: String,

@@ -11,7 +11,6 @@ use crate::message::{Message, fields};
 
 /// A dead-lettered message.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[non_exhaustive]
 pub struct DeadLetter {
     /// Its id in the dead-letter stream (pass it to requeue).
     pub dead_id: String,

@@ -18,7 +18,6 @@ const MAX_AGENTS: usize = 100_000;
 
 /// A consumer as `XINFO CONSUMERS` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct ConsumerStatus {
     /// Consumer name.
     pub name: String,
@@ -32,7 +31,6 @@ pub struct ConsumerStatus {
 
 /// The state of an agent's inbox, for one consumer group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct QueueStatus {
     /// The agent.
     #[serde(rename = "agent_id")]
@@ -74,7 +72,6 @@ pub struct QueueStatus {
 
 /// An entry delivered and not yet acknowledged (see [`Bus::pending`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct PendingEntry {
     /// The entry id.
     pub stream_id: String,
@@ -90,7 +87,6 @@ pub struct PendingEntry {
 
 /// An entry read without consuming it (see [`Bus::peek`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[non_exhaustive]
 pub struct PeekedEntry {
     /// The entry id.
     pub stream_id: String,
@@ -104,7 +100,6 @@ pub struct PeekedEntry {
 
 /// `XINFO STREAM` of an inbox, as the Python bus's `queue_status` shows it (entries by id).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct StreamInfo {
     /// Entries in the stream.
     pub length: u64,

@@ -47,6 +47,13 @@ pub fn redis_url_from_env() -> String {
     env::process().redis_url()
 }
 
+/// Checks a Redis URL setting without connecting: one URL, or comma-separated cluster seed
+/// URLs, each of a form redis-rs accepts (`redis://[user:password@]host[:port][/db]`,
+/// `rediss://…`, `unix:///path`).
+pub fn validate_url(url: &str) -> Result<()> {
+    crate::broker::conn::check_urls(url)
+}
+
 /// How a [`Bus`] connects and behaves.
 ///
 /// Settings given explicitly win over the environment, whatever the call order:

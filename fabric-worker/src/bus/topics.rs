@@ -63,7 +63,6 @@ impl Subscription {
 
 /// One event received on a topic.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-#[non_exhaustive]
 pub struct TopicEvent {
     /// The channel it was published on.
     pub topic: String,

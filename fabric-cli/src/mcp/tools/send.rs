@@ -1,0 +1,101 @@
+//! `fabric_message_send`: queue a message in another agent's inbox.
+
+use fabric_worker::Message;
+use rmcp::model::{Tool, ToolAnnotations};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{CallContext, ToolError};
+use crate::mcp::authz::{Act, authorize};
+use crate::mcp::params::{
+    AgentId, CorrelationId, JsonObjectArg, MAX_PAYLOAD_BYTES, MessageType, PriorityArg, StreamKey,
+};
+
+pub(super) const NAME: &str = "fabric_message_send";
+
+/// The arguments of `fabric_message_send`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Params {
+    /// The recipient agent id, e.g. "percy" (letters, digits, _ and -).
+    to_agent: AgentId,
+    /// What kind of message this is; the recipient dispatches on it. Usually "task"; also "event", "response", or any type the recipient handles.
+    message_type: MessageType,
+    /// The message body: a JSON object (not a string), at most 1 MiB serialized. For a task, say what to do, e.g. {"task_type": "code_review", "pr_id": "123"}.
+    payload: JsonObjectArg,
+    /// Your own agent id (optional: defaults to the identity you are connected as; any other value is refused).
+    from_agent: Option<AgentId>,
+    /// Priority: "low", "normal" (default), "high" or "urgent", or the number 1-4. Carried with the message; inboxes stay first-in first-out.
+    priority: Option<PriorityArg>,
+    /// Stream key where the recipient should send its reply (optional; a task defaults to agent:<from_agent>:results).
+    reply_to: Option<StreamKey>,
+    /// Optional id to correlate replies with (a fresh one is generated otherwise).
+    correlation_id: Option<CorrelationId>,
+}
+
+/// The message a send or a request builds: the sender is whoever `authorize` says.
+pub(super) fn message(
+    ctx: &CallContext<'_>,
+    to_agent: AgentId,
+    message_type: MessageType,
+    payload: JsonObjectArg,
+    from_agent: Option<&AgentId>,
+    priority: Option<PriorityArg>,
+) -> Result<Message, ToolError> {
+    let from = authorize(ctx.identity, Act::SendAs(from_agent))?;
+    let m = Message::new(from, to_agent.0, message_type.0, Value::Object(payload.0))
+        .with_priority(priority.map(|p| p.0).unwrap_or_default());
+    Ok(m)
+}
+
+pub(super) fn definition() -> Tool {
+    debug_assert_eq!(
+        MAX_PAYLOAD_BYTES,
+        1024 * 1024,
+        "the payload description says 1 MiB"
+    );
+    super::definition::<Params>(
+        NAME,
+        "Send a message",
+        "Send a message to another agent's inbox (durable: it waits there until that agent's worker handles it). \
+         Returns at once with the message id; it does not wait for an answer (use fabric_message_request for that). \
+         The sender is always you: from_agent may be omitted, and if given it must be your own agent id."
+            .into(),
+        json!({
+            "type": "object",
+            "properties": {
+                "message_id": {"type": "string"},
+                "status": {"type": "string", "enum": ["queued"]},
+                "stream_id": {"type": "string", "description": "Entry id in the recipient's inbox."},
+                "timestamp": {"type": "string"},
+                "to_agent": {"type": "string"}
+            },
+            "required": ["message_id", "status", "stream_id", "timestamp"]
+        }),
+        ToolAnnotations::with_title("Send a message")
+            .read_only(false)
+            .destructive(false)
+            .idempotent(false),
+    )
+}
+
+pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolError> {
+    let mut m = message(
+        ctx,
+        p.to_agent,
+        p.message_type,
+        p.payload,
+        p.from_agent.as_ref(),
+        p.priority,
+    )?;
+    if let Some(r) = p.reply_to {
+        m = m.with_reply_to(r.0);
+    }
+    if let Some(c) = p.correlation_id {
+        m = m.with_correlation_id(c.0);
+    }
+    m.validate().map_err(ToolError::from)?;
+    let receipt = ctx.run(ctx.bus.get().await?.send(m)).await?;
+    serde_json::to_value(&receipt).map_err(|e| ToolError(format!("cannot encode the receipt: {e}")))
+}
