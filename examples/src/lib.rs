@@ -1,4 +1,6 @@
-//! Shared set-up for the example binaries.
+//! Shared set-up for the example binaries, and percy's handlers.
+
+pub mod percy;
 
 /// Logs to stderr (`RUST_LOG` filters; default `info`).
 pub fn init_tracing() {

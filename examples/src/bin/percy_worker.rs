@@ -1,56 +1,14 @@
 //! `percy_worker`: the percy agent. Handles `task` messages (a `code_review`, or a `summarize`)
-//! and replies to the task's `reply_to` stream.
+//! and replies to the task's `reply_to` stream; the handlers are in `src/percy.rs`.
 //!
 //! Run it against the Redis at `REDIS_URL` (default `redis://127.0.0.1:6379`):
 //! `cargo run -p examples --bin percy_worker`. Start it several times to share the load:
 //! all processes join the consumer group `percy_workers`. Stop it with Ctrl-C (graceful).
 
 use fabric_worker::prelude::*;
-use serde_json::{Value, json};
-
-/// The payload of a `task`: `task_type` plus task-specific fields.
-#[derive(Debug, Deserialize)]
-struct Task {
-    task_type: String,
-    #[serde(default)]
-    pr_id: Option<String>,
-    #[serde(default)]
-    text: Option<String>,
-}
-
-#[handler(message_type = "task")]
-async fn handle_task(ctx: Context, task: Task) -> Result<Value, HandlerError> {
-    tracing::info!(
-        from = ctx.from_agent(),
-        message_id = ctx.message_id(),
-        task_type = %task.task_type,
-        attempt = ctx.attempt(),
-        "percy got a task"
-    );
-    match task.task_type.as_str() {
-        "code_review" => {
-            let pr = task
-                .pr_id
-                .ok_or_else(|| HandlerError::permanent("a code_review needs a pr_id"))?;
-            // A real agent would call an LLM here.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            Ok(json!({
-                "pr_id": pr,
-                "verdict": "approve",
-                "comments": ["naming is clear", "add a test for the error path"],
-                "reviewer": "percy",
-            }))
-        }
-        "summarize" => {
-            let text = task.text.unwrap_or_default();
-            let words = text.split_whitespace().count();
-            Ok(json!({ "summary": text.chars().take(80).collect::<String>(), "words": words }))
-        }
-        other => Err(HandlerError::permanent(format!(
-            "percy does not know task_type {other:?}"
-        ))),
-    }
-}
+// percy's handlers live in the examples library (so tests can run them); naming the module
+// links them into this binary, where the worker finds them.
+use examples::percy as _;
 
 #[tokio::main]
 async fn main() {
