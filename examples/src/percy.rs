@@ -16,7 +16,7 @@ struct Task {
 }
 
 #[handler(message_type = "task", agent = "percy")]
-pub async fn handle_task(ctx: Context, task: Task) -> Result<Value, HandlerError> {
+async fn handle_task(ctx: Context, task: Task) -> Result<Value, HandlerError> {
     tracing::info!(
         from = ctx.from_agent(),
         message_id = ctx.message_id(),
