@@ -5,6 +5,10 @@
 use fabric_worker::prelude::*;
 use serde_json::{Value, json};
 
+/// The agent these handlers serve (naming it also links them into a binary or test, where
+/// the worker finds them).
+pub const AGENT: &str = "percy";
+
 /// The payload of a `task`: `task_type` plus task-specific fields.
 #[derive(Debug, Deserialize)]
 struct Task {

@@ -1,14 +1,14 @@
 //! percy's handlers, run in process with `fabric_worker::testing` (no Redis): what the
 //! worker would do with each kind of task.
 
-use examples::percy as _;
+use examples::percy;
 use fabric_worker::Message;
 use fabric_worker::bus::DeadReason;
 use fabric_worker::testing::{TestWorker, Verdict};
 use serde_json::json;
 
 fn percy() -> TestWorker {
-    TestWorker::new("percy").expect("percy's handlers are registered")
+    TestWorker::new(percy::AGENT).expect("percy's handlers are registered")
 }
 
 fn task(payload: serde_json::Value) -> Message {

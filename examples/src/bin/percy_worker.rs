@@ -6,9 +6,9 @@
 //! all processes join the consumer group `percy_workers`. Stop it with Ctrl-C (graceful).
 
 use fabric_worker::prelude::*;
-// percy's handlers live in the examples library (so tests can run them); naming the module
-// links them into this binary, where the worker finds them.
-use examples::percy as _;
+// percy's handlers live in the examples library (so tests can run them); naming
+// `examples::percy` links them into this binary, where the worker finds them.
+use examples::percy;
 
 #[tokio::main]
 async fn main() {
@@ -20,5 +20,5 @@ async fn main() {
 }
 
 async fn run() -> fabric_worker::Result<()> {
-    Worker::builder("percy").from_env()?.run().await
+    Worker::builder(percy::AGENT).from_env()?.run().await
 }
