@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use fabric_worker::{Message, keys};
+use fabric_worker::{Bus, Message, keys};
 use futures::StreamExt;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -21,6 +21,8 @@ use crate::stats::{ProcStats, now_us};
 pub struct Env {
     pub url: String,
     pub conn: MultiplexedConnection,
+    /// The library's bus, for what it offers (creating groups).
+    pub bus: Bus,
     pub quick: bool,
     pub repeat: usize,
     pub tmp: PathBuf,
@@ -31,12 +33,14 @@ pub struct Env {
 impl Env {
     pub async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
         let conn = connect(&url).await?;
+        let bus = Bus::connect(&url).await?;
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
         let tmp = std::env::temp_dir().join(format!("fabric-bench-{run_id}"));
         std::fs::create_dir_all(&tmp)?;
         Ok(Env {
             url,
             conn,
+            bus,
             quick,
             repeat,
             tmp,
@@ -177,28 +181,15 @@ pub async fn fill(env: &Env, stream: &str, datas: &[String], total: usize) -> an
     results.into_iter().collect()
 }
 
-/// `XGROUP CREATE <stream> <group> 0 MKSTREAM` (an existing group is fine).
-pub async fn create_group(env: &Env, stream: &str, group: &str) -> anyhow::Result<()> {
-    let mut conn = env.conn.clone();
-    let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream)
-        .arg(group)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e.into()),
-    }
+/// Creates `group` on `agent`'s inbox at id 0 (an existing group is fine), as the library does.
+pub async fn create_group(env: &Env, agent: &str, group: &str) -> anyhow::Result<()> {
+    Ok(env.bus.create_group(agent, Some(group)).await?)
 }
 
-/// Creates every `(stream, group)` at id 0.
-pub async fn create_groups(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
-    for (s, g) in targets {
-        create_group(env, s, g).await?;
+/// Creates the group a consumer of `kind` reads each agent's inbox through.
+pub async fn create_groups(env: &Env, kind: Kind, agents: &[String]) -> anyhow::Result<()> {
+    for a in agents {
+        create_group(env, a, &group_for(kind, a)).await?;
     }
     Ok(())
 }

@@ -146,16 +146,7 @@ impl TestWorker {
                 ),
             };
         };
-        let max_attempts = handler
-            .reg
-            .max_attempts
-            .unwrap_or(self.config.max_attempts)
-            .max(1);
-        let timeout = handler
-            .reg
-            .timeout_ms
-            .map(Duration::from_millis)
-            .or(self.config.handler_timeout);
+        let (max_attempts, timeout) = handler.limits(&self.config);
         let served = Arc::new(ServedStream {
             agent: self.agent.clone(),
             stream: keys::inbox(&self.agent),

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tracing::{debug, error, warn};
@@ -100,16 +99,7 @@ impl StreamState {
             .await;
             return false;
         };
-        let max_attempts = handler
-            .reg
-            .max_attempts
-            .unwrap_or(self.config.max_attempts)
-            .max(1);
-        let timeout = handler
-            .reg
-            .timeout_ms
-            .map(Duration::from_millis)
-            .or(self.config.handler_timeout);
+        let (max_attempts, timeout) = handler.limits(&self.config);
         debug!(handler = handler.reg.name, "handling");
         let payload = message.payload.clone();
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.

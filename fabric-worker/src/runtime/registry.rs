@@ -3,6 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::WorkerConfig;
 
 use crate::__private::Registration;
 use crate::error::{Error, Result};
@@ -14,6 +17,18 @@ pub(crate) struct HandlerSpec {
 }
 
 impl HandlerSpec {
+    /// The attempts and the timeout in force for this handler: its own (`max_attempts`,
+    /// `timeout` on `#[handler]`), else the worker's.
+    pub(crate) fn limits(&self, config: &WorkerConfig) -> (u32, Option<Duration>) {
+        let max_attempts = self.reg.max_attempts.unwrap_or(config.max_attempts).max(1);
+        let timeout = self
+            .reg
+            .timeout_ms
+            .map(Duration::from_millis)
+            .or(config.handler_timeout);
+        (max_attempts, timeout)
+    }
+
     /// `path::to::fn (file:line)`, for messages.
     pub(crate) fn location(&self) -> String {
         format!("{} ({}:{})", self.reg.name, self.reg.file, self.reg.line)

@@ -1,0 +1,163 @@
+//! The measurements, one file each: drain, enqueue, latency, scale, growth, memory; and
+//! what they share (sizes, results handed on, the drain step).
+
+mod drain;
+mod enqueue;
+mod growth;
+mod latency;
+mod memory;
+mod scale;
+
+pub use drain::drain;
+pub use enqueue::enqueue;
+pub use growth::growth;
+pub use latency::latency;
+pub use memory::memory;
+pub use scale::scale;
+
+use std::time::Duration;
+
+use fabric_worker::keys;
+use serde_json::{Value, json};
+
+use crate::harness::{Env, MsgKind, Timed, Until, create_groups, datas, fill, time_consumers};
+use crate::procs::Kind;
+use crate::report::{Report, thousands};
+
+/// How big each measurement is.
+#[derive(Clone, Debug)]
+pub struct Sizes {
+    pub drain: usize,
+    pub enqueue_seq: usize,
+    pub enqueue_concurrent: usize,
+    pub enqueue_batch: usize,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub latency_rates: Vec<u64>,
+    pub latency_secs: f64,
+    pub scale: usize,
+    pub agents: usize,
+    pub growth_small: usize,
+    pub growth_large: usize,
+    pub growth_slice: usize,
+    pub growth_enqueue: usize,
+    pub idle_wait: Duration,
+    pub timeout: Duration,
+}
+
+impl Sizes {
+    pub fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                drain: 2_000,
+                enqueue_seq: 300,
+                enqueue_concurrent: 1_280,
+                enqueue_batch: 2_000,
+                batch_size: 100,
+                concurrency: 64,
+                latency_rates: vec![1_000, 10_000],
+                latency_secs: 0.3,
+                scale: 2_000,
+                agents: 100,
+                growth_small: 1_000,
+                growth_large: 20_000,
+                growth_slice: 500,
+                growth_enqueue: 1_000,
+                idle_wait: Duration::from_millis(300),
+                timeout: Duration::from_secs(60),
+            }
+        } else {
+            Sizes {
+                drain: 100_000,
+                enqueue_seq: 10_000,
+                enqueue_concurrent: 64_000,
+                enqueue_batch: 100_000,
+                batch_size: 100,
+                concurrency: 64,
+                latency_rates: vec![1_000, 10_000],
+                latency_secs: 5.0,
+                scale: 100_000,
+                agents: 100,
+                growth_small: 1_000,
+                growth_large: 1_000_000,
+                growth_slice: 50_000,
+                growth_enqueue: 20_000,
+                idle_wait: Duration::from_secs(2),
+                timeout: Duration::from_secs(600),
+            }
+        }
+    }
+}
+
+/// Results one scenario hands to another.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub drain_ours: Option<f64>,
+    pub drain_raw: Option<f64>,
+    pub peak_rss_ours_kib: Option<u64>,
+    pub peak_rss_raw_kib: Option<u64>,
+}
+
+pub(super) const RAW_DRAIN: &str = "raw consumer process: XREADGROUP COUNT 100 BLOCK loop, parse the envelope JSON, one XACK per batch";
+
+pub(super) fn n_fmt(n: usize) -> String {
+    thousands(n as u64)
+}
+
+pub(super) fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub(super) fn timed_json(t: &Timed, messages: usize) -> Value {
+    let per_msg: serde_json::Map<String, Value> = t
+        .redis_calls
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(*v as f64 / messages as f64)))
+        .collect();
+    json!({
+        "consumer_cpu_us_per_msg": t.consumer_cpu_ms * 1e3 / messages as f64,
+        "redis_cpu_us_per_msg": t.redis_cpu_ms * 1e3 / messages as f64,
+        "redis_calls_per_msg": per_msg,
+        "startup_ms": t.startup.as_secs_f64() * 1e3,
+        "elapsed_ms": t.elapsed.as_secs_f64() * 1e3,
+        "msg_per_s": t.rate(messages as u64),
+        "acked": t.acked,
+        "handled": t.handled(),
+        "peak_rss_kib": t.peak_rss_kib,
+    })
+}
+
+/// Queues `per_agent` messages for each of `agents_n` fresh agents, then times `procs_n`
+/// consumer processes of `kind` from the first handler start to drained.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn drain_once(
+    env: &Env,
+    sz: &Sizes,
+    report: &mut Report,
+    kind: Kind,
+    procs_n: usize,
+    agents_n: usize,
+    total: usize,
+    msg_kind: MsgKind,
+) -> anyhow::Result<Timed> {
+    let agents: Vec<String> = (0..agents_n).map(|_| env.agent("drain")).collect();
+    create_groups(env, kind, &agents).await?;
+    let per_agent = total / agents_n;
+    for a in &agents {
+        let d = datas(env, a, per_agent, msg_kind)?;
+        fill(env, &keys::inbox(a), &d, per_agent).await?;
+    }
+    let t = time_consumers(env, kind, procs_n, &agents, Until::Drained, sz.timeout).await?;
+    if t.handled() != (per_agent * agents_n) as u64 {
+        report.note(format!(
+            "{} drain ({procs_n} process(es), {agents_n} agent(s)): handled {} of {} messages",
+            kind.name(),
+            t.handled(),
+            per_agent * agents_n
+        ));
+    }
+    let mut cleanup = agents.clone();
+    cleanup.push(env.producer());
+    env.cleanup(&cleanup).await?;
+    Ok(t)
+}
