@@ -18,7 +18,7 @@ use crate::stats::{ProcStats, now_us};
 
 /// The benchmark's environment: where Redis is and how big the run is.
 #[derive(Debug)]
-pub struct Env {
+pub(crate) struct Env {
     pub url: String,
     pub conn: MultiplexedConnection,
     /// The library's bus, for what it offers (creating groups).
@@ -31,7 +31,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
+    pub(crate) async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
         let conn = connect(&url).await?;
         let bus = Bus::connect(&url).await?;
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
@@ -50,23 +50,23 @@ impl Env {
     }
 
     /// A fresh agent id for one measurement: `fb<run>-<label>-<n>`.
-    pub fn agent(&self, label: &str) -> String {
+    pub(crate) fn agent(&self, label: &str) -> String {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         format!("fb{}-{label}-{n}", self.run_id)
     }
 
     /// The agent every benchmark message comes from.
-    pub fn producer(&self) -> String {
+    pub(crate) fn producer(&self) -> String {
         format!("fb{}-producer", self.run_id)
     }
 
     /// A new connection of its own (for concurrent helpers).
-    pub async fn new_conn(&self) -> anyhow::Result<MultiplexedConnection> {
+    pub(crate) async fn new_conn(&self) -> anyhow::Result<MultiplexedConnection> {
         connect(&self.url).await
     }
 
     /// Removes every key of `agent` the benchmark or the worker may have written.
-    pub async fn cleanup(&self, agents: &[String]) -> anyhow::Result<()> {
+    pub(crate) async fn cleanup(&self, agents: &[String]) -> anyhow::Result<()> {
         let mut conn = self.conn.clone();
         for chunk in agents.chunks(100) {
             let mut pipe = redis::pipe();
@@ -92,7 +92,7 @@ impl Drop for Env {
 }
 
 /// A multiplexed connection with generous timeouts (big pipelines).
-pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
     let client = redis::Client::open(url)?;
     let cfg = redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(Duration::from_secs(120)))
@@ -105,7 +105,7 @@ pub async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
 
 /// The shape of benchmark messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MsgKind {
+pub(crate) enum MsgKind {
     /// `Message::new(from, to, "bench", payload)`: no `reply_to`, so no reply is written.
     Bench,
     /// `Message::task(from, to, "code_review", payload)`: `reply_to` = the sender's results stream.
@@ -113,7 +113,7 @@ pub enum MsgKind {
 }
 
 /// The realistic payload every benchmark message carries (≈ 150 bytes of JSON).
-pub fn payload(i: usize) -> serde_json::Value {
+pub(crate) fn payload(i: usize) -> serde_json::Value {
     json!({
         "task_type": "code_review",
         "pr_id": format!("PR-{i}"),
@@ -124,7 +124,7 @@ pub fn payload(i: usize) -> serde_json::Value {
 }
 
 /// `n` messages from the producer to `to`.
-pub fn messages(env: &Env, to: &str, n: usize, kind: MsgKind) -> Vec<Message> {
+pub(crate) fn messages(env: &Env, to: &str, n: usize, kind: MsgKind) -> Vec<Message> {
     let from = env.producer();
     (0..n)
         .map(|i| match kind {
@@ -141,7 +141,7 @@ pub fn messages(env: &Env, to: &str, n: usize, kind: MsgKind) -> Vec<Message> {
 }
 
 /// The `data` fields (envelope JSON) of `n` messages.
-pub fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Result<Vec<String>> {
+pub(crate) fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Result<Vec<String>> {
     messages(env, to, n, kind)
         .iter()
         .map(|m| Ok(m.to_data()?))
@@ -150,7 +150,12 @@ pub fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Result<Vec
 
 /// Appends `total` entries `data=<datas[i % len]>` to `stream`: pipelined XADD, batches
 /// of 1000, four batches in flight.
-pub async fn fill(env: &Env, stream: &str, datas: &[String], total: usize) -> anyhow::Result<()> {
+pub(crate) async fn fill(
+    env: &Env,
+    stream: &str,
+    datas: &[String],
+    total: usize,
+) -> anyhow::Result<()> {
     if datas.is_empty() || total == 0 {
         return Ok(());
     }
@@ -182,12 +187,12 @@ pub async fn fill(env: &Env, stream: &str, datas: &[String], total: usize) -> an
 }
 
 /// Creates `group` on `agent`'s inbox at id 0 (an existing group is fine), as the library does.
-pub async fn create_group(env: &Env, agent: &str, group: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_group(env: &Env, agent: &str, group: &str) -> anyhow::Result<()> {
     Ok(env.bus.create_group(agent, Some(group)).await?)
 }
 
 /// Creates the group a consumer of `kind` reads each agent's inbox through.
-pub async fn create_groups(env: &Env, kind: Kind, agents: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn create_groups(env: &Env, kind: Kind, agents: &[String]) -> anyhow::Result<()> {
     for a in agents {
         create_group(env, a, &group_for(kind, a)).await?;
     }
@@ -196,7 +201,7 @@ pub async fn create_groups(env: &Env, kind: Kind, agents: &[String]) -> anyhow::
 
 /// One consumer group as `XINFO GROUPS` reports it.
 #[derive(Clone, Debug, Default)]
-pub struct GroupState {
+pub(crate) struct GroupState {
     pub pending: u64,
     pub entries_read: Option<u64>,
     pub lag: Option<u64>,
@@ -205,7 +210,7 @@ pub struct GroupState {
 
 impl GroupState {
     /// Entries delivered and acknowledged.
-    pub fn acked(&self) -> u64 {
+    pub(crate) fn acked(&self) -> u64 {
         self.entries_read.unwrap_or(0).saturating_sub(self.pending)
     }
 }
@@ -244,7 +249,7 @@ fn as_kv(v: &Value) -> HashMap<String, &Value> {
 /// The consumer group a consumer of `kind` reads `agent`'s inbox through: the worker's
 /// default `<agent>_workers`, or one group for the raw consumer (one `XREADGROUP` serves
 /// all its streams, so they share a group name).
-pub fn group_for(kind: Kind, agent: &str) -> String {
+pub(crate) fn group_for(kind: Kind, agent: &str) -> String {
     match kind {
         Kind::Ours => keys::default_group(agent),
         Kind::Raw => RAW_GROUP.to_owned(),
@@ -252,10 +257,10 @@ pub fn group_for(kind: Kind, agent: &str) -> String {
 }
 
 /// The raw consumer's group.
-pub const RAW_GROUP: &str = "bench_raw";
+pub(crate) const RAW_GROUP: &str = "bench_raw";
 
 /// `(inbox stream, group)` of each agent for consumers of `kind`.
-pub fn targets(kind: Kind, agents: &[String]) -> Vec<(String, String)> {
+pub(crate) fn targets(kind: Kind, agents: &[String]) -> Vec<(String, String)> {
     agents
         .iter()
         .map(|a| (keys::inbox(a), group_for(kind, a)))
@@ -263,7 +268,7 @@ pub fn targets(kind: Kind, agents: &[String]) -> Vec<(String, String)> {
 }
 
 /// The state of each `(stream, group)` (one pipelined round trip).
-pub async fn group_states(
+pub(crate) async fn group_states(
     conn: &mut MultiplexedConnection,
     targets: &[(String, String)],
 ) -> anyhow::Result<Vec<GroupState>> {
@@ -323,7 +328,7 @@ async fn drained(
 
 /// What the harness waits for.
 #[derive(Clone, Copy, Debug)]
-pub enum Until {
+pub(crate) enum Until {
     /// Every stream delivered and acknowledged.
     Drained,
     /// From the moment `.0` entries are acknowledged (summed over the streams) to the
@@ -333,7 +338,7 @@ pub enum Until {
 
 /// The result of timing a set of consumer processes.
 #[derive(Clone, Debug, Default)]
-pub struct Timed {
+pub(crate) struct Timed {
     /// Spawn → first handler start.
     pub startup: Duration,
     /// First handler start (or the start of the window) → condition met.
@@ -357,7 +362,7 @@ const HARNESS_COMMANDS: [&str; 4] = ["xinfo|groups", "xinfo|stream", "info", "cl
 
 impl Timed {
     /// Redis commands the consumers ran per message (the harness' own polling left out).
-    pub fn commands_per_msg(&self, messages: u64) -> f64 {
+    pub(crate) fn commands_per_msg(&self, messages: u64) -> f64 {
         self.redis_calls
             .iter()
             .filter(|(k, _)| !HARNESS_COMMANDS.contains(&k.as_str()))
@@ -367,11 +372,11 @@ impl Timed {
     }
 
     /// Messages per second over `elapsed`.
-    pub fn rate(&self, messages: u64) -> f64 {
+    pub(crate) fn rate(&self, messages: u64) -> f64 {
         messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
-    pub fn handled(&self) -> u64 {
+    pub(crate) fn handled(&self) -> u64 {
         self.stats.iter().map(|s| s.handled).sum()
     }
 }
@@ -381,7 +386,7 @@ impl Timed {
 /// `until`, seen by polling `XINFO GROUPS` every 2 ms (5 ms for many streams; the time
 /// taken is the midpoint between that poll and the one before). Then stops them (SIGTERM)
 /// and collects their stats.
-pub async fn time_consumers(
+pub(crate) async fn time_consumers(
     env: &Env,
     kind: Kind,
     procs_n: usize,
@@ -513,13 +518,13 @@ pub async fn time_consumers(
 
 /// Redis' CPU time so far and its command counts.
 #[derive(Debug, Default)]
-pub struct RedisUsage {
+pub(crate) struct RedisUsage {
     pub cpu_s: f64,
     pub calls: BTreeMap<String, u64>,
 }
 
 /// `INFO cpu` + `INFO commandstats`.
-pub async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<RedisUsage> {
+pub(crate) async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<RedisUsage> {
     let (cpu, cmds): (String, String) = redis::pipe()
         .cmd("INFO")
         .arg("cpu")
@@ -551,7 +556,7 @@ pub async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<Red
 /// Clients blocked in `XREADGROUP` right now (from `CLIENT LIST`). Redis 7.0 creates a
 /// consumer only once a read returns something, so a consumer waiting on an empty stream
 /// is seen this way.
-pub async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result<usize> {
+pub(crate) async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result<usize> {
     let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await?;
     Ok(list
         .lines()
@@ -565,7 +570,7 @@ pub async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result
 
 /// Waits until `expected` more clients than `before` are blocked in `XREADGROUP`: the
 /// consumers have started and are waiting for messages.
-pub async fn wait_readers_blocked(
+pub(crate) async fn wait_readers_blocked(
     env: &Env,
     before: usize,
     expected: usize,
@@ -588,7 +593,7 @@ pub async fn wait_readers_blocked(
 }
 
 /// Waits until every target is drained.
-pub async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
+pub(crate) async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
     let mut conn = env.new_conn().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -612,7 +617,7 @@ pub async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Re
 
 /// The median of the ratios `ours[i] / base[i]`: each pair was measured back to back, so
 /// a slow patch of a noisy machine hits both sides of a pair.
-pub fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
+pub(crate) fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
     median(
         ours.iter()
             .zip(base)
@@ -623,7 +628,7 @@ pub fn paired_ratio(ours: &[f64], base: &[f64]) -> f64 {
 }
 
 /// The median of some values (the mean of the two middle ones for an even count).
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

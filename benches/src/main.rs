@@ -12,6 +12,14 @@
 //! baseline). One executable, so `cargo run` always runs them at the same build — a
 //! sibling binary could be stale or missing, since `cargo run --bin` builds only one.
 //! See `benches/README.md` for what each figure measures.
+// Statistics: counts and durations become `f64` and back for rates, medians and
+// percentiles; those conversions are the point here, so the cast lints are off.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_wrap
+)]
 
 mod harness;
 mod procs;
@@ -202,7 +210,7 @@ async fn machine(env: &Env, server: Option<&RedisServer>) -> anyhow::Result<Mach
         .unwrap_or(0.0);
     let loadavg = read("/proc/loadavg");
     Ok(Machine {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
         cpu_model,
         memory_gib: mem_kib / 1024.0 / 1024.0,
         kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),

@@ -12,7 +12,7 @@ use crate::stats::ProcStats;
 
 /// Which consumer implementation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// fabric-worker, default settings.
     Ours,
     /// The hand-written redis-crate consumer.
@@ -20,7 +20,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Ours => "ours",
             Kind::Raw => "raw",
@@ -30,7 +30,7 @@ impl Kind {
 
 /// A running consumer process; killed (SIGKILL) if dropped while running.
 #[derive(Debug)]
-pub struct Consumer {
+pub(crate) struct Consumer {
     child: Child,
     pid: u32,
     stats_file: PathBuf,
@@ -38,7 +38,7 @@ pub struct Consumer {
 
 /// Starts a consumer serving `agents` (our worker) or their inbox streams (raw, through
 /// `group`).
-pub fn spawn(
+pub(crate) fn spawn(
     kind: Kind,
     url: &str,
     agents: &[String],
@@ -103,7 +103,7 @@ pub fn spawn(
 
 impl Consumer {
     /// Fails if the process has already exited.
-    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
             bail!("consumer process {} exited early: {status}", self.pid);
         }
@@ -111,18 +111,18 @@ impl Consumer {
     }
 
     /// Resident set size now, in KiB (`VmRSS`).
-    pub fn rss_kib(&self) -> Option<u64> {
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.pid, "VmRSS:")
     }
 
     /// Peak resident set size so far, in KiB (`VmHWM`).
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(crate) fn peak_rss_kib(&self) -> Option<u64> {
         proc_status_kib(self.pid, "VmHWM:")
     }
 
     /// CPU time (user + system, all threads) used so far, ms (`/proc/<pid>/stat`, in
     /// clock ticks of 10 ms).
-    pub fn cpu_ms(&self) -> Option<f64> {
+    pub(crate) fn cpu_ms(&self) -> Option<f64> {
         let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
         // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
         let rest = &s[s.rfind(')')? + 2..];
@@ -132,7 +132,7 @@ impl Consumer {
     }
 
     /// SIGTERM, wait for a graceful exit (at most 40 s), read the stats file.
-    pub async fn stop(mut self) -> anyhow::Result<ProcStats> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<ProcStats> {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
             .status()
@@ -158,7 +158,7 @@ impl Consumer {
 }
 
 /// A `kB` line of `/proc/<pid>/status`.
-pub fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(pid: u32, key: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with(key))?

@@ -31,7 +31,7 @@ struct RawEnvelope {
 }
 
 /// Runs the baseline consumer until SIGTERM, then writes the stats file.
-pub fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     let stats_file = PathBuf::from(std::env::var("BENCH_STATS_FILE").context("BENCH_STATS_FILE")?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -5,7 +5,7 @@ use serde::Serialize;
 /// How a row's figure is judged (informational only: it never changes the exit code).
 #[derive(Clone, Copy, Debug, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
-pub enum Target {
+pub(crate) enum Target {
     /// ours / baseline ≥ x.
     RatioAtLeast(f64),
     /// ours / baseline ≤ x.
@@ -35,7 +35,7 @@ impl Target {
 /// The unit of a row's figures.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Unit {
+pub(crate) enum Unit {
     MsgPerSec,
     Micros,
     Millis,
@@ -46,7 +46,7 @@ pub enum Unit {
 }
 
 impl Unit {
-    pub fn fmt(self, v: f64) -> String {
+    pub(crate) fn fmt(self, v: f64) -> String {
         if !v.is_finite() {
             return "n/a".into();
         }
@@ -63,7 +63,7 @@ impl Unit {
 }
 
 /// `1234567` → `1,234,567`.
-pub fn thousands(n: u64) -> String {
+pub(crate) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -77,7 +77,7 @@ pub fn thousands(n: u64) -> String {
 
 /// One line of the results.
 #[derive(Clone, Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     pub section: &'static str,
     pub metric: String,
     pub unit: Unit,
@@ -93,7 +93,7 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(
+    pub(crate) fn new(
         section: &'static str,
         metric: impl Into<String>,
         unit: Unit,
@@ -120,14 +120,14 @@ impl Row {
 
     /// Sets the ratio to `r` (the median of paired per-repeat ratios) instead of the ratio
     /// of the medians. Call before [`Row::target`].
-    pub fn paired_ratio(mut self, r: f64) -> Row {
+    pub(crate) fn paired_ratio(mut self, r: f64) -> Row {
         if r.is_finite() {
             self.ratio = Some(r);
         }
         self
     }
 
-    pub fn target(mut self, t: Target) -> Row {
+    pub(crate) fn target(mut self, t: Target) -> Row {
         self.pass = t.check(self.ours, self.ratio);
         self.target = Some(t);
         self
@@ -136,7 +136,7 @@ impl Row {
 
 /// The machine the run was on.
 #[derive(Clone, Debug, Serialize)]
-pub struct Machine {
+pub(crate) struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
     pub memory_gib: f64,
@@ -150,7 +150,7 @@ pub struct Machine {
 
 /// Everything the run produced.
 #[derive(Debug, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub machine: Option<Machine>,
     pub rows: Vec<Row>,
     /// Raw measurements, per scenario.
@@ -160,22 +160,22 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn push(&mut self, row: Row) {
+    pub(crate) fn push(&mut self, row: Row) {
         self.rows.push(row);
     }
 
-    pub fn detail(&mut self, key: &str, v: serde_json::Value) {
+    pub(crate) fn detail(&mut self, key: &str, v: serde_json::Value) {
         self.details.insert(key.to_owned(), v);
     }
 
-    pub fn note(&mut self, n: impl Into<String>) {
+    pub(crate) fn note(&mut self, n: impl Into<String>) {
         let n = n.into();
         eprintln!("note: {n}");
         self.notes.push(n);
     }
 
     /// The human-readable report: machine, a Markdown table, the baselines, notes.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         if let Some(m) = &self.machine {
             out.push_str(&format!(

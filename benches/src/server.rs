@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 /// A running `redis-server` child; killed (by its pid) and its directory removed on drop.
 #[derive(Debug)]
-pub struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     dir: PathBuf,
     /// `redis://127.0.0.1:<port>`.
@@ -18,7 +18,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts `bin` on a free 127.0.0.1 port (never 6379) and waits until it answers PING.
-    pub async fn start(bin: &str) -> anyhow::Result<RedisServer> {
+    pub(crate) async fn start(bin: &str) -> anyhow::Result<RedisServer> {
         let port = loop {
             let l = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
             let p = l.local_addr()?.port();
@@ -71,7 +71,7 @@ impl RedisServer {
     }
 
     /// The server's pid.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 }

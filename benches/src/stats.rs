@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// `sent_us` (µs since the Unix epoch, same machine clock) is set by the latency sender;
 /// 0 means "do not record a latency".
 #[derive(Debug, Deserialize)]
-pub struct BenchPayload {
+pub(crate) struct BenchPayload {
     pub task_type: String,
     pub pr_id: String,
     #[serde(default)]
@@ -25,7 +25,7 @@ pub struct BenchPayload {
 }
 
 /// Microseconds since the Unix epoch.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -35,7 +35,7 @@ pub fn now_us() -> u64 {
 /// Counts handled messages and records send → handler-start latencies: one atomic
 /// increment per message, plus one uncontended mutex + histogram bump for timed ones.
 #[derive(Debug)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     handled: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
@@ -57,7 +57,7 @@ impl Default for Recorder {
 
 impl Recorder {
     /// Called at handler start with the payload just parsed.
-    pub fn record(&self, p: &BenchPayload) {
+    pub(crate) fn record(&self, p: &BenchPayload) {
         let now = now_us();
         if self.first_us.load(Ordering::Relaxed) == 0 {
             let _ = self
@@ -77,7 +77,7 @@ impl Recorder {
     }
 
     /// What this process did, for its stats file.
-    pub fn snapshot(&self) -> ProcStats {
+    pub(crate) fn snapshot(&self) -> ProcStats {
         let latency = self.hist.lock().ok().and_then(|h| {
             (!h.is_empty()).then(|| LatencySummary {
                 count: h.len(),
@@ -99,7 +99,7 @@ impl Recorder {
 
 /// The stats file a consumer process writes when it stops.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ProcStats {
+pub(crate) struct ProcStats {
     pub handled: u64,
     /// When the first handler started (µs since the epoch; 0: none).
     pub first_us: u64,
@@ -110,7 +110,7 @@ pub struct ProcStats {
 
 /// Send → handler-start latency percentiles, in microseconds.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     pub count: u64,
     pub p50_us: u64,
     pub p99_us: u64,
@@ -120,7 +120,7 @@ pub struct LatencySummary {
 }
 
 /// Writes `stats` to `path` (JSON).
-pub fn write_stats(path: &Path, stats: &ProcStats) -> anyhow::Result<()> {
+pub(crate) fn write_stats(path: &Path, stats: &ProcStats) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_vec(stats)?)?;
     Ok(())
 }

@@ -31,7 +31,7 @@ async fn task(p: BenchPayload) {
 }
 
 /// Runs the worker until SIGTERM/SIGINT, then writes the stats file.
-pub fn main() -> anyhow::Result<()> {
+pub(crate) fn main() -> anyhow::Result<()> {
     crate::init_tracing("warn");
     let stats_file = PathBuf::from(std::env::var("BENCH_STATS_FILE").context("BENCH_STATS_FILE")?);
     let agents = std::env::var("FABRIC_AGENTS").context("FABRIC_AGENTS")?;

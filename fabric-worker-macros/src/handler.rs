@@ -4,7 +4,7 @@
 //! code's trait bounds (see `generate.rs`).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote};
+use quote::ToTokens;
 use syn::{FnArg, ItemFn, Safety, Type};
 
 use crate::args::{self, push_error};
@@ -22,10 +22,9 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
     if debug_enabled() {
         eprintln!("[fabric-worker-macros] #[handler] expansion:\n{generated}");
     }
-    quote! {
-        #item
-        #generated
-    }
+    let mut out = item;
+    out.extend(generated);
+    out
 }
 
 fn debug_enabled() -> bool {

@@ -4,7 +4,7 @@
 //!
 //! Each agent has a durable, ordered inbox (the stream `agent:<id>:inbox`) read through a
 //! consumer group, so many worker processes share one agent's load. Handlers are plain
-//! `async fn`s annotated with [`handler`]; the [`Worker`] runs a consumer-group loop per
+//! `async fn`s annotated with [`handler`](macro@handler); the [`Worker`] runs a consumer-group loop per
 //! inbox, renews the lease of running handlers, reclaims entries from crashed workers
 //! with `XAUTOCLAIM`, retries failures with backoff, dead-letters what cannot succeed,
 //! and acknowledges on success only. The [`Bus`] sends, receives, publishes and makes

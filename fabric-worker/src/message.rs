@@ -130,7 +130,7 @@ impl Serialize for Priority {
 }
 
 impl<'de> Deserialize<'de> for Priority {
-    /// Lenient, as entries are read (see [`Priority::from_wire`]).
+    /// Lenient, as entries are read: anything but 1, 3, 4 or their names is normal.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(Priority::from_wire(&Value::deserialize(d)?))
     }
@@ -206,7 +206,12 @@ fn lenient_ttl<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::E
     Ok(match Value::deserialize(d)? {
         Value::Number(n) => n
             .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .or_else(|| {
+                // A float TTL (Python may write 3600.0): its whole part, without a cast.
+                n.as_f64()
+                    .filter(|f| *f >= 0.0)
+                    .and_then(|f| format!("{:.0}", f.trunc()).parse().ok())
+            })
             .unwrap_or(DEFAULT_TTL_SECONDS),
         Value::String(s) => s.parse().unwrap_or(DEFAULT_TTL_SECONDS),
         _ => DEFAULT_TTL_SECONDS,

@@ -470,7 +470,7 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         self.nodes
             .iter()
-            .map(|n| n.url())
+            .map(RedisServer::url)
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -18,7 +18,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn send_all(url: &str, msgs: Vec<Message>) {
+fn send_all(url: &str, msgs: &[Message]) {
     rt().block_on(async {
         let bus = Bus::builder(url).notify(false).connect().await.unwrap();
         for chunk in msgs.chunks(500) {
@@ -88,7 +88,7 @@ fn a_message_that_kills_its_worker_ends_in_dead_letters_after_the_delivery_limit
         json!({"n": "poison", "mode": "abort"}),
     )];
     msgs.extend((0..10).map(|i| Message::new("tester", &agent, "work", json!({"n": i}))));
-    send_all(&server.url(), msgs);
+    send_all(&server.url(), &msgs);
     let mut sup = Supervisor::new(&server.url(), &agent, 1, env);
     let ok = wait_until(Duration::from_secs(60), || {
         sup.tend();
@@ -134,7 +134,7 @@ fn a_handler_running_10x_the_reclaim_idle_time_is_handled_exactly_once() {
         .collect();
     send_all(
         &server.url(),
-        vec![Message::new(
+        &[Message::new(
             "tester",
             &agent,
             "work",
@@ -176,18 +176,17 @@ fn chaos_killed_workers_and_a_redis_restart_lose_no_message() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
-            std::time::SystemTime::now()
+            let t = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
+                .unwrap();
+            (t.as_secs() ^ u64::from(t.subsec_nanos()).wrapping_mul(2_654_435_761)) | 1
         });
     println!("chaos seed {seed} (replay with CHAOS_SEED={seed})");
     let mut rng = seed;
     let msgs: Vec<Message> = (0..total)
         .map(|i| Message::new("tester", &agent, "work", json!({"n": i, "sleep_ms": 2})))
         .collect();
-    send_all(&server.url(), msgs);
+    send_all(&server.url(), &msgs);
     let env = vec![
         ("FABRIC_RECLAIM_IDLE_MS", "1000".to_string()),
         ("FABRIC_CONCURRENCY", "8".to_string()),
@@ -204,7 +203,7 @@ fn chaos_killed_workers_and_a_redis_restart_lose_no_message() {
     let mut distinct = 0usize;
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
-        let ms = t0.elapsed().as_millis() as u64;
+        let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         if kills < kill_at.len() && ms >= kill_at[kills] {
             let victim = (xorshift(&mut rng) % 3) as usize;
             println!(

@@ -133,7 +133,7 @@ fn a_worker_killed_mid_handling_loses_nothing() {
             == 5),
         "worker A did not start all 5 messages"
     );
-    let a_pid = a.pid() as u64;
+    let a_pid = u64::from(a.pid());
     a.kill();
     assert_eq!(records(&mut conn, "test:done", &agent).len(), 0);
     let st = status(&server.url(), &agent);
@@ -158,7 +158,7 @@ fn a_worker_killed_mid_handling_loses_nothing() {
     let ns: HashSet<u64> = done.iter().map(|r| r["n"].as_u64().unwrap()).collect();
     assert_eq!(ns, (0..5).collect::<HashSet<u64>>());
     for r in &done {
-        assert_eq!(r["pid"].as_u64().unwrap(), b.pid() as u64);
+        assert_eq!(r["pid"].as_u64().unwrap(), u64::from(b.pid()));
         assert_ne!(r["pid"].as_u64().unwrap(), a_pid);
         assert!(
             r["delivery"].as_u64().unwrap() >= 2,

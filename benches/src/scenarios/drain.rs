@@ -8,7 +8,7 @@ use crate::procs::Kind;
 use crate::report::{Report, Row, Target, Unit};
 
 /// Drain: a queued backlog, one consumer process, default settings.
-pub async fn drain(
+pub(crate) async fn drain(
     env: &Env,
     sz: &Sizes,
     report: &mut Report,

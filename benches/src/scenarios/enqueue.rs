@@ -142,7 +142,7 @@ pub(super) fn chunked<T>(v: Vec<T>, size: usize) -> Vec<Vec<T>> {
 }
 
 /// Enqueue: `send` from 1 and from 64 tasks, `send_batch`, vs raw XADD.
-pub async fn enqueue(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+pub(crate) async fn enqueue(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let c = sz.concurrency;
     let mut r: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
     // Short measurements: two more repeats than the drain's.

@@ -164,7 +164,7 @@ async fn growth_once(env: &Env, sz: &Sizes, size: usize, pending: bool) -> anyho
 }
 
 /// Growth: cost per message with a small vs a large backlog.
-pub async fn growth(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+pub(crate) async fn growth(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let mut details = serde_json::Map::new();
     for pending in [false, true] {
         let what = if pending {

@@ -98,7 +98,7 @@ async fn latency_once(env: &Env, kind: Kind, rate: u64, secs: f64) -> anyhow::Re
 }
 
 /// Latency: send → handler start at fixed offered rates.
-pub async fn latency(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+pub(crate) async fn latency(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let mut details = Vec::new();
     for &rate in &sz.latency_rates {
         eprintln!("  latency at {rate}/s for {} s: ours", sz.latency_secs);

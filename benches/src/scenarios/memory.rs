@@ -25,7 +25,7 @@ async fn idle_rss(env: &Env, sz: &Sizes, kind: Kind, agents_n: usize) -> anyhow:
 }
 
 /// Memory: worker RSS idle and under load.
-pub async fn memory(
+pub(crate) async fn memory(
     env: &Env,
     sz: &Sizes,
     report: &mut Report,

@@ -8,12 +8,12 @@ mod latency;
 mod memory;
 mod scale;
 
-pub use drain::drain;
-pub use enqueue::enqueue;
-pub use growth::growth;
-pub use latency::latency;
-pub use memory::memory;
-pub use scale::scale;
+pub(crate) use drain::drain;
+pub(crate) use enqueue::enqueue;
+pub(crate) use growth::growth;
+pub(crate) use latency::latency;
+pub(crate) use memory::memory;
+pub(crate) use scale::scale;
 
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use crate::report::{Report, thousands};
 
 /// How big each measurement is.
 #[derive(Clone, Debug)]
-pub struct Sizes {
+pub(crate) struct Sizes {
     pub drain: usize,
     pub enqueue_seq: usize,
     pub enqueue_concurrent: usize,
@@ -46,7 +46,7 @@ pub struct Sizes {
 }
 
 impl Sizes {
-    pub fn new(quick: bool) -> Sizes {
+    pub(crate) fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
                 drain: 2_000,
@@ -91,7 +91,7 @@ impl Sizes {
 
 /// Results one scenario hands to another.
 #[derive(Debug, Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     pub drain_ours: Option<f64>,
     pub drain_raw: Option<f64>,
     pub peak_rss_ours_kib: Option<u64>,

@@ -8,7 +8,7 @@ use crate::procs::Kind;
 use crate::report::{Report, Row, Unit};
 
 /// Scale: 1 vs 2 worker processes on one agent; 1 vs 100 agents in one process.
-pub async fn scale(
+pub(crate) async fn scale(
     env: &Env,
     sz: &Sizes,
     report: &mut Report,

@@ -69,14 +69,14 @@ async fn run() -> anyhow::Result<()> {
                 tasks = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| anyhow::anyhow!("--tasks needs a number"))?
+                    .ok_or_else(|| anyhow::anyhow!("--tasks needs a number"))?;
             }
             "--timeout-secs" => {
                 timeout = Duration::from_secs(
                     args.next()
                         .and_then(|v| v.parse().ok())
                         .ok_or_else(|| anyhow::anyhow!("--timeout-secs needs a number"))?,
-                )
+                );
             }
             "--forever" => forever = true,
             "-h" | "--help" => {

@@ -1,6 +1,10 @@
 //! The command line: `fabric mcp`, `fabric status`, `fabric send`, `fabric tail`,
 //! `fabric pending`, `fabric dead-letters list|requeue|purge`.
 
+// The argument structs' doc comments are clap's help texts, printed in a terminal as
+// written: `<agent>` and bare URLs are meant literally there.
+#![allow(rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+
 mod dead;
 mod mcp;
 mod pending;

@@ -88,7 +88,7 @@ pub(crate) async fn run(url: &str, json: bool, args: TailArgs) -> Result<()> {
     loop {
         let batch = 100usize.min(
             args.limit
-                .map(|l| (l - printed) as usize)
+                .map(|l| usize::try_from(l - printed).unwrap_or(usize::MAX))
                 .unwrap_or(usize::MAX),
         );
         let read = bus.peek(&args.agent, &cursor, batch, Some(Duration::from_secs(2)));

@@ -363,10 +363,10 @@ mod tests {
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-test";
 
     fn now() -> u64 {
-        chrono::Utc::now().timestamp() as u64
+        u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
     }
 
-    fn hs(claims: serde_json::Value) -> String {
+    fn hs(claims: &serde_json::Value) -> String {
         jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
@@ -427,38 +427,38 @@ mod tests {
         );
         let good = json!({"sub": "percy", "exp": now() + 600, "iss": "https://issuer.test", "aud": "fabric"});
         assert_eq!(
-            a.authenticate(&hs(good)),
+            a.authenticate(&hs(&good)),
             Ok(Identity::Agent("percy".into()))
         );
         let expired = json!({"sub": "percy", "exp": now() - 3600, "iss": "https://issuer.test", "aud": "fabric"});
-        assert_eq!(a.authenticate(&hs(expired)), Err(AuthError::Expired));
+        assert_eq!(a.authenticate(&hs(&expired)), Err(AuthError::Expired));
         let no_exp = json!({"sub": "percy", "iss": "https://issuer.test", "aud": "fabric"});
         assert!(
-            matches!(a.authenticate(&hs(no_exp)), Err(AuthError::Invalid(m)) if m.contains("exp"))
+            matches!(a.authenticate(&hs(&no_exp)), Err(AuthError::Invalid(m)) if m.contains("exp"))
         );
         let wrong_iss =
             json!({"sub": "percy", "exp": now() + 600, "iss": "https://other", "aud": "fabric"});
         assert!(
-            matches!(a.authenticate(&hs(wrong_iss)), Err(AuthError::Invalid(m)) if m.contains("iss"))
+            matches!(a.authenticate(&hs(&wrong_iss)), Err(AuthError::Invalid(m)) if m.contains("iss"))
         );
         let wrong_aud =
             json!({"sub": "percy", "exp": now() + 600, "iss": "https://issuer.test", "aud": "x"});
         assert!(
-            matches!(a.authenticate(&hs(wrong_aud)), Err(AuthError::Invalid(m)) if m.contains("aud"))
+            matches!(a.authenticate(&hs(&wrong_aud)), Err(AuthError::Invalid(m)) if m.contains("aud"))
         );
         let bad_sub = json!({"sub": "per cy", "exp": now() + 600, "iss": "https://issuer.test", "aud": "fabric"});
         assert!(matches!(
-            a.authenticate(&hs(bad_sub)),
+            a.authenticate(&hs(&bad_sub)),
             Err(AuthError::Invalid(_))
         ));
         let admin = json!({"sub": "admin", "exp": now() + 600, "iss": "https://issuer.test", "aud": "fabric"});
         assert_eq!(
-            a.authenticate(&hs(admin.clone())),
+            a.authenticate(&hs(&admin)),
             Ok(Identity::Agent("admin".into()))
         );
         let listed = a.clone().with_admins(["admin"]);
         assert_eq!(
-            listed.authenticate(&hs(admin)),
+            listed.authenticate(&hs(&admin)),
             Ok(Identity::Admin("admin".into()))
         );
         let other_key = jsonwebtoken::encode(

@@ -200,7 +200,7 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        .or_else(|| req.uri().authority().map(std::string::ToString::to_string));
     match host {
         Some(h) if g.host_allowed(&h) => {}
         Some(h) => {

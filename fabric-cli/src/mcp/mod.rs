@@ -131,7 +131,7 @@ impl FabricMcp {
         };
         let started = std::time::Instant::now();
         let result = tools::call(&ctx, tool, &args).await;
-        let ms = started.elapsed().as_millis() as u64;
+        let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok(match result {
             Ok(v) => {
                 tracing::debug!(tool, caller = %identity, ms, "tool call ok");

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use super::tools::ToolError;
 
 /// Largest serialized `payload` / `message` accepted (1 MiB).
-pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
 /// Parses the arguments of `tool` into its parameter struct. An error names the argument
 /// and says what was expected and what came.
@@ -170,7 +170,7 @@ fn check_correlation_id(s: &str) -> Result<(), String> {
 }
 
 /// Most ids one `fabric_message_acknowledge` call takes.
-pub const MAX_ACK_IDS: usize = 1000;
+pub(crate) const MAX_ACK_IDS: usize = 1000;
 
 /// 1 to [`MAX_ACK_IDS`] stream entry ids (`fabric_worker::keys::validate_stream_id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -414,6 +414,7 @@ mod tests {
         flag: Option<Flag>,
     }
 
+    #[allow(clippy::needless_pass_by_value)] // called with json!(…) literals
     fn err(args: Value) -> String {
         parse::<Example>("t", args.as_object().unwrap())
             .unwrap_err()

@@ -8,7 +8,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, JsonObject};
 use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 
-pub type Client = RunningService<RoleClient, ()>;
+pub(crate) type Client = RunningService<RoleClient, ()>;
 
 /// The handler the in-process worker runs: echoes the payload back.
 #[handler(message_type = "mcp_echo")]
@@ -17,7 +17,7 @@ async fn mcp_echo(ctx: Context, payload: Value) -> Result<Value, HandlerError> {
 }
 
 /// Starts an in-process worker for `agent` (stop it with `RunningWorker::stop`).
-pub async fn start_worker(url: &str, agent: &str) -> fabric_tests::RunningWorker {
+pub(crate) async fn start_worker(url: &str, agent: &str) -> fabric_tests::RunningWorker {
     fabric_tests::RunningWorker::start(
         Worker::builder(agent)
             .url(url)
@@ -27,13 +27,13 @@ pub async fn start_worker(url: &str, agent: &str) -> fabric_tests::RunningWorker
 }
 
 /// Calls a tool; panics on a protocol error (not on a tool error).
-pub async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
+pub(crate) async fn call(client: &Client, name: &str, args: Value) -> CallToolResult {
     try_call(client, name, args)
         .await
         .unwrap_or_else(|e| panic!("{name}: protocol error {e}"))
 }
 
-pub async fn try_call(
+pub(crate) async fn try_call(
     client: &Client,
     name: &str,
     args: Value,
@@ -48,13 +48,13 @@ pub async fn try_call(
 }
 
 /// The structured content of a successful call.
-pub fn ok(r: &CallToolResult) -> Value {
+pub(crate) fn ok(r: &CallToolResult) -> Value {
     assert_ne!(r.is_error, Some(true), "tool error: {}", text(r));
     r.structured_content.clone().expect("structured content")
 }
 
 /// The text of a result.
-pub fn text(r: &CallToolResult) -> String {
+pub(crate) fn text(r: &CallToolResult) -> String {
     r.content
         .iter()
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
@@ -63,7 +63,7 @@ pub fn text(r: &CallToolResult) -> String {
 }
 
 /// The error text of a failed call.
-pub fn tool_error(r: &CallToolResult) -> String {
+pub(crate) fn tool_error(r: &CallToolResult) -> String {
     assert_eq!(
         r.is_error,
         Some(true),
@@ -74,7 +74,7 @@ pub fn tool_error(r: &CallToolResult) -> String {
 }
 
 /// How many clients are blocked in `XREADGROUP` right now.
-pub fn blocked_readers(url: &str) -> usize {
+pub(crate) fn blocked_readers(url: &str) -> usize {
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut conn).unwrap();
     list.lines()

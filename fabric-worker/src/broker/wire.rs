@@ -81,7 +81,6 @@ pub(crate) fn as_i64(v: &Value) -> Option<i64> {
         Value::Int(i) => Some(*i),
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
         Value::SimpleString(s) => s.parse().ok(),
-        Value::Double(d) => Some(*d as i64),
         _ => None,
     }
 }

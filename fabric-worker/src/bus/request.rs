@@ -140,7 +140,7 @@ impl ReplyListener {
                 let _ = tx.send(msg);
             }
             None => {
-                tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded")
+                tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded");
             }
         }
     }
@@ -207,7 +207,7 @@ async fn run_reply_listener(
                     match e.decode() {
                         Ok(m) => listener.deliver(e.get_str(fields::IN_REPLY_TO), m),
                         Err(reason) => {
-                            tracing::warn!(stream = %stream, stream_id = %e.id, %reason, "undecodable reply ignored")
+                            tracing::warn!(stream = %stream, stream_id = %e.id, %reason, "undecodable reply ignored");
                         }
                     }
                 }
@@ -234,7 +234,7 @@ async fn run_reply_listener(
                 match broker.dedicated(LISTEN_BLOCK).await {
                     Ok(c) => conn = c,
                     Err(e) => {
-                        tracing::debug!(stream = %stream, error = %e, "reply listener reconnect failed")
+                        tracing::debug!(stream = %stream, error = %e, "reply listener reconnect failed");
                     }
                 }
             }

@@ -43,7 +43,7 @@ pub(super) async fn leaser(st: Arc<StreamState>, stop: CancellationToken) {
                     }
                 }
                 Err(e) if e.is_connection_error() => {
-                    debug!(stream = %spec.stream, error = %e, "lease renewal failed")
+                    debug!(stream = %spec.stream, error = %e, "lease renewal failed");
                 }
                 Err(e) => warn!(stream = %spec.stream, error = %e, "lease renewal failed"),
             }

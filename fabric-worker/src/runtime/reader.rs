@@ -76,7 +76,7 @@ pub(super) async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                         }
                     }
                     Err(e) => {
-                        error!(stream = %spec.stream, error = %e, "unreadable XREADGROUP reply")
+                        error!(stream = %spec.stream, error = %e, "unreadable XREADGROUP reply");
                     }
                 }
             }

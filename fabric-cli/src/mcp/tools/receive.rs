@@ -123,7 +123,10 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
         let ids: Vec<String> = received.iter().map(|r| r.stream_id.clone()).collect();
         ctx.run(bus.acknowledge(&agent, &ids, Some(&group))).await?;
     }
-    let messages: Vec<Value> = received.iter().map(|r| r.to_json()).collect();
+    let messages: Vec<Value> = received
+        .iter()
+        .map(fabric_worker::bus::Received::to_json)
+        .collect();
     Ok(json!({
         "messages": messages,
         "count": messages.len(),
