@@ -365,6 +365,16 @@ impl RunningWorker {
         RunningWorker { token, handle }
     }
 
+    /// An in-process worker for `agent` with a short read block (quick to stop).
+    pub async fn serve(url: &str, agent: &str) -> RunningWorker {
+        RunningWorker::start(
+            fabric_worker::Worker::builder(agent)
+                .url(url)
+                .block(Duration::from_millis(500)),
+        )
+        .await
+    }
+
     /// Shuts it down gracefully and checks it stopped cleanly.
     pub async fn stop(self) {
         self.token.cancel();
@@ -479,4 +489,38 @@ impl RedisCluster {
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
+}
+
+/// The entries of stream `key`, oldest first: id and fields (sorted by name).
+pub async fn stream_entries(
+    conn: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> Vec<(String, Vec<(String, String)>)> {
+    use redis::AsyncCommands;
+    let v: redis::streams::StreamRangeReply = conn.xrange_all(key).await.expect("XRANGE");
+    v.ids
+        .into_iter()
+        .map(|e| {
+            let mut f: Vec<(String, String)> = e
+                .map
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            f.sort();
+            (e.id, f)
+        })
+        .collect()
+}
+
+/// One field of an entry returned by [`stream_entries`].
+pub fn entry_field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }

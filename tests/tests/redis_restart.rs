@@ -1,0 +1,97 @@
+//! A Redis restart: the worker reconnects and resumes by itself, and `send` fails fast
+//! (and clearly) while Redis is down.
+
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
+use fabric_worker::Error;
+use fabric_worker::prelude::*;
+use serde_json::json;
+
+static HANDLED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+
+#[handler(message_type = "quick")]
+async fn quick(ctx: Context) -> Result<(), HandlerError> {
+    HANDLED.lock().unwrap().insert(ctx.message_id().to_owned());
+    Ok(())
+}
+
+fn handled(id: &str) -> bool {
+    HANDLED.lock().unwrap().contains(id)
+}
+
+async fn start(
+    url: &str,
+    agent: &str,
+    tune: impl FnOnce(fabric_worker::runtime::WorkerBuilder) -> fabric_worker::runtime::WorkerBuilder,
+) -> RunningWorker {
+    let builder = Worker::builder(agent)
+        .url(url)
+        .block(Duration::from_millis(500))
+        .backoff(Duration::from_millis(100), Duration::from_secs(5))
+        .retry_poll_interval(Duration::from_millis(50));
+    RunningWorker::start(tune(builder)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_resumes_by_itself_after_redis_restarts() {
+    init_tracing();
+    let mut server = RedisServer::start_own(true);
+    let agent = unique_agent("restart");
+    let bus = Bus::builder(server.url())
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let worker = start(&server.url(), &agent, |b| b).await;
+    let before: Vec<Message> = (0..10)
+        .map(|i| Message::new("tester", &agent, "quick", json!({"i": i})))
+        .collect();
+    bus.send_batch(before.clone()).await.unwrap();
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            before.iter().all(|m| handled(&m.id))
+        })
+        .await
+    );
+
+    server.stop();
+    // While Redis is down, send fails with a clear error instead of dropping the message.
+    let t0 = Instant::now();
+    let err = bus
+        .send(Message::new("tester", &agent, "quick", json!({})))
+        .await
+        .unwrap_err();
+    assert!(err.is_connection_error(), "{err:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "send must fail fast, took {:?}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(err, Error::Redis { .. } | Error::Connect { .. }),
+        "{err:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.start_again();
+
+    let after: Vec<Message> = (0..10)
+        .map(|i| Message::new("tester", &agent, "quick", json!({"j": i})))
+        .collect();
+    let sent = wait_until_async(Duration::from_secs(15), || async {
+        bus.send_batch(after.clone()).await.is_ok()
+    })
+    .await;
+    assert!(sent, "send works again once Redis is back");
+    assert!(
+        wait_until_async(Duration::from_secs(30), || async {
+            after.iter().all(|m| handled(&m.id))
+        })
+        .await,
+        "the worker did not resume after the restart"
+    );
+    worker.stop().await;
+}
