@@ -58,7 +58,7 @@ fn references(code: &str, modules: &BTreeSet<String>) -> BTreeSet<String> {
                     .next()
                     .unwrap_or("")
                     .split(',')
-                    .map(|s| s.trim())
+                    .map(str::trim)
                     .collect()
             } else {
                 vec![after]
