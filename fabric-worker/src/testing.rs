@@ -7,7 +7,7 @@
 //! panic catching and error mapping as the runtime, and returns the [`Verdict`]: the reply
 //! payload, a retry with its attempt and delay, or a dead letter with its reason.
 //!
-//! ```
+//! ```standalone_crate
 //! use fabric_worker::prelude::*;
 //! use fabric_worker::testing::{Failure, TestWorker, Verdict};
 //! use fabric_worker::bus::DeadReason;
@@ -44,6 +44,9 @@
 //! assert_eq!(bad.dead_reason(), Some(&DeadReason::BadPayload));
 //! # Ok(()) }
 //! ```
+//!
+//! (Each doc example of a crate that registers handlers should be a `standalone_crate`
+//! doc-test: merged doc-tests share one binary, and with it one handler registry.)
 //!
 //! Inside a handler under test, [`Context::bus`](crate::Context::bus) is a bus with no
 //! Redis behind it: its operations fail with [`Error::NotConnected`](crate::Error::NotConnected).
