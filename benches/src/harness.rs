@@ -1,15 +1,15 @@
 //! Shared machinery: the Redis connection, messages, filling streams, watching consumer
 //! groups, and timing consumers from their first handler start to a condition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use fabric_worker::bus::GroupStatus;
 use fabric_worker::{Bus, Message, keys};
 use futures::StreamExt;
-use redis::Value;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
@@ -199,53 +199,6 @@ pub(crate) async fn create_groups(env: &Env, kind: Kind, agents: &[String]) -> a
     Ok(())
 }
 
-/// One consumer group as `XINFO GROUPS` reports it.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct GroupState {
-    pub pending: u64,
-    pub entries_read: Option<u64>,
-    pub lag: Option<u64>,
-    pub last_delivered: String,
-}
-
-impl GroupState {
-    /// Entries delivered and acknowledged.
-    pub(crate) fn acked(&self) -> u64 {
-        self.entries_read.unwrap_or(0).saturating_sub(self.pending)
-    }
-}
-
-fn as_str(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(i) => Some(i.to_string()),
-        _ => None,
-    }
-}
-
-fn as_u64(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        Value::BulkString(_) | Value::SimpleString(_) => as_str(v)?.parse().ok(),
-        _ => None,
-    }
-}
-
-fn as_kv(v: &Value) -> HashMap<String, &Value> {
-    match v {
-        Value::Array(items) => items
-            .chunks(2)
-            .filter_map(|c| Some((as_str(c.first()?)?, c.get(1)?)))
-            .collect(),
-        Value::Map(pairs) => pairs
-            .iter()
-            .filter_map(|(k, v)| Some((as_str(k)?, v)))
-            .collect(),
-        _ => HashMap::new(),
-    }
-}
-
 /// The consumer group a consumer of `kind` reads `agent`'s inbox through: the worker's
 /// default `<agent>_workers`, or one group for the raw consumer (one `XREADGROUP` serves
 /// all its streams, so they share a group name).
@@ -259,71 +212,51 @@ pub(crate) fn group_for(kind: Kind, agent: &str) -> String {
 /// The raw consumer's group.
 pub(crate) const RAW_GROUP: &str = "bench_raw";
 
-/// `(inbox stream, group)` of each agent for consumers of `kind`.
+/// `(agent, group)` of each agent for consumers of `kind`.
 pub(crate) fn targets(kind: Kind, agents: &[String]) -> Vec<(String, String)> {
     agents
         .iter()
-        .map(|a| (keys::inbox(a), group_for(kind, a)))
+        .map(|a| (a.clone(), group_for(kind, a)))
         .collect()
 }
 
-/// The state of each `(stream, group)` (one pipelined round trip).
+/// The state of each `(agent, group)`: the library's `XINFO GROUPS`, all sent at once on
+/// the bus's multiplexed connection (so one round trip, pipelined).
 pub(crate) async fn group_states(
-    conn: &mut MultiplexedConnection,
+    bus: &Bus,
     targets: &[(String, String)],
-) -> anyhow::Result<Vec<GroupState>> {
-    let mut pipe = redis::pipe();
-    for (s, _) in targets {
-        pipe.cmd("XINFO").arg("GROUPS").arg(s);
-    }
-    let replies: Vec<Value> = pipe.query_async(conn).await?;
-    let mut out = Vec::with_capacity(targets.len());
-    for (reply, (stream, group)) in replies.iter().zip(targets) {
-        let Value::Array(groups) = reply else {
-            bail!("XINFO GROUPS {stream}: unexpected reply {reply:?}");
-        };
-        let g = groups
-            .iter()
-            .map(as_kv)
-            .find(|g| g.get("name").and_then(|v| as_str(v)).as_deref() == Some(group.as_str()))
-            .with_context(|| format!("no group {group} on {stream}"))?;
-        out.push(GroupState {
-            pending: g.get("pending").and_then(|v| as_u64(v)).unwrap_or(0),
-            entries_read: g.get("entries-read").and_then(|v| as_u64(v)),
-            lag: g.get("lag").and_then(|v| as_u64(v)),
-            last_delivered: g
-                .get("last-delivered-id")
-                .and_then(|v| as_str(v))
-                .unwrap_or_else(|| "0-0".into()),
-        });
-    }
-    Ok(out)
+) -> anyhow::Result<Vec<GroupStatus>> {
+    let all = futures::future::try_join_all(targets.iter().map(|(a, _)| bus.groups(a))).await?;
+    all.into_iter()
+        .zip(targets)
+        .map(|(groups, (agent, group))| {
+            groups
+                .into_iter()
+                .find(|g| g.name == *group)
+                .with_context(|| format!("no group {group} on {agent}'s inbox"))
+        })
+        .collect()
 }
 
-/// Whether every entry of the stream was delivered to the group and acknowledged.
-async fn drained(
-    conn: &mut MultiplexedConnection,
-    stream: &str,
-    g: &GroupState,
-) -> anyhow::Result<bool> {
+/// Entries delivered to the group and acknowledged.
+pub(crate) fn acked(g: &GroupStatus) -> u64 {
+    g.acknowledged().unwrap_or(0)
+}
+
+/// Whether every entry of the agent's inbox was delivered to the group and acknowledged.
+async fn drained(bus: &Bus, agent: &str, g: &GroupStatus) -> anyhow::Result<bool> {
     if g.pending > 0 {
         return Ok(false);
     }
     if let Some(lag) = g.lag {
         return Ok(lag == 0);
     }
-    // Redis cannot tell the lag (deletions, or Redis < 7): compare with the last id.
-    let info: Value = redis::cmd("XINFO")
-        .arg("STREAM")
-        .arg(stream)
-        .query_async(conn)
-        .await?;
-    let kv = as_kv(&info);
-    Ok(kv
-        .get("last-generated-id")
-        .and_then(|v| as_str(v))
-        .as_deref()
-        == Some(g.last_delivered.as_str()))
+    // Redis cannot tell the lag (deletions): compare with the last id.
+    let last = bus
+        .stream_info(agent)
+        .await?
+        .and_then(|i| i.last_generated_id);
+    Ok(last.as_deref() == Some(g.last_delivered_id.as_str()))
 }
 
 /// What the harness waits for.
@@ -401,12 +334,9 @@ pub(crate) async fn time_consumers(
         Duration::from_millis(2)
     };
     let mut conn = env.new_conn().await?;
+    let watch = Bus::connect(&env.url).await?;
     // Entries already acknowledged before the start (a window counts from here).
-    let base: u64 = group_states(&mut conn, &left)
-        .await?
-        .iter()
-        .map(GroupState::acked)
-        .sum();
+    let base: u64 = group_states(&watch, &left).await?.iter().map(acked).sum();
     let redis_before = redis_usage(&mut conn).await?;
     let t0 = Instant::now();
     let spawned_us = now_us();
@@ -421,13 +351,13 @@ pub(crate) async fn time_consumers(
     loop {
         tokio::time::sleep(poll).await;
         let now = now_us();
-        let states = group_states(&mut conn, &left).await?;
+        let states = group_states(&watch, &left).await?;
         let done = match until {
             Until::Drained => {
                 let mut still = Vec::new();
                 for (t, g) in left.iter().zip(&states) {
-                    if drained(&mut conn, &t.0, g).await? {
-                        acked_done += g.acked();
+                    if drained(&watch, &t.0, g).await? {
+                        acked_done += acked(g);
                     } else {
                         still.push(t.clone());
                     }
@@ -436,16 +366,12 @@ pub(crate) async fn time_consumers(
                 left.is_empty()
             }
             Until::Window(from, to) => {
-                let acked = states
-                    .iter()
-                    .map(GroupState::acked)
-                    .sum::<u64>()
-                    .saturating_sub(base);
-                if window_start_us.is_none() && acked >= from {
-                    window_start_us = Some((prev_us + (now - prev_us) / 2, acked));
+                let acked_now = states.iter().map(acked).sum::<u64>().saturating_sub(base);
+                if window_start_us.is_none() && acked_now >= from {
+                    window_start_us = Some((prev_us + (now - prev_us) / 2, acked_now));
                 }
-                if acked >= to {
-                    acked_done = acked;
+                if acked_now >= to {
+                    acked_done = acked_now;
                     true
                 } else {
                     false
@@ -594,13 +520,13 @@ pub(crate) async fn wait_readers_blocked(
 
 /// Waits until every target is drained.
 pub(crate) async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
-    let mut conn = env.new_conn().await?;
+    let watch = Bus::connect(&env.url).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let states = group_states(&mut conn, targets).await?;
+        let states = group_states(&watch, targets).await?;
         let mut all = true;
-        for ((s, _), g) in targets.iter().zip(&states) {
-            if !drained(&mut conn, s, g).await? {
+        for ((agent, _), g) in targets.iter().zip(&states) {
+            if !drained(&watch, agent, g).await? {
                 all = false;
                 break;
             }

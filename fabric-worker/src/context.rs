@@ -133,7 +133,7 @@ impl Context {
     }
 
     /// The consumer group.
-    pub fn consumer_group(&self) -> &str {
+    pub fn group(&self) -> &str {
         &self.inner.info.group
     }
 

@@ -328,3 +328,40 @@ async fn subscribers_get_topic_events_by_name_and_pattern() {
             .starts_with("invalid topic")
     );
 }
+
+#[tokio::test]
+async fn groups_agents_and_stream_info_describe_inboxes() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let agent = unique_agent("groups");
+    assert!(bus.groups(&agent).await.unwrap().is_empty());
+    assert_eq!(bus.stream_info(&agent).await.unwrap(), None);
+    bus.create_group(&agent, None).await.unwrap();
+    bus.create_group(&agent, Some("auditors")).await.unwrap();
+    bus.create_group(&agent, Some("auditors")).await.unwrap(); // existing: fine
+    for n in 0..3 {
+        bus.send(Message::new("coder", &agent, "task", json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    let got = bus
+        .receive(&agent, ReceiveOptions::default().count(2))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    let mut groups = bus.groups(&agent).await.unwrap();
+    groups.sort_by(|a, b| a.name.cmp(&b.name));
+    let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["auditors", keys::default_group(&agent).as_str()]);
+    let (auditors, workers) = (&groups[0], &groups[1]);
+    assert_eq!((auditors.pending, auditors.lag), (0, Some(3)));
+    assert_eq!((workers.pending, workers.lag), (2, Some(1)));
+    assert_eq!(workers.acknowledged(), Some(0));
+    assert_eq!(workers.last_delivered_id, got[1].stream_id);
+    let info = bus.stream_info(&agent).await.unwrap().unwrap();
+    assert_eq!((info.length, info.groups), (3, 2));
+    assert!(bus.agents().await.unwrap().contains(&agent));
+    let e = bus.groups("not an agent").await.unwrap_err().to_string();
+    assert!(e.starts_with("invalid agent id"), "{e}");
+}

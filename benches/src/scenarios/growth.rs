@@ -99,9 +99,8 @@ async fn growth_once(env: &Env, sz: &Sizes, size: usize, pending: bool) -> anyho
     // Where each measurement starts: both groups are set back there before each run, so
     // every run handles the same entries with the same backlog.
     let (start_id, start_read) = if pending {
-        let mut conn = env.new_conn().await?;
-        let g = harness::group_states(&mut conn, &[(stream.clone(), RAW_GROUP.to_owned())]).await?;
-        (g[0].last_delivered.clone(), size)
+        let g = harness::group_states(&env.bus, &[(agent.clone(), RAW_GROUP.to_owned())]).await?;
+        (g[0].last_delivered_id.clone(), size)
     } else {
         ("0".to_owned(), 0)
     };

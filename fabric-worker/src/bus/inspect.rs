@@ -98,6 +98,50 @@ pub struct PeekedEntry {
     pub raw_data: Option<String>,
 }
 
+/// A consumer group of an inbox, as `XINFO GROUPS` reports it (see [`Bus::groups`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GroupStatus {
+    /// The group's name.
+    pub name: String,
+    /// How many consumers it has.
+    pub consumers: u64,
+    /// Entries delivered to it and not yet acknowledged.
+    pub pending: u64,
+    /// The last entry id delivered to it (`0-0` before any).
+    pub last_delivered_id: String,
+    /// Entries delivered to it so far (Redis 7.0+; `None` when Redis cannot tell).
+    pub entries_read: Option<u64>,
+    /// Entries not yet delivered to it (Redis 7.0+; `None` when Redis cannot tell, e.g.
+    /// after deletions).
+    pub lag: Option<u64>,
+}
+
+impl GroupStatus {
+    /// Entries delivered to the group and acknowledged, when Redis can tell.
+    pub fn acknowledged(&self) -> Option<u64> {
+        self.entries_read.map(|r| r.saturating_sub(self.pending))
+    }
+
+    fn parse_all(v: &redis::Value) -> Vec<GroupStatus> {
+        wire::as_array(v)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(wire::as_map)
+            .map(|g| GroupStatus {
+                name: g.get("name").and_then(wire::as_string).unwrap_or_default(),
+                consumers: g.get("consumers").and_then(wire::as_u64).unwrap_or(0),
+                pending: g.get("pending").and_then(wire::as_u64).unwrap_or(0),
+                last_delivered_id: g
+                    .get("last-delivered-id")
+                    .and_then(wire::as_string)
+                    .unwrap_or_else(|| "0-0".into()),
+                entries_read: g.get("entries-read").and_then(wire::as_u64),
+                lag: g.get("lag").and_then(wire::as_u64),
+            })
+            .collect()
+    }
+}
+
 /// `XINFO STREAM` of an inbox, as the Python bus's `queue_status` shows it (entries by id).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {
@@ -195,11 +239,9 @@ impl Bus {
         st.first_entry_id = info.first_entry_id.clone();
         st.last_entry_id = info.last_entry_id.clone();
         st.stream_info = Some(info);
-        let group_info = wire::as_array(&groups)
-            .unwrap_or(&[])
-            .iter()
-            .filter_map(wire::as_map)
-            .find(|g| g.get("name").and_then(wire::as_string).as_deref() == Some(group.as_str()));
+        let group_info = GroupStatus::parse_all(&groups)
+            .into_iter()
+            .find(|g| g.name == group);
         let Some(g) = group_info else {
             // No group yet: everything in the stream is undelivered.
             st.undelivered = Some(st.stream_length);
@@ -207,15 +249,11 @@ impl Bus {
             return Ok(st);
         };
         st.group_exists = true;
-        st.pending = g.get("pending").and_then(wire::as_u64).unwrap_or(0);
-        st.undelivered = g.get("lag").and_then(wire::as_u64);
+        st.pending = g.pending;
+        st.undelivered = g.lag;
         if st.undelivered.is_none() {
             // Redis cannot tell (deletions after the group's position): count entries after it.
-            let last = g
-                .get("last-delivered-id")
-                .and_then(wire::as_string)
-                .unwrap_or_else(|| "0-0".into());
-            st.undelivered = Some(count_after(&mut conn, &stream, &last).await?);
+            st.undelivered = Some(count_after(&mut conn, &stream, &g.last_delivered_id).await?);
         }
         st.queue_depth = st.undelivered.unwrap_or(0) + st.pending;
         let (consumers, oldest): (redis::Value, redis::Value) = redis::pipe()
@@ -381,13 +419,24 @@ impl Bus {
             .await;
         match r {
             Ok(v) => StreamInfo::parse(&v).map(Some),
-            Err(e)
-                if e.code() == Some("ERR")
-                    && e.detail().is_some_and(|d| d.contains("no such key")) =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_no_such_key(&e) => Ok(None),
             Err(e) => Err(Error::redis("XINFO STREAM", &stream, e)),
+        }
+    }
+
+    /// Every consumer group of `agent`'s inbox (empty when the inbox does not exist).
+    pub async fn groups(&self, agent: &str) -> Result<Vec<GroupStatus>> {
+        keys::validate_agent(agent)?;
+        let stream = keys::inbox(agent);
+        let r: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut self.conn())
+            .await;
+        match r {
+            Ok(v) => Ok(GroupStatus::parse_all(&v)),
+            Err(e) if is_no_such_key(&e) => Ok(Vec::new()),
+            Err(e) => Err(Error::redis("XINFO GROUPS", &stream, e)),
         }
     }
 
@@ -439,4 +488,9 @@ async fn count_after(conn: &mut Conn, stream: &str, after: &str) -> Result<u64> 
         }
     }
     Ok(total)
+}
+
+/// `XINFO` on a key that does not exist.
+fn is_no_such_key(e: &redis::RedisError) -> bool {
+    e.code() == Some("ERR") && e.detail().is_some_and(|d| d.contains("no such key"))
 }

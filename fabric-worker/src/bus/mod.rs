@@ -6,7 +6,7 @@
 //! | `consume.rs` | [`Bus::receive`], [`Bus::acknowledge`] |
 //! | `request.rs` | [`Bus::request`] and the reply listener |
 //! | `topics.rs` | [`Bus::publish`], [`Bus::subscribe`] |
-//! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::stream_info`], [`Bus::create_group`] |
+//! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //!
 //! Argument conventions, the same for every operation: an agent is named `agent`, a consumer
@@ -35,7 +35,9 @@ use crate::keys;
 
 pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received};
 pub use dead_letters::DeadLetter;
-pub use inspect::{ConsumerStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo};
+pub use inspect::{
+    ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
+};
 pub use send::{FailedSend, SendReceipt};
 pub use topics::{Subscription, TopicEvent};
 
