@@ -1,16 +1,17 @@
 //! The operator commands, run as the built `fabric` binary against a real redis-server.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::{FABRIC, fabric};
 use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::bus::ReceiveOptions;
 use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use serde_json::{Value, json};
-
-const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
 
 #[handler(message_type = "cli_echo")]
 async fn cli_echo(payload: Value) -> Result<Value, HandlerError> {
@@ -20,17 +21,6 @@ async fn cli_echo(payload: Value) -> Result<Value, HandlerError> {
 #[handler(message_type = "cli_fail")]
 async fn cli_fail() -> Result<(), HandlerError> {
     Err(HandlerError::permanent("this task always fails"))
-}
-
-fn fabric(url: &str, args: &[&str]) -> Output {
-    Command::new(FABRIC)
-        .args(args)
-        .env("REDIS_URL", url)
-        .env_remove("FABRIC_AGENT")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fabric")
 }
 
 fn stdout(o: &Output) -> String {

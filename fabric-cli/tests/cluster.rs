@@ -3,27 +3,12 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{Client, call, ok};
+use common::{call, fabric, mcp_connect, ok};
 use fabric_tests::{RedisCluster, init_tracing, unique_agent};
 use fabric_worker::{Bus, Message};
-use rmcp::ServiceExt;
-use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
-
-const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
-
-fn fabric(url: &str, args: &[&str]) -> Output {
-    Command::new(FABRIC)
-        .args(args)
-        .env("REDIS_URL", url)
-        .env_remove("FABRIC_AGENT")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fabric")
-}
 
 fn check(o: &Output, code: i32) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -34,20 +19,6 @@ fn check(o: &Output, code: i32) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     out
-}
-
-async fn mcp(url: &str, agent: &str) -> Client {
-    let mut cmd = tokio::process::Command::new(FABRIC);
-    cmd.args(["mcp", "--agent", agent])
-        .env("REDIS_URL", url)
-        .env_remove("FABRIC_AGENT")
-        .env_remove("FABRIC_ADMIN")
-        .env("RUST_LOG", "warn");
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn fabric mcp");
-    ().serve(transport).await.expect("MCP handshake")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,7 +82,7 @@ async fn status_send_and_mcp_work_on_a_cluster() {
 
     // `fabric mcp`: an agent sends, then reads and inspects its own inbox.
     let me = &agents[2];
-    let client = mcp(&url, me).await;
+    let client = mcp_connect(&url, &["--agent", me]).await;
     let sent = ok(&call(
         &client,
         "fabric_message_send",

@@ -5,33 +5,13 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Client, blocked_readers, call, ok, start_worker, text, tool_error, try_call};
+use common::{
+    FABRIC, blocked_readers, call, mcp_connect, ok, start_worker, text, tool_error, try_call,
+};
 use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
-use rmcp::ServiceExt;
 use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, JsonObject};
 use rmcp::service::PeerRequestOptions;
-use rmcp::transport::TokioChildProcess;
 use serde_json::{Value, json};
-
-const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
-
-/// Starts `fabric mcp ARGS` against `redis_url` and connects an MCP client to it.
-async fn connect(redis_url: &str, args: &[&str]) -> Client {
-    let mut cmd = tokio::process::Command::new(FABRIC);
-    cmd.arg("mcp")
-        .args(args)
-        .env("REDIS_URL", redis_url)
-        .env_remove("FABRIC_AGENT")
-        .env_remove("FABRIC_ADMIN")
-        .env("RUST_LOG", "warn");
-    let (transport, _) = TokioChildProcess::builder(cmd)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn fabric mcp");
-    ().serve(transport)
-        .await
-        .expect("MCP handshake with fabric mcp")
-}
 
 #[tokio::test]
 async fn lists_the_tools_and_calls_every_one() {
@@ -41,7 +21,7 @@ async fn lists_the_tools_and_calls_every_one() {
     let me = unique_agent("coder");
     let percy = unique_agent("percy");
     let stop_worker = start_worker(&url, &percy).await;
-    let client = connect(&url, &["--agent", &me]).await;
+    let client = mcp_connect(&url, &["--agent", &me]).await;
 
     // tools/list: six underscore names, each with a description and both schemas.
     let tools = client.list_all_tools().await.unwrap();
@@ -207,7 +187,7 @@ async fn lists_the_tools_and_calls_every_one() {
 async fn bad_input_gets_a_clear_tool_error() {
     let redis = RedisServer::start();
     let me = unique_agent("coder");
-    let client = connect(&redis.url(), &["--agent", &me]).await;
+    let client = mcp_connect(&redis.url(), &["--agent", &me]).await;
     let big = "x".repeat(1024 * 1024 + 10);
     let cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -389,7 +369,7 @@ async fn blocking_receive_ends_at_block_ms_and_on_cancel() {
     let redis = RedisServer::start_own(false); // counts blocked clients: not shared
     let url = redis.url();
     let me = unique_agent("coder");
-    let client = connect(&url, &["--agent", &me]).await;
+    let client = mcp_connect(&url, &["--agent", &me]).await;
 
     let started = Instant::now();
     let got = ok(&call(&client, "fabric_message_receive", json!({"block_ms": 700})).await);
@@ -451,7 +431,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
         .unwrap()
         .port();
     let url = format!("redis://127.0.0.1:{port}");
-    let client = connect(&url, &["--agent", "coder"]).await;
+    let client = mcp_connect(&url, &["--agent", "coder"]).await;
     assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
     for (tool, args) in [
         (
@@ -493,7 +473,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
 async fn admin_may_act_for_any_agent() {
     let redis = RedisServer::start();
     let percy = unique_agent("percy");
-    let client = connect(&redis.url(), &["--admin"]).await;
+    let client = mcp_connect(&redis.url(), &["--admin"]).await;
     ok(&call(
         &client,
         "fabric_message_send",

@@ -5,6 +5,8 @@
 //! Set `FABRIC_TEST_REDIS_URL` to run the tests that only need *a* Redis against an
 //! existing server instead (tests that restart or kill Redis always start their own).
 
+pub mod handlers;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -363,6 +365,23 @@ impl RunningWorker {
         let token = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(worker.run_until(token.clone().cancelled_owned()));
         RunningWorker { token, handle }
+    }
+
+    /// An in-process worker for `agent` tuned for tests: short read block, retries after
+    /// 100 ms (at most 5 s), due retries checked every 50 ms; `tune` adjusts the rest.
+    pub async fn fast(
+        url: &str,
+        agent: &str,
+        tune: impl FnOnce(
+            fabric_worker::runtime::WorkerBuilder,
+        ) -> fabric_worker::runtime::WorkerBuilder,
+    ) -> RunningWorker {
+        let builder = fabric_worker::Worker::builder(agent)
+            .url(url)
+            .block(Duration::from_millis(500))
+            .backoff(Duration::from_millis(100), Duration::from_secs(5))
+            .retry_poll_interval(Duration::from_millis(50));
+        RunningWorker::start(tune(builder)).await
     }
 
     /// An in-process worker for `agent` with a short read block (quick to stop).

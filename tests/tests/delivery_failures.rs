@@ -69,19 +69,6 @@ fn handled(id: &str) -> bool {
     HANDLED.lock().unwrap().contains(id)
 }
 
-async fn start(
-    url: &str,
-    agent: &str,
-    tune: impl FnOnce(fabric_worker::runtime::WorkerBuilder) -> fabric_worker::runtime::WorkerBuilder,
-) -> RunningWorker {
-    let builder = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(500))
-        .backoff(Duration::from_millis(100), Duration::from_secs(5))
-        .retry_poll_interval(Duration::from_millis(50));
-    RunningWorker::start(tune(builder)).await
-}
-
 async fn wait_dead(
     bus: &Bus,
     agent: &str,
@@ -103,7 +90,7 @@ async fn failing_handler_is_retried_with_growing_backoff_then_dead_lettered() {
     let server = RedisServer::start();
     let agent = unique_agent("retry");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let worker = start(&server.url(), &agent, |b| b).await;
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| b).await;
     let msg = Message::new("tester", &agent, "always_fails", json!({"k": "v"}))
         .with_header("tenant", "t1");
     bus.send(msg.clone()).await.unwrap();
@@ -156,7 +143,7 @@ async fn panics_and_timeouts_are_failed_attempts_and_the_worker_keeps_serving() 
     let server = RedisServer::start();
     let agent = unique_agent("panic");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let worker = start(&server.url(), &agent, |b| b).await;
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| b).await;
     bus.send(Message::new("tester", &agent, "panics", json!({})))
         .await
         .unwrap();
@@ -206,7 +193,7 @@ async fn dead_letters_can_be_requeued_and_purged() {
     let server = RedisServer::start();
     let agent = unique_agent("dlq");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let worker = start(&server.url(), &agent, |b| b).await;
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| b).await;
     let msgs: Vec<Message> = (0..3)
         .map(|i| Message::new("tester", &agent, "gated", json!({"i": i})))
         .collect();

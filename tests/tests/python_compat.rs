@@ -8,19 +8,8 @@ use fabric_tests::{
     wait_until_async,
 };
 use fabric_worker::keys;
-use fabric_worker::prelude::*;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-
-#[handler(message_type = "echo")]
-async fn echo(ctx: Context, payload: Value) -> Result<Value, HandlerError> {
-    Ok(json!({
-        "echo": payload,
-        "trace": ctx.header("trace"),
-        "attempt": ctx.attempt(),
-        "delivery": ctx.delivery_count(),
-    }))
-}
 
 /// An entry written exactly as the Python bus writes it is handled, and the reply is one
 /// the Python bus can load (`Message(**data)` with its dataclass).

@@ -22,19 +22,6 @@ fn handled(id: &str) -> bool {
     HANDLED.lock().unwrap().contains(id)
 }
 
-async fn start(
-    url: &str,
-    agent: &str,
-    tune: impl FnOnce(fabric_worker::runtime::WorkerBuilder) -> fabric_worker::runtime::WorkerBuilder,
-) -> RunningWorker {
-    let builder = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(500))
-        .backoff(Duration::from_millis(100), Duration::from_secs(5))
-        .retry_poll_interval(Duration::from_millis(50));
-    RunningWorker::start(tune(builder)).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_resumes_by_itself_after_redis_restarts() {
     init_tracing();
@@ -46,7 +33,7 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
         .connect()
         .await
         .unwrap();
-    let worker = start(&server.url(), &agent, |b| b).await;
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| b).await;
     let before: Vec<Message> = (0..10)
         .map(|i| Message::new("tester", &agent, "quick", json!({"i": i})))
         .collect();

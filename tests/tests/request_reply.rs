@@ -10,21 +10,6 @@ use fabric_worker::prelude::*;
 use redis::AsyncCommands;
 use serde_json::json;
 
-#[derive(Deserialize)]
-struct Typed {
-    x: u32,
-}
-
-#[handler(message_type = "typed")]
-async fn typed(t: Typed) -> Result<u32, HandlerError> {
-    Ok(t.x * 2)
-}
-
-#[handler(message_type = "never_works")]
-async fn never_works(_ctx: Context) -> Result<(), HandlerError> {
-    Err(HandlerError::permanent("this task is impossible"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_each_get_their_own_reply() {
     init_tracing();

@@ -13,31 +13,6 @@ use fabric_worker::prelude::*;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
-#[derive(Debug, Deserialize)]
-struct Typed {
-    x: u32,
-}
-
-#[handler(message_type = "echo")]
-async fn echo(ctx: Context, payload: Value) -> Result<Value, HandlerError> {
-    Ok(json!({
-        "echo": payload,
-        "trace": ctx.header("trace"),
-        "attempt": ctx.attempt(),
-        "delivery": ctx.delivery_count(),
-    }))
-}
-
-#[handler(message_type = "typed")]
-async fn typed(t: Typed) -> Result<u32, HandlerError> {
-    Ok(t.x * 2)
-}
-
-#[handler(message_type = "never_works")]
-async fn never_works(_ctx: Context) -> Result<(), HandlerError> {
-    Err(HandlerError::permanent("this task is impossible"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_handle_reply_ack_with_headers() {
     init_tracing();

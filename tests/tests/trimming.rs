@@ -13,19 +13,6 @@ use serde_json::{Value, json};
 #[handler(message_type = "noop")]
 async fn noop(_p: Value) {}
 
-async fn start(
-    url: &str,
-    agent: &str,
-    tune: impl FnOnce(fabric_worker::runtime::WorkerBuilder) -> fabric_worker::runtime::WorkerBuilder,
-) -> RunningWorker {
-    let builder = Worker::builder(agent)
-        .url(url)
-        .block(Duration::from_millis(500))
-        .backoff(Duration::from_millis(100), Duration::from_secs(5))
-        .retry_poll_interval(Duration::from_millis(50));
-    RunningWorker::start(tune(builder)).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_bounds_the_inbox_over_100k_messages() {
     init_tracing();
@@ -37,7 +24,7 @@ async fn trimming_bounds_the_inbox_over_100k_messages() {
         .await
         .unwrap();
     let mut conn = server.async_conn().await;
-    let worker = start(&server.url(), &agent, |b| {
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| {
         b.trim_interval(Duration::from_millis(200))
     })
     .await;
@@ -150,7 +137,7 @@ async fn trimming_never_removes_undelivered_or_pending_entries() {
     let ids: Vec<String> = read.keys[0].ids.iter().map(|e| e.id.clone()).collect();
     assert_eq!(ids.len(), 10);
 
-    let worker = start(&server.url(), &agent, |b| {
+    let worker = RunningWorker::fast(&server.url(), &agent, |b| {
         b.trim_interval(Duration::from_millis(50))
     })
     .await;

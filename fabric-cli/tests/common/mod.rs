@@ -1,6 +1,7 @@
-//! Helpers shared by the MCP tests.
+//! Helpers shared by the `fabric` tests: running the binary, MCP clients, tool calls.
 #![allow(dead_code)]
 
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use fabric_worker::prelude::*;
@@ -9,6 +10,40 @@ use rmcp::service::{RoleClient, RunningService};
 use serde_json::{Value, json};
 
 pub(crate) type Client = RunningService<RoleClient, ()>;
+
+/// The built `fabric` binary.
+pub(crate) const FABRIC: &str = env!("CARGO_BIN_EXE_fabric");
+
+/// Runs `fabric ARGS` against `url` (no `FABRIC_AGENT` inherited) and waits for it.
+pub(crate) fn fabric(url: &str, args: &[&str]) -> Output {
+    Command::new(FABRIC)
+        .args(args)
+        .env("REDIS_URL", url)
+        .env_remove("FABRIC_AGENT")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run fabric")
+}
+
+/// Starts `fabric mcp ARGS` against `redis_url` and connects an MCP client to it over stdio.
+pub(crate) async fn mcp_connect(redis_url: &str, args: &[&str]) -> Client {
+    use rmcp::ServiceExt;
+    let mut cmd = tokio::process::Command::new(FABRIC);
+    cmd.arg("mcp")
+        .args(args)
+        .env("REDIS_URL", redis_url)
+        .env_remove("FABRIC_AGENT")
+        .env_remove("FABRIC_ADMIN")
+        .env("RUST_LOG", "warn");
+    let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn fabric mcp");
+    ().serve(transport)
+        .await
+        .expect("MCP handshake with fabric mcp")
+}
 
 /// The handler the in-process worker runs: echoes the payload back.
 #[handler(message_type = "mcp_echo")]
