@@ -518,6 +518,27 @@ pub(crate) async fn wait_readers_blocked(
     }
 }
 
+/// Waits until `n` entries were ever added to `agent`'s inbox (in secure mode, delivered by
+/// the router: "drained" alone could be seen before the router's last delivery).
+pub(crate) async fn wait_delivered(env: &Env, agent: &str, n: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let added = env
+            .bus
+            .stream_info(agent)
+            .await?
+            .and_then(|i| i.entries_added)
+            .unwrap_or(0);
+        if added >= n {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("only {added} of {n} entries delivered to {agent}'s inbox within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// Waits until every target is drained.
 pub(crate) async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
     let watch = Bus::connect(&env.url).await?;

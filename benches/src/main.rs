@@ -25,6 +25,7 @@ mod harness;
 mod procs;
 mod raw_mode;
 mod report;
+mod router_mode;
 mod scenarios;
 mod server;
 mod stats;
@@ -41,7 +42,9 @@ use crate::report::{Machine, Report};
 use crate::scenarios::{Shared, Sizes};
 use crate::server::RedisServer;
 
-const SCENARIOS: [&str; 6] = ["drain", "enqueue", "latency", "scale", "growth", "memory"];
+const SCENARIOS: [&str; 7] = [
+    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory",
+];
 
 /// Benchmarks fabric-worker against a hand-written raw-Redis consumer and producer.
 #[derive(Debug, Parser)]
@@ -53,7 +56,8 @@ struct Cli {
     /// Print the results as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
-    /// Only these scenarios (comma-separated): drain, enqueue, latency, scale, growth, memory.
+    /// Only these scenarios (comma-separated): drain, enqueue, latency, secure, scale, growth,
+    /// memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Use this Redis instead of starting one (its data is left alone except the
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("__worker") => return exit(worker_mode::main()),
         Some("__raw") => return exit(raw_mode::main()),
+        Some("__router") => return exit(router_mode::main()),
         _ => {}
     }
     let cli = Cli::parse();
@@ -151,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "drain" => scenarios::drain(&env, &sizes, &mut report, &mut shared).await?,
                 "enqueue" => scenarios::enqueue(&env, &sizes, &mut report).await?,
                 "latency" => scenarios::latency(&env, &sizes, &mut report).await?,
+                "secure" => scenarios::secure(&env, &sizes, &mut report).await?,
                 "scale" => scenarios::scale(&env, &sizes, &mut report, &mut shared).await?,
                 "growth" => scenarios::growth(&env, &sizes, &mut report).await?,
                 "memory" => scenarios::memory(&env, &sizes, &mut report, &mut shared).await?,

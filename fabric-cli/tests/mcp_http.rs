@@ -89,6 +89,7 @@ async fn setup(rsa: bool) -> Setup {
     let cfg = HttpConfig::new(
         McpConfig {
             redis_url: url.clone(),
+            mode: fabric_worker::bus::Mode::Direct,
         },
         auth,
     );
@@ -298,13 +299,27 @@ async fn good_tokens_work_and_agents_are_confined_to_their_inbox() {
     .await);
     assert_eq!(st["agent_id"], s.percy.as_str());
 
-    // percy, with an HS256 JWT whose sub is percy, reads its own inbox (a message from the admin).
+    // percy, with an HS256 JWT whose sub is percy, reads its own inbox (a message the admin
+    // sends as coder, asking for the reply in coder's results stream).
     ok(&call(
         &admin,
         "fabric_message_send",
-        json!({"to_agent": s.percy, "from_agent": "admin", "message_type": "mcp_echo", "payload": {"for": "jwt"}, "reply_to": format!("agent:{}:inbox", s.coder)}),
+        json!({"to_agent": s.percy, "from_agent": s.coder, "message_type": "mcp_echo", "payload": {"for": "jwt"}, "reply_to": format!("agent:{}:results", s.coder)}),
     )
     .await);
+    // A reply may only go to a stream of the sender: anywhere else is refused at once.
+    let e = tool_error(
+        &call(
+            &admin,
+            "fabric_message_send",
+            json!({"to_agent": s.percy, "from_agent": "admin", "message_type": "mcp_echo", "payload": {}, "reply_to": format!("agent:{}:inbox", s.coder)}),
+        )
+        .await,
+    );
+    assert!(
+        e.contains("replies may only go to a stream of the sender"),
+        "{e}"
+    );
     let percy = connect(&s, &hs256(&s.percy, now() + 600)).await.unwrap();
     let st = ok(&call(&percy, "fabric_message_queue_status", json!({})).await);
     assert_eq!(st["agent_id"], s.percy.as_str());
@@ -317,17 +332,29 @@ async fn good_tokens_work_and_agents_are_confined_to_their_inbox() {
         .await,
     );
     assert!(e.contains("access denied"), "{e}");
-    // The worker's reply to the admin's message landed in coder's inbox.
-    let got = ok(&call(&coder, "fabric_message_receive", json!({"block_ms": 10000})).await);
-    assert_eq!(got["count"], 1, "{got}");
-    assert_eq!(got["messages"][0]["payload"]["echo"], json!({"for": "jwt"}));
-    let acked = ok(&call(
-        &coder,
-        "fabric_message_acknowledge",
-        json!({"message_ids": [got["messages"][0]["_stream_id"]]}),
-    )
-    .await);
-    assert_eq!(acked["acknowledged"][0]["acked"], true);
+    // The worker's reply landed in coder's results stream.
+    let mut conn = s._redis.async_conn().await;
+    let results = format!("agent:{}:results", s.coder);
+    assert!(
+        fabric_tests::wait_until_async(Duration::from_secs(10), || {
+            let mut c = conn.clone();
+            let key = results.clone();
+            async move {
+                redis::cmd("XLEN")
+                    .arg(key)
+                    .query_async::<u64>(&mut c)
+                    .await
+                    .unwrap_or(0)
+                    == 1
+            }
+        })
+        .await,
+        "the reply did not reach {results}"
+    );
+    let replies = fabric_tests::stream_entries(&mut conn, &results).await;
+    let data: serde_json::Value =
+        serde_json::from_str(fabric_tests::entry_field(&replies[0].1, "data").unwrap()).unwrap();
+    assert_eq!(data["payload"]["echo"], json!({"for": "jwt"}));
 
     stop_worker.stop().await;
     for c in [coder, admin, percy] {
@@ -373,6 +400,7 @@ async fn refuses_unsafe_configurations() {
     let cfg = HttpConfig::new(
         McpConfig {
             redis_url: "redis://127.0.0.1:1".into(),
+            mode: fabric_worker::bus::Mode::Direct,
         },
         auth,
     );

@@ -145,26 +145,48 @@ async fn lists_the_tools_and_calls_every_one() {
     assert_eq!(reply["from_agent"], percy.as_str());
     assert_eq!(reply["to_agent"], me.as_str());
 
-    // send through MCP with reply_to = my inbox: the worker's reply arrives there.
-    let sent = ok(&call(
+    // send through MCP with reply_to = my results stream: the worker's reply arrives there.
+    ok(&call(
         &client,
         "fabric.message.send",
-        json!({"to_agent": percy, "message_type": "mcp_echo", "payload": {"q": "via inbox"}, "reply_to": format!("agent:{me}:inbox")}),
+        json!({"to_agent": percy, "message_type": "mcp_echo", "payload": {"q": "via results"}, "reply_to": format!("agent:{me}:results")}),
     )
     .await);
-    let got = ok(&call(
-        &client,
-        "fabric_message_receive",
-        json!({"block_ms": 10000, "auto_ack": true}),
-    )
-    .await);
-    assert_eq!(got["count"], 1, "{got}");
-    assert_eq!(
-        got["messages"][0]["payload"]["echo"],
-        json!({"q": "via inbox"})
+    let mut conn = redis.async_conn().await;
+    let results = format!("agent:{me}:results");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || {
+            let mut c = conn.clone();
+            let key = results.clone();
+            async move {
+                redis::cmd("XLEN")
+                    .arg(key)
+                    .query_async::<u64>(&mut c)
+                    .await
+                    .unwrap_or(0)
+                    == 1
+            }
+        })
+        .await,
+        "the reply did not reach {results}"
     );
-    assert_eq!(got["acknowledged"], true);
-    let _ = sent;
+    let replies = fabric_tests::stream_entries(&mut conn, &results).await;
+    let data: Value =
+        serde_json::from_str(fabric_tests::entry_field(&replies[0].1, "data").unwrap()).unwrap();
+    assert_eq!(data["payload"]["echo"], json!({"q": "via results"}));
+    // Anywhere but a stream of mine (here: my inbox) is refused.
+    let e = tool_error(
+        &call(
+            &client,
+            "fabric_message_send",
+            json!({"to_agent": percy, "message_type": "mcp_echo", "payload": {}, "reply_to": format!("agent:{me}:inbox")}),
+        )
+        .await,
+    );
+    assert!(
+        e.contains("replies may only go to a stream of the sender"),
+        "{e}"
+    );
 
     // a request nobody answers times out with a clear tool error.
     let started = Instant::now();

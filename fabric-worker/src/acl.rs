@@ -1,68 +1,117 @@
-//! Per-agent Redis ACL users: each agent reads and consumes only its own keys.
+//! Redis ACL users for each role, in each [`Mode`].
 //!
-//! [`agent_acl_rules`] gives the rules of `ACL SETUSER <agent> …` for one agent:
+//! | role | direct mode | secure mode |
+//! | --- | --- | --- |
+//! | agent `X` | its own keys `agent:X:*`; `XADD` only on other agents' inboxes, results and reply streams; `PUBLISH` on every new-message channel | its own keys `agent:X:*` and nothing else: it sends through its outbox, the router delivers |
+//! | router | — | reads and acknowledges outboxes, dead-letters what it rejects, and appends to inboxes, results and reply streams only through `FCALL fabric_forward`; publishes new-message notifications |
+//! | MCP server | — | appends to outboxes (it sends as the agent it authenticated), consumes inboxes, reads its own reply streams |
+//! | monitor | read-only on every agent key (queue status, dashboards) | the same |
+//! | admin | everything (`fabric setup`: loading the function library) | the same |
 //!
-//! - every key under `agent:<id>:` (its inbox, results, reply streams, dead letters and
-//!   retries — see `docs/protocol.md`), with the stream, sorted-set and script commands a
-//!   worker and a `Bus` use;
-//! - `XADD` only (through ACL selectors) on other agents' inboxes (to send), results
-//!   streams and reply streams (to reply) — never a read or a delete there;
-//! - Pub/Sub on `agent.*.new_message` (send notifications), and on the topic patterns
-//!   given (default `analytics.*`, `system.*`, `shared:*`).
+//! No role but admin may `EVAL`, `EVALSHA`, `SCRIPT`, `FUNCTION`, or run an administrative
+//! or dangerous command (`CONFIG`, `DEBUG`, `SHUTDOWN`, `FLUSHALL`, `CLIENT KILL`, `KEYS`, …):
+//! the runtime's scripts are Redis Functions, called with `FCALL`. Every rule list starts
+//! with `reset`, so it is complete by itself. See `docs/security.md`.
 //!
-//! Redis cannot check what an entry says, so an agent that may send can still put any
-//! `from_agent` in the envelope; the MCP server enforces the sender's identity for its
-//! callers.
+//! ```
+//! use fabric_worker::acl::{self, Role};
+//! use fabric_worker::bus::Mode;
+//!
+//! let rules = acl::rules(&Role::Agent("percy".into()), Mode::Secure, "s3cret", &[]).unwrap();
+//! assert!(rules.contains(&"~agent:percy:*".to_string()));
+//! assert!(!rules.iter().any(|r| r.starts_with('(')), "no rights on other agents' keys");
+//! let file = acl::file(&[("percy".into(), rules)]);
+//! assert!(file.starts_with("user percy reset on >s3cret"));
+//! ```
 
+use crate::bus::Mode;
 use crate::error::{Error, Result};
 use crate::keys;
 
 /// Topic patterns agents may publish and subscribe to by default.
 pub const DEFAULT_TOPIC_PATTERNS: &[&str] = &["analytics.*", "system.*", "shared:*"];
 
-/// Commands an agent runs on its own keys.
-const OWN_COMMANDS: &[&str] = &[
-    "+@stream", // XADD XREADGROUP XACK XAUTOCLAIM XCLAIM XPENDING XINFO XGROUP XTRIM XDEL XRANGE XLEN …
-    "+zadd",
-    "+zrem",
-    "+zrange",
-    "+zrangebyscore",
-    "+zcard",
-    "+exists",
-    "+del",
-    "+expire",
-    "+multi",
-    "+exec",
-    "+discard",
-    "+evalsha",
-    "+eval",
-    "+script|load",
-    "+script|exists",
-    "+publish",
-    "+subscribe",
-    "+psubscribe",
-    "+unsubscribe",
-    "+punsubscribe",
-    "+time",
-    "+unwatch",
+/// The Redis user name of the router.
+pub const ROUTER_USER: &str = "fabric-router";
+/// The Redis user name of the MCP server.
+pub const MCP_USER: &str = "fabric-mcp";
+/// The Redis user name of the read-only monitor.
+pub const MONITOR_USER: &str = "fabric-monitor";
+/// The Redis user name of the administrator.
+pub const ADMIN_USER: &str = "fabric-admin";
+
+/// Who a Redis user is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// One agent (its worker processes and its `Bus`).
+    Agent(String),
+    /// The router of secure mode (`fabric router`).
+    Router,
+    /// The MCP server (`fabric mcp`), which sends for the agents it authenticates.
+    McpServer,
+    /// Read-only: queue status, dashboards, exporters.
+    Monitor,
+    /// Everything: `fabric setup`, operations.
+    Admin,
+}
+
+/// Commands every client needs to connect and stay connected; and `MULTI`/`EXEC`, which
+/// grant nothing by themselves (each queued command is checked) — refusing `MULTI` makes
+/// redis-rs 1.8 miscount the replies of an atomic pipeline and panic (seen with the monitor
+/// user), so every role gets them.
+const CONNECTION: &[&str] = &[
     "+ping",
     "+hello",
     "+auth",
     "+client|setname",
     "+client|id",
     "+select",
+    "+multi",
+    "+exec",
+    "+discard",
 ];
 
-/// The rules (arguments after the user name) of `ACL SETUSER <agent>` for an agent whose
-/// password is `password`; `topics` are extra Pub/Sub channel patterns (defaults when empty).
-///
-/// ```
-/// let rules = fabric_worker::acl::agent_acl_rules("percy", "s3cret", &[]).unwrap();
-/// assert!(rules.contains(&"~agent:percy:*".to_string()));
-/// assert!(rules.contains(&"(~agent:*:inbox +xadd)".to_string()));
-/// ```
-pub fn agent_acl_rules(agent: &str, password: &str, topics: &[&str]) -> Result<Vec<String>> {
-    keys::validate_agent(agent)?;
+/// Commands an agent runs on its own keys (worker, `Bus`): streams, consumer groups,
+/// retries (sorted sets, read by status), transactions, and the runtime's functions.
+const AGENT_OWN: &[&str] = &[
+    "+xadd",
+    "+xread",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xclaim",
+    "+xpending",
+    "+xinfo",
+    "+xgroup",
+    "+xdel",
+    "+xrange",
+    "+xrevrange",
+    "+xlen",
+    "+xtrim",
+    "+zcard",
+    "+zrange",
+    "+zadd",
+    "+zrem",
+    "+zrangebyscore",
+    "+time",
+    "+exists",
+    "+del",
+    "+expire",
+    "+fcall",
+    "+fcall_ro",
+];
+
+/// Pub/Sub commands.
+const PUBSUB: &[&str] = &[
+    "+publish",
+    "+subscribe",
+    "+psubscribe",
+    "+unsubscribe",
+    "+punsubscribe",
+];
+
+fn check_password(password: &str) -> Result<()> {
     if password.is_empty()
         || password
             .chars()
@@ -74,37 +123,197 @@ pub fn agent_acl_rules(agent: &str, password: &str, topics: &[&str]) -> Result<V
             "must be non-empty, without spaces or control characters",
         ));
     }
+    Ok(())
+}
+
+fn topic_channels(topics: &[&str]) -> Result<Vec<String>> {
     let topics: Vec<&str> = if topics.is_empty() {
         DEFAULT_TOPIC_PATTERNS.to_vec()
     } else {
         topics.to_vec()
     };
-    for t in &topics {
-        keys::validate_topic(t)?;
-    }
-    let mut rules = vec![
-        "reset".to_owned(),
-        "on".to_owned(),
-        format!(">{password}"),
-        "resetchannels".to_owned(),
-        format!("~agent:{agent}:*"),
-        "&agent.*.new_message".to_owned(),
-    ];
-    rules.extend(topics.iter().map(|t| format!("&{t}")));
-    rules.extend(OWN_COMMANDS.iter().map(|c| (*c).to_owned()));
-    // Selectors: write-only access to other agents' streams, XADD and nothing else.
-    rules.push("(~agent:*:inbox +xadd)".to_owned());
-    rules.push("(~agent:*:results ~agent:*:replies:* +xadd)".to_owned());
-    Ok(rules)
+    topics
+        .iter()
+        .map(|t| keys::validate_topic(t).map(|()| format!("&{t}")))
+        .collect()
 }
 
-/// The same rules as one `ACL SETUSER` line (for an ACL file, prefix it with `user`
-/// instead; passwords with spaces are refused, so no quoting is needed).
-pub fn agent_acl_command(agent: &str, password: &str, topics: &[&str]) -> Result<String> {
-    Ok(format!(
-        "ACL SETUSER {agent} {}",
-        agent_acl_rules(agent, password, topics)?.join(" ")
-    ))
+fn strings(list: &[&str]) -> impl Iterator<Item = String> {
+    list.iter().map(|s| (*s).to_owned())
+}
+
+/// A selector: `(<patterns> <commands>)`.
+fn selector(patterns: &[&str], commands: &[&str]) -> String {
+    let mut parts: Vec<String> = patterns.iter().map(|p| format!("~{p}")).collect();
+    parts.extend(strings(commands));
+    format!("({})", parts.join(" "))
+}
+
+/// The rules (the arguments after the user name) of `ACL SETUSER` for `role` in `mode`, with
+/// password `password`; `topics` are the Pub/Sub topic patterns agents and the MCP server may
+/// use (the defaults when empty).
+pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result<Vec<String>> {
+    check_password(password)?;
+    let mut r: Vec<String> = ["reset", "on"].iter().map(|s| (*s).to_owned()).collect();
+    r.push(format!(">{password}"));
+    r.extend(strings(CONNECTION));
+    match role {
+        Role::Agent(agent) => {
+            keys::validate_agent(agent)?;
+            r.push(format!("~agent:{agent}:*"));
+            match mode {
+                // Direct mode: notifications of every agent (senders publish them).
+                Mode::Direct => r.push("&agent.*.new_message".into()),
+                // Secure mode: its own notifications only (the router publishes them).
+                Mode::Secure => r.push(format!("&{}", keys::new_message_channel(agent))),
+            }
+            r.extend(topic_channels(topics)?);
+            r.extend(strings(AGENT_OWN));
+            r.extend(strings(PUBSUB));
+            if mode == Mode::Direct {
+                // Write-only access to other agents' streams: XADD and nothing else.
+                r.push(selector(&["agent:*:inbox"], &["+xadd"]));
+                r.push(selector(
+                    &["agent:*:results", "agent:*:replies:*"],
+                    &["+xadd"],
+                ));
+            }
+        }
+        Role::Router => {
+            r.push("&agent.*.new_message".into());
+            r.extend(strings(&["+publish", "+scan", "+time", "+fcall_ro"]));
+            // Outboxes: consume, acknowledge, delete what was delivered, dead-letter what
+            // breaks policy.
+            r.push(selector(
+                &["agent:*:outbox", "agent:*:outbox:dead{*}"],
+                &[
+                    "+xreadgroup",
+                    "+xack",
+                    "+xdel",
+                    "+xtrim",
+                    "+exists",
+                    "+fcall",
+                    "+xautoclaim",
+                    "+xclaim",
+                    "+xpending",
+                    "+xinfo",
+                    "+xgroup|create",
+                    "+xadd",
+                ],
+            ));
+            // Delivery: only through fabric_forward (and the commands it runs).
+            r.push(selector(
+                &[
+                    "agent:*:inbox",
+                    "agent:*:inbox:fwd{*}",
+                    "agent:*:results",
+                    "agent:*:results:fwd{*}",
+                    "agent:*:replies:*",
+                ],
+                &[
+                    "+fcall",
+                    "+xadd",
+                    "+exists",
+                    "+zscore",
+                    "+zadd",
+                    "+zrangebyscore",
+                    "+zrem",
+                ],
+            ));
+        }
+        Role::McpServer => {
+            r.push("&agent.*.new_message".into());
+            r.extend(topic_channels(topics)?);
+            r.extend(strings(PUBSUB));
+            r.extend(strings(&["+fcall_ro"]));
+            // Sends as the agent it authenticated: into that agent's outbox.
+            r.push(selector(&["agent:*:outbox"], &["+xadd"]));
+            // Receives, acknowledges and inspects for that agent.
+            r.push(selector(
+                &["agent:*:inbox"],
+                &[
+                    "+xreadgroup",
+                    "+xack",
+                    "+xpending",
+                    "+xinfo",
+                    "+xgroup|create",
+                    "+xlen",
+                    "+xrange",
+                    "+xrevrange",
+                    "+exists",
+                ],
+            ));
+            r.push(selector(
+                &["agent:*:inbox:dead{*}", "agent:*:inbox:retry{*}"],
+                &["+xadd", "+xlen", "+xrange", "+zcard"],
+            ));
+            // Its own request/reply streams.
+            r.push(selector(
+                &["agent:*:replies:*"],
+                &["+xread", "+xdel", "+expire", "+del"],
+            ));
+        }
+        Role::Monitor => {
+            r.push("%R~agent:*".into());
+            r.extend(strings(&[
+                "+xinfo",
+                "+xlen",
+                "+xpending",
+                "+xrange",
+                "+xrevrange",
+                "+zcard",
+                "+exists",
+                "+scan",
+                "+fcall_ro",
+            ]));
+        }
+        Role::Admin => {
+            r.extend(strings(&["~*", "&*", "+@all"]));
+        }
+    }
+    Ok(r)
+}
+
+/// The rules of the `default` user when agents have users of their own: every permission,
+/// behind a random password that is shown to no one (no client can log in as it).
+///
+/// It is not simply `off` because Redis 7.0 replays the `MULTI`/`EXEC` blocks of its
+/// append-only file with the default user's permissions: with the default user off or
+/// restricted, every transaction in the file — each function call that writes more than
+/// once (a delivery, a retry), each dead-lettering — fails to replay after a restart, and
+/// what it wrote is lost (seen on 7.0.15; the log says "ACLs rules changed between the
+/// moment the transaction was accumulated and the EXEC call").
+pub fn default_user_rules() -> Vec<String> {
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    ["reset", "on", &format!(">{secret}"), "~*", "&*", "+@all"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// An ACL file (`redis-server --aclfile`): one `user <name> <rules…>` line per user, in
+/// order. Redis accepts no comment lines in such a file: explanations go beside it.
+pub fn file(users: &[(String, Vec<String>)]) -> String {
+    let mut out = String::new();
+    for (name, rules) in users {
+        out.push_str("user ");
+        out.push_str(name);
+        for r in rules {
+            out.push(' ');
+            out.push_str(r);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `ACL SETUSER <name> <rules…>` as one line (for `redis-cli`).
+pub fn setuser_command(name: &str, rules: &[String]) -> String {
+    format!("ACL SETUSER {name} {}", rules.join(" "))
 }
 
 #[cfg(test)]
@@ -112,26 +321,83 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rules_are_scoped_to_the_agent() {
-        let r = agent_acl_rules("coder", "pw", &["custom.*"]).unwrap();
-        assert_eq!(
-            &r[..5],
-            ["reset", "on", ">pw", "resetchannels", "~agent:coder:*"]
-        );
+    fn a_secure_agent_has_rights_on_its_own_keys_only() {
+        let r = rules(
+            &Role::Agent("coder".into()),
+            Mode::Secure,
+            "pw",
+            &["custom.*"],
+        )
+        .unwrap();
+        assert_eq!(&r[..3], ["reset", "on", ">pw"]);
+        assert!(r.contains(&"~agent:coder:*".to_string()));
+        assert!(r.contains(&"&agent.coder.new_message".to_string()));
         assert!(r.contains(&"&custom.*".to_string()));
         assert!(!r.contains(&"&shared:*".to_string()));
+        for forbidden in [
+            "+eval",
+            "+evalsha",
+            "+script",
+            "+function",
+            "+@all",
+            "~*",
+            "+keys",
+        ] {
+            assert!(!r.iter().any(|x| x == forbidden), "{forbidden} in {r:?}");
+        }
         assert!(
-            !r.iter()
-                .any(|x| x == "~*" || x == "+@all" || x == "allkeys")
+            !r.iter().any(|x| x.starts_with('(')),
+            "a secure agent has no selector on others' keys: {r:?}"
         );
+        let key_patterns: Vec<&String> = r.iter().filter(|x| x.starts_with('~')).collect();
+        assert_eq!(key_patterns, [&"~agent:coder:*".to_string()]);
+    }
+
+    #[test]
+    fn a_direct_agent_may_also_append_to_other_streams() {
+        let r = rules(&Role::Agent("coder".into()), Mode::Direct, "pw", &[]).unwrap();
+        assert!(r.contains(&"(~agent:*:inbox +xadd)".to_string()));
+        assert!(r.contains(&"&agent.*.new_message".to_string()));
+        assert!(!r.iter().any(|x| x == "+eval"));
+    }
+
+    #[test]
+    fn the_router_delivers_only_through_fabric_forward() {
+        let r = rules(&Role::Router, Mode::Secure, "pw", &[]).unwrap();
+        let delivery = r
+            .iter()
+            .find(|x| x.contains("~agent:*:inbox "))
+            .expect("a delivery selector");
+        assert!(delivery.contains("+fcall"));
+        assert!(!delivery.contains("+xreadgroup") && !delivery.contains("+xrange"));
+        assert!(!r.iter().any(|x| x == "+eval" || x == "+@all"));
+    }
+
+    #[test]
+    fn files_have_one_user_line_each_and_no_comments() {
+        let f = file(&[
+            (
+                "percy".into(),
+                rules(&Role::Agent("percy".into()), Mode::Secure, "a", &[]).unwrap(),
+            ),
+            (
+                ADMIN_USER.into(),
+                rules(&Role::Admin, Mode::Secure, "b", &[]).unwrap(),
+            ),
+        ]);
+        let lines: Vec<&str> = f.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.starts_with("user ")));
+        assert!(lines[1].starts_with("user fabric-admin reset on >b"));
     }
 
     #[test]
     fn bad_input_is_refused() {
-        assert!(agent_acl_rules("a b", "pw", &[]).is_err());
-        assert!(agent_acl_rules("coder", "", &[]).is_err());
-        assert!(agent_acl_rules("coder", "p w", &[]).is_err());
-        let e = agent_acl_rules("coder", "p\nw", &[])
+        let agent = |a: &str| Role::Agent(a.into());
+        assert!(rules(&agent("a b"), Mode::Secure, "pw", &[]).is_err());
+        assert!(rules(&agent("coder"), Mode::Secure, "", &[]).is_err());
+        assert!(rules(&agent("coder"), Mode::Secure, "p w", &[]).is_err());
+        let e = rules(&agent("coder"), Mode::Secure, "p\nw", &[])
             .unwrap_err()
             .to_string();
         assert!(

@@ -82,9 +82,17 @@ impl Context {
         &self.inner.message.id
     }
 
-    /// The sender.
+    /// The sender, as the envelope says. In secure mode the router has checked it against
+    /// the outbox it came from (see [`Context::sender`]); in direct mode it is what the sender
+    /// wrote.
     pub fn from_agent(&self) -> &str {
         &self.inner.message.from_agent
+    }
+
+    /// The authenticated sender, stamped by the router in secure mode (`None` in direct
+    /// mode, where no one vouches for the sender).
+    pub fn sender(&self) -> Option<&str> {
+        self.inner.message.sender.as_deref()
     }
 
     /// The message type.

@@ -113,6 +113,18 @@ pub enum Error {
         /// The messages that are not.
         failed: Vec<FailedSend>,
     },
+    /// The fabric function library is not loaded (or is older than this code needs), and
+    /// this Redis user may not load it.
+    #[error(
+        "the fabric function library {} is not loaded on this Redis (this version of fabric-worker needs version {needed}), and this Redis user may not load it; run `fabric setup` as an admin (or connect once as a user allowed FUNCTION LOAD)",
+        found.map(|v| format!("is at version {v}; it")).unwrap_or_default()
+    )]
+    LibraryMissing {
+        /// The version loaded, if any.
+        found: Option<i64>,
+        /// The version needed.
+        needed: i64,
+    },
     /// The bus has no Redis behind it: it is the stand-in `fabric_worker::testing` gives
     /// handlers.
     #[error(
@@ -203,7 +215,10 @@ impl Error {
         if source.kind() == redis::ErrorKind::Client && source.to_string().contains(NOT_CONNECTED) {
             return Error::NotConnected { operation: command };
         }
-        if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+        // NOPERM, or a transaction Redis aborted because a queued command was NOPERM.
+        if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+            || source.to_string().contains("error: NoPerm")
+        {
             return Error::PermissionDenied {
                 command,
                 key: key.to_owned(),

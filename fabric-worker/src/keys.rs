@@ -149,6 +149,48 @@ pub fn inbox(agent: &str) -> String {
     format!("agent:{agent}:inbox")
 }
 
+/// The outbox of an agent in secure mode: `agent:<agent>:outbox`. The agent appends what it
+/// sends; the router delivers it, stamping the outbox's owner as the sender.
+pub fn outbox(agent: &str) -> String {
+    format!("agent:{agent}:outbox")
+}
+
+/// The consumer group routers read outboxes through.
+pub const ROUTER_GROUP: &str = "fabric_routers";
+
+/// Where the router remembers what it delivered to `stream` (a sorted set of
+/// `<sender>/<message id>` in the stream's slot): `<stream>:fwd{<stream>}`.
+pub fn forwarded(stream: &str) -> String {
+    companion(stream, "fwd")
+}
+
+/// Whether `key` is a stream replies to `agent` may be written to: its results stream
+/// `agent:<agent>:results` or one of its request streams `agent:<agent>:replies:<instance>`.
+pub fn is_reply_stream_of(agent: &str, key: &str) -> bool {
+    let Some(rest) = key
+        .strip_prefix("agent:")
+        .and_then(|k| k.strip_prefix(agent))
+        .and_then(|k| k.strip_prefix(':'))
+    else {
+        return false;
+    };
+    if rest == "results" {
+        return true;
+    }
+    rest.strip_prefix("replies:").is_some_and(|instance| {
+        !instance.is_empty()
+            && instance.len() <= MAX_GROUP_LEN
+            && instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    })
+}
+
+/// The agent whose outbox `key` is.
+pub fn outbox_owner(key: &str) -> Option<&str> {
+    key.strip_prefix("agent:")?.strip_suffix(":outbox")
+}
+
 /// The default results stream of an agent (the default `reply_to` of its tasks): `agent:<agent>:results`.
 pub fn results(agent: &str) -> String {
     format!("agent:{agent}:results")
@@ -224,6 +266,31 @@ mod tests {
         assert_eq!(hash_tag(&retries(&s)), s);
         assert_eq!(hash_tag("a{}b"), "a{}b");
         assert_eq!(hash_tag("a{x}b{y}"), "x");
+    }
+
+    #[test]
+    fn reply_streams_belong_to_one_agent() {
+        assert!(is_reply_stream_of("coder", "agent:coder:results"));
+        assert!(is_reply_stream_of("coder", "agent:coder:replies:0af3"));
+        for bad in [
+            "agent:coder:inbox",
+            "agent:coder:inbox:dead{agent:coder:inbox}",
+            "agent:coder:replies:",
+            "agent:coder:replies:a{b}",
+            "agent:coder:results:x",
+            "agent:codex:results",
+            "agent:percy:results",
+            "some:key",
+            "agent:coder",
+        ] {
+            assert!(!is_reply_stream_of("coder", bad), "{bad}");
+        }
+        assert_eq!(outbox_owner(&outbox("percy")), Some("percy"));
+        assert_eq!(outbox_owner("agent:percy:inbox"), None);
+        assert_eq!(
+            forwarded(&inbox("percy")),
+            "agent:percy:inbox:fwd{agent:percy:inbox}"
+        );
     }
 
     #[test]

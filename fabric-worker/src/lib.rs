@@ -53,6 +53,7 @@ pub mod handler;
 pub mod keys;
 pub mod message;
 mod receipt;
+pub mod router;
 pub mod runtime;
 pub mod testing;
 mod time;

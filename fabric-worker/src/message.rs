@@ -177,6 +177,10 @@ pub struct Message {
     /// never inside `data`.
     #[serde(skip)]
     pub headers: BTreeMap<String, String>,
+    /// Secure mode: the sender the router authenticated (the entry's `sender` field), set
+    /// when a message is read; never written into `data`. `None` in direct mode.
+    #[serde(skip)]
+    pub sender: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -251,6 +255,7 @@ impl Message {
             reply_to: None,
             correlation_id: Some(uuid::Uuid::new_v4().to_string()),
             headers: BTreeMap::new(),
+            sender: None,
         }
     }
 
@@ -326,6 +331,16 @@ impl Message {
         }
         if let Some(r) = &self.reply_to {
             keys::validate_stream_key(r).map_err(|e| e.renamed("reply_to"))?;
+            if !keys::is_reply_stream_of(&self.from_agent, r) {
+                return Err(Error::invalid(
+                    "reply_to",
+                    r,
+                    format!(
+                        "replies may only go to a stream of the sender {:?}: agent:{0}:results, or agent:{0}:replies:<id>",
+                        self.from_agent
+                    ),
+                ));
+            }
         }
         if self.id.is_empty() {
             return Err(Error::invalid("message id", "", "must not be empty"));
@@ -365,12 +380,19 @@ pub mod fields {
     pub const ATTEMPT: &str = "attempt";
     /// On a reply: the `id` of the request it answers.
     pub const IN_REPLY_TO: &str = "in_reply_to";
+    /// Secure mode: the authenticated sender, stamped by the router (a sender cannot set it:
+    /// the router writes it from the outbox's owner).
+    pub const SENDER: &str = "sender";
+    /// Secure mode, on an outbox entry that is a reply: the stream to deliver it to (the
+    /// request's `reply_to`).
+    pub const DELIVER_TO: &str = "deliver_to";
     /// On a retry entry: only this consumer group handles it; other groups skip it.
     pub const TARGET_GROUP: &str = "target_group";
     /// On a retry entry: the error of the previous attempt.
     pub const LAST_ERROR: &str = "last_error";
-    /// Dead letters: why (`no_handler`, `bad_payload`, `invalid_envelope`, `max_attempts`,
-    /// `permanent_error`, `delivery_limit`, `reply_failed`).
+    /// Dead letters: why (see `DeadReason`: `no_handler`, `bad_payload`, `invalid_envelope`,
+    /// `max_attempts`, `permanent_error`, `delivery_limit`, `reply_failed`, `too_large`,
+    /// `bad_reply_to`, `unknown_recipient`, `not_allowed`, `forged_sender`, `promote_failed`).
     pub const DEAD_REASON: &str = "dead_reason";
     /// Dead letters: the error text.
     pub const DEAD_ERROR: &str = "dead_error";
@@ -505,6 +527,17 @@ mod tests {
                 .to_string()
                 .starts_with("invalid payload")
         );
+        let m =
+            Message::new("coder", "percy", "task", json!({})).with_reply_to("agent:percy:results");
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid reply_to \"agent:percy:results\": replies may only go to a stream of the sender \"coder\""),
+            "{e}"
+        );
+        Message::new("coder", "percy", "task", json!({}))
+            .with_reply_to("agent:coder:replies:abc")
+            .validate()
+            .unwrap();
         let m = Message::new("coder", "percy", "task", json!({})).with_reply_to("a b");
         assert!(
             m.validate()

@@ -20,6 +20,10 @@ pub struct RedisServer {
     dir: PathBuf,
     appendonly: bool,
     external: Option<String>,
+    /// Arguments every start of this server gets (e.g. `--aclfile`).
+    args: Vec<String>,
+    /// The user the harness connects as, when the default user is off.
+    admin: Option<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -54,6 +58,8 @@ impl RedisServer {
                 dir: PathBuf::new(),
                 appendonly: false,
                 external: Some(url),
+                args: Vec::new(),
+                admin: None,
             };
         }
         Self::start_own(false)
@@ -61,17 +67,38 @@ impl RedisServer {
 
     /// A fresh server of our own, always; with `appendonly yes, appendfsync always` if asked.
     pub fn start_own(appendonly: bool) -> RedisServer {
+        Self::start_configured(appendonly, None)
+    }
+
+    /// A fresh server of our own loading `acl` as its ACL file (`--aclfile`); the harness
+    /// connects as `admin` (user, password), which the file must define.
+    pub fn start_with_acl(acl: &str, admin: (&str, &str), appendonly: bool) -> RedisServer {
+        Self::start_configured(appendonly, Some((acl, admin)))
+    }
+
+    fn start_configured(appendonly: bool, acl: Option<(&str, (&str, &str))>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "fabric-test-redis-{}",
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).expect("create a temp dir for redis-server");
+        let mut args = Vec::new();
+        let mut admin = None;
+        if let Some((file, (user, pw))) = acl {
+            let path = dir.join("users.acl");
+            std::fs::write(&path, file).expect("write the ACL file");
+            args.push("--aclfile".to_owned());
+            args.push(path.display().to_string());
+            admin = Some((user.to_owned(), pw.to_owned()));
+        }
         let mut s = RedisServer {
             child: None,
             port: 0,
             dir,
             appendonly,
             external: None,
+            args,
+            admin,
         };
         for _ in 0..20 {
             s.port = free_port();
@@ -106,6 +133,7 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
+        cmd.args(&self.args);
         cmd.args(extra);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut child = cmd.spawn().expect("spawn redis-server");
@@ -125,12 +153,23 @@ impl RedisServer {
         false
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (with the admin's credentials on a server with an ACL file).
     pub fn url(&self) -> String {
-        match &self.external {
-            Some(u) => u.clone(),
-            None => format!("redis://127.0.0.1:{}", self.port),
+        match (&self.external, &self.admin) {
+            (Some(u), _) => u.clone(),
+            (None, Some((user, pw))) => self.url_as(user, pw),
+            (None, None) => format!("redis://127.0.0.1:{}", self.port),
         }
+    }
+
+    /// The URL to connect as `user` with password `pw`.
+    pub fn url_as(&self, user: &str, pw: &str) -> String {
+        format!("redis://{user}:{pw}@127.0.0.1:{}", self.port)
+    }
+
+    /// Its data directory (logs, append-only file).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The port.
@@ -204,8 +243,9 @@ fn ping(port: u16) -> bool {
     if s.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // "+PONG", or "-NOAUTH …" from a server whose default user is off: up either way.
     let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
 }
 
 /// A unique name for an agent in one test (keeps tests sharing a Redis apart).
@@ -219,12 +259,17 @@ pub fn unique_agent(prefix: &str) -> String {
 /// Path of the `test_worker` binary built with this package.
 /// (Integration tests live in `target/<profile>/deps/`; the binary one level up.)
 pub fn test_worker_bin() -> PathBuf {
+    test_bin("test_worker")
+}
+
+/// The path of one of this package's binaries (`test_worker`, `test_router`).
+pub fn test_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("test executable lives in target/<profile>/deps");
-    let bin = dir.join("test_worker");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} is missing; build it with `cargo build -p fabric-tests --bins` (cargo test builds it automatically)",
@@ -440,6 +485,8 @@ impl RedisCluster {
                 dir,
                 appendonly: false,
                 external: None,
+                args: Vec::new(),
+                admin: None,
             };
             // The cluster bus listens on port + 10000: both must be free.
             let mut started = false;
@@ -542,4 +589,160 @@ pub fn entry_field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
+}
+
+/// The password every user of a [`SecureRedis`] has: `<user>-pw`.
+pub fn password(user: &str) -> String {
+    format!("{user}-pw")
+}
+
+/// A redis-server running the ACL file `fabric_worker::acl` generates for secure mode: one
+/// user per agent, the router, the MCP server, the monitor and the admin (the harness's own
+/// connections), each with password `<user>-pw`, and the default user off.
+#[derive(Debug)]
+pub struct SecureRedis {
+    /// The server (its `url()` connects as the admin).
+    pub server: RedisServer,
+    /// The agents with a user.
+    pub agents: Vec<String>,
+}
+
+impl SecureRedis {
+    /// Starts the server with the generated ACL file.
+    pub fn start(agents: &[String], appendonly: bool) -> SecureRedis {
+        use fabric_worker::acl::{self, Role};
+        use fabric_worker::bus::Mode;
+        let mut users: Vec<(String, Vec<String>)> =
+            vec![("default".to_owned(), acl::default_user_rules())];
+        for a in agents {
+            users.push((
+                a.clone(),
+                acl::rules(&Role::Agent(a.clone()), Mode::Secure, &password(a), &[]).unwrap(),
+            ));
+        }
+        for (name, role) in [
+            (acl::ROUTER_USER, Role::Router),
+            (acl::MCP_USER, Role::McpServer),
+            (acl::MONITOR_USER, Role::Monitor),
+            (acl::ADMIN_USER, Role::Admin),
+        ] {
+            users.push((
+                name.to_owned(),
+                acl::rules(&role, Mode::Secure, &password(name), &[]).unwrap(),
+            ));
+        }
+        let file = acl::file(&users);
+        let admin_pw = password(acl::ADMIN_USER);
+        let server = RedisServer::start_with_acl(&file, (acl::ADMIN_USER, &admin_pw), appendonly);
+        SecureRedis {
+            server,
+            agents: agents.to_vec(),
+        }
+    }
+
+    /// The URL to connect as `user`.
+    pub fn url_of(&self, user: &str) -> String {
+        self.server.url_as(user, &password(user))
+    }
+
+    /// The router's URL.
+    pub fn router_url(&self) -> String {
+        self.url_of(fabric_worker::acl::ROUTER_USER)
+    }
+
+    /// As the admin: loads the function library and registers every agent.
+    pub async fn prepare(&self) {
+        let admin = fabric_worker::Bus::connect(self.server.url())
+            .await
+            .expect("connect as the admin");
+        admin.setup().await.expect("load the function library");
+        for a in &self.agents {
+            admin
+                .register_agent(a, None)
+                .await
+                .expect("register an agent");
+        }
+    }
+
+    /// A secure-mode bus with `agent`'s credentials.
+    pub async fn agent_bus(&self, agent: &str) -> fabric_worker::Bus {
+        fabric_worker::Bus::builder(self.url_of(agent))
+            .mode(fabric_worker::bus::Mode::Secure)
+            .connect()
+            .await
+            .expect("connect as the agent")
+    }
+}
+
+/// A router running in this process (a tokio task) until [`RunningRouter::stop`].
+#[derive(Debug)]
+pub struct RunningRouter {
+    token: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<fabric_worker::Result<()>>,
+}
+
+impl RunningRouter {
+    /// Builds the router and runs it in the background.
+    pub async fn start(builder: fabric_worker::router::RouterBuilder) -> RunningRouter {
+        let router = builder.build().await.expect("build the router");
+        let token = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(router.run_until(token.clone().cancelled_owned()));
+        RunningRouter { token, handle }
+    }
+
+    /// A router for `url` that finds outboxes every 50 ms and takes over after 500 ms.
+    pub async fn serve(url: &str) -> RunningRouter {
+        RunningRouter::start(
+            fabric_worker::router::Router::builder()
+                .url(url)
+                .scan_interval(Duration::from_millis(50))
+                .reclaim_idle(Duration::from_millis(500)),
+        )
+        .await
+    }
+
+    /// Stops it and checks it stopped cleanly.
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.handle
+            .await
+            .expect("router task panicked")
+            .expect("router returned an error");
+    }
+}
+
+/// A `test_router` process; killed (SIGKILL, by pid) when dropped if still running.
+#[derive(Debug)]
+pub struct RouterProcess {
+    /// The child.
+    pub child: Child,
+}
+
+impl RouterProcess {
+    /// Starts `test_router` against `url` (the router's credentials).
+    pub fn start(url: &str) -> RouterProcess {
+        let child = Command::new(test_bin("test_router"))
+            .env("REDIS_URL", url)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn test_router");
+        RouterProcess { child }
+    }
+
+    /// Kills it (SIGKILL) and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

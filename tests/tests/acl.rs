@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use fabric_tests::{RedisServer, RunningWorker, init_tracing, wait_until_async};
+use fabric_worker::bus::Mode;
 use fabric_worker::prelude::*;
 use fabric_worker::{acl, keys};
 use redis::AsyncCommands;
@@ -38,11 +39,19 @@ async fn each_agent_uses_only_its_own_keys() {
     for (agent, pw) in [("percy", "percy-pw"), ("coder", "coder-pw")] {
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER").arg(agent);
-        for rule in acl::agent_acl_rules(agent, pw, &[]).unwrap() {
+        for rule in acl::rules(&acl::Role::Agent(agent.into()), Mode::Direct, pw, &[]).unwrap() {
             cmd.arg(rule);
         }
         let _: () = cmd.query_async(&mut admin).await.unwrap();
     }
+
+    // The function library is loaded by an admin (agents may FCALL, not load).
+    Bus::connect(server.url())
+        .await
+        .unwrap()
+        .setup()
+        .await
+        .unwrap();
 
     // percy's worker runs with percy's credentials.
     let percy_url = url_for(&server, "percy", "percy-pw");
@@ -144,6 +153,15 @@ async fn each_agent_uses_only_its_own_keys() {
     )
     .await;
     denied::<Option<String>>(percy.get("some:key").await, "GET an unrelated key").await;
+    denied::<redis::Value>(
+        redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(0)
+            .query_async(&mut percy)
+            .await,
+        "EVAL",
+    )
+    .await;
     denied::<i64>(
         percy.publish("secret.channel", "x").await,
         "PUBLISH outside the allowed topics",

@@ -72,7 +72,7 @@ async fn concurrent_requests_each_get_their_own_reply() {
     worker.stop().await;
 }
 
-/// A reply that Redis refuses for good (here: `reply_to` names a key that is not a stream)
+/// A reply that Redis refuses for good (here: the sender's results key holds a string)
 /// dead-letters the message instead of running the handler again and again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_cannot_be_written_dead_letters_the_message() {
@@ -81,10 +81,12 @@ async fn a_reply_that_cannot_be_written_dead_letters_the_message() {
     let agent = unique_agent("replyfail");
     let bus = Bus::connect(server.url()).await.unwrap();
     let mut conn = server.async_conn().await;
-    let not_a_stream = format!("agent:{agent}:plain-string");
+    // The sender's own results stream, but a key of another type: Redis refuses the reply.
+    let sender = unique_agent("sender");
+    let not_a_stream = format!("agent:{sender}:results");
     let _: () = conn.set(&not_a_stream, "I am a string").await.unwrap();
     let worker = RunningWorker::serve(&server.url(), &agent).await;
-    let msg = Message::new("tester", &agent, "typed", json!({"x": 2})).with_reply_to(&not_a_stream);
+    let msg = Message::new(&sender, &agent, "typed", json!({"x": 2})).with_reply_to(&not_a_stream);
     bus.send(msg.clone()).await.unwrap();
     assert!(
         wait_until_async(Duration::from_secs(10), || async {

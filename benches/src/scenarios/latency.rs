@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use fabric_worker::{Message, keys};
+use fabric_worker::bus::Mode;
+use fabric_worker::{Bus, Message, keys};
 use serde_json::{Value, json};
 
 use super::enqueue::bus;
@@ -14,7 +15,15 @@ use crate::report::{Report, Row, Target, Unit};
 use crate::stats::now_us;
 
 /// Open-loop sends at `rate`/s for `secs` to a running consumer; returns its latency stats.
-async fn latency_once(env: &Env, kind: Kind, rate: u64, secs: f64) -> anyhow::Result<Value> {
+/// With `Mode::Secure` our sends go through the producer's outbox and a router (which must
+/// be running).
+pub(super) async fn latency_once(
+    env: &Env,
+    kind: Kind,
+    rate: u64,
+    secs: f64,
+    mode: Mode,
+) -> anyhow::Result<Value> {
     let agent = env.agent("lat");
     let stream = keys::inbox(&agent);
     let tg = targets(kind, std::slice::from_ref(&agent));
@@ -28,7 +37,14 @@ async fn latency_once(env: &Env, kind: Kind, rate: u64, secs: f64) -> anyhow::Re
         &env.tmp,
     )?;
     harness::wait_readers_blocked(env, before, 1, &mut [&mut consumer]).await?;
-    let bus = bus(env, true).await?;
+    let bus = match mode {
+        Mode::Direct => bus(env, true).await?,
+        Mode::Secure => {
+            env.bus.register_agent(&agent, None).await?;
+            env.bus.register_agent(&env.producer(), None).await?;
+            Bus::builder(&env.url).mode(Mode::Secure).connect().await?
+        }
+    };
     let conn = env.new_conn().await?;
     let send = |m: Message| {
         let bus = bus.clone();
@@ -57,6 +73,9 @@ async fn latency_once(env: &Env, kind: Kind, rate: u64, secs: f64) -> anyhow::Re
     for m in messages(env, &agent, 200, MsgKind::Bench) {
         send(m).await?;
     }
+    if mode == Mode::Secure {
+        harness::wait_delivered(env, &agent, 200).await?;
+    }
     harness::wait_drained(env, &tg).await?;
     let total = ((rate as f64) * secs).round().max(1.0) as u64;
     let msgs = messages(env, &agent, total as usize, MsgKind::Bench);
@@ -71,6 +90,9 @@ async fn latency_once(env: &Env, kind: Kind, rate: u64, secs: f64) -> anyhow::Re
     let send_secs = start.elapsed().as_secs_f64();
     for h in handles {
         h.await??;
+    }
+    if mode == Mode::Secure {
+        harness::wait_delivered(env, &agent, 200 + total).await?;
     }
     harness::wait_drained(env, &tg).await?;
     let stats = consumer.stop().await?;
@@ -102,13 +124,13 @@ pub(crate) async fn latency(env: &Env, sz: &Sizes, report: &mut Report) -> anyho
     let mut details = Vec::new();
     for &rate in &sz.latency_rates {
         eprintln!("  latency at {rate}/s for {} s: ours", sz.latency_secs);
-        let o = latency_once(env, Kind::Ours, rate, sz.latency_secs).await?;
+        let o = latency_once(env, Kind::Ours, rate, sz.latency_secs, Mode::Direct).await?;
         eprintln!(
             "    p50 {} µs, p99 {} µs, p99.9 {} µs",
             o["p50_us"], o["p99_us"], o["p999_us"]
         );
         eprintln!("  latency at {rate}/s: raw");
-        let b = latency_once(env, Kind::Raw, rate, sz.latency_secs).await?;
+        let b = latency_once(env, Kind::Raw, rate, sz.latency_secs, Mode::Direct).await?;
         eprintln!(
             "    p50 {} µs, p99 {} µs, p99.9 {} µs",
             b["p50_us"], b["p99_us"], b["p999_us"]

@@ -7,6 +7,7 @@ mod growth;
 mod latency;
 mod memory;
 mod scale;
+mod secure;
 
 pub(crate) use drain::drain;
 pub(crate) use enqueue::enqueue;
@@ -14,6 +15,7 @@ pub(crate) use growth::growth;
 pub(crate) use latency::latency;
 pub(crate) use memory::memory;
 pub(crate) use scale::scale;
+pub(crate) use secure::secure;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 use fabric_worker::bus::DeadLetter;
 use serde_json::json;
 
-use super::{DeadLetterCommand, connect, validate_agent};
+use super::{DeadLetterCommand, Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output::{self, Table};
 
@@ -32,26 +32,35 @@ pub(crate) fn render(letters: &[DeadLetter]) -> String {
     t.render()
 }
 
-pub(crate) async fn run(url: &str, json: bool, cmd: DeadLetterCommand) -> Result<()> {
+pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Result<()> {
     match cmd {
-        DeadLetterCommand::List { agent, count } => {
+        DeadLetterCommand::List {
+            agent,
+            count,
+            outbox,
+        } => {
             validate_agent(&agent)?;
             if count == 0 || count > 10_000 {
                 return Err(Error::Usage("--count must be from 1 to 10000".into()));
             }
-            let bus = connect(url).await?;
-            let letters = bus.dead_letters(&agent, count).await?;
+            let bus = at.connect().await?;
+            let letters = if outbox {
+                bus.rejected(&agent, count).await?
+            } else {
+                bus.dead_letters(&agent, count).await?
+            };
             if json {
                 return output::print_json(&letters);
             }
             if letters.is_empty() {
-                return output::println(&format!("no dead letters for {agent}"));
+                let place = if outbox { "'s outbox" } else { "" };
+                return output::println(&format!("no dead letters for {agent}{place}"));
             }
             output::print(&render(&letters))
         }
         DeadLetterCommand::Requeue { agent, ids, all } => {
             validate_agent(&agent)?;
-            let bus = connect(url).await?;
+            let bus = at.connect().await?;
             let wanted = (!all).then_some(ids);
             let n = bus.requeue_dead_letters(&agent, wanted.as_deref()).await?;
             let inbox = fabric_worker::keys::inbox(&agent);
@@ -74,7 +83,7 @@ pub(crate) async fn run(url: &str, json: bool, cmd: DeadLetterCommand) -> Result
         }
         DeadLetterCommand::Purge { agent, yes } => {
             validate_agent(&agent)?;
-            let bus = connect(url).await?;
+            let bus = at.connect().await?;
             if !yes {
                 let n = bus.queue_status(&agent, None).await?.dead_letters;
                 return Err(Error::Usage(format!(

@@ -2,7 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::McpArgs;
+use super::{McpArgs, Target};
 use crate::error::{Error, Result};
 use crate::mcp::auth::{ADMIN, Authenticator, Identity, JwtConfig};
 use crate::mcp::http::{self, HttpConfig};
@@ -84,7 +84,8 @@ fn parse_addr(s: &str) -> Result<SocketAddr> {
         })
 }
 
-async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -99,9 +100,10 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-pub(crate) async fn run(url: &str, args: McpArgs) -> Result<()> {
+pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
     let config = McpConfig {
-        redis_url: url.to_owned(),
+        redis_url: at.url.clone(),
+        mode: at.mode,
     };
     match &args.http {
         None => {

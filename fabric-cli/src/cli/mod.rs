@@ -8,7 +8,9 @@
 mod dead;
 mod mcp;
 mod pending;
+mod router;
 mod send;
+mod setup;
 mod status;
 mod tail;
 
@@ -16,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use fabric_worker::Bus;
-use fabric_worker::bus::DEFAULT_REDIS_URL;
+use fabric_worker::bus::{DEFAULT_REDIS_URL, Mode};
 
 use crate::error::{Error, Result};
 
@@ -31,6 +33,7 @@ Exit codes:
 
 Environment:
   REDIS_URL      Redis to use (default redis://127.0.0.1:6379)
+  FABRIC_MODE    direct (default) or secure: how messages travel (see docs/security.md)
   FABRIC_AGENT   your agent id (mcp --agent, send --from)
   RUST_LOG       log filter for messages on stderr (default warn)";
 
@@ -66,6 +69,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// How messages travel: direct (into inboxes) or secure (through outboxes and the router)
+    #[arg(long, global = true, env = "FABRIC_MODE", default_value = "direct", value_parser = parse_mode, value_name = "MODE")]
+    pub mode: Mode,
+
     /// The command to run
     #[command(subcommand)]
     pub command: Command,
@@ -98,6 +105,48 @@ pub enum Command {
     /// Inspect, requeue or purge dead letters (messages that failed for good)
     #[command(subcommand, name = "dead-letters", visible_alias = "dlq")]
     DeadLetters(DeadLetterCommand),
+    /// Load the function library and register agents (an admin step; safe to run again)
+    #[command(
+        after_help = "Examples:\n  fabric setup                          # load (or upgrade) the function library\n  fabric setup --agent percy --agent coder   # and create their inboxes and outboxes"
+    )]
+    Setup(SetupArgs),
+    /// Run the secure-mode router: deliver outbox entries, stamping the authenticated sender
+    #[command(
+        after_help = "Examples:\n  fabric router                                      # everyone may send to everyone\n  fabric router --allow coder:percy --allow percy:coder   # only these pairs"
+    )]
+    Router(RouterArgs),
+}
+
+fn parse_mode(s: &str) -> std::result::Result<Mode, String> {
+    s.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// `fabric setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Register this agent: its inbox (with its group) and its outbox (with the routers' group); repeatable
+    #[arg(long = "agent", value_name = "ID")]
+    pub agents: Vec<String>,
+}
+
+/// `fabric router`.
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// Only let FROM send to TO (e.g. coder:percy); repeatable. Without any, everyone may send to everyone
+    #[arg(long = "allow", value_name = "FROM:TO")]
+    pub allow: Vec<String>,
+
+    /// Reject larger outbox entries (reason too_large)
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_entry_bytes: usize,
+
+    /// How long a delivered message id is remembered against double delivery
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub dedup_window_secs: u64,
+
+    /// Take over entries another router left unacknowledged this long
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub reclaim_idle_ms: u64,
 }
 
 const MCP_LONG_ABOUT: &str = "\
@@ -295,6 +344,9 @@ pub struct PendingArgs {
 #[derive(Debug, Subcommand)]
 pub enum DeadLetterCommand {
     /// List an agent's dead letters, oldest first
+    #[command(
+        after_help = "Examples:\n  fabric dead-letters list percy\n  fabric --mode secure dead-letters list percy --outbox   # what the router refused to deliver"
+    )]
     List {
         /// The agent
         #[arg(value_name = "AGENT")]
@@ -302,6 +354,9 @@ pub enum DeadLetterCommand {
         /// At most this many
         #[arg(long, default_value_t = 100, value_name = "N")]
         count: usize,
+        /// The agent's outbox instead: what the secure-mode router rejected, with the reason
+        #[arg(long)]
+        outbox: bool,
     },
     /// Put dead letters back into the inbox as fresh first attempts
     #[command(
@@ -346,9 +401,10 @@ impl Cli {
 }
 
 /// Connects the bus (one `PING`), with short timeouts suited to a terminal.
-pub(crate) async fn connect(url: &str) -> Result<Bus> {
+pub(crate) async fn connect(url: &str, mode: Mode) -> Result<Bus> {
     Ok(Bus::builder(url)
         .notify(true)
+        .mode(mode)
         .connect_timeout(std::time::Duration::from_secs(2))
         .connect()
         .await?)
@@ -356,6 +412,22 @@ pub(crate) async fn connect(url: &str) -> Result<Bus> {
 
 pub(crate) fn validate_agent(agent: &str) -> Result<()> {
     fabric_worker::keys::validate_agent(agent).map_err(|e| Error::Usage(e.to_string()))
+}
+
+/// Where a command connects, and how messages travel there.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    /// The Redis URL.
+    pub(crate) url: String,
+    /// Direct or secure.
+    pub(crate) mode: Mode,
+}
+
+impl Target {
+    /// The bus for this target.
+    pub(crate) async fn connect(&self) -> Result<Bus> {
+        connect(&self.url, self.mode).await
+    }
 }
 
 type BoxedRun = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
@@ -366,13 +438,17 @@ pub fn run(cli: Cli) -> BoxedRun {
     // compiler's layout recursion limit when nested inline.
     let url = cli.redis_url();
     let json = cli.json;
+    let mode = cli.mode;
+    let at = Target { url, mode };
     match cli.command {
-        Command::Mcp(args) => Box::pin(async move { mcp::run(&url, args).await }),
-        Command::Status(args) => Box::pin(async move { status::run(&url, json, args).await }),
-        Command::Send(args) => Box::pin(async move { send::run(&url, json, args).await }),
-        Command::Tail(args) => Box::pin(async move { tail::run(&url, json, args).await }),
-        Command::Pending(args) => Box::pin(async move { pending::run(&url, json, args).await }),
-        Command::DeadLetters(cmd) => Box::pin(async move { dead::run(&url, json, cmd).await }),
+        Command::Mcp(args) => Box::pin(async move { mcp::run(&at, args).await }),
+        Command::Status(args) => Box::pin(async move { status::run(&at, json, args).await }),
+        Command::Send(args) => Box::pin(async move { send::run(&at, json, args).await }),
+        Command::Tail(args) => Box::pin(async move { tail::run(&at, json, args).await }),
+        Command::Pending(args) => Box::pin(async move { pending::run(&at, json, args).await }),
+        Command::DeadLetters(cmd) => Box::pin(async move { dead::run(&at, json, cmd).await }),
+        Command::Setup(args) => Box::pin(async move { setup::run(&at, json, args).await }),
+        Command::Router(args) => Box::pin(async move { router::run(&at, args).await }),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use fabric_worker::bus::PendingEntry;
 
-use super::{PendingArgs, connect, validate_agent};
+use super::{PendingArgs, Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output::{self, Table, duration_ms, opt_duration_ms};
 
@@ -23,12 +23,12 @@ pub(crate) fn render(entries: &[PendingEntry]) -> String {
     t.render()
 }
 
-pub(crate) async fn run(url: &str, json: bool, args: PendingArgs) -> Result<()> {
+pub(crate) async fn run(at: &Target, json: bool, args: PendingArgs) -> Result<()> {
     validate_agent(&args.agent)?;
     if args.count == 0 || args.count > 10_000 {
         return Err(Error::Usage("--count must be from 1 to 10000".into()));
     }
-    let bus = connect(url).await?;
+    let bus = at.connect().await?;
     let group = args
         .group
         .clone()

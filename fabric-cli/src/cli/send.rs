@@ -6,7 +6,7 @@ use std::time::Duration;
 use fabric_worker::{Message, Priority};
 use serde_json::{Map, Value, json};
 
-use super::{SendArgs, connect, validate_agent};
+use super::{SendArgs, Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output;
 
@@ -99,7 +99,7 @@ pub(crate) fn build(args: &SendArgs) -> Result<Message> {
     Ok(m)
 }
 
-pub(crate) async fn run(url: &str, json: bool, args: SendArgs) -> Result<()> {
+pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
     let message = build(&args)?;
     let wait = match args.wait {
         Some(s) if !(s > 0.0 && s <= 3600.0) => {
@@ -110,7 +110,7 @@ pub(crate) async fn run(url: &str, json: bool, args: SendArgs) -> Result<()> {
         Some(s) => Some(Duration::from_secs_f64(s)),
         None => None,
     };
-    let bus = connect(url).await?;
+    let bus = at.connect().await?;
     match wait {
         None => {
             let to = message.to_agent.clone();

@@ -2,7 +2,7 @@
 
 use fabric_worker::bus::QueueStatus;
 
-use super::{StatusArgs, connect, validate_agent};
+use super::{StatusArgs, Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output::{self, Table, duration_ms, opt_duration_ms};
 
@@ -62,14 +62,14 @@ fn exists(s: &QueueStatus) -> bool {
     s.stream_length > 0 || s.last_generated_id.is_some() || s.dead_letters > 0
 }
 
-pub(crate) async fn run(url: &str, json: bool, args: StatusArgs) -> Result<()> {
+pub(crate) async fn run(at: &Target, json: bool, args: StatusArgs) -> Result<()> {
     for a in &args.agents {
         validate_agent(a)?;
     }
     if let Some(g) = &args.group {
         fabric_worker::keys::validate_group(g).map_err(|e| Error::Usage(e.to_string()))?;
     }
-    let bus = connect(url).await?;
+    let bus = at.connect().await?;
     let agents = if args.agents.is_empty() {
         let found = bus.agents().await?;
         if found.is_empty() {

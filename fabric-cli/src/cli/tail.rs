@@ -7,7 +7,7 @@ use fabric_worker::bus::PeekedEntry;
 use fabric_worker::keys;
 use serde_json::{Value, json};
 
-use super::{TailArgs, connect, validate_agent};
+use super::{TailArgs, Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output;
 
@@ -63,7 +63,7 @@ pub(crate) fn json_line(e: &PeekedEntry) -> Value {
     }
 }
 
-pub(crate) async fn run(url: &str, json: bool, args: TailArgs) -> Result<()> {
+pub(crate) async fn run(at: &Target, json: bool, args: TailArgs) -> Result<()> {
     validate_agent(&args.agent)?;
     if let Some(a) = &args.after {
         keys::validate_stream_id(a).map_err(|e| Error::Usage(format!("--after: {e}")))?;
@@ -71,7 +71,7 @@ pub(crate) async fn run(url: &str, json: bool, args: TailArgs) -> Result<()> {
     if args.limit == Some(0) {
         return Err(Error::Usage("--limit must be at least 1".into()));
     }
-    let bus = connect(url).await?;
+    let bus = at.connect().await?;
     let mut cursor = match (&args.after, args.from_start) {
         (Some(a), _) => a.clone(),
         (None, true) => "0".into(),

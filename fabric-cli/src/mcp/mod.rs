@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 pub struct McpConfig {
     /// The Redis URL.
     pub redis_url: String,
+    /// How messages travel: in secure mode the server sends through the outbox of the
+    /// agent it authenticated, and the router delivers.
+    pub mode: fabric_worker::bus::Mode,
 }
 
 /// The MCP server: one per process, cheap to clone (one clone per HTTP session).
@@ -64,7 +67,7 @@ impl FabricMcp {
             .map_err(|e| Error::Usage(e.to_string()))?;
         Ok(FabricMcp {
             inner: Arc::new(Inner {
-                bus: tools::BusCell::new(config.redis_url.clone()),
+                bus: tools::BusCell::new(config.redis_url.clone(), config.mode),
                 identity,
                 tools: tools::definitions(),
                 instance: uuid::Uuid::new_v4()

@@ -28,6 +28,19 @@ pub enum DeadReason {
     DeliveryLimit,
     /// The handler succeeded but its reply could never be written (`reply_failed`).
     ReplyFailed,
+    /// Larger than the entry size limit, or with more fields than allowed; not decoded
+    /// (`too_large`).
+    TooLarge,
+    /// `reply_to` names a stream that is not the sender's own (`bad_reply_to`).
+    BadReplyTo,
+    /// Router: the recipient has no inbox (`unknown_recipient`).
+    UnknownRecipient,
+    /// Router: the allow-list does not let these two agents talk (`not_allowed`).
+    NotAllowed,
+    /// Router: the envelope's `from_agent` is not the outbox's owner (`forged_sender`).
+    ForgedSender,
+    /// A due retry could not be put back in its stream (`promote_failed`).
+    PromoteFailed,
     /// A reason this version does not know (written by another producer or a later version).
     Other(String),
 }
@@ -43,12 +56,18 @@ impl DeadReason {
             DeadReason::PermanentError => "permanent_error",
             DeadReason::DeliveryLimit => "delivery_limit",
             DeadReason::ReplyFailed => "reply_failed",
+            DeadReason::TooLarge => "too_large",
+            DeadReason::BadReplyTo => "bad_reply_to",
+            DeadReason::UnknownRecipient => "unknown_recipient",
+            DeadReason::NotAllowed => "not_allowed",
+            DeadReason::ForgedSender => "forged_sender",
+            DeadReason::PromoteFailed => "promote_failed",
             DeadReason::Other(s) => s,
         }
     }
 
     /// Every reason this version writes.
-    pub const KNOWN: [DeadReason; 7] = [
+    pub const KNOWN: [DeadReason; 13] = [
         DeadReason::InvalidEnvelope,
         DeadReason::NoHandler,
         DeadReason::BadPayload,
@@ -56,6 +75,12 @@ impl DeadReason {
         DeadReason::PermanentError,
         DeadReason::DeliveryLimit,
         DeadReason::ReplyFailed,
+        DeadReason::TooLarge,
+        DeadReason::BadReplyTo,
+        DeadReason::UnknownRecipient,
+        DeadReason::NotAllowed,
+        DeadReason::ForgedSender,
+        DeadReason::PromoteFailed,
     ];
 }
 

@@ -10,8 +10,8 @@
 mod backoff;
 pub(crate) mod conn;
 mod dead_letter;
+pub(crate) mod functions;
 mod groups;
-pub(crate) mod scripts;
 pub(crate) mod wire;
 
 use std::collections::HashSet;

@@ -7,6 +7,12 @@ use redis::Value;
 use crate::error::{Error, Result};
 use crate::message::{Message, fields};
 
+/// Most fields an entry may have (the function library's limit too: `MAX_FIELDS`).
+pub(crate) const MAX_FIELDS: usize = 64;
+
+/// The default limit of an entry's size: 1 MiB.
+pub(crate) const DEFAULT_MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
 /// One stream entry as read from Redis: its id and its field/value pairs.
 /// `fields` is empty when the entry was deleted but is still referenced (pending).
 #[derive(Clone, Debug, Default)]
@@ -27,12 +33,45 @@ impl RawEntry {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
+    /// The size of the entry: its field names and values, in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.fields.iter().map(|(k, v)| k.len() + v.len()).sum()
+    }
+
+    /// Why this entry is too big to decode, if it is: more than `max_bytes` bytes, or more
+    /// than [`MAX_FIELDS`] fields.
+    pub(crate) fn too_large(&self, max_bytes: usize) -> Option<String> {
+        let size = self.size();
+        if size > max_bytes {
+            return Some(format!(
+                "the entry is {size} bytes, more than the limit of {max_bytes}; it was not decoded"
+            ));
+        }
+        if self.fields.len() > MAX_FIELDS {
+            return Some(format!(
+                "the entry has {} fields, more than the limit of {MAX_FIELDS}; it was not decoded",
+                self.fields.len()
+            ));
+        }
+        None
+    }
+
     /// The 1-based attempt number this entry is delivered for (absent or bad means 1).
     pub(crate) fn attempt(&self) -> u32 {
         self.get_str(fields::ATTEMPT)
             .and_then(|s| s.parse::<u32>().ok())
             .filter(|a| *a >= 1)
             .unwrap_or(1)
+    }
+
+    /// Decodes the envelope and headers, and with `stamped` (secure mode, where only the
+    /// router writes into inboxes and reply streams) the authenticated `sender` too.
+    pub(crate) fn decode_as(&self, stamped: bool) -> std::result::Result<Message, String> {
+        let mut m = self.decode()?;
+        if stamped {
+            m.sender = self.get_str(fields::SENDER).map(str::to_owned);
+        }
+        Ok(m)
     }
 
     /// Decodes the envelope and headers. The error text explains what is wrong.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Bus, agent_group};
+use super::{Bus, Mode, agent_group};
 use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter, wire};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -151,7 +151,7 @@ impl Bus {
         };
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            match e.decode() {
+            match e.decode_as(self.inner.mode == Mode::Secure) {
                 Ok(message) => out.push(Received {
                     attempt: e.attempt(),
                     message,

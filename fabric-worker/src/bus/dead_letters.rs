@@ -1,5 +1,6 @@
 //! Dead letters by hand: [`Bus::dead_letters`], [`Bus::requeue_dead_letters`],
-//! [`Bus::purge_dead_letters`].
+//! [`Bus::purge_dead_letters`], and what the secure-mode router rejected,
+//! [`Bus::rejected`].
 
 use serde::Serialize;
 
@@ -36,7 +37,19 @@ impl Bus {
     /// Lists up to `count` dead letters of `agent`'s inbox, oldest first.
     pub async fn dead_letters(&self, agent: &str, count: usize) -> Result<Vec<DeadLetter>> {
         keys::validate_agent(agent)?;
-        let dead = keys::dead_letters(&keys::inbox(agent));
+        self.list_dead(&keys::inbox(agent), count).await
+    }
+
+    /// Lists up to `count` entries of `agent`'s outbox that the secure-mode router refused
+    /// to deliver (the dead letters of `agent:<agent>:outbox`), oldest first; each says why
+    /// (`forged_sender`, `unknown_recipient`, …). An agent may list its own.
+    pub async fn rejected(&self, agent: &str, count: usize) -> Result<Vec<DeadLetter>> {
+        keys::validate_agent(agent)?;
+        self.list_dead(&keys::outbox(agent), count).await
+    }
+
+    async fn list_dead(&self, stream: &str, count: usize) -> Result<Vec<DeadLetter>> {
+        let dead = keys::dead_letters(stream);
         let mut conn = self.conn();
         let v: redis::Value = redis::cmd("XRANGE")
             .arg(&dead)

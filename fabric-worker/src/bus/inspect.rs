@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::consume::{MAX_RECEIVE_COUNT, check_block};
-use super::{Bus, agent_group};
+use super::{Bus, Mode, agent_group};
 use crate::broker::{Conn, RawEntry, wire};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -386,10 +386,11 @@ impl Bus {
             .flat_map(|(_, e)| e)
             .collect();
         let next = entries.last().map(|e| e.id.clone()).unwrap_or(after);
+        let stamped = self.inner.mode == Mode::Secure;
         let out = entries
             .into_iter()
             .map(|e| {
-                let (message, raw_data) = match e.decode() {
+                let (message, raw_data) = match e.decode_as(stamped) {
                     Ok(m) => (Some(m), None),
                     Err(_) => (
                         None,

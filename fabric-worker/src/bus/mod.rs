@@ -14,11 +14,12 @@
 //! are positional; an operation with more than one optional setting takes an options struct
 //! with a `Default`.
 
+mod admin;
 mod consume;
 mod dead_letters;
 mod inspect;
 mod request;
-mod send;
+pub(crate) mod send;
 mod topics;
 
 use std::collections::HashMap;
@@ -49,6 +50,47 @@ pub fn redis_url_from_env() -> String {
     env::process().redis_url()
 }
 
+/// How messages travel between agents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Senders append straight to the recipient's inbox, as the Python bus does: for one
+    /// trusted team (an agent's credentials can write other agents' inboxes).
+    #[default]
+    Direct,
+    /// Senders append to their own outbox; the router (`fabric router`) delivers each entry,
+    /// stamping the authenticated sender. An agent's credentials give rights on its own keys
+    /// only (see `docs/security.md`).
+    Secure,
+}
+
+impl Mode {
+    /// `direct` or `secure`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Direct => "direct",
+            Mode::Secure => "secure",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Mode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "direct" => Ok(Mode::Direct),
+            "secure" => Ok(Mode::Secure),
+            _ => Err(Error::invalid("mode", s, "use direct or secure")),
+        }
+    }
+}
+
 /// Checks a Redis URL setting without connecting: one URL, or comma-separated cluster seed
 /// URLs, each of a form redis-rs accepts (`redis://[user:password@]host[:port][/db]`,
 /// `rediss://…`, `unix:///path`).
@@ -67,6 +109,7 @@ pub struct BusBuilder {
     url: String,
     cluster: Option<bool>,
     notify: Option<bool>,
+    mode: Option<Mode>,
     response_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     from_env: BusEnv,
@@ -77,6 +120,7 @@ pub struct BusBuilder {
 struct BusEnv {
     cluster: Option<bool>,
     notify: Option<bool>,
+    mode: Option<Mode>,
     response_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
 }
@@ -86,6 +130,13 @@ impl BusBuilder {
     /// Python bus does). Env: `FABRIC_NOTIFY`.
     pub fn notify(mut self, on: bool) -> Self {
         self.notify = Some(on);
+        self
+    }
+
+    /// How messages travel: [`Mode::Direct`] (the default) or [`Mode::Secure`] (through
+    /// outboxes and the router). Env: `FABRIC_MODE` (`direct` or `secure`).
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
         self
     }
 
@@ -109,7 +160,7 @@ impl BusBuilder {
         self
     }
 
-    /// Reads `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS` and
+    /// Reads `FABRIC_MODE`, `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS` and
     /// `FABRIC_CONNECT_TIMEOUT_MS` for the settings not given explicitly. (The URL is the
     /// one given to [`Bus::builder`]; [`Bus::from_env`] takes it from `REDIS_URL`.)
     pub fn from_env(self) -> Result<Self> {
@@ -122,6 +173,11 @@ impl BusBuilder {
     ) -> Result<Self> {
         self.from_env = BusEnv {
             cluster: vars.bool("FABRIC_CLUSTER")?,
+            mode: vars
+                .string("FABRIC_MODE")
+                .map(|m| m.parse::<Mode>())
+                .transpose()
+                .map_err(|e| Error::Config(format!("FABRIC_MODE: {e}")))?,
             notify: vars.bool("FABRIC_NOTIFY")?,
             response_timeout: vars.millis("FABRIC_RESPONSE_TIMEOUT_MS")?,
             connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
@@ -161,7 +217,8 @@ impl BusBuilder {
                 source,
             })?;
         let notify = self.notify.or(self.from_env.notify).unwrap_or(true);
-        Ok(Bus::with_broker(broker, notify))
+        let mode = self.mode.or(self.from_env.mode).unwrap_or_default();
+        Ok(Bus::with_broker(broker, notify, mode))
     }
 }
 
@@ -188,6 +245,7 @@ pub struct Bus {
 struct BusInner {
     broker: Broker,
     notify: bool,
+    mode: Mode,
     /// Names this process's consumers and reply streams.
     instance: String,
     /// One reply listener per requesting agent.
@@ -202,6 +260,7 @@ impl std::fmt::Debug for Bus {
         f.debug_struct("Bus")
             .field("url", &self.inner.broker.url())
             .field("notify", &self.inner.notify)
+            .field("mode", &self.inner.mode)
             .finish_non_exhaustive()
     }
 }
@@ -213,6 +272,7 @@ impl Bus {
             url: url.into(),
             cluster: None,
             notify: None,
+            mode: None,
             response_timeout: None,
             connect_timeout: None,
             from_env: BusEnv::default(),
@@ -233,12 +293,13 @@ impl Bus {
             .await
     }
 
-    pub(crate) fn with_broker(broker: Broker, notify: bool) -> Bus {
+    pub(crate) fn with_broker(broker: Broker, notify: bool, mode: Mode) -> Bus {
         let cancel = CancellationToken::new();
         Bus {
             inner: Arc::new(BusInner {
                 broker,
                 notify,
+                mode,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 replies: Mutex::new(HashMap::new()),
                 cancel: cancel.clone(),
@@ -249,12 +310,17 @@ impl Bus {
 
     /// A bus with no Redis behind it: every operation fails with [`Error::NotConnected`].
     pub(crate) fn offline() -> Bus {
-        Bus::with_broker(Broker::offline(), false)
+        Bus::with_broker(Broker::offline(), false, Mode::Direct)
     }
 
     /// The server URL, password masked.
     pub fn url(&self) -> &str {
         self.inner.broker.url()
+    }
+
+    /// How this bus sends: straight into inboxes, or through outboxes and the router.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
     }
 
     /// Whether this bus talks to a Redis Cluster.

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::Bus;
+use super::{Bus, Mode};
 use crate::broker::{Broker, Conn, RawEntry, lock, reconnect_backoff, wire};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -40,7 +40,7 @@ impl Bus {
         }
         let id = message.id.clone();
         let to_agent = message.to_agent.clone();
-        let rx = listener.register(&id, message.correlation_id.clone());
+        let rx = listener.register(&id, message.correlation_id.clone(), &to_agent);
         let _unregister = Unregister {
             listener: listener.clone(),
             id: id.clone(),
@@ -67,6 +67,7 @@ impl Bus {
                 listener.clone(),
                 conn,
                 self.broker().clone(),
+                self.inner.mode == Mode::Secure,
                 self.inner.cancel.clone(),
             ));
         }
@@ -103,8 +104,15 @@ async fn wait_for_reply(
     }
 }
 
-/// A request waiting for its reply: its correlation id and where to deliver the reply.
-type Waiter = (Option<String>, oneshot::Sender<Message>);
+/// A request waiting for its reply.
+struct Waiter {
+    /// Its correlation id (replies of producers that lose `in_reply_to` match on it).
+    correlation: Option<String>,
+    /// The agent it was sent to: the only one whose reply is accepted.
+    to_agent: String,
+    /// Where the reply goes.
+    tx: oneshot::Sender<Message>,
+}
 
 pub(super) struct ReplyListener {
     stream: String,
@@ -115,15 +123,30 @@ pub(super) struct ReplyListener {
 impl ReplyListener {
     /// Registers a request; a listener that has stopped drops the sender at once, so the
     /// request ends with [`Error::ReplyListenerStopped`] instead of waiting out its timeout.
-    fn register(&self, id: &str, correlation: Option<String>) -> oneshot::Receiver<Message> {
+    fn register(
+        &self,
+        id: &str,
+        correlation: Option<String>,
+        to_agent: &str,
+    ) -> oneshot::Receiver<Message> {
         let (tx, rx) = oneshot::channel();
         if let Some(w) = lock(&self.waiters).as_mut() {
-            w.insert(id.to_owned(), (correlation, tx));
+            w.insert(
+                id.to_owned(),
+                Waiter {
+                    correlation,
+                    to_agent: to_agent.to_owned(),
+                    tx,
+                },
+            );
         }
         rx
     }
 
-    fn deliver(&self, in_reply_to: Option<&str>, msg: Message) {
+    /// Hands a reply to the request it answers, if it comes from the agent that request was
+    /// sent to: the router's stamp in secure mode (`stamped`), the envelope's `from_agent` in
+    /// direct mode. Any other reply is refused and logged; the request keeps waiting.
+    fn deliver(&self, in_reply_to: Option<&str>, msg: Message, stamped: bool) {
         let mut guard = lock(&self.waiters);
         let Some(w) = guard.as_mut() else { return };
         let key = in_reply_to
@@ -132,16 +155,33 @@ impl ReplyListener {
             .or_else(|| {
                 let c = msg.correlation_id.as_deref()?;
                 w.iter()
-                    .find(|(_, (corr, _))| corr.as_deref() == Some(c))
+                    .find(|(_, waiter)| waiter.correlation.as_deref() == Some(c))
                     .map(|(k, _)| k.clone())
             });
-        match key.and_then(|k| w.remove(&k)) {
-            Some((_, tx)) => {
-                let _ = tx.send(msg);
-            }
-            None => {
-                tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded");
-            }
+        let Some(key) = key else {
+            tracing::debug!(stream = %self.stream, message_id = %msg.id, "reply for no waiting request (timed out?) discarded");
+            return;
+        };
+        let from = if stamped {
+            msg.sender.as_deref()
+        } else {
+            Some(msg.from_agent.as_str())
+        };
+        let expected = w.get(&key).map(|waiter| waiter.to_agent.as_str());
+        if from != expected {
+            tracing::warn!(
+                stream = %self.stream,
+                request = %key,
+                reply_id = %msg.id,
+                reply_from = ?from,
+                expected = ?expected,
+                claimed_from = %msg.from_agent,
+                "refused a reply that does not come from the agent the request was sent to (forged?); still waiting for the real one"
+            );
+            return;
+        }
+        if let Some(waiter) = w.remove(&key) {
+            let _ = waiter.tx.send(msg);
         }
     }
 
@@ -168,6 +208,7 @@ async fn run_reply_listener(
     listener: Arc<ReplyListener>,
     mut conn: Conn,
     broker: Broker,
+    stamped: bool,
     cancel: CancellationToken,
 ) {
     let stream = listener.stream.clone();
@@ -204,8 +245,8 @@ async fn run_reply_listener(
                 }
                 let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
                 for e in entries {
-                    match e.decode() {
-                        Ok(m) => listener.deliver(e.get_str(fields::IN_REPLY_TO), m),
+                    match e.decode_as(stamped) {
+                        Ok(m) => listener.deliver(e.get_str(fields::IN_REPLY_TO), m, stamped),
                         Err(reason) => {
                             tracing::warn!(stream = %stream, stream_id = %e.id, %reason, "undecodable reply ignored");
                         }
@@ -259,7 +300,7 @@ mod tests {
     #[tokio::test]
     async fn a_stopped_listener_ends_waiting_requests_with_their_own_error() {
         let l = listener();
-        let rx = l.register("msg:1", None);
+        let rx = l.register("msg:1", None, "percy");
         l.close();
         let e = wait_for_reply(rx, "msg:1".into(), "percy".into(), Duration::from_secs(5))
             .await
@@ -267,7 +308,7 @@ mod tests {
         assert!(matches!(e, Error::ReplyListenerStopped { .. }), "{e:?}");
         assert!(e.to_string().contains("msg:1"), "{e}");
         // A request registered after the stop does not wait for its timeout either.
-        let rx = l.register("msg:2", None);
+        let rx = l.register("msg:2", None, "percy");
         let started = std::time::Instant::now();
         let e = wait_for_reply(rx, "msg:2".into(), "percy".into(), Duration::from_secs(5))
             .await
@@ -279,16 +320,38 @@ mod tests {
     #[tokio::test]
     async fn replies_are_matched_by_in_reply_to_then_by_correlation_id() {
         let l = listener();
-        let a = l.register("msg:a", Some("corr-a".into()));
-        let b = l.register("msg:b", Some("corr-b".into()));
+        let a = l.register("msg:a", Some("corr-a".into()), "percy");
+        let b = l.register("msg:b", Some("corr-b".into()), "percy");
         let mut reply = Message::new("percy", "coder", "response", json!({"n": 2}));
         reply.correlation_id = Some("corr-b".into());
-        l.deliver(None, reply);
+        l.deliver(None, reply, false);
         l.deliver(
             Some("msg:a"),
             Message::new("percy", "coder", "response", json!({"n": 1})),
+            false,
         );
         assert_eq!(a.await.unwrap().payload["n"], 1);
         assert_eq!(b.await.unwrap().payload["n"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_reply_from_another_agent_is_refused() {
+        let l = listener();
+        let mut rx = l.register("msg:a", None, "memory");
+        // Direct mode: the envelope's from_agent must be the agent asked.
+        l.deliver(
+            Some("msg:a"),
+            Message::new("percy", "coder", "response", json!({"forged": true})),
+            false,
+        );
+        // Secure mode: the router's stamp decides, whatever the envelope claims.
+        let mut claims = Message::new("memory", "coder", "response", json!({"forged": true}));
+        claims.sender = Some("percy".into());
+        l.deliver(Some("msg:a"), claims, true);
+        assert!(rx.try_recv().is_err(), "a forged reply was accepted");
+        let mut real = Message::new("memory", "coder", "response", json!({"ok": true}));
+        real.sender = Some("memory".into());
+        l.deliver(Some("msg:a"), real, true);
+        assert_eq!(rx.await.unwrap().payload["ok"], true);
     }
 }

@@ -2,24 +2,28 @@
 
 use serde_json::json;
 
-use super::Bus;
+use super::{Bus, Mode};
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::{Message, fields};
 pub use crate::receipt::{FailedSend, SendReceipt};
 
-/// A validated message with its encoded `data` and `headers` fields.
+/// A validated message with its encoded `data` and `headers` fields, and the stream it is
+/// appended to: the recipient's inbox (direct mode) or the sender's outbox (secure mode).
 struct Prepared {
     message: Message,
     data: String,
     headers: Option<String>,
+    stream: String,
 }
 
 /// The outcome of one `XADD`.
 type Written = std::result::Result<String, redis::RedisError>;
 
 impl Bus {
-    /// Sends a message to `message.to_agent`'s inbox.
+    /// Sends a message to `message.to_agent`'s inbox — in [`Mode::Secure`], through the
+    /// sender's outbox: the router delivers it, and a bus whose Redis user is an agent's can
+    /// only send as that agent.
     ///
     /// A `task` without `reply_to` gets `agent:<from_agent>:results`, as the Python bus does.
     /// Unless turned off with [`BusBuilder::notify`](super::BusBuilder::notify),
@@ -52,16 +56,22 @@ impl Bus {
             m.validate()?;
             let data = m.to_data()?;
             let headers = m.headers_json()?;
+            let stream = match self.inner.mode {
+                Mode::Direct => keys::inbox(&m.to_agent),
+                Mode::Secure => keys::outbox(&m.from_agent),
+            };
             prepared.push(Prepared {
                 message: m,
                 data,
                 headers,
+                stream,
             });
         }
         if prepared.is_empty() {
             return Ok(Vec::new());
         }
-        let notes = if self.inner.notify {
+        // In secure mode the router announces what it delivers.
+        let notes = if self.inner.notify && self.inner.mode == Mode::Direct {
             notifications(&prepared)
         } else {
             Vec::new()
@@ -82,17 +92,21 @@ impl Bus {
     ) -> Result<Vec<Written>> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
+        if self.inner.mode == Mode::Secure && prepared.len() > 1 {
+            // One outbox: the batch lands in it at once, so the router reads it in one go
+            // (Redis wakes a blocked reader after the first XADD of a plain pipeline).
+            pipe.atomic();
+        }
         for p in prepared {
             xadd(&mut pipe, p);
         }
         for (channel, note) in notes {
             pipe.cmd("PUBLISH").arg(channel).arg(note);
         }
-        let first_inbox = keys::inbox(&prepared[0].message.to_agent);
         let replies: Vec<redis::Value> = pipe
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| Error::redis("XADD", &first_inbox, e))?;
+            .map_err(|e| Error::redis("XADD", &prepared[0].stream, e))?;
         if replies.len() != prepared.len() + notes.len() {
             return Err(Error::protocol(
                 "XADD",
@@ -124,12 +138,11 @@ impl Bus {
         prepared: &[Prepared],
         notes: &[(String, String)],
     ) -> Result<Vec<Written>> {
-        let mut by_inbox: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut by_inbox: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, p) in prepared.iter().enumerate() {
-            let inbox = keys::inbox(&p.message.to_agent);
-            match by_inbox.iter_mut().find(|(k, _)| *k == inbox) {
+            match by_inbox.iter_mut().find(|(k, _)| *k == p.stream) {
                 Some((_, idx)) => idx.push(i),
-                None => by_inbox.push((inbox, vec![i])),
+                None => by_inbox.push((&p.stream, vec![i])),
             }
         }
         let runs = by_inbox.iter().map(|(_, idx)| {
@@ -184,7 +197,7 @@ impl Bus {
 fn xadd(pipe: &mut redis::Pipeline, p: &Prepared) {
     let cmd = pipe
         .cmd("XADD")
-        .arg(keys::inbox(&p.message.to_agent))
+        .arg(&p.stream)
         .arg("*")
         .arg(fields::DATA)
         .arg(&p.data);
@@ -214,9 +227,15 @@ fn log_unpublished(channel: &str, e: &redis::RedisError) {
 /// One notification per recipient: for its last message in the batch, with the number of
 /// messages it got (`"count"` only appears when it is more than one).
 fn notifications(prepared: &[Prepared]) -> Vec<(String, String)> {
+    notes_for(prepared.iter().map(|p| &p.message))
+}
+
+/// The new-message notifications for `messages`: one per recipient, for its last message,
+/// with the number of messages it got (`"count"` only when it is more than one). The router
+/// announces what it delivers with the same function.
+pub(crate) fn notes_for<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<(String, String)> {
     let mut per_recipient: Vec<(&Message, usize)> = Vec::new();
-    for p in prepared {
-        let m = &p.message;
+    for m in messages {
         match per_recipient
             .iter_mut()
             .find(|(n, _)| n.to_agent == m.to_agent)
@@ -266,7 +285,7 @@ fn receipts(prepared: Vec<Prepared>, written: Vec<Written>) -> Result<Vec<SendRe
                     error: e.to_string(),
                     to: m.to_agent.clone(),
                 });
-                first_error.get_or_insert((keys::inbox(&m.to_agent), e));
+                first_error.get_or_insert((p.stream, e));
             }
         }
     }

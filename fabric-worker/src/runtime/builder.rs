@@ -163,6 +163,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Entries larger than this (field names and values, in bytes), or with more than 64
+    /// fields, are dead-lettered with reason `too_large` without being decoded (default
+    /// 1 MiB). Env: `FABRIC_MAX_ENTRY_BYTES`.
+    pub fn max_entry_bytes(mut self, n: usize) -> Self {
+        self.explicit.max_entry_bytes = Some(n);
+        self
+    }
+
     /// Reads the environment variable of every setting (listed on each method, and in the
     /// README) and the bus's (see [`BusBuilder::from_env`]). Settings given with a method
     /// win, before or after this call. A malformed value is an error naming the variable.

@@ -37,6 +37,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) trim_interval: Duration,
     /// Longest wait between checks for due retries.
     pub(crate) retry_poll_interval: Duration,
+    /// Larger entries are dead-lettered (`too_large`) without being decoded.
+    pub(crate) max_entry_bytes: usize,
 }
 
 impl Default for WorkerConfig {
@@ -55,6 +57,7 @@ impl Default for WorkerConfig {
             shutdown_timeout: Duration::from_secs(30),
             trim_interval: Duration::from_secs(10),
             retry_poll_interval: Duration::from_secs(1),
+            max_entry_bytes: crate::broker::wire::DEFAULT_MAX_ENTRY_BYTES,
         }
     }
 }
@@ -97,6 +100,7 @@ impl WorkerConfig {
         positive("max_deliveries", self.max_deliveries > 0)?;
         positive("reclaim_idle", !self.reclaim_idle.is_zero())?;
         positive("block", !self.block.is_zero())?;
+        positive("max_entry_bytes", self.max_entry_bytes > 0)?;
         if self.block > Duration::from_secs(300) {
             return Err(Error::Config("block must be at most 300 s".into()));
         }
@@ -163,6 +167,8 @@ settings! {
     trim_interval: Duration,
     /// `FABRIC_RETRY_POLL_INTERVAL_MS`.
     retry_poll_interval: Duration,
+    /// `FABRIC_MAX_ENTRY_BYTES`.
+    max_entry_bytes: usize,
 }
 
 impl Settings {
@@ -188,6 +194,7 @@ impl Settings {
             shutdown_timeout: v.millis("FABRIC_SHUTDOWN_TIMEOUT_MS")?,
             trim_interval: v.millis("FABRIC_TRIM_INTERVAL_MS")?,
             retry_poll_interval: v.millis("FABRIC_RETRY_POLL_INTERVAL_MS")?,
+            max_entry_bytes: v.usize("FABRIC_MAX_ENTRY_BYTES")?,
         })
     }
 
@@ -208,6 +215,7 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout.unwrap_or(d.shutdown_timeout),
             trim_interval: self.trim_interval.unwrap_or(d.trim_interval),
             retry_poll_interval: self.retry_poll_interval.unwrap_or(d.retry_poll_interval),
+            max_entry_bytes: self.max_entry_bytes.unwrap_or(d.max_entry_bytes),
         };
         c.check()?;
         if let Some(g) = &self.group {
@@ -272,6 +280,7 @@ mod tests {
             ("FABRIC_SHUTDOWN_TIMEOUT_MS", "11"),
             ("FABRIC_TRIM_INTERVAL_MS", "12"),
             ("FABRIC_RETRY_POLL_INTERVAL_MS", "13"),
+            ("FABRIC_MAX_ENTRY_BYTES", "4096"),
         ]);
         let s = Settings::from_vars(&v).unwrap();
         assert_eq!(s.url.as_deref(), Some("redis://h:1"));
@@ -292,6 +301,7 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_millis(11));
         assert_eq!(c.trim_interval, Duration::from_millis(12));
         assert_eq!(c.retry_poll_interval, Duration::from_millis(13));
+        assert_eq!(c.max_entry_bytes, 4096);
         let unset = Settings::from_vars(&from_pairs(&[]))
             .unwrap()
             .config()

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::stream::StreamState;
-use crate::broker::scripts;
-use crate::error::{Error, Result};
+use crate::broker::functions::fcall;
+use crate::error::Result;
 
 /// Keeps the lease of in-flight entries fresh, so no other consumer reclaims them while
 /// their handler runs.
@@ -23,18 +23,12 @@ pub(super) async fn leaser(st: Arc<StreamState>, stop: CancellationToken) {
             continue;
         }
         for chunk in ids.chunks(500) {
-            let r: Result<Vec<String>> = async {
-                let mut conn = st.broker.conn();
-                let mut inv = scripts::LEASE.key(&spec.stream);
-                inv.arg(&spec.group).arg(&spec.consumer);
-                for id in chunk {
-                    inv.arg(id);
-                }
-                inv.invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| Error::redis("EVALSHA lease", &spec.stream, e))
-            }
-            .await;
+            let mut cmd = fcall("fabric_lease", &[&spec.stream]);
+            cmd.arg(&spec.group).arg(&spec.consumer).arg(chunk);
+            let r: Result<Vec<String>> = st
+                .broker
+                .call(&cmd, "FCALL fabric_lease", &spec.stream)
+                .await;
             match r {
                 Ok(lost) => {
                     let still: Vec<_> = lost.into_iter().filter(|id| st.is_in_flight(id)).collect();

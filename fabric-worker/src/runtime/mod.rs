@@ -149,6 +149,7 @@ impl Worker {
         let mut ackers = Vec::new();
         let mut states = Vec::new();
         let broker = self.bus.broker();
+        broker.ensure_library().await?;
         for spec in &self.streams {
             broker.ensure_group(&spec.stream, &spec.group).await?;
         }

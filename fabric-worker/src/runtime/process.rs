@@ -11,8 +11,10 @@ use tracing::{debug, error, warn};
 use super::outcome::{Ran, Verdict, decide, run_handler};
 use super::stream::{Persisted, StreamState};
 use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
+use crate::bus::Mode;
 use crate::context::Context;
 use crate::error::Error;
+use crate::keys;
 use crate::message::{Message, fields, new_message_id, now_timestamp};
 
 /// Why the entry is given up on, for [`StreamState::dead_letter`].
@@ -31,7 +33,22 @@ impl StreamState {
         let spec = &self.spec;
         let span = tracing::Span::current();
         let attempt = entry.attempt();
-        let message = match entry.decode() {
+        if let Some(why) = entry.too_large(self.config.max_entry_bytes) {
+            warn!(%why, "oversized entry; moving it to dead letters");
+            self.dead_letter(
+                &entry,
+                GiveUp {
+                    message: None,
+                    reason: DeadReason::TooLarge,
+                    error: &why,
+                    attempts: attempt,
+                    deliveries,
+                },
+            )
+            .await;
+            return false;
+        }
+        let message = match entry.decode_as(self.bus.mode() == Mode::Secure) {
             Ok(m) => m,
             Err(reason) => {
                 warn!(%reason, "invalid entry; moving it to dead letters");
@@ -69,6 +86,28 @@ impl StreamState {
                 GiveUp {
                     message: Some(&message),
                     reason: DeadReason::DeliveryLimit,
+                    error: &why,
+                    attempts: attempt,
+                    deliveries,
+                },
+            )
+            .await;
+            return false;
+        }
+        if let Some(reply_to) = &message.reply_to
+            && !keys::is_reply_stream_of(&message.from_agent, reply_to)
+        {
+            let why = format!(
+                "reply_to {reply_to:?} is not a stream of the sender {:?} (agent:<sender>:results or agent:<sender>:replies:<id>); no reply is written anywhere else",
+                message.from_agent
+            );
+            warn!("{why}; moving it to dead letters");
+            // No error reply either: there is nowhere legitimate to write it.
+            self.dead_letter(
+                &entry,
+                GiveUp {
+                    message: None,
+                    reason: DeadReason::BadReplyTo,
                     error: &why,
                     attempts: attempt,
                     deliveries,
@@ -222,7 +261,8 @@ impl StreamState {
     }
 
     /// Writes a reply (`response` or `error`) to `reply_to`, with `in_reply_to` beside the
-    /// envelope. Boxed, so that the per-message task stays small.
+    /// envelope: straight there in direct mode; in secure mode into this agent's outbox with
+    /// `deliver_to`, for the router to deliver. Boxed, so that the per-message task stays small.
     fn send_reply<'a>(
         &'a self,
         reply_to: &'a str,
@@ -246,6 +286,7 @@ impl StreamState {
                     .clone()
                     .or_else(|| Some(request.id.clone())),
                 headers: Default::default(),
+                sender: None,
             };
             let data = match reply.to_data() {
                 Ok(d) => d,
@@ -254,18 +295,26 @@ impl StreamState {
                     return Persisted::Failed(e);
                 }
             };
+            let mut cmd = redis::cmd("XADD");
+            let target = match self.bus.mode() {
+                Mode::Direct => reply_to.to_owned(),
+                Mode::Secure => keys::outbox(&self.spec.agent),
+            };
+            cmd.arg(&target)
+                .arg("*")
+                .arg(fields::DATA)
+                .arg(&data)
+                .arg(fields::IN_REPLY_TO)
+                .arg(&request.id);
+            if self.bus.mode() == Mode::Secure {
+                cmd.arg(fields::DELIVER_TO).arg(reply_to);
+            }
             let ok = self
                 .persist("sending the reply", || async {
-                    let _: String = redis::cmd("XADD")
-                        .arg(reply_to)
-                        .arg("*")
-                        .arg(fields::DATA)
-                        .arg(&data)
-                        .arg(fields::IN_REPLY_TO)
-                        .arg(&request.id)
+                    let _: String = cmd
                         .query_async(&mut self.broker.conn())
                         .await
-                        .map_err(|e| Error::redis("XADD", reply_to, e))?;
+                        .map_err(|e| Error::redis("XADD", &target, e))?;
                     Ok(())
                 })
                 .await;

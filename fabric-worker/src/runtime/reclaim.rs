@@ -8,7 +8,8 @@ use tracing::{debug, info, warn};
 
 use super::janitor::remove_dead_consumers;
 use super::stream::StreamState;
-use crate::broker::{RawEntry, scripts, wire};
+use crate::broker::functions::fcall;
+use crate::broker::{RawEntry, wire};
 use crate::error::{Error, Result};
 
 /// Most `XAUTOCLAIM` steps per reclaim tick.
@@ -71,21 +72,22 @@ type Reclaimed = (String, Vec<(RawEntry, u64)>, Vec<String>);
 
 async fn reclaim_once(st: &StreamState, cursor: &str, count: usize) -> Result<Reclaimed> {
     let spec = &st.spec;
-    let mut conn = st.broker.conn();
-    let v: redis::Value = scripts::RECLAIM
-        .key(&spec.stream)
-        .arg(&spec.group)
+    let mut cmd = fcall("fabric_reclaim", &[&spec.stream]);
+    cmd.arg(&spec.group)
         .arg(&spec.consumer)
         .arg(crate::time::millis(st.config.reclaim_idle))
         .arg(cursor)
-        .arg(count)
-        .invoke_async(&mut conn)
+        .arg(count);
+    let v: redis::Value = st
+        .broker
+        .call(&cmd, "FCALL fabric_reclaim", &spec.stream)
         .await
-        .map_err(|e| {
-            if wire::is_nogroup(&e) {
+        .inspect_err(|e| {
+            if let Error::Redis { source, .. } = e
+                && wire::is_nogroup(source)
+            {
                 st.broker.forget_group(&spec.stream, &spec.group);
             }
-            Error::redis("EVALSHA reclaim", &spec.stream, e)
         })?;
     let parts = wire::as_array(&v)
         .filter(|p| p.len() == 4)

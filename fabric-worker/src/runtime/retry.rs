@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::stream::StreamState;
-use crate::broker::{RawEntry, scripts};
-use crate::error::{Error, Result};
+use crate::broker::RawEntry;
+use crate::broker::functions::fcall;
+use crate::error::Result;
 use crate::keys;
 use crate::message::fields;
 
@@ -57,17 +58,15 @@ impl StreamState {
         let retries = keys::retries(&spec.stream);
         let ok = self
             .persist("scheduling a retry", || async {
-                let mut conn = self.broker.conn();
-                let _: i64 = scripts::SCHEDULE_RETRY
-                    .key(&spec.stream)
-                    .key(&retries)
-                    .arg(&spec.group)
+                let mut cmd = fcall("fabric_schedule_retry", &[&spec.stream, &retries]);
+                cmd.arg(&spec.group)
                     .arg(&entry.id)
                     .arg(crate::time::millis(delay))
-                    .arg(&member)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(|e| Error::redis("EVALSHA schedule_retry", &spec.stream, e))?;
+                    .arg(&member);
+                let _: i64 = self
+                    .broker
+                    .call(&cmd, "FCALL fabric_schedule_retry", &spec.stream)
+                    .await?;
                 Ok(())
             })
             .await;
@@ -81,23 +80,22 @@ impl StreamState {
 pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
     let spec = &st.spec;
     let retries = keys::retries(&spec.stream);
+    let dead = keys::dead_letters(&spec.stream);
     let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
+    let mut cmd = fcall("fabric_promote", &[&spec.stream, &retries, &dead]);
+    cmd.arg(100);
     loop {
-        let r: Result<(i64, i64)> = async {
-            let mut conn = st.broker.conn();
-            scripts::PROMOTE
-                .key(&spec.stream)
-                .key(&retries)
-                .arg(100)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("EVALSHA promote", &spec.stream, e))
-        }
-        .await;
+        let r: Result<(i64, i64, i64)> = st
+            .broker
+            .call(&cmd, "FCALL fabric_promote", &spec.stream)
+            .await;
         let wait = match r {
-            Ok((moved, next)) => {
+            Ok((moved, next, failed)) => {
                 if moved > 0 {
                     debug!(stream = %spec.stream, moved, "retries due; back in the stream");
+                }
+                if failed > 0 {
+                    warn!(stream = %spec.stream, failed, "retries that could not be put back in the stream were moved to dead letters (reason promote_failed)");
                 }
                 if moved >= 100 {
                     Duration::ZERO
@@ -107,8 +105,12 @@ pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
                     poll
                 }
             }
-            Err(e) => {
+            Err(e) if e.is_connection_error() => {
                 debug!(stream = %spec.stream, error = %e, "retry promotion failed");
+                poll
+            }
+            Err(e) => {
+                warn!(stream = %spec.stream, error = %e, "retry promotion failed; trying again");
                 poll
             }
         };

@@ -103,8 +103,11 @@ async fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let url = fabric_worker::bus::redis_url_from_env();
-    let _ = REDIS.set(redis::Client::open(url).expect("REDIS_URL"));
+    // Records go to TEST_RECORD_URL (a user allowed `test:*` keys) when the worker's own
+    // user may not write them (secure mode), else to REDIS_URL.
+    let url = std::env::var("TEST_RECORD_URL")
+        .unwrap_or_else(|_| fabric_worker::bus::redis_url_from_env());
+    let _ = REDIS.set(redis::Client::open(url).expect("TEST_RECORD_URL / REDIS_URL"));
     let agents = std::env::var("FABRIC_AGENTS").unwrap_or_else(|_| "tester".into());
     let first = agents
         .split(',')

@@ -94,13 +94,15 @@ fn definition<P: schemars::JsonSchema>(
 /// arguments are reported as such even then).
 pub(crate) struct BusCell {
     url: String,
+    mode: fabric_worker::bus::Mode,
     slot: tokio::sync::Mutex<Option<Bus>>,
 }
 
 impl BusCell {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    pub(crate) fn new(url: impl Into<String>, mode: fabric_worker::bus::Mode) -> Self {
         BusCell {
             url: url.into(),
+            mode,
             slot: tokio::sync::Mutex::new(None),
         }
     }
@@ -112,6 +114,7 @@ impl BusCell {
             return Ok(bus.clone());
         }
         let bus = Bus::builder(self.url.clone())
+            .mode(self.mode)
             .connect_timeout(Duration::from_secs(2))
             .connect()
             .await

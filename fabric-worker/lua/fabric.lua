@@ -1,0 +1,247 @@
+#!lua name=fabric
+-- The Redis Functions of fabric-worker: one library, loaded by an administrative step
+-- (`fabric setup`, or a worker whose Redis user may load functions), called with FCALL.
+-- Agents get FCALL only: no EVAL, no FUNCTION LOAD.
+--
+-- Every function declares all its keys (one cluster slot each call) and does bounded work:
+-- it never unpacks a list of unbounded size, and compares stream ids as strings of digits,
+-- never as Lua numbers (which are doubles and lose precision above 2^53).
+
+-- Bumped whenever a function changes; a worker refuses an older library.
+local VERSION = 1
+
+-- Most fields an entry may have to be re-added by a function (a retry, a forward).
+local MAX_FIELDS = 64
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- "<ms>-<seq>" as two 20-digit, zero-padded strings (so that string order is number
+-- order), or nil for anything else.
+local function split_id(id)
+  if type(id) ~= 'string' then return nil end
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms or #ms > 20 or #seq > 20 then return nil end
+  return string.rep('0', 20 - #ms) .. ms, string.rep('0', 20 - #seq) .. seq
+end
+
+local function id_less(a_ms, a_seq, b_ms, b_seq)
+  if a_ms ~= b_ms then return a_ms < b_ms end
+  return a_seq < b_seq
+end
+
+local U64_MAX = '18446744073709551615'
+-- Sorts after every 20-digit id part: "after the last possible id".
+local PAST_END = '99999999999999999999'
+
+-- A 20-digit decimal string plus one (nil past 2^64 - 1).
+local function incr(s)
+  if s == U64_MAX then return nil end
+  local digits = {}
+  for i = 1, #s do digits[i] = string.byte(s, i) - 48 end
+  local i = #digits
+  while i >= 1 do
+    if digits[i] == 9 then
+      digits[i] = 0
+      i = i - 1
+    else
+      digits[i] = digits[i] + 1
+      break
+    end
+  end
+  local out = {}
+  for j = 1, #digits do out[j] = string.char(digits[j] + 48) end
+  return table.concat(out)
+end
+
+local function strip(s)
+  local t = string.gsub(s, '^0+', '')
+  if t == '' then return '0' end
+  return t
+end
+
+-- The id right after <ms>-<seq> (nil after the very last possible id).
+local function next_id(ms, seq)
+  local s = incr(seq)
+  if s then return ms, s end
+  local m = incr(ms)
+  if not m then return nil end
+  return m, string.rep('0', 20)
+end
+
+local function as_map(flat)
+  local m = {}
+  for i = 1, #flat, 2 do m[flat[i]] = flat[i + 1] end
+  return m
+end
+
+-- fabric_version(): the library's version.
+redis.register_function{
+  function_name = 'fabric_version',
+  callback = function() return VERSION end,
+  flags = {'no-writes'},
+}
+
+-- fabric_lease(stream; group, consumer, id...): keeps the lease of in-flight entries by
+-- resetting their idle time (XCLAIM ... JUSTID does not bump the delivery counter), but only
+-- for entries this consumer still owns. Returns the ids now owned by another consumer
+-- (entries no longer pending were acknowledged meanwhile and are not reported).
+redis.register_function('fabric_lease', function(keys, args)
+  local lost = {}
+  local last = math.min(#args, 2 + 1000)
+  for i = 3, last do
+    local p = redis.call('XPENDING', keys[1], args[1], args[i], args[i], 1)
+    if p[1] then
+      if p[1][2] == args[2] then
+        redis.call('XCLAIM', keys[1], args[1], args[2], 0, args[i], 'JUSTID')
+      else
+        lost[#lost + 1] = args[i]
+      end
+    end
+  end
+  return lost
+end)
+
+-- fabric_reclaim(stream; group, consumer, min_idle_ms, start_id, count): claims entries
+-- idle longer than min_idle_ms from any consumer of the group, and reports each claimed
+-- entry's delivery count (XAUTOCLAIM does not return it).
+-- Returns {next_cursor, claimed_entries, deleted_ids, delivery_counts}.
+redis.register_function('fabric_reclaim', function(keys, args)
+  local count = math.min(tonumber(args[5]) or 100, 1000)
+  local r = redis.call('XAUTOCLAIM', keys[1], args[1], args[2], args[3], args[4], 'COUNT', count)
+  local counts = {}
+  for i, e in ipairs(r[2]) do
+    local p = redis.call('XPENDING', keys[1], args[1], e[1], e[1], 1)
+    if p[1] then counts[i] = p[1][4] else counts[i] = 0 end
+  end
+  return {r[1], r[2], r[3] or {}, counts}
+end)
+
+-- fabric_schedule_retry(stream, retries; group, stream_id, delay_ms, member): parks a failed
+-- entry for a later attempt and acknowledges the current one, atomically. The member is JSON
+-- {"fields": [...], "from": <id>} built by the worker; the due time uses the server clock.
+redis.register_function('fabric_schedule_retry', function(keys, args)
+  redis.call('ZADD', keys[2], now_ms() + tonumber(args[3]), args[4])
+  return redis.call('XACK', keys[1], args[1], args[2])
+end)
+
+-- fabric_promote(stream, retries, dead; limit): moves retries whose time has come back into
+-- the stream. A member that cannot be moved (malformed, too many fields, refused by Redis)
+-- goes to the dead letters with reason `promote_failed` instead of blocking the others.
+-- Returns {moved, ms_until_next_due or -1, failed}.
+redis.register_function('fabric_promote', function(keys, args)
+  local now = now_ms()
+  local limit = math.min(tonumber(args[1]) or 100, 1000)
+  local due = redis.call('ZRANGEBYSCORE', keys[2], '-inf', now, 'LIMIT', 0, limit)
+  local moved, failed = 0, 0
+  for _, m in ipairs(due) do
+    local ok, v = pcall(cjson.decode, m)
+    local fields = ok and type(v) == 'table' and v['fields']
+    local why
+    if type(fields) ~= 'table' or #fields < 2 or #fields % 2 == 1 then
+      why = 'not a retry member'
+    elseif #fields > 2 * MAX_FIELDS then
+      why = 'more than ' .. MAX_FIELDS .. ' fields'
+    else
+      local added, err = pcall(redis.call, 'XADD', keys[1], '*', unpack(fields))
+      if added then
+        moved = moved + 1
+      else
+        why = tostring(err)
+      end
+    end
+    if why then
+      failed = failed + 1
+      redis.call('XADD', keys[3], '*', 'retry_member', string.sub(m, 1, 65536),
+        'dead_reason', 'promote_failed', 'dead_error', why,
+        'dead_stream', keys[1], 'dead_at_ms', tostring(now))
+    end
+    redis.call('ZREM', keys[2], m)
+  end
+  local nxt = redis.call('ZRANGE', keys[2], 0, 0, 'WITHSCORES')
+  if nxt[2] then
+    local wait = tonumber(nxt[2]) - now
+    if wait < 0 then wait = 0 end
+    return {moved, wait, failed}
+  end
+  return {moved, -1, failed}
+end)
+
+-- fabric_trim(stream): trims entries that every consumer group has been delivered and
+-- acknowledged. Never removes an entry some group has not been delivered yet, nor a pending
+-- one; a stream without groups is never trimmed. Returns the number of entries removed.
+redis.register_function('fabric_trim', function(keys)
+  local s = keys[1]
+  if redis.call('EXISTS', s) == 0 then return 0 end
+  local groups = redis.call('XINFO', 'GROUPS', s)
+  if #groups == 0 or #groups > 1000 then return 0 end
+  local best_ms, best_seq
+  for _, g in ipairs(groups) do
+    local info = as_map(g)
+    local ms, seq
+    if tonumber(info['pending']) > 0 then
+      local p = redis.call('XPENDING', s, info['name'])
+      ms, seq = split_id(p[2])
+    else
+      ms, seq = split_id(info['last-delivered-id'])
+      if ms then
+        ms, seq = next_id(ms, seq)
+        -- Past the last possible id: everything was delivered (PAST_END sorts after any id).
+        if not ms then ms, seq = PAST_END, PAST_END end
+      end
+    end
+    -- An id this code cannot read: trim nothing rather than guess.
+    if not ms then return 0 end
+    if best_ms == nil or id_less(ms, seq, best_ms, best_seq) then
+      best_ms, best_seq = ms, seq
+    end
+  end
+  if best_ms == PAST_END then return redis.call('XTRIM', s, 'MAXLEN', 0) end
+  return redis.call('XTRIM', s, 'MINID', strip(best_ms) .. '-' .. strip(best_seq))
+end)
+
+-- fabric_forward(target, seen; require_exists, window_ms, sender, count, then per entry:
+-- member, pairs, field, value, ...): the router's delivery step for up to 100 entries of
+-- one sender bound for one target, in the target's slot. Each entry is appended to
+-- `target`, with the field `sender` = `sender` first, unless its `member` (sender/message
+-- id) was forwarded there within the window (a router that died between forwarding and
+-- acknowledging, or a sender that wrote the message twice); with require_exists = 1, only
+-- if the target stream exists (an inbox of a known agent). Returns, per entry, {1, id}
+-- when appended, {0, ''} for a duplicate, {-1, ''} for a target that does not exist,
+-- {-2, error} when Redis refused the append (nothing is remembered then).
+redis.register_function('fabric_forward', function(keys, args)
+  local target, seen = keys[1], keys[2]
+  local must_exist, window, sender, count = args[1] == '1', tonumber(args[2]), args[3], tonumber(args[4])
+  if not window or not sender or not count or count < 1 or count > 100 then
+    return redis.error_reply('ERR fabric_forward: expected 1 to 100 entries')
+  end
+  local exists = (not must_exist) or redis.call('EXISTS', target) == 1
+  local out, i, now = {}, 5, now_ms()
+  for n = 1, count do
+    local member, pairs = args[i], tonumber(args[i + 1])
+    if not member or not pairs or pairs < 1 or pairs >= MAX_FIELDS or i + 1 + 2 * pairs > #args then
+      return redis.error_reply('ERR fabric_forward: malformed entry ' .. n)
+    end
+    local first, last = i + 2, i + 1 + 2 * pairs
+    if not exists then
+      out[n] = {-1, ''}
+    elseif redis.call('ZADD', seen, 'NX', now, member) == 0 then
+      out[n] = {0, ''}
+    else
+      local id = redis.pcall('XADD', target, '*', 'sender', sender, unpack(args, first, last))
+      if type(id) == 'table' and id.err then
+        redis.call('ZREM', seen, member)
+        out[n] = {-2, id.err}
+      else
+        out[n] = {1, id}
+      end
+    end
+    i = last + 1
+  end
+  -- Forget members older than the window, a bounded number per call.
+  local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - window, 'LIMIT', 0, 100)
+  if #old > 0 then redis.call('ZREM', seen, unpack(old)) end
+  return out
+end)
