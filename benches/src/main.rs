@@ -8,8 +8,8 @@
 //! ```
 //!
 //! The consumers under test run as separate processes of this same executable:
-//! `fabric-bench __worker` (our worker, default settings) and `fabric-bench __raw` (the
-//! baseline). One executable, so `cargo run` always runs them at the same build — a
+//! `fabric-bench __worker` (our worker, default settings), `fabric-bench __raw` (the
+//! baseline) and, for the secure scenario, `fabric-bench __router` (secure mode's router). One executable, so `cargo run` always runs them at the same build — a
 //! sibling binary could be stale or missing, since `cargo run --bin` builds only one.
 //! See `benches/README.md` for what each figure measures.
 // Statistics: counts and durations become `f64` and back for rates, medians and

@@ -396,6 +396,17 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Logs of a test helper process (a worker or router binary) to stderr, at `RUST_LOG`
+/// (default `warn`).
+pub fn init_process_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 /// A worker running in this process (a tokio task) until [`RunningWorker::stop`].
 #[derive(Debug)]
 pub struct RunningWorker {

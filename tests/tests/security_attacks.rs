@@ -315,13 +315,7 @@ async fn the_router_stamps_the_sender_and_rejects_forgeries_visibly() {
     percy_bus.send(m.clone()).await.unwrap();
     percy_bus.send(m.clone()).await.unwrap();
     let memory = redis.agent_bus(&a.memory).await;
-    let got = memory
-        .receive(
-            &a.memory,
-            fabric_worker::bus::ReceiveOptions::default().block(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap();
+    let got = receive_within(&memory, &a.memory, 5).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].message.id, m.id);
     assert_eq!(got[0].message.sender.as_deref(), Some(a.percy.as_str()));
@@ -409,13 +403,7 @@ async fn the_router_stamps_the_sender_and_rejects_forgeries_visibly() {
     );
     assert!(has(DeadReason::InvalidEnvelope, ""), "{reasons:?}");
     // The self-stamped one was delivered, with the router's stamp, not percy's claim.
-    let got = memory
-        .receive(
-            &a.memory,
-            fabric_worker::bus::ReceiveOptions::default().block(Duration::from_secs(5)),
-        )
-        .await
-        .unwrap();
+    let got = receive_within(&memory, &a.memory, 5).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].message.id, self_stamped.id);
     assert_eq!(got[0].message.sender.as_deref(), Some(a.percy.as_str()));
@@ -450,13 +438,7 @@ async fn a_forged_reply_is_refused_and_the_real_one_accepted() {
         async move { coder.request(ask, Duration::from_secs(20)).await }
     });
     // memory receives the request (and so learns coder's reply stream).
-    let got = memory
-        .receive(
-            &a.memory,
-            fabric_worker::bus::ReceiveOptions::default().block(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap();
+    let got = receive_within(&memory, &a.memory, 10).await;
     assert_eq!(got.len(), 1);
     let reply_to = got[0].message.reply_to.clone().unwrap();
     assert!(
@@ -518,4 +500,14 @@ async fn a_forged_reply_is_refused_and_the_real_one_accepted() {
     assert_eq!(reply.payload["answer"], "real");
     assert_eq!(reply.sender.as_deref(), Some(a.memory.as_str()));
     router.stop().await;
+}
+
+/// What `agent`'s inbox gives within `secs` seconds.
+async fn receive_within(bus: &Bus, agent: &str, secs: u64) -> Vec<fabric_worker::bus::Received> {
+    bus.receive(
+        agent,
+        fabric_worker::bus::ReceiveOptions::default().block(Duration::from_secs(secs)),
+    )
+    .await
+    .unwrap()
 }

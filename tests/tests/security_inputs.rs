@@ -178,13 +178,7 @@ async fn trimming_is_exact_for_ids_past_2_pow_53() {
         .await
         .unwrap();
     // Still pending: nothing trimmed.
-    let trimmed: i64 = redis::cmd("FCALL")
-        .arg("fabric_trim")
-        .arg(1)
-        .arg(&top_inbox)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let trimmed = fabric_trim(&mut conn, &top_inbox).await;
     assert_eq!(trimmed, 0);
     let _: i64 = redis::cmd("XACK")
         .arg(&top_inbox)
@@ -193,12 +187,17 @@ async fn trimming_is_exact_for_ids_past_2_pow_53() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let trimmed: i64 = redis::cmd("FCALL")
+    let trimmed = fabric_trim(&mut conn, &top_inbox).await;
+    assert_eq!(trimmed, 1);
+}
+
+/// `FCALL fabric_trim 1 <stream>`: how many entries it removed.
+async fn fabric_trim(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> i64 {
+    redis::cmd("FCALL")
         .arg("fabric_trim")
         .arg(1)
-        .arg(&top_inbox)
-        .query_async(&mut conn)
+        .arg(stream)
+        .query_async(conn)
         .await
-        .unwrap();
-    assert_eq!(trimmed, 1);
+        .unwrap()
 }

@@ -4,13 +4,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use fabric_worker::bus::Mode;
-use fabric_worker::{Bus, Message, keys};
+use fabric_worker::{Message, keys};
 use serde_json::{Value, json};
 
-use super::enqueue::bus;
 use super::{Sizes, n_fmt};
-use crate::harness::{self, Env, MsgKind, RAW_GROUP, create_groups, messages, targets};
-use crate::procs::{self, Kind};
+use crate::harness::{self, Env, MsgKind, messages, targets};
+use crate::procs::Kind;
 use crate::report::{Report, Row, Target, Unit};
 use crate::stats::now_us;
 
@@ -27,24 +26,7 @@ pub(super) async fn latency_once(
     let agent = env.agent("lat");
     let stream = keys::inbox(&agent);
     let tg = targets(kind, std::slice::from_ref(&agent));
-    create_groups(env, kind, std::slice::from_ref(&agent)).await?;
-    let before = harness::blocked_readers(&mut env.conn.clone()).await?;
-    let mut consumer = procs::spawn(
-        kind,
-        &env.url,
-        std::slice::from_ref(&agent),
-        RAW_GROUP,
-        &env.tmp,
-    )?;
-    harness::wait_readers_blocked(env, before, 1, &mut [&mut consumer]).await?;
-    let bus = match mode {
-        Mode::Direct => bus(env, true).await?,
-        Mode::Secure => {
-            env.bus.register_agent(&agent, None).await?;
-            env.bus.register_agent(&env.producer(), None).await?;
-            Bus::builder(&env.url).mode(Mode::Secure).connect().await?
-        }
-    };
+    let (consumer, bus) = harness::start_one(env, kind, &agent, mode).await?;
     let conn = env.new_conn().await?;
     let send = |m: Message| {
         let bus = bus.clone();

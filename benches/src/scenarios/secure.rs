@@ -5,15 +5,13 @@
 
 use std::time::Instant;
 
-use fabric_worker::Bus;
 use fabric_worker::bus::Mode;
 use serde_json::{Value, json};
 
-use super::enqueue::bus;
 use super::latency::latency_once;
 use super::{Sizes, n_fmt};
-use crate::harness::{self, Env, MsgKind, RAW_GROUP, create_groups, messages, targets};
-use crate::procs::{self, Kind};
+use crate::harness::{self, Env, MsgKind, messages, targets};
+use crate::procs::Kind;
 use crate::report::{Report, Row, Target, Unit};
 use crate::router_mode::RouterProc;
 
@@ -32,27 +30,12 @@ struct Run {
 /// `n` messages sent as fast as `send_batch(100)` goes, until handled.
 async fn throughput_once(env: &Env, mode: Mode, n: usize) -> anyhow::Result<Run> {
     let agent = env.agent("thr");
-    create_groups(env, Kind::Ours, std::slice::from_ref(&agent)).await?;
     let tg = targets(Kind::Ours, std::slice::from_ref(&agent));
-    let before = harness::blocked_readers(&mut env.conn.clone()).await?;
-    let mut consumer = procs::spawn(
-        Kind::Ours,
-        &env.url,
-        std::slice::from_ref(&agent),
-        RAW_GROUP,
-        &env.tmp,
-    )?;
-    harness::wait_readers_blocked(env, before, 1, &mut [&mut consumer]).await?;
-    let bus = match mode {
-        Mode::Direct => bus(env, true).await?,
-        Mode::Secure => {
-            env.bus.register_agent(&agent, None).await?;
-            env.bus.register_agent(&env.producer(), None).await?;
-            // The router finds the new outbox within its scan interval (100 ms).
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            Bus::builder(&env.url).mode(Mode::Secure).connect().await?
-        }
-    };
+    let (consumer, bus) = harness::start_one(env, Kind::Ours, &agent, mode).await?;
+    if mode == Mode::Secure {
+        // The router finds the new outbox within its scan interval (100 ms).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let msgs = messages(env, &agent, n, MsgKind::Bench);
     let mut conn = env.conn.clone();
     let u0 = harness::redis_usage(&mut conn).await?;

@@ -9,12 +9,7 @@ use fabric_worker::router::Router;
 
 #[tokio::main]
 async fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    fabric_tests::init_process_tracing();
     let reclaim = std::env::var("TEST_ROUTER_RECLAIM_IDLE_MS")
         .ok()
         .and_then(|v| v.parse().ok())

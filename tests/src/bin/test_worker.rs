@@ -97,12 +97,7 @@ async fn work(ctx: Context, w: Work) -> Result<Value, HandlerError> {
 
 #[tokio::main]
 async fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    fabric_tests::init_process_tracing();
     // Records go to TEST_RECORD_URL (a user allowed `test:*` keys) when the worker's own
     // user may not write them (secure mode), else to REDIS_URL.
     let url = std::env::var("TEST_RECORD_URL")
