@@ -87,10 +87,7 @@ async fn setup(rsa: bool) -> Setup {
         auth.set_jwt(JwtConfig::hs256(HS_SECRET).unwrap().issuer(ISSUER));
     }
     let cfg = HttpConfig::new(
-        McpConfig {
-            redis_url: url.clone(),
-            mode: fabric_worker::bus::Mode::Direct,
-        },
+        McpConfig::new(url.clone(), fabric_worker::bus::Mode::Direct),
         auth,
     );
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
@@ -241,7 +238,16 @@ async fn good_tokens_work_and_agents_are_confined_to_their_inbox() {
 
     // coder, with a static token.
     let coder = connect(&s, &s.coder_token).await.unwrap();
-    assert_eq!(coder.list_all_tools().await.unwrap().len(), 6);
+    assert_eq!(coder.list_all_tools().await.unwrap().len(), 8);
+    // The instructions tell the model who it is: the identity of its token.
+    let instructions = coder
+        .peer_info()
+        .and_then(|i| i.instructions.clone())
+        .unwrap_or_default();
+    assert!(
+        instructions.starts_with(&format!("You are agent \"{}\"", s.coder)),
+        "{instructions}"
+    );
     let sent = ok(&call(
         &coder,
         "fabric_message_send",
@@ -398,10 +404,7 @@ async fn refuses_unsafe_configurations() {
     let mut auth = Authenticator::new();
     auth.add_token("a-long-enough-token-123", "coder").unwrap();
     let cfg = HttpConfig::new(
-        McpConfig {
-            redis_url: "redis://127.0.0.1:1".into(),
-            mode: fabric_worker::bus::Mode::Direct,
-        },
+        McpConfig::new("redis://127.0.0.1:1", fabric_worker::bus::Mode::Direct),
         auth,
     );
     let e = http::bind(cfg.clone(), "0.0.0.0:0".parse().unwrap())

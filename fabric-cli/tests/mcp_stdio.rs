@@ -23,14 +23,16 @@ async fn lists_the_tools_and_calls_every_one() {
     let stop_worker = start_worker(&url, &percy).await;
     let client = mcp_connect(&url, &["--agent", &me]).await;
 
-    // tools/list: six underscore names, each with a description and both schemas.
+    // tools/list: eight underscore names, each with a description and both schemas.
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
     assert_eq!(
         names,
         [
+            "fabric_agents",
             "fabric_message_acknowledge",
+            "fabric_message_peek",
             "fabric_message_publish",
             "fabric_message_queue_status",
             "fabric_message_receive",
@@ -97,14 +99,14 @@ async fn lists_the_tools_and_calls_every_one() {
     assert_eq!(status["agent_id"], me.as_str());
     assert_eq!(status["pending"], 0);
     assert_eq!(status["queue_depth"], 0);
+    // One consumer for all MCP sessions of the agent, in the agent's MCP group.
+    assert_eq!(status["consumer_group"], format!("{me}_mcp"));
     let consumers = status["consumers"].as_array().unwrap();
-    let prefix = format!("{me}-mcp-");
-    assert!(
-        consumers
-            .iter()
-            .any(|c| c["name"].as_str().is_some_and(|n| n.starts_with(&prefix))),
-        "{status}"
-    );
+    let names: Vec<&str> = consumers
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, [format!("{me}-mcp")], "{status}");
 
     // publish reaches a subscriber.
     let topic = format!("analytics.{}", unique_agent("t"));
@@ -454,7 +456,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     let client = mcp_connect(&url, &["--agent", "coder"]).await;
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 6);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
     for (tool, args) in [
         (
             "fabric_message_send",

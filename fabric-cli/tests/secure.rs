@@ -102,6 +102,41 @@ async fn setup_router_mcp_and_status_in_secure_mode() {
         .await,
     );
     assert!(e.starts_with("refused: from_agent"), "{e}");
+    // A reply read through MCP alone, and discovery, under fabric-mcp's rights.
+    ok(&call(
+        &client,
+        "fabric_message_send",
+        json!({"to_agent": percy, "message_type": "mcp_echo", "payload": {"q": "later"}, "reply_to": format!("agent:{coder}:results")}),
+    )
+    .await);
+    let got = ok(&call(
+        &client,
+        "fabric_message_receive",
+        json!({"source": "replies", "block_ms": 15000}),
+    )
+    .await);
+    assert_eq!(got["count"], 1, "{got}");
+    let reply = &got["messages"][0];
+    assert_eq!(reply["payload"]["echo"], json!({"q": "later"}));
+    let acked = ok(&call(
+        &client,
+        "fabric_message_acknowledge",
+        json!({"message_ids": [reply["_stream_id"]], "source": "replies"}),
+    )
+    .await);
+    assert_eq!(acked["acknowledged"][0]["acked"], true, "{acked}");
+    let listed = ok(&call(&client, "fabric_agents", json!({"agent_id": percy})).await);
+    let p = &listed["agents"][0];
+    assert_eq!(p["worker_live"], true, "{p}");
+    assert!(
+        p["handles"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mcp_echo")),
+        "{p}"
+    );
+    let inbox = ok(&call(&client, "fabric_message_receive", json!({"block_ms": 0})).await);
+    assert_eq!(inbox["count"], 0, "{inbox}");
     client.cancel().await.unwrap();
 
     // The event reached percy's inbox stamped with coder, the identity MCP authenticated

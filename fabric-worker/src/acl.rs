@@ -98,6 +98,11 @@ const AGENT_OWN: &[&str] = &[
     "+exists",
     "+del",
     "+expire",
+    "+hset",
+    "+hgetall",
+    "+hdel",
+    "+set",
+    "+get",
     "+fcall",
     "+fcall_ro",
 ];
@@ -225,26 +230,39 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.push("&agent.*.new_message".into());
             r.extend(topic_channels(topics)?);
             r.extend(strings(PUBSUB));
-            r.extend(strings(&["+fcall_ro"]));
+            // SCAN: discovery (fabric_agents) lists the agents' inboxes.
+            r.extend(strings(&["+fcall_ro", "+scan"]));
             // Sends as the agent it authenticated: into that agent's outbox.
             r.push(selector(&["agent:*:outbox"], &["+xadd"]));
-            // Receives, acknowledges and inspects for that agent.
+            // Receives (redelivering what was not acknowledged in time), acknowledges and
+            // inspects for that agent: its inbox and its results.
             r.push(selector(
-                &["agent:*:inbox"],
+                &["agent:*:inbox", "agent:*:results"],
                 &[
                     "+xreadgroup",
                     "+xack",
+                    "+xautoclaim",
+                    "+xclaim",
                     "+xpending",
                     "+xinfo",
                     "+xgroup|create",
+                    "+xgroup|delconsumer",
                     "+xlen",
                     "+xrange",
                     "+xrevrange",
                     "+exists",
                 ],
             ));
+            // Who serves each agent (discovery, and which messages are its workers').
+            r.push(selector(&["agent:*:workers"], &["+hgetall"]));
+            // That an MCP session reads an agent's messages (discovery's "live").
+            r.push(selector(&["agent:*:mcp_seen"], &["+set", "+get"]));
             r.push(selector(
-                &["agent:*:inbox:dead{*}", "agent:*:inbox:retry{*}"],
+                &[
+                    "agent:*:inbox:dead{*}",
+                    "agent:*:inbox:retry{*}",
+                    "agent:*:results:dead{*}",
+                ],
                 &["+xadd", "+xlen", "+xrange", "+zcard"],
             ));
             // Its own request/reply streams.
@@ -262,6 +280,8 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 "+xrange",
                 "+xrevrange",
                 "+zcard",
+                "+hgetall",
+                "+get",
                 "+exists",
                 "+scan",
                 "+fcall_ro",

@@ -201,6 +201,34 @@ pub fn default_group(agent: &str) -> String {
     format!("{agent}_workers")
 }
 
+/// The consumer group MCP sessions read an agent's inbox and results through:
+/// `<agent>_mcp`. Its workers read through `<agent>_workers`; each message is for one of the
+/// two (see [`workers`]).
+pub fn mcp_group(agent: &str) -> String {
+    format!("{agent}_mcp")
+}
+
+/// The consumer name every MCP session of an agent reads as: `<agent>-mcp`. One name for
+/// all sessions, so that what one session received and did not acknowledge is redelivered
+/// to the next, and no consumer is left behind when a session ends.
+pub fn mcp_consumer(agent: &str) -> String {
+    format!("{agent}-mcp")
+}
+
+/// When an MCP session last read an agent's messages: `agent:<agent>:mcp_seen`, ms since
+/// the epoch, expiring after `bus::MCP_LIVE_FOR` (so: present = an MCP session is live).
+pub fn mcp_seen(agent: &str) -> String {
+    format!("agent:{agent}:mcp_seen")
+}
+
+/// Where an agent's worker processes say they are alive and which message types they
+/// handle: `agent:<agent>:workers`, a hash of consumer name → JSON (see
+/// `docs/protocol.md` §5.8). An inbox message whose type a registered worker handles is the
+/// workers'; any other is left to the agent's MCP sessions when it has any.
+pub fn workers(agent: &str) -> String {
+    format!("agent:{agent}:workers")
+}
+
 /// Pub/Sub channel announcing a new message for an agent: `agent.<agent>.new_message`.
 pub fn new_message_channel(agent: &str) -> String {
     format!("agent.{agent}.new_message")

@@ -1,10 +1,12 @@
 //! `coder_worker`: the coder agent. Sends percy a `code_review` task with `reply_to` its
 //! own results stream (`agent:coder:results`), handles percy's reply (a `response`
-//! message) and prints it.
+//! message) and prints it. It serves only coder's results stream (`consume_inbox(false)`):
+//! coder's inbox is left to whatever else serves coder (an MCP session, say).
 //!
 //! `cargo run -p examples --bin coder_worker -- [--tasks N] [--timeout-secs S] [--forever]`
 //! By default it sends one task, waits for the reply, prints it and exits (exit code 1 if
-//! no reply came within the timeout). With `--forever` it keeps serving coder's inbox.
+//! no reply came within the timeout). Replies to tasks of earlier runs are acknowledged and
+//! counted, not printed. With `--forever` it keeps handling replies.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
@@ -20,31 +22,44 @@ fn sent() -> &'static (Mutex<HashSet<String>>, Notify) {
     SENT.get_or_init(|| (Mutex::new(HashSet::new()), Notify::new()))
 }
 
+/// Replies to tasks this run did not send (earlier runs, other senders as coder).
+static OTHERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether the reply `ctx` answers a task of this run (and marks it answered).
+fn ours(ctx: &Context) -> bool {
+    let (set, notify) = sent();
+    let mine = ctx
+        .correlation_id()
+        .is_some_and(|c| set.lock().map(|mut s| s.remove(c)).unwrap_or(false));
+    if mine {
+        notify.notify_one();
+    } else {
+        OTHERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            from = ctx.from_agent(),
+            "a reply to a task of an earlier run: acknowledged, not shown"
+        );
+    }
+    mine
+}
+
 #[handler(message_type = "response")]
 async fn handle_reply(ctx: Context, review: Value) -> Result<(), HandlerError> {
-    println!(
-        "coder got a reply from {} (message {}): {}",
-        ctx.from_agent(),
-        ctx.message_id(),
-        review
-    );
-    let (set, notify) = sent();
-    if let Some(c) = ctx.correlation_id()
-        && set.lock().map(|mut s| s.remove(c)).unwrap_or(false)
-    {
-        notify.notify_one();
+    if ours(&ctx) {
+        println!(
+            "coder got a reply from {} (message {}): {}",
+            ctx.from_agent(),
+            ctx.message_id(),
+            review
+        );
     }
     Ok(())
 }
 
 #[handler(message_type = "error")]
 async fn handle_error(ctx: Context, err: Value) -> Result<(), HandlerError> {
-    println!("coder got an error from {}: {}", ctx.from_agent(), err);
-    let (set, notify) = sent();
-    if let Some(c) = ctx.correlation_id()
-        && set.lock().map(|mut s| s.remove(c)).unwrap_or(false)
-    {
-        notify.notify_one();
+    if ours(&ctx) {
+        println!("coder got an error from {}: {}", ctx.from_agent(), err);
     }
     Ok(())
 }
@@ -88,6 +103,7 @@ async fn run() -> anyhow::Result<()> {
     }
     let worker = Worker::builder("coder")
         .from_env()?
+        .consume_inbox(false)
         .consume_results(true)
         .build()
         .await?;
@@ -142,6 +158,13 @@ async fn run() -> anyhow::Result<()> {
             "no reply from percy within {timeout:?}; is percy_worker running against the same Redis?"
         );
     }
-    println!("coder: all {tasks} replies received");
+    let others = OTHERS.load(std::sync::atomic::Ordering::Relaxed);
+    if others > 0 {
+        println!(
+            "coder: all {tasks} replies received (and {others} to earlier runs' tasks, not shown)"
+        );
+    } else {
+        println!("coder: all {tasks} replies received");
+    }
     Ok(())
 }

@@ -101,10 +101,8 @@ pub(crate) async fn shutdown_signal() {
 }
 
 pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
-    let config = McpConfig {
-        redis_url: at.url.clone(),
-        mode: at.mode,
-    };
+    let mut config = McpConfig::new(at.url.clone(), at.mode);
+    config.visibility_timeout = std::time::Duration::from_secs(args.visibility_timeout);
     match &args.http {
         None => {
             if args.tokens_file.is_some()

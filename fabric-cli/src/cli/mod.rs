@@ -153,8 +153,11 @@ const MCP_LONG_ABOUT: &str = "\
 Run the MCP server that exposes the bus to AI agents.
 
 Tools: fabric_message_send, fabric_message_receive, fabric_message_acknowledge, \
-fabric_message_publish, fabric_message_queue_status and fabric_message_request. \
-(Calls using the dotted names, e.g. fabric.message.send, work too.)
+fabric_message_publish, fabric_message_queue_status, fabric_message_request, \
+fabric_message_peek and fabric_agents. (Calls using the dotted names, e.g. \
+fabric.message.send, work too.) Every session of an agent receives through the group \
+<agent>_mcp as the consumer <agent>-mcp: what one received and did not acknowledge \
+within --visibility-timeout is received again, by it or a later session.
 
 Over stdio (the default) the caller's identity comes from --agent / FABRIC_AGENT, or \
 --admin. Over HTTP (--http) every request needs a bearer token: static per-agent tokens \
@@ -168,7 +171,7 @@ and each call then reports that Redis is unreachable.";
 const MCP_EXAMPLES: &str = "\
 Examples:
   fabric mcp --agent coder                               # stdio, for Claude Code / Desktop
-  claude mcp add --transport stdio --env REDIS_URL=redis://127.0.0.1:6379 fabric -- fabric mcp --agent coder
+  claude mcp add --transport stdio fabric --env REDIS_URL=redis://127.0.0.1:6379 -- fabric mcp --agent coder
   fabric mcp --http 127.0.0.1:8765 --tokens-file tokens.json
   fabric mcp --http --jwt-hs256-secret-file secret.key --jwt-issuer https://auth.example
 
@@ -189,6 +192,10 @@ pub struct McpArgs {
     /// stdio: act as an admin (may act for any agent; --agent then only sets the default sender)
     #[arg(long, env = "FABRIC_ADMIN", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
     pub admin: Option<bool>,
+
+    /// Seconds a received message may stay unacknowledged before fabric_message_receive gives it out again
+    #[arg(long, env = "FABRIC_VISIBILITY_TIMEOUT_SECS", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub visibility_timeout: u64,
 
     /// HTTP: JSON file mapping bearer tokens to agent ids or "admin"
     #[arg(long, value_name = "FILE")]

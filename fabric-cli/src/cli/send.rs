@@ -136,7 +136,8 @@ pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
         }
         Some(timeout) => {
             let id = message.id.clone();
-            let reply = bus.request(message, timeout).await?;
+            let to = message.to_agent.clone();
+            let reply = with_progress_line(&to, timeout, bus.request(message, timeout)).await?;
             if json {
                 output::print_json(&reply)
             } else {
@@ -149,6 +150,34 @@ pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
             }
         }
     }
+}
+
+/// Awaits `fut`; on a terminal, a line on stderr says how long it has been waiting for
+/// `to` (rewritten every second, erased when done).
+async fn with_progress_line<T>(to: &str, timeout: Duration, fut: impl Future<Output = T>) -> T {
+    use std::io::{IsTerminal, Write};
+    if !std::io::stderr().is_terminal() {
+        return fut.await;
+    }
+    tokio::pin!(fut);
+    let started = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let total = timeout.as_secs_f64();
+    let out = loop {
+        tokio::select! {
+            r = &mut fut => break r,
+            _ = tick.tick() => {
+                let waited = started.elapsed().as_secs_f64();
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\rwaiting for {to}'s reply… {waited:.0} s of {total:.0} s ");
+                let _ = err.flush();
+            }
+        }
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K");
+    let _ = err.flush();
+    out
 }
 
 #[cfg(test)]

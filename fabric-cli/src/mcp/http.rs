@@ -223,6 +223,12 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
     if req.uri().path().starts_with(RESOURCE_METADATA_PATH) {
         return next.run(req).await;
     }
+    let path = req.uri().path();
+    if path != MCP_PATH && !path.starts_with(&format!("{MCP_PATH}/")) {
+        // Not ours (e.g. an OAuth client probing /register): 404, not a 401 that would
+        // read as "your token was refused".
+        return (StatusCode::NOT_FOUND, "Not Found: the MCP endpoint is /mcp").into_response();
+    }
     let header = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -238,6 +244,85 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
             g.unauthorized(&e)
         }
     }
+}
+
+/// A JSON-RPC error answered over HTTP with `status` (no request id could be read).
+fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": code, "message": message},
+        })),
+    )
+        .into_response()
+}
+
+/// What the MCP transport leaves to us, as the specification has it: a body that is not
+/// JSON is `400` with `-32700` (parse error), JSON that is not a JSON-RPC message is `400`
+/// with `-32600`; `DELETE` of a session answers `204`, or `404` for a session that does not
+/// exist.
+async fn framing(
+    State(sessions): State<Arc<LocalSessionManager>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use rmcp::transport::streamable_http_server::session::SessionManager;
+    if req.method() == axum::http::Method::DELETE {
+        let id = req
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| Arc::<str>::from(v.to_owned()));
+        if let Some(id) = &id
+            && !sessions.has_session(id).await.unwrap_or(true)
+        {
+            return (StatusCode::NOT_FOUND, "Not Found: session not found").into_response();
+        }
+        let resp = next.run(req).await;
+        if resp.status() == StatusCode::ACCEPTED {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        return resp;
+    }
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BODY_BYTES).await else {
+        return jsonrpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32600,
+            &format!("request body larger than {MAX_REQUEST_BODY_BYTES} bytes"),
+        );
+    };
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Err(e) => {
+            return jsonrpc_error(
+                StatusCode::BAD_REQUEST,
+                -32700,
+                &format!("Parse error: the body is not JSON ({e})"),
+            );
+        }
+        Ok(v) => {
+            let is_message =
+                |m: &serde_json::Value| m.get("jsonrpc").and_then(|j| j.as_str()) == Some("2.0");
+            let ok = match &v {
+                serde_json::Value::Object(_) => is_message(&v),
+                _ => false,
+            };
+            if !ok {
+                return jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32600,
+                    "Invalid Request: expected one JSON-RPC 2.0 message object (batches are not supported)",
+                );
+            }
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 async fn resource_metadata(State(g): State<Arc<Guard>>) -> Response {
@@ -323,11 +408,12 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_REQUEST_BODY_BYTES)
         .with_cancellation_token(shutdown.child_token());
-    let service: StreamableHttpService<FabricMcp, LocalSessionManager> = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
-        mcp_config,
-    );
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service: StreamableHttpService<FabricMcp, LocalSessionManager> =
+        StreamableHttpService::new(move || Ok(server.clone()), sessions.clone(), mcp_config);
+    let service = Router::new()
+        .fallback_service(service)
+        .layer(axum::middleware::from_fn_with_state(sessions, framing));
 
     let router = Router::new()
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))

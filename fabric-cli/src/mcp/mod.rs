@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
@@ -31,6 +32,20 @@ pub struct McpConfig {
     /// How messages travel: in secure mode the server sends through the outbox of the
     /// agent it authenticated, and the router delivers.
     pub mode: fabric_worker::bus::Mode,
+    /// How long a received message may stay unacknowledged before `fabric_message_receive`
+    /// gives it out again ([`tools::DEFAULT_VISIBILITY_TIMEOUT`] by default).
+    pub visibility_timeout: std::time::Duration,
+}
+
+impl McpConfig {
+    /// Redis at `redis_url`, in `mode`, with the default visibility timeout.
+    pub fn new(redis_url: impl Into<String>, mode: fabric_worker::bus::Mode) -> McpConfig {
+        McpConfig {
+            redis_url: redis_url.into(),
+            mode,
+            visibility_timeout: tools::DEFAULT_VISIBILITY_TIMEOUT,
+        }
+    }
 }
 
 /// The MCP server: one per process, cheap to clone (one clone per HTTP session).
@@ -44,8 +59,7 @@ struct Inner {
     /// The fixed identity of a stdio server; `None` over HTTP (taken from each request).
     identity: Option<Identity>,
     tools: Vec<Tool>,
-    /// Consumer names of this server are `<agent>-mcp-<instance>`.
-    instance: String,
+    visibility: std::time::Duration,
 }
 
 impl std::fmt::Debug for FabricMcp {
@@ -69,13 +83,8 @@ impl FabricMcp {
             inner: Arc::new(Inner {
                 bus: tools::BusCell::new(config.redis_url.clone(), config.mode),
                 identity,
-                tools: tools::definitions(),
-                instance: uuid::Uuid::new_v4()
-                    .simple()
-                    .to_string()
-                    .chars()
-                    .take(8)
-                    .collect(),
+                tools: tools::definitions(config.visibility_timeout),
+                visibility: config.visibility_timeout,
             }),
         })
     }
@@ -111,6 +120,7 @@ impl FabricMcp {
         args: JsonObject,
         identity: Option<Identity>,
         cancel: tokio_util::sync::CancellationToken,
+        progress: Option<tools::Progress>,
     ) -> std::result::Result<CallToolResult, McpError> {
         let Some(tool) = tools::canonical_name(name) else {
             return Err(McpError::invalid_params(
@@ -130,7 +140,8 @@ impl FabricMcp {
             bus: &self.inner.bus,
             identity: &identity,
             cancel: &cancel,
-            instance: &self.inner.instance,
+            visibility: self.inner.visibility,
+            progress,
         };
         let started = std::time::Instant::now();
         let result = tools::call(&ctx, tool, &args).await;
@@ -153,11 +164,28 @@ fn tool_error(text: String) -> CallToolResult {
 }
 
 const INSTRUCTIONS: &str = "Fabric message bus: durable agent-to-agent messaging on Redis Streams. \
-Each agent has an inbox. Use fabric_message_send to queue a message for another agent, \
-fabric_message_request to send one and wait for the reply, fabric_message_receive to take \
-messages from your own inbox (then fabric_message_acknowledge their _stream_id once handled), \
-fabric_message_queue_status to see your inbox, and fabric_message_publish to broadcast on a topic. \
-You always act as your own agent identity.";
+Each agent has an inbox. To ask another agent something and get the answer in one call, use \
+fabric_message_request (it waits for the reply). To hand work off without waiting, use \
+fabric_message_send; its reply arrives later and you read it with fabric_message_receive \
+source \"replies\". To take work sent to you, call fabric_message_receive (source \"inbox\"), \
+handle each message, then pass its _stream_id to fabric_message_acknowledge; a message you \
+do not acknowledge is given to you again after the visibility timeout. fabric_agents lists \
+the agents (their exact ids and what they handle), fabric_message_peek looks at an inbox \
+without taking anything, fabric_message_queue_status shows your inbox's state, and \
+fabric_message_publish broadcasts on a topic. You always act as your own agent identity.";
+
+/// The instructions for `identity`: who it is, then how the tools fit together.
+fn instructions_for(identity: Option<&Identity>) -> String {
+    match identity {
+        Some(Identity::Agent(me)) => format!(
+            "You are agent \"{me}\" on this bus: you send as \"{me}\" and receive what is sent to \"{me}\". {INSTRUCTIONS}"
+        ),
+        Some(Identity::Admin(name)) => format!(
+            "You are connected as an admin ({name}): pass agent_id to say whose inbox a call is about, and from_agent to send as an agent. {INSTRUCTIONS}"
+        ),
+        None => INSTRUCTIONS.to_owned(),
+    }
+}
 
 impl ServerHandler for FabricMcp {
     fn get_info(&self) -> ServerConfig {
@@ -166,14 +194,36 @@ impl ServerHandler for FabricMcp {
                 Implementation::new("fabric", env!("CARGO_PKG_VERSION"))
                     .with_title("Fabric message bus"),
             )
-            .with_instructions(INSTRUCTIONS)
+            .with_instructions(instructions_for(self.inner.identity.as_ref()))
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> std::result::Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let mut result = self.negotiate_initialize(&request)?;
+        // Over HTTP the identity is the request's: tell the model who it is.
+        let identity = self.identity_of(&context);
+        result.instructions = Some(instructions_for(identity.as_ref()));
+        Ok(result)
     }
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> std::result::Result<ListToolsResult, McpError> {
+        // Every tool fits on one page: no cursor this server gave out can come back.
+        if let Some(cursor) = request.and_then(|r| r.cursor) {
+            return Err(McpError::invalid_params(
+                format!(
+                    "invalid cursor {cursor:?}: tools/list has a single page, call it without a cursor"
+                ),
+                None,
+            ));
+        }
         Ok(ListToolsResult::with_all_items(self.inner.tools.clone()))
     }
 
@@ -189,7 +239,14 @@ impl ServerHandler for FabricMcp {
     ) -> std::result::Result<CallToolResponse, McpError> {
         let identity = self.identity_of(&context);
         let args = request.arguments.unwrap_or_default();
-        self.dispatch(&request.name, args, identity, context.ct.clone())
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| tools::Progress {
+                token,
+                peer: context.peer.clone(),
+            });
+        self.dispatch(&request.name, args, identity, context.ct.clone(), progress)
             .await
             .map(CallToolResponse::from)
     }

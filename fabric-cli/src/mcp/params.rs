@@ -156,6 +156,12 @@ checked_string!(
     json_schema!({"type": "string", "minLength": 1, "maxLength": keys::MAX_KEY_LEN})
 );
 checked_string!(
+    /// A stream entry id (`fabric_worker::keys::validate_stream_id`).
+    StreamIdArg,
+    keys::validate_stream_id,
+    json_schema!({"type": "string", "pattern": keys::STREAM_ID_PATTERN})
+);
+checked_string!(
     /// A correlation id: 1–256 characters.
     CorrelationId,
     check_correlation_id,
@@ -241,10 +247,17 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
                     .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 9.0e15)
                     .and_then(|f| format!("{f:.0}").parse().ok())
             }),
+            // Some hosts send every argument as a string: "5" is 5 (and "-1" is out of
+            // range, as -1 is), the same rule for both.
+            Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
         };
         let Some(n) = n else {
-            return match v.as_i64() {
+            let negative = match &v {
+                Value::String(s) => s.trim().parse::<i64>().ok(),
+                other => other.as_i64(),
+            };
+            return match negative {
                 Some(neg) => Err(D::Error::custom(format!(
                     "{neg} is out of range; it must be from {MIN} to {MAX}"
                 ))),
@@ -282,6 +295,9 @@ impl<'de> Deserialize<'de> for Flag {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match Value::deserialize(d)? {
             Value::Bool(b) => Ok(Flag(b)),
+            // As with numbers: "true" and "false" from hosts that send strings.
+            Value::String(s) if s == "true" => Ok(Flag(true)),
+            Value::String(s) if s == "false" => Ok(Flag(false)),
             other => Err(expected("true or false", &other)),
         }
     }
@@ -349,6 +365,56 @@ impl JsonSchema for JsonObjectArg {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({"type": "object"})
+    }
+}
+
+/// Which of your streams a receive or acknowledge is about.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum SourceArg {
+    /// Messages sent to you.
+    #[default]
+    Inbox,
+    /// Replies to what you sent (your results stream).
+    Replies,
+}
+
+impl SourceArg {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SourceArg::Inbox => "inbox",
+            SourceArg::Replies => "replies",
+        }
+    }
+
+    pub(crate) fn source(self) -> fabric_worker::bus::Source {
+        match self {
+            SourceArg::Inbox => fabric_worker::bus::Source::Inbox,
+            SourceArg::Replies => fabric_worker::bus::Source::Results,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceArg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) if s == "inbox" => Ok(SourceArg::Inbox),
+            Value::String(s) if s == "replies" => Ok(SourceArg::Replies),
+            other => Err(expected("\"inbox\" or \"replies\"", &other)),
+        }
+    }
+}
+
+impl JsonSchema for SourceArg {
+    fn schema_name() -> Cow<'static, str> {
+        "Source".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": "string", "enum": ["inbox", "replies"], "default": "inbox"})
     }
 }
 
@@ -464,6 +530,10 @@ mod tests {
             e.contains("`priority`") && e.contains("got a boolean"),
             "{e}"
         );
+        let e = err(json!({"to": "a", "count": "-1"}));
+        assert!(e.contains("-1 is out of range"), "{e}");
+        let e = err(json!({"to": "a", "count": "5000"}));
+        assert!(e.contains("5000 is out of range"), "{e}");
         let e = err(json!({"to": "a", "flag": "yes"}));
         assert!(e.contains("true or false"), "{e}");
         let e = err(json!({"to": "a", "nope": 1}));
@@ -491,6 +561,16 @@ mod tests {
         assert_eq!(p.count, Some(Bounded(3)));
         assert_eq!(p.priority, Some(PriorityArg(Priority::High)));
         assert_eq!(p.flag, Some(Flag(true)));
+        // Numbers and booleans sent as strings by some hosts: the same rule.
+        let p: Example = parse(
+            "t",
+            json!({"to": "a", "count": "5", "flag": "false"})
+                .as_object()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(p.count, Some(Bounded(5)));
+        assert_eq!(p.flag, Some(Flag(false)));
         for (v, want) in [(json!(1), Priority::Low), (json!("4"), Priority::Urgent)] {
             let p: Example =
                 parse("t", json!({"to": "a", "priority": v}).as_object().unwrap()).unwrap();

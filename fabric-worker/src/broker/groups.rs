@@ -12,11 +12,22 @@ pub(super) async fn create<C: redis::aio::ConnectionLike + Send>(
     stream: &str,
     group: &str,
 ) -> Result<()> {
+    create_at(conn, stream, group, "0").await
+}
+
+/// Creates the group delivering the entries after `start`, creating the stream if missing.
+/// An existing group is fine (and keeps its position).
+pub(super) async fn create_at<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    start: &str,
+) -> Result<()> {
     let r: redis::RedisResult<Value> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
         .arg(group)
-        .arg("0")
+        .arg(start)
         .arg("MKSTREAM")
         .query_async(conn)
         .await;

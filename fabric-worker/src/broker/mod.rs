@@ -175,6 +175,27 @@ impl Broker {
         Ok(())
     }
 
+    /// Makes sure `group` exists on `stream`, created (if it is not) to deliver the entries
+    /// after the id `start` gives (cached per process).
+    pub(crate) async fn ensure_group_from<F>(
+        &self,
+        stream: &str,
+        group: &str,
+        start: F,
+    ) -> Result<()>
+    where
+        F: AsyncFnOnce() -> Result<String>,
+    {
+        let key = (stream.to_owned(), group.to_owned());
+        if lock(&self.inner.groups).contains(&key) {
+            return Ok(());
+        }
+        let start = start().await?;
+        groups::create_at(&mut self.conn(), stream, group, &start).await?;
+        lock(&self.inner.groups).insert(key);
+        Ok(())
+    }
+
     /// Forgets that `group` exists (after a `NOGROUP`: the stream was deleted).
     pub(crate) fn forget_group(&self, stream: &str, group: &str) {
         lock(&self.inner.groups).remove(&(stream.to_owned(), group.to_owned()));

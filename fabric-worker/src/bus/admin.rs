@@ -1,8 +1,10 @@
-//! Administrative steps: [`Bus::setup`] (the function library) and
-//! [`Bus::register_agent`] (an agent's inbox and outbox, with their groups).
+//! Administrative steps: [`Bus::setup`] (the function library),
+//! [`Bus::register_agent`] (an agent's inbox and outbox, with their groups) and
+//! [`Bus::remove_idle_consumers`].
 
 use super::{Bus, agent_group};
-use crate::error::Result;
+use crate::broker::wire;
+use crate::error::{Error, Result};
 use crate::keys;
 
 impl Bus {
@@ -28,5 +30,66 @@ impl Bus {
         broker
             .ensure_group(&keys::outbox(agent), keys::ROUTER_GROUP)
             .await
+    }
+
+    /// Removes the consumers of `group` on `agent`'s inbox whose name starts with `prefix`,
+    /// that have nothing pending and have been idle at least `min_idle_ms`. Returns their
+    /// names.
+    pub async fn remove_idle_consumers(
+        &self,
+        agent: &str,
+        group: &str,
+        prefix: &str,
+        min_idle_ms: u64,
+    ) -> Result<Vec<String>> {
+        let group = agent_group(agent, Some(group))?;
+        self.remove_consumers_where(&keys::inbox(agent), &group, |name, idle| {
+            name.starts_with(prefix) && idle >= min_idle_ms
+        })
+        .await
+    }
+
+    /// Removes the consumers of `group` on `stream` that have nothing pending and for which
+    /// `remove(name, idle ms)` says so. Returns their names.
+    pub(crate) async fn remove_consumers_where(
+        &self,
+        stream: &str,
+        group: &str,
+        remove: impl Fn(&str, u64) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut conn = self.conn();
+        let v: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(group)
+            .query_async(&mut conn)
+            .await;
+        let v = match v {
+            Ok(v) => v,
+            Err(e) if wire::is_nogroup(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(Error::redis("XINFO CONSUMERS", stream, e)),
+        };
+        let mut removed = Vec::new();
+        for c in wire::as_array(&v)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(wire::as_map)
+        {
+            let name = c.get("name").and_then(wire::as_string).unwrap_or_default();
+            let pending = c.get("pending").and_then(wire::as_u64).unwrap_or(1);
+            let idle = c.get("idle").and_then(wire::as_u64).unwrap_or(0);
+            if pending == 0 && remove(&name, idle) {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(stream)
+                    .arg(group)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| Error::redis("XGROUP DELCONSUMER", stream, e))?;
+                removed.push(name);
+            }
+        }
+        Ok(removed)
     }
 }

@@ -5,8 +5,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::{Bus, Mode, agent_group};
-use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter, wire};
+use super::delivery::Reader;
+use super::{Bus, agent_group};
+use crate::broker::wire;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::Message;
@@ -30,6 +31,39 @@ pub struct ReceiveOptions {
     pub group: Option<String>,
     /// Consumer name (default: one per `Bus` instance).
     pub consumer: Option<String>,
+    /// Which of the agent's streams (default its inbox).
+    pub source: Source,
+    /// Deliver again, before new entries, what this group handed out this long ago and
+    /// nobody acknowledged (a visibility timeout; default: never, workers reclaim instead).
+    pub redeliver_after: Option<Duration>,
+    /// With `redeliver_after`: a message delivered more often than this goes to dead
+    /// letters (reason `delivery_limit`) instead of out again (default: no limit).
+    pub max_deliveries: Option<u64>,
+    /// Leave the message types the agent's registered workers handle to them: such entries
+    /// are acknowledged in this group and not returned (for the agent's MCP sessions, which
+    /// read through their own group; see [`crate::keys::workers`]).
+    pub leave_worker_types: bool,
+}
+
+/// Which of an agent's streams [`Bus::receive`] reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// `agent:<id>:inbox`: messages sent to the agent.
+    #[default]
+    Inbox,
+    /// `agent:<id>:results`: replies to the tasks it sent (their default `reply_to`).
+    Results,
+}
+
+impl Source {
+    /// The stream of `agent` this source is.
+    pub fn stream(self, agent: &str) -> String {
+        match self {
+            Source::Inbox => keys::inbox(agent),
+            Source::Results => keys::results(agent),
+        }
+    }
 }
 
 impl ReceiveOptions {
@@ -56,6 +90,30 @@ impl ReceiveOptions {
         self.consumer = Some(name.into());
         self
     }
+
+    /// Read `source` instead of the inbox.
+    pub fn source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Deliver again what was handed out `after` ago and not acknowledged.
+    pub fn redeliver_after(mut self, after: Duration) -> Self {
+        self.redeliver_after = Some(after);
+        self
+    }
+
+    /// Dead-letter, instead of delivering again, what was delivered more than `n` times.
+    pub fn max_deliveries(mut self, n: u64) -> Self {
+        self.max_deliveries = Some(n);
+        self
+    }
+
+    /// Leave the message types the agent's workers handle to them.
+    pub fn leave_worker_types(mut self, on: bool) -> Self {
+        self.leave_worker_types = on;
+        self
+    }
 }
 
 /// A message handed out by [`Bus::receive`]: acknowledge its `stream_id` when done.
@@ -69,6 +127,9 @@ pub struct Received {
     pub group: String,
     /// 1-based handler attempt this delivery is for.
     pub attempt: u32,
+    /// How many times this entry has been delivered through this group (1 the first time;
+    /// more when it was not acknowledged in time and is delivered again).
+    pub deliveries: u64,
 }
 
 impl Received {
@@ -83,6 +144,7 @@ impl Received {
                 m.insert("_headers".into(), json!(self.message.headers));
             }
             m.insert("_attempt".into(), json!(self.attempt));
+            m.insert("_deliveries".into(), json!(self.deliveries));
         }
         v
     }
@@ -113,7 +175,8 @@ pub(super) fn check_block(block: Option<Duration>) -> Result<Option<Duration>> {
 impl Bus {
     /// Reads up to `count` new messages of `agent` through a consumer group, waiting up to
     /// `block` for the first. The messages stay pending until [`Bus::acknowledge`]d; a
-    /// message never acknowledged is redelivered to a worker after its reclaim idle time.
+    /// message never acknowledged is redelivered to a worker after its reclaim idle time,
+    /// or, with [`ReceiveOptions::redeliver_after`], by `receive` itself.
     ///
     /// Entries that are not valid messages are moved to the agent's dead letters
     /// (reason `invalid_envelope`) instead of being returned.
@@ -133,44 +196,46 @@ impl Bus {
             ));
         }
         let block = check_block(opts.block)?;
-        let stream = keys::inbox(agent);
-        let broker = self.broker();
-        broker.ensure_group(&stream, &group).await?;
-        let entries = match self
-            .read_group(&stream, &group, &consumer, count, block)
-            .await
-        {
-            Err(Error::Redis { source, .. }) if wire::is_nogroup(&source) => {
-                // The stream or group was deleted meanwhile: recreate and read once more.
-                broker.forget_group(&stream, &group);
-                broker.ensure_group(&stream, &group).await?;
-                self.read_group(&stream, &group, &consumer, count, block)
-                    .await?
-            }
-            other => other?,
+        let stream = opts.source.stream(agent);
+        let r = Reader {
+            bus: self,
+            agent,
+            stream: &stream,
+            group: &group,
+            consumer: &consumer,
+            opts: &opts,
         };
-        let mut out = Vec::with_capacity(entries.len());
-        for e in entries {
-            match e.decode_as(self.inner.mode == Mode::Secure) {
-                Ok(message) => out.push(Received {
-                    attempt: e.attempt(),
-                    message,
-                    stream_id: e.id,
-                    group: group.clone(),
-                }),
-                Err(reason) => {
-                    tracing::warn!(agent, stream_id = %e.id, %reason, "invalid entry moved to dead letters");
-                    let note = DeadLetterNote {
-                        reason: &DeadReason::InvalidEnvelope,
-                        error: &reason,
-                        attempts: e.attempt(),
-                        deliveries: 1,
-                    };
-                    dead_letter(broker, &stream, &group, &e, &note).await?;
-                }
+        r.ensure_group().await?;
+        let deadline = block.map(|b| std::time::Instant::now() + b);
+        loop {
+            let mut entries = Vec::new();
+            if let Some(after) = opts.redeliver_after {
+                entries = r.redeliver(after, count).await?;
+            }
+            let fresh = entries.is_empty();
+            if fresh {
+                let wait = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                let wait = wait.filter(|w| !w.is_zero());
+                entries = r
+                    .read_new(count, wait)
+                    .await?
+                    .into_iter()
+                    .map(|e| (e, 1))
+                    .collect();
+            }
+            let got_any = !entries.is_empty();
+            let out = r.sort_out(entries).await?;
+            if !out.is_empty() || !got_any {
+                return Ok(out);
+            }
+            // Everything read was someone else's or dead: read on while the time lasts.
+            if !fresh {
+                continue;
+            }
+            if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+                return Ok(out);
             }
         }
-        Ok(out)
     }
 
     /// Runs a read: a blocking one on a connection of its own (dropped afterwards, so it
@@ -192,36 +257,24 @@ impl Bus {
         .map_err(|e| Error::redis(command, stream, e))
     }
 
-    async fn read_group(
-        &self,
-        stream: &str,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        block: Option<Duration>,
-    ) -> Result<Vec<RawEntry>> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(group)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count);
-        if let Some(b) = block {
-            cmd.arg("BLOCK").arg(crate::time::millis(b));
-        }
-        cmd.arg("STREAMS").arg(stream).arg(">");
-        let reply = self.query_read(&cmd, block, "XREADGROUP", stream).await?;
-        Ok(wire::parse_read_reply(&reply)?
-            .into_iter()
-            .flat_map(|(_, e)| e)
-            .collect())
-    }
-
     /// Acknowledges entries of `agent`'s inbox (by stream id) for a consumer group
     /// (default `<agent>_workers`). Reports, for each id, whether it was pending.
     pub async fn acknowledge(
         &self,
         agent: &str,
+        stream_ids: &[String],
+        group: Option<&str>,
+    ) -> Result<Vec<AckResult>> {
+        self.acknowledge_in(agent, Source::Inbox, stream_ids, group)
+            .await
+    }
+
+    /// Acknowledges entries of one of `agent`'s streams (`source`), as
+    /// [`Bus::acknowledge`] does for the inbox.
+    pub async fn acknowledge_in(
+        &self,
+        agent: &str,
+        source: Source,
         stream_ids: &[String],
         group: Option<&str>,
     ) -> Result<Vec<AckResult>> {
@@ -236,7 +289,7 @@ impl Bus {
         if stream_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let stream = keys::inbox(agent);
+        let stream = source.stream(agent);
         let mut pipe = redis::pipe();
         for id in stream_ids {
             pipe.cmd("XACK").arg(&stream).arg(&group).arg(id);

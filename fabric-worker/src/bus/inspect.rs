@@ -428,16 +428,20 @@ impl Bus {
     /// Every consumer group of `agent`'s inbox (empty when the inbox does not exist).
     pub async fn groups(&self, agent: &str) -> Result<Vec<GroupStatus>> {
         keys::validate_agent(agent)?;
-        let stream = keys::inbox(agent);
+        self.stream_groups(&keys::inbox(agent)).await
+    }
+
+    /// Every consumer group of `stream` (empty when it does not exist).
+    pub(crate) async fn stream_groups(&self, stream: &str) -> Result<Vec<GroupStatus>> {
         let r: redis::RedisResult<redis::Value> = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(&stream)
+            .arg(stream)
             .query_async(&mut self.conn())
             .await;
         match r {
             Ok(v) => Ok(GroupStatus::parse_all(&v)),
             Err(e) if is_no_such_key(&e) => Ok(Vec::new()),
-            Err(e) => Err(Error::redis("XINFO GROUPS", &stream, e)),
+            Err(e) => Err(Error::redis("XINFO GROUPS", stream, e)),
         }
     }
 

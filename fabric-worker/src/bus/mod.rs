@@ -17,7 +17,9 @@
 mod admin;
 mod consume;
 mod dead_letters;
+mod delivery;
 mod inspect;
+mod presence;
 mod request;
 pub(crate) mod send;
 mod topics;
@@ -34,11 +36,12 @@ use crate::env;
 use crate::error::{Error, Result};
 use crate::keys;
 
-pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received};
+pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received, Source};
 pub use dead_letters::DeadLetter;
 pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
 };
+pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
 pub use send::{FailedSend, SendReceipt};
 pub use topics::{Subscription, TopicEvent};
 

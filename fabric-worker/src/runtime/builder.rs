@@ -26,6 +26,8 @@ pub struct WorkerBuilder {
     agents: Vec<String>,
     bus: Option<Bus>,
     explicit: Settings,
+    /// Serve the agents' inboxes (default true).
+    inbox: bool,
     /// What `from_env` read: settings, `FABRIC_AGENTS`, and the bus's own settings.
     env: Option<(Settings, Vec<String>, BusBuilder)>,
 }
@@ -36,6 +38,7 @@ impl WorkerBuilder {
             agents: vec![agent],
             bus: None,
             explicit: Settings::default(),
+            inbox: true,
             env: None,
         }
     }
@@ -78,6 +81,14 @@ impl WorkerBuilder {
     /// Env: `FABRIC_CONSUME_RESULTS`.
     pub fn consume_results(mut self, on: bool) -> Self {
         self.explicit.results = Some(on);
+        self
+    }
+
+    /// Serve each agent's inbox (default true). `consume_inbox(false)` with
+    /// `consume_results(true)` serves only the results stream: a process that sends tasks
+    /// and handles their replies, and leaves the agent's inbox to its other workers.
+    pub fn consume_inbox(mut self, on: bool) -> Self {
+        self.inbox = on;
         self
     }
 
@@ -251,7 +262,10 @@ impl WorkerBuilder {
                 .clone()
                 .unwrap_or_else(|| keys::default_group(agent));
             let handlers = tables.get(agent).cloned().unwrap_or_default();
-            let mut served = vec![keys::inbox(agent)];
+            let mut served = Vec::new();
+            if self.inbox {
+                served.push(keys::inbox(agent));
+            }
             if settings.results.unwrap_or(false) {
                 served.push(keys::results(agent));
             }
@@ -267,6 +281,13 @@ impl WorkerBuilder {
                     handlers: handlers.clone(),
                 });
             }
+        }
+        if streams.is_empty() {
+            return Err(Error::invalid(
+                "consume_inbox",
+                "false",
+                "with consume_results off too there is nothing to serve: keep the inbox, or turn consume_results on",
+            ));
         }
         Ok(Worker {
             bus,

@@ -15,6 +15,7 @@
 //! | `reclaim.rs` | `XAUTOCLAIM` of stalled entries; `janitor.rs` removes dead consumers |
 //! | `retry.rs` | scheduling retries and promoting due ones |
 //! | `trim.rs` | trimming handled entries |
+//! | `presence.rs` | the worker's presence and message types in `agent:<id>:workers` |
 
 mod acker;
 mod builder;
@@ -22,6 +23,7 @@ pub(crate) mod config;
 mod janitor;
 mod lease;
 pub(crate) mod outcome;
+mod presence;
 mod process;
 mod reader;
 mod reclaim;
@@ -163,6 +165,17 @@ impl Worker {
                 tracker.clone(),
                 hard.clone(),
             ));
+            if st.spec.stream == crate::keys::inbox(&st.spec.agent) {
+                let started = crate::time::now_ms();
+                if let Err(e) = presence::register(&st, started).await {
+                    warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
+                }
+                background.push(tokio::spawn(presence::refresher(
+                    st.clone(),
+                    started,
+                    stop_background.clone(),
+                )));
+            }
             info!(
                 agent = %st.spec.agent,
                 stream = %st.spec.stream,

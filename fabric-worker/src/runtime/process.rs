@@ -117,6 +117,15 @@ impl StreamState {
             return false;
         }
         let Some(handler) = spec.handlers.get(&message.message_type) else {
+            if self.has_mcp_group().await {
+                // The agent's MCP sessions read this stream through their own group: a
+                // type no handler takes is theirs (docs/protocol.md §5.8).
+                debug!(
+                    message_type = %message.message_type,
+                    "no handler here; left to the agent's MCP sessions"
+                );
+                return self.ack(&entry.id);
+            }
             let known: Vec<&str> = spec.handlers.keys().map(String::as_str).collect();
             let why = format!(
                 "no handler for message_type {:?} in agent {:?} (handled types: {})",

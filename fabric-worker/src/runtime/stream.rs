@@ -46,6 +46,9 @@ pub(crate) struct StreamState {
     tracker: TaskTracker,
     /// Cancelled when the worker must stop at once (second signal, shutdown timeout).
     pub(crate) hard_stop: CancellationToken,
+    /// Whether the agent's MCP sessions read this stream (`<agent>_mcp` exists), and when
+    /// that was last checked.
+    mcp_group: Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 /// How a write to Redis ended.
@@ -92,7 +95,28 @@ impl StreamState {
             retry_notify: Notify::new(),
             tracker,
             hard_stop,
+            mcp_group: Mutex::new(None),
         }
+    }
+
+    /// Whether MCP sessions read this agent's stream through `<agent>_mcp` (checked at most
+    /// every 5 s): then a message no handler takes is theirs, not a dead letter.
+    pub(crate) async fn has_mcp_group(&self) -> bool {
+        if let Some((at, yes)) = *lock(&self.mcp_group)
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return yes;
+        }
+        let mcp = crate::keys::mcp_group(&self.spec.agent);
+        let yes = match self.bus.stream_groups(&self.spec.stream).await {
+            Ok(groups) => groups.iter().any(|g| g.name == mcp),
+            Err(e) => {
+                warn!(stream = %self.spec.stream, error = %e, "cannot tell whether MCP sessions read this stream; treating a message without a handler as a dead letter");
+                false
+            }
+        };
+        *lock(&self.mcp_group) = Some((std::time::Instant::now(), yes));
+        yes
     }
 
     pub(crate) fn in_flight_len(&self) -> usize {

@@ -4,6 +4,8 @@
 //! Who may act for whom is decided by `authz.rs`, for every tool.
 
 mod acknowledge;
+mod agents;
+mod peek;
 mod publish;
 mod queue_status;
 mod receive;
@@ -22,14 +24,20 @@ use super::auth::Identity;
 use super::params;
 
 /// Every tool name, as listed.
-pub const TOOL_NAMES: [&str; 6] = [
+pub const TOOL_NAMES: [&str; 8] = [
     send::NAME,
     receive::NAME,
     acknowledge::NAME,
     publish::NAME,
     queue_status::NAME,
     request::NAME,
+    peek::NAME,
+    agents::NAME,
 ];
+
+/// How long a message received through MCP may stay unacknowledged before it is received
+/// again (`fabric mcp --visibility-timeout`).
+pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The listed name of a tool called as `name`: the listed name itself, or its dotted
 /// spelling (`fabric.message.send`, as the Python bus's clients call it).
@@ -60,15 +68,18 @@ impl From<fabric_worker::Error> for ToolError {
     }
 }
 
-/// The six tools, as `tools/list` shows them.
-pub fn definitions() -> Vec<Tool> {
+/// The tools, as `tools/list` shows them; `visibility` is the visibility timeout of
+/// received messages.
+pub fn definitions(visibility: Duration) -> Vec<Tool> {
     vec![
         send::definition(),
-        receive::definition(),
+        receive::definition(visibility),
         acknowledge::definition(),
         publish::definition(),
         queue_status::definition(),
         request::definition(),
+        peek::definition(),
+        agents::definition(),
     ]
 }
 
@@ -132,8 +143,28 @@ pub(crate) struct CallContext<'a> {
     pub(crate) identity: &'a Identity,
     /// Cancelled when the client cancels the call.
     pub(crate) cancel: &'a CancellationToken,
-    /// This server's instance id: its consumers are named `<agent>-mcp-<instance>`.
-    pub(crate) instance: &'a str,
+    /// How long a received message may stay unacknowledged before it is received again.
+    pub(crate) visibility: Duration,
+    /// Where to report progress, when the client asked for it (a `progressToken`).
+    pub(crate) progress: Option<Progress>,
+}
+
+/// A client's progress token and the way back to it.
+pub(crate) struct Progress {
+    pub(crate) token: rmcp::model::ProgressToken,
+    pub(crate) peer: rmcp::Peer<rmcp::RoleServer>,
+}
+
+impl Progress {
+    /// Sends one progress notification (best effort: a client gone is not an error here).
+    pub(crate) async fn notify(&self, progress: f64, total: f64, message: String) {
+        let p = rmcp::model::ProgressNotificationParam::new(self.token.clone(), progress)
+            .with_total(total)
+            .with_message(message);
+        if let Err(e) = self.peer.notify_progress(p).await {
+            tracing::debug!(error = %e, "progress notification not sent");
+        }
+    }
 }
 
 impl CallContext<'_> {
@@ -164,6 +195,8 @@ pub(crate) async fn call(
         publish::NAME => publish::run(ctx, parse(tool, args)?).await,
         queue_status::NAME => queue_status::run(ctx, parse(tool, args)?).await,
         request::NAME => request::run(ctx, parse(tool, args)?).await,
+        peek::NAME => peek::run(ctx, parse(tool, args)?).await,
+        agents::NAME => agents::run(ctx, parse(tool, args)?).await,
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are {}",
             TOOL_NAMES.join(", ")
@@ -178,7 +211,7 @@ mod tests {
 
     #[test]
     fn listed_names_are_portable() {
-        let defs = definitions();
+        let defs = definitions(DEFAULT_VISIBILITY_TIMEOUT);
         assert_eq!(defs.len(), TOOL_NAMES.len());
         for t in &defs {
             let name = t.name.as_ref();
@@ -229,6 +262,8 @@ mod tests {
             params::parse::<publish::Params>(publish::NAME, &bad).map(|_| ()),
             params::parse::<queue_status::Params>(queue_status::NAME, &bad).map(|_| ()),
             params::parse::<request::Params>(request::NAME, &bad).map(|_| ()),
+            params::parse::<peek::Params>(peek::NAME, &bad).map(|_| ()),
+            params::parse::<agents::Params>(agents::NAME, &bad).map(|_| ()),
         ];
         for e in errors {
             let e = e.unwrap_err().0;

@@ -15,9 +15,9 @@ pub(super) const NAME: &str = "fabric_message_queue_status";
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Params {
-    /// Whose inbox: your own agent id (optional; defaults to you).
+    /// Whose inbox: omit it as an agent (it is you). Required when you are an admin.
     agent_id: Option<AgentId>,
-    /// Consumer group the figures are for (optional; default <agent_id>_workers).
+    /// Consumer group the figures are for (optional; default <agent_id>_mcp, the one fabric_message_receive uses, once it exists, else <agent_id>_workers).
     consumer_group: Option<GroupName>,
 }
 
@@ -67,8 +67,19 @@ pub(super) fn definition() -> Tool {
 
 pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolError> {
     let agent = authorize(ctx.identity, Act::UseInbox(p.agent_id.as_ref()))?;
-    let group = p.consumer_group.as_ref().map(|g| g.0.as_str());
     let bus = ctx.bus.get().await?;
-    let status = ctx.run(bus.queue_status(&agent, group)).await?;
+    let group = match p.consumer_group {
+        Some(g) => g.0,
+        None => {
+            let mcp = fabric_worker::keys::mcp_group(&agent);
+            let groups = ctx.run(bus.groups(&agent)).await?;
+            if groups.iter().any(|g| g.name == mcp) {
+                mcp
+            } else {
+                fabric_worker::keys::default_group(&agent)
+            }
+        }
+    };
+    let status = ctx.run(bus.queue_status(&agent, Some(&group))).await?;
     serde_json::to_value(&status).map_err(|e| ToolError(format!("cannot encode the status: {e}")))
 }

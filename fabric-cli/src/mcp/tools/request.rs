@@ -44,7 +44,8 @@ pub(super) fn definition() -> Tool {
             "Send a message to another agent and wait for its reply (request/reply). Returns the reply message; its payload holds the answer. \
              Waits at most timeout_ms milliseconds (default {DEFAULT_TIMEOUT_MS}, at most {MAX_TIMEOUT_MS}); on timeout the request stays queued \
              and you get an error saying no reply came (is a worker for that agent running?). If the recipient's handler failed for good you get its error. \
-             The sender is always you (from_agent optional; any other value is refused)."
+             The sender is always you (from_agent optional; any other value is refused). \
+             With a progressToken you get a progress notification every second while it waits."
         ),
         super::receive::message_schema(json!({})),
         ToolAnnotations::with_title("Request and await a reply")
@@ -66,8 +67,30 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
     )?;
     m.validate().map_err(ToolError::from)?;
     let bus = ctx.bus.get().await?;
-    let reply = ctx
-        .run(bus.request(m, Duration::from_millis(timeout_ms)))
-        .await?;
+    let to = m.to_agent.clone();
+    let waiting = ctx.run(bus.request(m, Duration::from_millis(timeout_ms)));
+    let reply = match &ctx.progress {
+        None => waiting.await?,
+        Some(progress) => {
+            // While waiting, one progress notification a second: seconds waited of the
+            // timeout (the client asked with a progressToken).
+            tokio::pin!(waiting);
+            let started = tokio::time::Instant::now();
+            let total = Duration::from_millis(timeout_ms).as_secs_f64();
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    r = &mut waiting => break r?,
+                    _ = tick.tick() => {
+                        let waited = started.elapsed().as_secs_f64().min(total);
+                        progress
+                            .notify(waited.floor(), total, format!("waiting for {to}'s reply ({waited:.0} s of {} s)", Duration::from_millis(timeout_ms).as_secs_f64()))
+                            .await;
+                    }
+                }
+            }
+        }
+    };
     serde_json::to_value(&reply).map_err(|e| ToolError(format!("cannot encode the reply: {e}")))
 }

@@ -1,6 +1,7 @@
 //! `fabric_message_send`: queue a message in another agent's inbox.
 
-use fabric_worker::Message;
+use fabric_worker::bus::Mode;
+use fabric_worker::{Message, keys};
 use rmcp::model::{Tool, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -60,6 +61,8 @@ pub(super) fn definition() -> Tool {
         "Send a message",
         "Send a message to another agent's inbox (durable: it waits there until that agent's worker handles it). \
          Returns at once with the message id; it does not wait for an answer (use fabric_message_request for that). \
+         A reply to a task sent here arrives later in your replies: read it with fabric_message_receive, source \"replies\". \
+         If the recipient has no inbox and nothing serves it, the result carries a warning (check the id with fabric_agents). \
          The sender is always you: from_agent may be omitted, and if given it must be your own agent id."
             .into(),
         json!({
@@ -69,7 +72,9 @@ pub(super) fn definition() -> Tool {
                 "status": {"type": "string", "enum": ["queued"]},
                 "stream_id": {"type": "string", "description": "Entry id in the recipient's inbox."},
                 "timestamp": {"type": "string"},
-                "to_agent": {"type": "string"}
+                "to_agent": {"type": "string"},
+                "reply": {"type": "string", "description": "Where a reply to this message will arrive."},
+                "warning": {"type": "string", "description": "Present when the recipient has no inbox and nothing serves it (a mistyped id?)."}
             },
             "required": ["message_id", "status", "stream_id", "timestamp"]
         }),
@@ -96,6 +101,55 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
         m = m.with_correlation_id(c.0);
     }
     m.validate().map_err(ToolError::from)?;
-    let receipt = ctx.run(ctx.bus.get().await?.send(m)).await?;
-    serde_json::to_value(&receipt).map_err(|e| ToolError(format!("cannot encode the receipt: {e}")))
+    let bus = ctx.bus.get().await?;
+    let warning = ctx
+        .run(unknown_recipient_warning(&bus, &m.to_agent))
+        .await?;
+    // A task's reply goes to the sender's results stream unless reply_to says otherwise.
+    let replies_come_back = match &m.reply_to {
+        Some(r) => *r == keys::results(&m.from_agent),
+        None => m.message_type == "task",
+    };
+    let receipt = ctx.run(bus.send(m)).await?;
+    let mut out = serde_json::to_value(&receipt)
+        .map_err(|e| ToolError(format!("cannot encode the receipt: {e}")))?;
+    if let Value::Object(o) = &mut out {
+        if replies_come_back {
+            o.insert(
+                "reply".into(),
+                json!("a reply, if any, arrives in your replies: fabric_message_receive with source \"replies\""),
+            );
+        }
+        if let Some(w) = warning {
+            o.insert("warning".into(), json!(w));
+        }
+    }
+    Ok(out)
+}
+
+/// A warning when `to` has no inbox and nothing serves it: the message is queued (the agent
+/// may start later), but a mistyped id would otherwise go unnoticed.
+pub(super) async fn unknown_recipient_warning(
+    bus: &fabric_worker::Bus,
+    to: &str,
+) -> Result<Option<String>, fabric_worker::Error> {
+    let info = bus.agent_info(to).await?;
+    if info.inbox || info.is_live() {
+        return Ok(None);
+    }
+    let known = bus.agents().await?;
+    let known = if known.is_empty() {
+        "no agent has an inbox yet".to_owned()
+    } else {
+        format!("the agents with an inbox are {}", known.join(", "))
+    };
+    let fate = match bus.mode() {
+        Mode::Direct => format!("the message is queued and waits until an agent \"{to}\" starts"),
+        Mode::Secure => format!(
+            "in secure mode the router rejects messages to an agent nobody registered: register it (fabric setup --agent {to}) or it ends in your outbox's dead letters"
+        ),
+    };
+    Ok(Some(format!(
+        "agent \"{to}\" has no inbox and nothing is serving it: {fate}. If the id is mistyped, {known} (see fabric_agents)."
+    )))
 }

@@ -1,0 +1,102 @@
+//! Presence: each worker process says, in `agent:<id>:workers`, that it is alive and which
+//! message types it handles — for discovery (`fabric_agents`), and so that an agent that is
+//! partly a Rust worker and partly an LLM behind MCP knows which messages are whose.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::stream::StreamState;
+use crate::bus::{PRESENCE_INTERVAL, WorkerPresence};
+use crate::error::{Error, Result};
+use crate::keys;
+
+/// Records of stopped or vanished workers are dropped after this long.
+const FORGET_AFTER_MS: u64 = 3_600_000;
+
+/// The presence record of this worker for the stream it serves.
+fn record(st: &StreamState, started_ms: u64, stopped: bool) -> WorkerPresence {
+    let now = crate::time::now_ms();
+    WorkerPresence {
+        consumer: st.spec.consumer.clone(),
+        host: hostname(),
+        pid: std::process::id(),
+        group: st.spec.group.clone(),
+        message_types: st.spec.handlers.keys().cloned().collect(),
+        started_ms,
+        seen_ms: now,
+        stopped_ms: stopped.then_some(now),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Writes the record, and drops records of workers stopped or silent for an hour.
+async fn write(st: &StreamState, p: &WorkerPresence) -> Result<()> {
+    let key = keys::workers(&st.spec.agent);
+    let json =
+        serde_json::to_string(p).map_err(|e| Error::protocol("worker presence", e.to_string()))?;
+    let mut conn = st.broker.conn();
+    let _: i64 = redis::cmd("HSET")
+        .arg(&key)
+        .arg(&p.consumer)
+        .arg(json)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| Error::redis("HSET", &key, e))?;
+    let stale: Vec<String> = st
+        .bus
+        .workers(&st.spec.agent)
+        .await?
+        .into_iter()
+        .filter(|w| {
+            w.consumer != p.consumer
+                && p.seen_ms.saturating_sub(w.stopped_ms.unwrap_or(w.seen_ms)) > FORGET_AFTER_MS
+        })
+        .map(|w| w.consumer)
+        .collect();
+    if !stale.is_empty() {
+        let _: i64 = redis::cmd("HDEL")
+            .arg(&key)
+            .arg(&stale)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("HDEL", &key, e))?;
+        debug!(%key, ?stale, "forgot workers gone for an hour");
+    }
+    Ok(())
+}
+
+/// Registers this worker before it reads (so that its message types are the workers' from
+/// its first read on).
+pub(super) async fn register(st: &StreamState, started_ms: u64) -> Result<()> {
+    write(st, &record(st, started_ms, false)).await
+}
+
+/// Refreshes the record every [`PRESENCE_INTERVAL`]; marks it stopped when `stop` fires.
+/// The record stays (stopped) so that a restart keeps the worker's message types.
+pub(super) async fn refresher(st: Arc<StreamState>, started_ms: u64, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = write(&st, &record(&st, started_ms, false)).await {
+            debug!(agent = %st.spec.agent, error = %e, "presence refresh failed");
+        }
+    }
+    if let Err(e) = write(&st, &record(&st, started_ms, true)).await {
+        warn!(agent = %st.spec.agent, error = %e, "could not mark this worker stopped in its presence record");
+    }
+}
