@@ -39,7 +39,7 @@ async fn run(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let text = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("error: {text}");
+            eprintln!("error: {}", fabric_cli::output::terminal_safe(&text));
             ExitCode::from(e.exit_code())
         }
     }

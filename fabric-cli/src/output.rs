@@ -118,8 +118,33 @@ pub fn preview(s: &str, max: usize) -> String {
     out
 }
 
-/// Writes `text` to stdout; a closed pipe (`fabric … | head`) is not an error.
+/// `text` made safe for a terminal: control characters other than newline and tab (ANSI
+/// escapes, carriage returns, backspaces, bells, C1 controls) become visible escapes such
+/// as `\x1b`, so that a field any sender controls cannot rewrite the operator's screen.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            let n = u32::from(c);
+            if n <= 0xff {
+                out.push_str(&format!("\\x{n:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{n:x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes `text` to stdout (made [`terminal_safe`]); a closed pipe (`fabric … | head`) is
+/// not an error.
 pub fn print(text: &str) -> Result<()> {
+    let text = terminal_safe(text);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -172,6 +197,15 @@ mod tests {
              percy           12  a (idle 1s)\n\
              \x20                   b (idle 2s)\n\
              coder-agent      3\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(terminal_safe("plain\ttext\n"), "plain\ttext\n");
+        assert_eq!(
+            terminal_safe("a\x1b[2Jb\rc\x07\u{9b}d"),
+            "a\\x1b[2Jb\\x0dc\\x07\\x9bd"
         );
     }
 

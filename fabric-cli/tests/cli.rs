@@ -460,3 +460,61 @@ fn redis_unreachable_usage_errors_and_help() {
     let o = fabric(&url, &["mcp", "--help"]);
     assert!(stdout(&o).contains("claude mcp add"), "{}", stdout(&o));
 }
+
+/// Fields any sender controls cannot rewrite the operator's terminal: `tail` and
+/// `dead-letters list` show control characters as escapes.
+#[tokio::test]
+async fn escape_sequences_in_messages_are_shown_not_obeyed() {
+    init_tracing();
+    let redis = RedisServer::start_own(false);
+    let url = redis.url();
+    let percy = unique_agent("percy");
+    let mut conn = redis.async_conn().await;
+    let evil = "\u{1b}[2J\u{1b}[31mOWNED\r\u{7}";
+    // A valid envelope whose timestamp and payload carry escapes, and an invalid entry.
+    let data = json!({
+        "id": "msg:1", "from_agent": "coder", "to_agent": percy, "message_type": "task",
+        "payload": {"note": evil}, "timestamp": evil, "priority": 2, "ttl_seconds": 3600,
+    })
+    .to_string();
+    for d in [data.as_str(), evil] {
+        let _: String = redis::cmd("XADD")
+            .arg(keys::inbox(&percy))
+            .arg("*")
+            .arg("data")
+            .arg(d)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A dead letter whose error text carries them too.
+    let _: String = redis::cmd("XADD")
+        .arg(keys::dead_letters(&keys::inbox(&percy)))
+        .arg("*")
+        .arg("data")
+        .arg(&data)
+        .arg("dead_reason")
+        .arg("permanent_error")
+        .arg("dead_error")
+        .arg(evil)
+        .arg("dead_at")
+        .arg(evil)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for args in [
+        vec!["tail", percy.as_str(), "--from-start", "--limit", "2"],
+        vec!["tail", percy.as_str(), "--from-start", "--limit", "2", "--full"],
+        vec!["dead-letters", "list", percy.as_str()],
+    ] {
+        let o = fabric(&url, &args);
+        expect_code(&o, 0);
+        let out = &o.stdout;
+        assert!(
+            !out.iter().any(|b| matches!(b, 0x1b | b'\r' | 0x07)),
+            "{args:?} printed raw control characters: {:?}",
+            String::from_utf8_lossy(out)
+        );
+        assert!(stdout(&o).contains("OWNED"), "{}", stdout(&o));
+    }
+}
