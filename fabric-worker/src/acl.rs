@@ -232,8 +232,16 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.extend(strings(PUBSUB));
             // SCAN: discovery (fabric_agents) lists the agents' inboxes.
             r.extend(strings(&["+fcall_ro", "+scan"]));
-            // Sends as the agent it authenticated: into that agent's outbox.
-            r.push(selector(&["agent:*:outbox"], &["+xadd"]));
+            match mode {
+                // Sends as the agent it authenticated: into that agent's outbox.
+                Mode::Secure => r.push(selector(&["agent:*:outbox"], &["+xadd"])),
+                // Direct mode: into the recipient's inbox (and replies into results and
+                // reply streams), as agents do.
+                Mode::Direct => r.push(selector(
+                    &["agent:*:inbox", "agent:*:results", "agent:*:replies:*"],
+                    &["+xadd"],
+                )),
+            }
             // Receives (redelivering what was not acknowledged in time), acknowledges and
             // inspects for that agent: its inbox and its results.
             r.push(selector(
@@ -285,6 +293,11 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 "+exists",
                 "+scan",
                 "+fcall_ro",
+                // Server statistics for exporters (redis_exporter): read-only.
+                "+info",
+                "+dbsize",
+                "+slowlog|get",
+                "+latency|latest",
             ]));
         }
         Role::Admin => {
@@ -304,11 +317,7 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
 /// what it wrote is lost (seen on 7.0.15; the log says "ACLs rules changed between the
 /// moment the transaction was accumulated and the EXEC call").
 pub fn default_user_rules() -> Vec<String> {
-    let secret = format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let secret = generate_password();
     ["reset", "on", &format!(">{secret}"), "~*", "&*", "+@all"]
         .iter()
         .map(|s| (*s).to_owned())
@@ -329,6 +338,39 @@ pub fn file(users: &[(String, Vec<String>)]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `#<sha256 hex>` of `password`: the form an ACL file stores a password in, so that the
+/// file holds no secret (Redis compares the hash of what a client sends).
+pub fn password_hash_rule(password: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(password.as_bytes());
+    let mut out = String::with_capacity(65);
+    out.push('#');
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// `rules` with every clear password (`>secret`) replaced by its hash (`#<sha256>`).
+pub fn hash_passwords(rules: Vec<String>) -> Vec<String> {
+    rules
+        .into_iter()
+        .map(|r| match r.strip_prefix('>') {
+            Some(pw) => password_hash_rule(pw),
+            None => r,
+        })
+        .collect()
+}
+
+/// A new random password: 64 hex digits (244 random bits).
+pub fn generate_password() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// `ACL SETUSER <name> <rules…>` as one line (for `redis-cli`).
@@ -409,6 +451,32 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines.iter().all(|l| l.starts_with("user ")));
         assert!(lines[1].starts_with("user fabric-admin reset on >b"));
+    }
+
+    #[test]
+    fn files_can_hold_hashes_instead_of_passwords() {
+        let r = hash_passwords(rules(&Role::Monitor, Mode::Secure, "secret", &[]).unwrap());
+        // sha256("secret")
+        assert!(r.contains(
+            &"#2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b".to_string()
+        ));
+        assert!(!r.iter().any(|x| x.starts_with('>')));
+        let a = generate_password();
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, generate_password());
+    }
+
+    #[test]
+    fn the_mcp_server_sends_where_its_mode_says() {
+        let secure = rules(&Role::McpServer, Mode::Secure, "pw", &[]).unwrap();
+        assert!(secure.contains(&"(~agent:*:outbox +xadd)".to_string()));
+        let direct = rules(&Role::McpServer, Mode::Direct, "pw", &[]).unwrap();
+        assert!(
+            direct.contains(
+                &"(~agent:*:inbox ~agent:*:results ~agent:*:replies:* +xadd)".to_string()
+            ),
+            "{direct:?}"
+        );
     }
 
     #[test]

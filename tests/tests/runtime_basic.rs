@@ -183,3 +183,56 @@ async fn unhandleable_messages_go_to_dead_letters_and_the_worker_goes_on() {
     );
     worker.stop().await;
 }
+
+/// An entry Redis handed to the worker's consumer just as it stopped (a read answered while
+/// being cancelled) is handled before the worker exits, not left for another's reclaim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_redis_handed_over_as_the_worker_stopped_is_handled_before_exit() {
+    init_tracing();
+    let server = RedisServer::start();
+    let agent = unique_agent("stopping");
+    let sender = unique_agent("sender");
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let worker = Worker::builder(&agent)
+        .url(server.url())
+        .block(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let consumer = worker.consumers()[0].clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stop_rx.await;
+    }));
+    // Give the worker time to create its group and block in its read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Played by hand: the worker's consumer is handed an entry it never dispatches (one
+    // transaction, so the worker's own blocked read cannot take it first).
+    let m = Message::new(&sender, &agent, "echo", json!({"n": 1}))
+        .with_reply_to(keys::results(&sender));
+    let mut conn = server.async_conn().await;
+    let _: redis::Value = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg(keys::inbox(&agent))
+        .arg("*")
+        .arg("data")
+        .arg(m.to_data().unwrap())
+        .cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(keys::default_group(&agent))
+        .arg(&consumer)
+        .arg("STREAMS")
+        .arg(keys::inbox(&agent))
+        .arg(">")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _ = stop_tx.send(());
+    running.await.unwrap().unwrap();
+    // Handled (its reply is there) and acknowledged before the worker returned.
+    let replies = stream_entries(&mut conn, &keys::results(&sender)).await;
+    assert_eq!(replies.len(), 1, "not handled before exit");
+    let groups = bus.groups(&agent).await.unwrap();
+    assert_eq!(groups[0].pending, 0, "{groups:?}");
+}

@@ -92,4 +92,81 @@ impl Bus {
         }
         Ok(removed)
     }
+
+    /// Gives Redis user `user` the password `password` on the live server (an admin step:
+    /// `ACL SETUSER`). Without `keep_old` every other password of the user stops working at
+    /// once (new logins only: connections already open stay, unless `disconnect`);
+    /// with `keep_old` the old ones keep working too, for a rolling restart. `disconnect`
+    /// closes the user's open connections (`CLIENT KILL USER`): its clients reconnect, and
+    /// must then log in with a password that works. When the server loads its users from an
+    /// ACL file, the change is saved there (`ACL SAVE`). Returns whether it was saved.
+    pub async fn set_user_password(
+        &self,
+        user: &str,
+        password: &str,
+        keep_old: bool,
+        disconnect: bool,
+    ) -> Result<bool> {
+        if user.is_empty() || user.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::invalid(
+                "user",
+                user,
+                "must be a Redis user name without spaces",
+            ));
+        }
+        crate::acl::rules(
+            &crate::acl::Role::Monitor,
+            super::Mode::Direct,
+            password,
+            &[],
+        )?;
+        let mut conn = self.conn();
+        let exists: redis::Value = redis::cmd("ACL")
+            .arg("GETUSER")
+            .arg(user)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("ACL GETUSER", user, e))?;
+        if matches!(exists, redis::Value::Nil) {
+            return Err(Error::invalid(
+                "user",
+                user,
+                "no such Redis user on this server (create it from the ACL file `fabric acl generate` writes)",
+            ));
+        }
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg(user);
+        if !keep_old {
+            cmd.arg("resetpass");
+        }
+        cmd.arg(crate::acl::password_hash_rule(password));
+        let _: () = cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("ACL SETUSER", user, e))?;
+        if disconnect {
+            let _: redis::Value = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("USER")
+                .arg(user)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("CLIENT KILL USER", user, e))?;
+        }
+        let aclfile: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("aclfile")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("CONFIG GET aclfile", user, e))?;
+        let has_file = aclfile.get(1).is_some_and(|f| !f.is_empty());
+        if has_file {
+            let _: () = redis::cmd("ACL")
+                .arg("SAVE")
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("ACL SAVE", user, e))?;
+        }
+        Ok(has_file)
+    }
 }

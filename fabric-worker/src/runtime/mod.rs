@@ -215,6 +215,9 @@ impl Worker {
         info!("stopping: no new reads; waiting for in-flight handlers");
         stop_reading.cancel();
         join_all(readers).await;
+        for st in &states {
+            reader::drain_own(st).await;
+        }
         tracker.close();
         let in_flight: usize = states.iter().map(|s| s.in_flight_len()).sum();
         let timeout = self.config.shutdown_timeout;

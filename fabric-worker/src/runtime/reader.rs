@@ -100,3 +100,42 @@ pub(super) async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
         }
     }
 }
+
+/// At shutdown, after the reader stopped: handles what Redis already handed to this
+/// consumer and nobody is handling — entries of a read that was answered just as it was
+/// cancelled. Without this they would wait for another worker's reclaim (`reclaim_idle`).
+pub(super) async fn drain_own(st: &Arc<StreamState>) {
+    let spec = &st.spec;
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&spec.group)
+        .arg(&spec.consumer)
+        .arg("COUNT")
+        .arg(st.config.batch_size)
+        .arg("STREAMS")
+        .arg(&spec.stream)
+        .arg("0");
+    let reply = cmd.query_async::<redis::Value>(&mut st.broker.conn()).await;
+    let entries = match reply
+        .map_err(|e| e.to_string())
+        .and_then(|v| wire::parse_read_reply(&v).map_err(|e| e.to_string()))
+    {
+        Ok(streams) => streams.into_iter().flat_map(|(_, e)| e).collect::<Vec<_>>(),
+        Err(e) => {
+            warn!(stream = %spec.stream, error = %e, "could not look for entries handed to this worker as it stopped; another worker reclaims them");
+            return;
+        }
+    };
+    for entry in entries {
+        // An entry of our own history: a running handler, one whose acknowledgement is
+        // queued, or (the case here) one read and never dispatched.
+        if st.is_in_flight(&entry.id) || entry.fields.is_empty() {
+            continue;
+        }
+        info!(stream = %spec.stream, stream_id = %entry.id, "handling an entry read as the worker stopped");
+        let Ok(p) = st.sem.clone().acquire_owned().await else {
+            return;
+        };
+        st.dispatch(entry, 1, p);
+    }
+}
