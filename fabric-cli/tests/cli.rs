@@ -525,3 +525,68 @@ async fn escape_sequences_in_messages_are_shown_not_obeyed() {
         assert!(stdout(&o).contains("OWNED"), "{}", stdout(&o));
     }
 }
+
+/// `fabric mcp --http` refuses configurations that would let the wrong callers in.
+#[test]
+fn mcp_http_refuses_weak_credentials_and_loose_jwts() {
+    let dir =
+        std::env::temp_dir().join(format!("fabric-cli-cfg-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("secret.key");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef-jwt-secret").unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["mcp", "--http", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        fabric("redis://127.0.0.1:1", &all)
+    };
+    // JWTs without an audience: any service's token would do.
+    let o = run(&["--jwt-hs256-secret-file", secret.to_str().unwrap()]);
+    expect_code(&o, 2);
+    assert!(
+        stderr(&o).contains("--jwt-audience AUD is required"),
+        "{}",
+        stderr(&o)
+    );
+    // A token listed twice (a JSON object with the same key twice), and a guessable one.
+    let tokens = dir.join("tokens.json");
+    let t = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(&tokens, format!(r#"{{"{t}": "percy", "{t}": "coder"}}"#)).unwrap();
+    let o = run(&["--tokens-file", tokens.to_str().unwrap()]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("listed twice"), "{}", stderr(&o));
+    std::fs::write(
+        &tokens,
+        r#"{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": "percy"}"#,
+    )
+    .unwrap();
+    let o = run(&["--tokens-file", tokens.to_str().unwrap()]);
+    expect_code(&o, 2);
+    assert!(stderr(&o).contains("too easy to guess"), "{}", stderr(&o));
+    // A tokens file others can read: the server starts, and says so loudly.
+    std::fs::write(&tokens, format!(r#"{{"{t}": "percy"}}"#)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = Command::new(FABRIC)
+        .args([
+            "mcp",
+            "--http",
+            "127.0.0.1:0",
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+        ])
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.contains("other users can read it") && first.contains("chmod 600"),
+        "{first}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

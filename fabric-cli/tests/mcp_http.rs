@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::{Client, call, ok, start_worker, tool_error};
 use fabric_cli::mcp::http::{self, HttpConfig, HttpServer};
+use fabric_cli::mcp::limits::LimitsConfig;
 use fabric_cli::mcp::{Authenticator, JwtConfig, McpConfig};
 use fabric_tests::{RedisServer, init_tracing, unique_agent};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -61,6 +62,11 @@ struct Setup {
 
 /// A server with static tokens (coder, admin) and HS256 JWTs (or RS256 with `rsa`).
 async fn setup(rsa: bool) -> Setup {
+    setup_with(rsa, LimitsConfig::default()).await
+}
+
+/// The same, with these per-identity limits.
+async fn setup_with(rsa: bool, limits: LimitsConfig) -> Setup {
     init_tracing();
     // A server of our own: the cancel test counts blocked clients on it.
     let redis = RedisServer::start_own(false);
@@ -86,10 +92,9 @@ async fn setup(rsa: bool) -> Setup {
     } else {
         auth.set_jwt(JwtConfig::hs256(HS_SECRET).unwrap().issuer(ISSUER));
     }
-    let cfg = HttpConfig::new(
-        McpConfig::new(url.clone(), fabric_worker::bus::Mode::Direct),
-        auth,
-    );
+    let mut mcp = McpConfig::new(url.clone(), fabric_worker::bus::Mode::Direct);
+    mcp.limits = limits;
+    let cfg = HttpConfig::new(mcp, auth);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let server = http::bind(cfg, addr).await.expect("bind the HTTP server");
     Setup {
@@ -402,7 +407,8 @@ async fn rs256_jwts_work_and_expired_ones_are_refused() {
 #[tokio::test]
 async fn refuses_unsafe_configurations() {
     let mut auth = Authenticator::new();
-    auth.add_token("a-long-enough-token-123", "coder").unwrap();
+    auth.add_token("a-long-enough-token-0123456789abcdef", "coder")
+        .unwrap();
     let cfg = HttpConfig::new(
         McpConfig::new("redis://127.0.0.1:1", fabric_worker::bus::Mode::Direct),
         auth,
@@ -411,6 +417,22 @@ async fn refuses_unsafe_configurations() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not a loopback address"), "{e}");
+    // A non-loopback address: plain HTTP needs --insecure-http (or an https public URL), and
+    // an unspecified address needs the public URL clients use (never advertise 0.0.0.0).
+    let mut remote = cfg.clone();
+    remote.allow_remote = true;
+    let e = http::bind(remote.clone(), "0.0.0.0:0".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("refusing to serve plain HTTP"),
+        "{e}"
+    );
+    remote.insecure_http = true;
+    let e = http::bind(remote.clone(), "0.0.0.0:0".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("needs --public-url"), "{e}");
     let mut no_auth = cfg;
     no_auth.auth = Authenticator::new();
     let e = http::bind(no_auth, "127.0.0.1:0".parse().unwrap())
@@ -454,5 +476,178 @@ async fn a_cancelled_blocking_receive_stops_reading_over_http() {
     // The session still works.
     ok(&call(&client, "fabric_message_queue_status", json!({})).await);
     client.cancel().await.unwrap();
+    s.server.shutdown().await.unwrap();
+}
+
+/// The session id the server gave an `initialize` with `token`.
+async fn open_session(s: &Setup, token: &str) -> String {
+    let r = post(s, Some(&format!("Bearer {token}")), &[]).await;
+    assert_eq!(r.status(), 200);
+    r.headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn on_session(
+    s: &Setup,
+    method: reqwest::Method,
+    token: &str,
+    session: &str,
+) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .request(method, s.server.mcp_url())
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", session)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .map(|r| r.status())
+        .unwrap_or(reqwest::StatusCode::REQUEST_TIMEOUT)
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_the_identity_that_opened_it() {
+    let s = setup(false).await;
+    let coder_session = open_session(&s, &s.coder_token).await;
+    let percy = hs256(&s.percy, now() + 300);
+    // percy, knowing coder's session id, can neither open its event stream nor close it.
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let status = on_session(&s, method.clone(), &percy, &coder_session).await;
+        assert_eq!(status, 404, "{method} on another identity's session");
+    }
+    // coder can.
+    let status = on_session(&s, reqwest::Method::DELETE, &s.coder_token, &coder_session).await;
+    assert_eq!(status, 204);
+    let status = on_session(&s, reqwest::Method::DELETE, &s.coder_token, &coder_session).await;
+    assert_eq!(status, 404, "a closed session");
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_identity_cannot_take_every_connection_or_call() {
+    let s = setup_with(
+        false,
+        LimitsConfig {
+            blocking_per_identity: 2,
+            blocking_total: 3,
+            calls_per_second: 50.0,
+            burst: 50.0,
+        },
+    )
+    .await;
+    let coder = connect(&s, &s.coder_token).await.unwrap();
+    let coder = std::sync::Arc::new(coder);
+    // Two blocking receives wait; the third of the same identity is refused at once.
+    let waiting: Vec<_> = (0..2)
+        .map(|_| {
+            let c = coder.clone();
+            tokio::spawn(async move {
+                call(&c, "fabric_message_receive", json!({"block_ms": 1500})).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = tool_error(&call(&coder, "fabric_message_receive", json!({"block_ms": 1500})).await);
+    assert!(
+        e.contains("too many blocking receives at once for you"),
+        "{e}"
+    );
+    // A non-blocking receive still works, and so does another identity (within the total).
+    ok(&call(&coder, "fabric_message_receive", json!({"block_ms": 0})).await);
+    let admin = connect(&s, &s.admin_token).await.unwrap();
+    let other = tokio::spawn({
+        let percy = s.percy.clone();
+        async move {
+            call(
+                &admin,
+                "fabric_message_receive",
+                json!({"agent_id": percy, "block_ms": 1500}),
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let percy = hs256(&s.percy, now() + 300);
+    let percy_client = connect(&s, &percy).await.unwrap();
+    let e = tool_error(
+        &call(
+            &percy_client,
+            "fabric_message_receive",
+            json!({"block_ms": 1000}),
+        )
+        .await,
+    );
+    assert!(e.contains("the server is at its limit of 3"), "{e}");
+    for w in waiting {
+        ok(&w.await.unwrap());
+    }
+    ok(&other.await.unwrap());
+    s.server.shutdown().await.unwrap();
+
+    // Calls per second, per identity.
+    let s = setup_with(
+        false,
+        LimitsConfig {
+            calls_per_second: 1.0,
+            burst: 3.0,
+            ..LimitsConfig::default()
+        },
+    )
+    .await;
+    let coder = connect(&s, &s.coder_token).await.unwrap();
+    for _ in 0..3 {
+        ok(&call(&coder, "fabric_message_queue_status", json!({})).await);
+    }
+    let e = tool_error(&call(&coder, "fabric_message_queue_status", json!({})).await);
+    assert!(e.starts_with("rate limit"), "{e}");
+    let admin = connect(&s, &s.admin_token).await.unwrap();
+    ok(&call(
+        &admin,
+        "fabric_message_queue_status",
+        json!({"agent_id": s.coder}),
+    )
+    .await);
+    s.server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn agents_publish_on_topics_only() {
+    let s = setup(false).await;
+    let coder = connect(&s, &s.coder_token).await.unwrap();
+    for channel in [
+        format!("agent.{}.new_message", s.percy),
+        "__keyspace@0__:agent:percy:inbox".to_owned(),
+        "private-channel".to_owned(),
+    ] {
+        let e = tool_error(
+            &call(
+                &coder,
+                "fabric_message_publish",
+                json!({"topic": channel, "message": {}}),
+            )
+            .await,
+        );
+        assert!(
+            e.starts_with("refused: agents may publish only on topics matching"),
+            "{e}"
+        );
+    }
+    ok(&call(
+        &coder,
+        "fabric_message_publish",
+        json!({"topic": "analytics.insights", "message": {}}),
+    )
+    .await);
+    let admin = connect(&s, &s.admin_token).await.unwrap();
+    ok(&call(
+        &admin,
+        "fabric_message_publish",
+        json!({"topic": "private-channel", "message": {}, "from_agent": s.coder}),
+    )
+    .await);
     s.server.shutdown().await.unwrap();
 }

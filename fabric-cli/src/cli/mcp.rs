@@ -30,8 +30,14 @@ pub(crate) fn authenticator(args: &McpArgs) -> Result<Authenticator> {
             if let Some(iss) = &args.jwt_issuer {
                 j = j.issuer(iss.clone());
             }
-            if let Some(aud) = &args.jwt_audience {
-                j = j.audience(aud.clone());
+            match &args.jwt_audience {
+                Some(aud) => j = j.audience(aud.clone()),
+                None if !args.jwt_any_audience => {
+                    return Err(Error::Usage(
+                        "--jwt-audience AUD is required with JWTs: without it a token minted for any other service would be accepted here; pass --jwt-any-audience to accept that on purpose".into(),
+                    ));
+                }
+                None => {}
             }
             auth.set_jwt(j);
         }
@@ -103,6 +109,17 @@ pub(crate) async fn shutdown_signal() {
 pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
     let mut config = McpConfig::new(at.url.clone(), at.mode);
     config.visibility_timeout = std::time::Duration::from_secs(args.visibility_timeout);
+    for t in &args.topics {
+        fabric_worker::keys::validate_topic(t)
+            .map_err(|e| Error::Usage(format!("--topic: {e}")))?;
+    }
+    config.topics = args.topics.clone();
+    config.limits = crate::mcp::limits::LimitsConfig {
+        blocking_per_identity: args.max_blocking_receives_per_identity as usize,
+        blocking_total: args.max_blocking_receives as usize,
+        calls_per_second: f64::from(args.calls_per_second),
+        burst: f64::from(args.calls_per_second) * 2.0,
+    };
     match &args.http {
         None => {
             if args.tokens_file.is_some()
@@ -129,6 +146,7 @@ pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
             cfg.public_url = args.public_url.clone();
             cfg.authorization_servers = args.authorization_servers.clone();
             cfg.allow_remote = args.allow_remote;
+            cfg.insecure_http = args.insecure_http;
             let server = http::bind(cfg, addr).await?;
             eprintln!("fabric MCP server listening on {}", server.mcp_url());
             let stop = server.shutdown_token();

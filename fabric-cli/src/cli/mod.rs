@@ -268,6 +268,22 @@ pub struct McpArgs {
     #[arg(long, env = "FABRIC_VISIBILITY_TIMEOUT_SECS", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub visibility_timeout: u64,
 
+    /// Topic pattern agents may publish on (admins: any channel); repeatable (default analytics.*, system.*, shared:*)
+    #[arg(long = "topic", value_name = "PATTERN")]
+    pub topics: Vec<String>,
+
+    /// Blocking receives one identity may have waiting at once (each holds a Redis connection)
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_blocking_receives_per_identity: u32,
+
+    /// Blocking receives waiting at once, all identities together
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_blocking_receives: u32,
+
+    /// Tool calls per second one identity may make (bursts of twice as many)
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub calls_per_second: u32,
+
     /// HTTP: JSON file mapping bearer tokens to agent ids or "admin"
     #[arg(long, value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
@@ -288,9 +304,13 @@ pub struct McpArgs {
     #[arg(long, value_name = "ISS")]
     pub jwt_issuer: Option<String>,
 
-    /// HTTP: require this JWT audience (aud)
+    /// HTTP: require this JWT audience (aud); required with JWTs unless --jwt-any-audience
     #[arg(long, value_name = "AUD")]
     pub jwt_audience: Option<String>,
+
+    /// HTTP: accept JWTs minted for any audience (a token for another service then works here too)
+    #[arg(long, conflicts_with = "jwt_audience")]
+    pub jwt_any_audience: bool,
 
     /// HTTP: agent ids (token values or JWT subjects) that are admins; repeatable
     #[arg(long = "admin-agent", value_name = "ID")]
@@ -304,9 +324,13 @@ pub struct McpArgs {
     #[arg(long = "allow-host", value_name = "HOST")]
     pub allow_hosts: Vec<String>,
 
-    /// HTTP: allow listening on a non-loopback address
+    /// HTTP: allow listening on a non-loopback address (with TLS in front: an https --public-url, or --insecure-http)
     #[arg(long)]
     pub allow_remote: bool,
+
+    /// HTTP: allow a non-loopback address without TLS in front (bearer tokens then cross the network in clear)
+    #[arg(long)]
+    pub insecure_http: bool,
 
     /// HTTP: externally visible base URL, used in the resource metadata (default http://ADDR)
     #[arg(long, value_name = "URL")]

@@ -1,6 +1,6 @@
 //! Who is calling: identities, static bearer tokens and JWT verification.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use fabric_worker::keys;
@@ -12,8 +12,11 @@ use crate::error::{Error, Result};
 /// The name a tokens file uses for an admin identity (`{"<token>": "admin"}`).
 pub const ADMIN: &str = "admin";
 
-/// Shortest static token accepted in a tokens file.
-pub const MIN_TOKEN_LEN: usize = 16;
+/// Shortest static token accepted in a tokens file (`openssl rand -hex 32` gives 64).
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// Tokens with fewer distinct characters than this are refused as guessable.
+const MIN_DISTINCT_CHARS: usize = 10;
 
 /// The identity a tool call runs as.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -192,9 +195,32 @@ impl std::fmt::Debug for Authenticator {
 }
 
 /// The tokens file: `{"<token>": "<agent id>" | "admin"}`.
-#[derive(Deserialize)]
-#[serde(transparent)]
-struct TokensFile(BTreeMap<String, String>);
+/// A tokens file: the pairs in file order, so that a token listed twice is seen (a map
+/// would silently keep one of them).
+struct TokensFile(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for TokensFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = TokensFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of \"<token>\": \"<agent id or admin>\"")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<TokensFile, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = map.next_entry::<String, String>()? {
+                    out.push(pair);
+                }
+                Ok(TokensFile(out))
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
+}
 
 impl Authenticator {
     /// An authenticator that accepts nothing (add tokens or a JWT key).
@@ -240,6 +266,13 @@ impl Authenticator {
                 "the token for {who:?} contains whitespace or control characters"
             )));
         }
+        let distinct: HashSet<char> = token.chars().collect();
+        if distinct.len() < MIN_DISTINCT_CHARS {
+            return Err(Error::Config(format!(
+                "the token for {who:?} uses only {} different characters: too easy to guess; use random characters (e.g. `openssl rand -hex 32`)",
+                distinct.len()
+            )));
+        }
         let identity = if who == ADMIN || self.admins.contains(who) {
             Identity::Admin(who.to_owned())
         } else {
@@ -276,8 +309,10 @@ impl Authenticator {
         })?;
         let n = file.0.len();
         for (token, who) in file.0 {
-            self.add_token(&token, &who)?;
+            self.add_token(&token, &who)
+                .map_err(|e| Error::Config(format!("tokens file {}: {e}", path.display())))?;
         }
+        warn_if_others_can_read(path);
         Ok(n)
     }
 
@@ -342,6 +377,23 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0 && a.len() == b.len()
 }
 
+/// Says, loudly, when a secrets file can be read by other users of the machine.
+pub(crate) fn warn_if_others_can_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        let text = format!(
+            "WARNING: {} holds secrets and other users can read it (mode {:o}); run `chmod 600 {}`",
+            path.display(),
+            meta.permissions().mode() & 0o777,
+            path.display()
+        );
+        tracing::warn!("{text}");
+        eprintln!("{text}");
+    }
+}
+
 fn trim_ascii(b: &[u8]) -> &[u8] {
     let start = b
         .iter()
@@ -387,17 +439,34 @@ mod tests {
     #[test]
     fn static_tokens() {
         let mut a = Authenticator::new();
-        a.add_token("percy-token-0123456789", "percy").unwrap();
-        a.add_token("admin-token-0123456789", "admin").unwrap();
+        a.add_token("percy-token-0123456789abcdefghijk", "percy")
+            .unwrap();
+        a.add_token("admin-token-0123456789abcdefghijk", "admin")
+            .unwrap();
         assert!(a.add_token("short", "percy").is_err());
-        assert!(a.add_token("bad agent token 123456", "percy").is_err());
-        assert!(a.add_token("another-token-0123456789", "per cy").is_err());
+        assert!(
+            a.add_token("percy-token-0123456789", "percy").is_err(),
+            "22 characters"
+        );
+        let e = a
+            .add_token("abababababababababababababababababab", "percy")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("too easy to guess"), "{e}");
+        assert!(
+            a.add_token("bad agent token 123456 abcdefghijk", "percy")
+                .is_err()
+        );
+        assert!(
+            a.add_token("another-token-0123456789abcdefghij", "per cy")
+                .is_err()
+        );
         assert_eq!(
-            a.authenticate("percy-token-0123456789"),
+            a.authenticate("percy-token-0123456789abcdefghijk"),
             Ok(Identity::Agent("percy".into()))
         );
         assert_eq!(
-            a.authenticate_header(Some("Bearer admin-token-0123456789")),
+            a.authenticate_header(Some("Bearer admin-token-0123456789abcdefghijk")),
             Ok(Identity::Admin("admin".into()))
         );
         assert_eq!(a.authenticate_header(None), Err(AuthError::Missing));
@@ -406,12 +475,12 @@ mod tests {
             Err(AuthError::Malformed)
         );
         assert!(matches!(
-            a.authenticate("percy-token-012345678"),
+            a.authenticate("percy-token-0123456789abcdefghij"),
             Err(AuthError::Invalid(_))
         ));
         let a = a.with_admins(["percy"]);
         assert_eq!(
-            a.authenticate("percy-token-0123456789"),
+            a.authenticate("percy-token-0123456789abcdefghijk"),
             Ok(Identity::Admin("percy".into()))
         );
     }
@@ -476,7 +545,8 @@ mod tests {
     #[test]
     fn debug_output_hides_tokens() {
         let mut a = Authenticator::new();
-        a.add_token("secret-token-0123456789", "percy").unwrap();
+        a.add_token("secret-token-0123456789abcdefghijk", "percy")
+            .unwrap();
         let text = format!("{a:?}");
         assert!(!text.contains("secret-token"), "{text}");
         assert!(text.contains("percy"), "{text}");

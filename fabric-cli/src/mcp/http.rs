@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub authorization_servers: Vec<String>,
     /// Allow binding to a non-loopback address.
     pub allow_remote: bool,
+    /// Allow a non-loopback address without TLS in front (no https `public_url`).
+    pub insecure_http: bool,
 }
 
 impl HttpConfig {
@@ -59,6 +61,7 @@ impl HttpConfig {
             public_url: None,
             authorization_servers: Vec::new(),
             allow_remote: false,
+            insecure_http: false,
         }
     }
 }
@@ -259,28 +262,62 @@ fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
         .into_response()
 }
 
-/// What the MCP transport leaves to us, as the specification has it: a body that is not
-/// JSON is `400` with `-32700` (parse error), JSON that is not a JSON-RPC message is `400`
-/// with `-32600`; `DELETE` of a session answers `204`, or `404` for a session that does not
-/// exist.
-async fn framing(
-    State(sessions): State<Arc<LocalSessionManager>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// The MCP sessions, and the identity that opened each.
+struct Sessions {
+    manager: Arc<LocalSessionManager>,
+    owners: std::sync::Mutex<std::collections::HashMap<String, super::Identity>>,
+}
+
+impl Sessions {
+    fn owners(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, super::Identity>> {
+        self.owners
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+fn session_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found: session not found").into_response()
+}
+
+/// What the MCP transport leaves to us: a session belongs to the identity that opened it
+/// (another identity's request on it is `404`, as for a session that does not exist); a
+/// body that is not JSON is `400` with `-32700` (parse error), JSON that is not a JSON-RPC
+/// message is `400` with `-32600`; `DELETE` of a session answers `204`, or `404` for a
+/// session that does not exist.
+async fn framing(State(sessions): State<Arc<Sessions>>, req: Request, next: Next) -> Response {
     use rmcp::transport::streamable_http_server::session::SessionManager;
+    let identity = req.extensions().get::<super::Identity>().cloned();
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = &session {
+        let owner = sessions.owners().get(id).cloned();
+        if owner.is_some() && owner != identity {
+            tracing::warn!(caller = ?identity, "request on another identity's MCP session refused");
+            return session_not_found();
+        }
+    }
     if req.method() == axum::http::Method::DELETE {
-        let id = req
-            .headers()
-            .get("mcp-session-id")
-            .and_then(|v| v.to_str().ok())
-            .map(|v| Arc::<str>::from(v.to_owned()));
-        if let Some(id) = &id
-            && !sessions.has_session(id).await.unwrap_or(true)
+        if let Some(id) = &session
+            && !sessions
+                .manager
+                .has_session(&Arc::<str>::from(id.as_str()))
+                .await
+                .unwrap_or(true)
         {
-            return (StatusCode::NOT_FOUND, "Not Found: session not found").into_response();
+            return session_not_found();
         }
         let resp = next.run(req).await;
+        if let Some(id) = &session {
+            sessions.owners().remove(id);
+        }
         if resp.status() == StatusCode::ACCEPTED {
             return StatusCode::NO_CONTENT.into_response();
         }
@@ -321,8 +358,26 @@ async fn framing(
             }
         }
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if session.is_none()
+        && let Some(id) = resp
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        && let Some(identity) = identity
+    {
+        let mut owners = sessions.owners();
+        if owners.len() > 10_000 {
+            // Sessions closed without a DELETE: forget the oldest owners (their sessions
+            // are gone or will be refused as unknown anyway).
+            let keep: Vec<String> = owners.keys().take(5_000).cloned().collect();
+            owners.retain(|k, _| keep.contains(k));
+        }
+        owners.insert(id.to_owned(), identity);
+    }
+    resp
 }
 
 async fn resource_metadata(State(g): State<Arc<Guard>>) -> Response {
@@ -342,6 +397,23 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         return Err(Error::Usage(format!(
             "refusing to listen on {addr}: not a loopback address; use 127.0.0.1:PORT, or pass --allow-remote (with --allow-host) if you really mean it"
         )));
+    }
+    if !addr.ip().is_loopback() {
+        let behind_tls = config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if !behind_tls && !config.insecure_http {
+            return Err(Error::Usage(format!(
+                "refusing to serve plain HTTP on {addr}: bearer tokens would cross the network in clear. Put TLS in front (a reverse proxy) and pass its address as --public-url https://…, or pass --insecure-http if you really mean it"
+            )));
+        }
+        if addr.ip().is_unspecified() && config.public_url.is_none() {
+            return Err(Error::Usage(format!(
+                "listening on {addr} needs --public-url: the address clients use (it is advertised in the resource metadata, and {} is not one)",
+                addr.ip()
+            )));
+        }
     }
     if config.auth.is_empty() {
         return Err(Error::Usage(
@@ -411,6 +483,10 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
     let sessions = Arc::new(LocalSessionManager::default());
     let service: StreamableHttpService<FabricMcp, LocalSessionManager> =
         StreamableHttpService::new(move || Ok(server.clone()), sessions.clone(), mcp_config);
+    let sessions = Arc::new(Sessions {
+        manager: sessions,
+        owners: std::sync::Mutex::new(std::collections::HashMap::new()),
+    });
     let service = Router::new()
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(sessions, framing));

@@ -7,6 +7,7 @@
 pub mod auth;
 mod authz;
 pub mod http;
+pub mod limits;
 pub(crate) mod params;
 pub mod tools;
 
@@ -35,6 +36,10 @@ pub struct McpConfig {
     /// How long a received message may stay unacknowledged before `fabric_message_receive`
     /// gives it out again ([`tools::DEFAULT_VISIBILITY_TIMEOUT`] by default).
     pub visibility_timeout: std::time::Duration,
+    /// Topic patterns agents may publish on (admins: any channel); the defaults when empty.
+    pub topics: Vec<String>,
+    /// Calls per second and blocking receives per identity.
+    pub limits: limits::LimitsConfig,
 }
 
 impl McpConfig {
@@ -44,6 +49,8 @@ impl McpConfig {
             redis_url: redis_url.into(),
             mode,
             visibility_timeout: tools::DEFAULT_VISIBILITY_TIMEOUT,
+            topics: Vec::new(),
+            limits: limits::LimitsConfig::default(),
         }
     }
 }
@@ -60,6 +67,8 @@ struct Inner {
     identity: Option<Identity>,
     tools: Vec<Tool>,
     visibility: std::time::Duration,
+    topics: Vec<String>,
+    limits: limits::Limits,
 }
 
 impl std::fmt::Debug for FabricMcp {
@@ -85,6 +94,15 @@ impl FabricMcp {
                 identity,
                 tools: tools::definitions(config.visibility_timeout),
                 visibility: config.visibility_timeout,
+                topics: if config.topics.is_empty() {
+                    fabric_worker::acl::DEFAULT_TOPIC_PATTERNS
+                        .iter()
+                        .map(|t| (*t).to_owned())
+                        .collect()
+                } else {
+                    config.topics.clone()
+                },
+                limits: limits::Limits::new(config.limits),
             }),
         })
     }
@@ -142,7 +160,13 @@ impl FabricMcp {
             cancel: &cancel,
             visibility: self.inner.visibility,
             progress,
+            limits: &self.inner.limits,
+            topics: &self.inner.topics,
         };
+        if let Err(e) = self.inner.limits.check_rate(identity.name()) {
+            tracing::info!(tool, caller = %identity, "tool call refused: rate limit");
+            return Ok(tool_error(e.0));
+        }
         let started = std::time::Instant::now();
         let result = tools::call(&ctx, tool, &args).await;
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -147,6 +147,10 @@ pub(crate) struct CallContext<'a> {
     pub(crate) visibility: Duration,
     /// Where to report progress, when the client asked for it (a `progressToken`).
     pub(crate) progress: Option<Progress>,
+    /// Blocking receives per identity and in all.
+    pub(crate) limits: &'a super::limits::Limits,
+    /// Topic patterns agents may publish on.
+    pub(crate) topics: &'a [String],
 }
 
 /// A client's progress token and the way back to it.

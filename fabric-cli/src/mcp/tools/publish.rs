@@ -29,7 +29,7 @@ pub(super) fn definition() -> Tool {
         "Publish on a topic",
         "Broadcast a message on a Pub/Sub topic (e.g. \"analytics.insights\", \"system.alerts\") to whoever is subscribed right now. \
          Fire-and-forget: nothing is stored, and subscribers that are not connected miss it. Returns how many subscribers received it. \
-         To reach one agent reliably, use fabric_message_send instead."
+         To reach one agent reliably, use fabric_message_send instead. Agents may publish only on the server's topic patterns (by default analytics.*, system.*, shared:*)."
             .into(),
         json!({
             "type": "object",
@@ -49,6 +49,20 @@ pub(super) fn definition() -> Tool {
 
 pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolError> {
     let from = authorize(ctx.identity, Act::SendAs(p.from_agent.as_ref()))?;
+    // Agents publish on topics only: not on the bus's own channels (agent.<id>.new_message),
+    // keyspace notifications or anything else an admin may need.
+    if !ctx.identity.is_admin()
+        && !ctx
+            .topics
+            .iter()
+            .any(|pattern| crate::mcp::limits::glob_match(pattern, &p.topic.0))
+    {
+        return Err(ToolError(format!(
+            "refused: agents may publish only on topics matching {}; {:?} is not one (the bus's own channels are for admins)",
+            ctx.topics.join(", "),
+            p.topic.0
+        )));
+    }
     let bus = ctx.bus.get().await?;
     let n = ctx
         .run(bus.publish(&p.topic.0, Value::Object(p.message.0), Some(&from)))

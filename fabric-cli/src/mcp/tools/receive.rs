@@ -124,6 +124,12 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
     let group = p
         .consumer_group
         .map_or_else(|| keys::mcp_group(&agent), |g| g.0);
+    // Each blocking read holds a Redis connection of its own: capped per identity and in all.
+    let _permit = if block_ms > 0 {
+        Some(ctx.limits.blocking(ctx.identity.name())?)
+    } else {
+        None
+    };
     let mut opts = ReceiveOptions::default()
         .count(usize::try_from(count).unwrap_or(usize::MAX))
         .group(group.clone())
