@@ -125,9 +125,10 @@ pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
             if args.tokens_file.is_some()
                 || args.jwt_hs256_secret_file.is_some()
                 || args.jwt_rs256_public_key_file.is_some()
+                || args.issue_credentials_as.is_some()
             {
                 return Err(Error::Usage(
-                    "token and JWT options apply to --http only; over stdio the identity comes from --agent / --admin".into(),
+                    "token, JWT and credentials options apply to --http only; over stdio the identity comes from --agent / --admin".into(),
                 ));
             }
             let identity = stdio_identity(&args)?;
@@ -147,6 +148,16 @@ pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
             cfg.authorization_servers = args.authorization_servers.clone();
             cfg.allow_remote = args.allow_remote;
             cfg.insecure_http = args.insecure_http;
+            if let Some(admin_url) = &args.issue_credentials_as {
+                fabric_worker::bus::validate_url(admin_url)
+                    .map_err(|e| Error::Usage(format!("--issue-credentials-as: {e}")))?;
+                cfg.credentials = Some(crate::mcp::credentials::CredentialsConfig {
+                    admin_url: admin_url.clone(),
+                    lifetime: std::time::Duration::from_secs(args.credentials_lifetime),
+                    mode: at.mode,
+                    topics: args.topics.clone(),
+                });
+            }
             let server = http::bind(cfg, addr).await?;
             eprintln!("fabric MCP server listening on {}", server.mcp_url());
             let stop = server.shutdown_token();

@@ -332,6 +332,19 @@ pub struct McpArgs {
     #[arg(long)]
     pub insecure_http: bool,
 
+    /// HTTP: serve POST /credentials, issuing short-lived Redis users to agents, as this admin (its Redis URL)
+    #[arg(
+        long,
+        env = "FABRIC_CREDENTIALS_ADMIN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub issue_credentials_as: Option<String>,
+
+    /// HTTP: how long issued credentials work, in seconds
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub credentials_lifetime: u64,
+
     /// HTTP: externally visible base URL, used in the resource metadata (default http://ADDR)
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,

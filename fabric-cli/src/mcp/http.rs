@@ -48,6 +48,8 @@ pub struct HttpConfig {
     pub allow_remote: bool,
     /// Allow a non-loopback address without TLS in front (no https `public_url`).
     pub insecure_http: bool,
+    /// Issue short-lived Redis credentials at `POST /credentials` (see `credentials.rs`).
+    pub credentials: Option<super::credentials::CredentialsConfig>,
 }
 
 impl HttpConfig {
@@ -62,6 +64,7 @@ impl HttpConfig {
             authorization_servers: Vec::new(),
             allow_remote: false,
             insecure_http: false,
+            credentials: None,
         }
     }
 }
@@ -227,7 +230,10 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if path != MCP_PATH && !path.starts_with(&format!("{MCP_PATH}/")) {
+    if path != MCP_PATH
+        && !path.starts_with(&format!("{MCP_PATH}/"))
+        && path != super::credentials::CREDENTIALS_PATH
+    {
         // Not ours (e.g. an OAuth client probing /register): 404, not a 401 that would
         // read as "your token was refused".
         return (StatusCode::NOT_FOUND, "Not Found: the MCP endpoint is /mcp").into_response();
@@ -491,7 +497,16 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         .fallback_service(service)
         .layer(axum::middleware::from_fn_with_state(sessions, framing));
 
-    let router = Router::new()
+    let mut router = Router::new();
+    if let Some(c) = config.credentials.clone() {
+        let issuer = super::credentials::Issuer::new(c);
+        issuer.spawn_sweeper(shutdown.child_token());
+        router = router.route(
+            super::credentials::CREDENTIALS_PATH,
+            axum::routing::post(super::credentials::issue).with_state(issuer),
+        );
+    }
+    let router = router
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             &format!("{RESOURCE_METADATA_PATH}{MCP_PATH}"),

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod authz;
+pub mod credentials;
 pub mod http;
 pub mod limits;
 pub(crate) mod params;

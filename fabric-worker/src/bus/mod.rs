@@ -16,6 +16,7 @@
 
 mod admin;
 mod consume;
+mod credentials;
 mod dead_letters;
 mod delivery;
 mod inspect;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 use crate::keys;
 
 pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received, Source};
+pub use credentials::{CREDENTIAL_LIFETIME, CREDENTIAL_USER_PREFIX, Credentials};
 pub use dead_letters::DeadLetter;
 pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
