@@ -128,3 +128,65 @@ async fn an_agents_jwt_buys_short_lived_credentials_for_itself_only() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_on_renewed_credentials_without_losing_a_message() {
+    use fabric_worker::credentials::HttpCredentialSource;
+    use fabric_worker::prelude::*;
+    init_tracing();
+    let (percy, coder) = (unique_agent("percy"), unique_agent("coder"));
+    let redis = SecureRedis::start(&[percy.clone(), coder.clone()], false);
+    redis.prepare().await;
+    let lifetime = Duration::from_millis(1500);
+    let server = issuer(&redis, lifetime).await;
+    let router = fabric_tests::RunningRouter::serve(&redis.router_url()).await;
+    // percy's worker starts from its JWT alone: no password anywhere in its configuration.
+    let bus = fabric_worker::Bus::builder(format!("redis://127.0.0.1:{}", redis.server.port()))
+        .mode(Mode::Secure)
+        .credentials(HttpCredentialSource::new(endpoint(&server), jwt(&percy)))
+        .connect()
+        .await
+        .unwrap();
+    let worker = fabric_tests::RunningWorker::start(
+        Worker::builder(&percy)
+            .bus(bus)
+            .block(Duration::from_millis(200)),
+    )
+    .await;
+    // coder sends for longer than three credential lifetimes.
+    let coder_bus = redis.agent_bus(&coder).await;
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < lifetime * 3 + Duration::from_millis(500) {
+        coder_bus
+            .send(Message::new(&coder, &percy, "echo", json!({"n": sent})))
+            .await
+            .unwrap();
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let admin = fabric_worker::Bus::connect(redis.server.url()).await.unwrap();
+    let all = fabric_tests::wait_until_async(Duration::from_secs(15), || async {
+        admin.groups(&percy).await.unwrap().iter().any(|g| {
+            g.name == keys::default_group(&percy)
+                && g.acknowledged() == Some(sent)
+                && g.pending == 0
+        })
+    })
+    .await;
+    assert!(
+        all,
+        "{sent} sent; {:?}; dead letters {:?}",
+        admin.groups(&percy).await.unwrap(),
+        admin.dead_letters(&percy, 10).await.unwrap()
+    );
+    assert!(admin.dead_letters(&percy, 10).await.unwrap().is_empty());
+    // Several credentials were issued, and the expired ones are gone.
+    let mut conn = redis.server.async_conn().await;
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut conn).await.unwrap();
+    let live: Vec<&String> = users.iter().filter(|u| u.starts_with(&format!("cred.{percy}."))).collect();
+    assert!(live.len() <= 2, "expired credentials were not deleted: {live:?}");
+    worker.stop().await;
+    router.stop().await;
+    server.shutdown().await.unwrap();
+}
