@@ -122,7 +122,10 @@ pub fn preview(s: &str, max: usize) -> String {
 /// escapes, carriage returns, backspaces, bells, C1 controls) become visible escapes such
 /// as `\x1b`, so that a field any sender controls cannot rewrite the operator's screen.
 pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);

@@ -504,7 +504,14 @@ async fn escape_sequences_in_messages_are_shown_not_obeyed() {
         .unwrap();
     for args in [
         vec!["tail", percy.as_str(), "--from-start", "--limit", "2"],
-        vec!["tail", percy.as_str(), "--from-start", "--limit", "2", "--full"],
+        vec![
+            "tail",
+            percy.as_str(),
+            "--from-start",
+            "--limit",
+            "2",
+            "--full",
+        ],
         vec!["dead-letters", "list", percy.as_str()],
     ] {
         let o = fabric(&url, &args);
