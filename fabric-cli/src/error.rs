@@ -6,7 +6,8 @@ pub mod exit {
     pub const OK: u8 = 0;
     /// A runtime failure: a Redis command failed, the MCP server stopped on an error, …
     pub const RUNTIME: u8 = 1;
-    /// A usage error: bad arguments, an invalid agent id, an unreadable or invalid config file.
+    /// A usage error: bad arguments, an invalid agent id, an unreadable or invalid config file
+    /// (TLS certificate files included).
     pub const USAGE: u8 = 2;
     /// Redis could not be reached.
     pub const REDIS_UNREACHABLE: u8 = 3;
@@ -53,7 +54,9 @@ impl Error {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,
             Error::NotFound(_) => exit::NOT_FOUND,
             Error::Bus(e) if e.is_connection_error() => exit::REDIS_UNREACHABLE,
-            Error::Bus(fabric_worker::Error::Invalid { .. }) => exit::USAGE,
+            Error::Bus(fabric_worker::Error::Invalid { .. } | fabric_worker::Error::Config(_)) => {
+                exit::USAGE
+            }
             Error::Bus(fabric_worker::Error::RequestTimeout { .. }) => exit::TIMEOUT,
             _ => exit::RUNTIME,
         }

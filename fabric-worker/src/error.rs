@@ -19,11 +19,25 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The Redis server could not be reached (or refused the credentials).
     #[error(
-        "cannot connect to Redis at {url}: {source}; start redis-server or set REDIS_URL to a reachable server (e.g. redis://127.0.0.1:6379)"
+        "cannot connect to Redis at {url}: {source}; {}",
+        connect_hint(url, source)
     )]
     Connect {
         /// The URL with any password masked.
         url: String,
+        /// The underlying error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// A TLS connection to Redis (`rediss://`) failed: the server's certificate was not
+    /// accepted, or the server refused this client (e.g. no client certificate where one is
+    /// required).
+    #[error("TLS connection to Redis at {url} failed: {source}; {hint}")]
+    Tls {
+        /// The URL with any password masked.
+        url: String,
+        /// What the failure means and what to do about it.
+        hint: String,
         /// The underlying error.
         #[source]
         source: redis::RedisError,
@@ -181,6 +195,18 @@ pub enum Error {
     },
 }
 
+/// What to do about a connection that could not be made.
+fn connect_hint(url: &str, source: &redis::RedisError) -> &'static str {
+    // A TLS-only port resets a plain connection as soon as it reads its first bytes.
+    let reset =
+        source.is_connection_dropped() && !source.is_connection_refusal() && !source.is_timeout();
+    if reset && url.starts_with("redis://") {
+        "the server closed the connection at once: if this port only accepts TLS, use a rediss:// URL (and FABRIC_TLS_CA_FILE for a private CA)"
+    } else {
+        "start redis-server or set REDIS_URL to a reachable server (e.g. redis://127.0.0.1:6379)"
+    }
+}
+
 impl Error {
     pub(crate) fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Self {
         let mut value = value.to_owned();
@@ -245,7 +271,7 @@ impl Error {
     pub fn is_connection_error(&self) -> bool {
         use redis::{ErrorKind, ServerErrorKind};
         match self {
-            Error::Connect { .. } => true,
+            Error::Connect { .. } | Error::Tls { .. } => true,
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

@@ -24,6 +24,15 @@ pub struct RedisServer {
     args: Vec<String>,
     /// The user the harness connects as, when the default user is off.
     admin: Option<(String, String)>,
+    /// Certificates of a TLS-only server (`--port 0 --tls-port <port>`).
+    tls: Option<ServerTls>,
+}
+
+/// The TLS set-up of a [`RedisServer`]: its PKI and whether it requires client certificates.
+#[derive(Debug, Clone)]
+struct ServerTls {
+    pki: PkiPaths,
+    auth_clients: bool,
 }
 
 fn free_port() -> u16 {
@@ -60,6 +69,7 @@ impl RedisServer {
                 external: Some(url),
                 args: Vec::new(),
                 admin: None,
+                tls: None,
             };
         }
         Self::start_own(false)
@@ -77,6 +87,30 @@ impl RedisServer {
     }
 
     fn start_configured(appendonly: bool, acl: Option<(&str, (&str, &str))>) -> RedisServer {
+        Self::start_with(appendonly, acl, None)
+    }
+
+    /// A fresh TLS-only server of our own (`--port 0 --tls-port <free port>`): its certificate
+    /// is `pki`'s server certificate (for 127.0.0.1 and localhost); with `auth_clients` it
+    /// requires a client certificate signed by `pki`'s CA (`--tls-auth-clients yes`).
+    /// [`RedisServer::url`] is `rediss://127.0.0.1:<port>`; [`RedisServer::client`] connects
+    /// with `pki`'s CA and client certificate.
+    pub fn start_tls(pki: &TestPki, auth_clients: bool) -> RedisServer {
+        Self::start_with(
+            false,
+            None,
+            Some(ServerTls {
+                pki: pki.paths.clone(),
+                auth_clients,
+            }),
+        )
+    }
+
+    fn start_with(
+        appendonly: bool,
+        acl: Option<(&str, (&str, &str))>,
+        tls: Option<ServerTls>,
+    ) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "fabric-test-redis-{}",
             uuid::Uuid::new_v4().simple()
@@ -99,6 +133,7 @@ impl RedisServer {
             external: None,
             args,
             admin,
+            tls,
         };
         for _ in 0..20 {
             s.port = free_port();
@@ -116,9 +151,28 @@ impl RedisServer {
     fn spawn_with(&mut self, extra: &[&str]) -> bool {
         let bin = redis_server_path();
         let mut cmd = Command::new(bin);
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .arg("--bind")
+        let log = self.dir.join("redis.log");
+        match &self.tls {
+            None => {
+                cmd.arg("--port").arg(self.port.to_string());
+            }
+            Some(t) => {
+                // Readiness is read from the log: start it afresh.
+                let _ = std::fs::remove_file(&log);
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&t.pki.server_cert)
+                    .arg("--tls-key-file")
+                    .arg(&t.pki.server_key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&t.pki.ca)
+                    .args([
+                        "--tls-auth-clients",
+                        if t.auth_clients { "yes" } else { "no" },
+                    ]);
+            }
+        }
+        cmd.arg("--bind")
             .arg("127.0.0.1")
             .arg("--save")
             .arg("")
@@ -142,7 +196,13 @@ impl RedisServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // port taken, most likely
             }
-            if ping(self.port) {
+            let up = match &self.tls {
+                None => ping(self.port),
+                // No plain port to PING: the server says when it listens.
+                Some(_) => std::fs::read_to_string(&log)
+                    .is_ok_and(|l| l.contains("Ready to accept connections")),
+            };
+            if up {
                 self.child = Some(child);
                 return true;
             }
@@ -153,11 +213,13 @@ impl RedisServer {
         false
     }
 
-    /// `redis://127.0.0.1:<port>` (with the admin's credentials on a server with an ACL file).
+    /// `redis://127.0.0.1:<port>` (with the admin's credentials on a server with an ACL file);
+    /// `rediss://127.0.0.1:<port>` for a TLS server.
     pub fn url(&self) -> String {
         match (&self.external, &self.admin) {
             (Some(u), _) => u.clone(),
             (None, Some((user, pw))) => self.url_as(user, pw),
+            (None, None) if self.tls.is_some() => format!("rediss://127.0.0.1:{}", self.port),
             (None, None) => format!("redis://127.0.0.1:{}", self.port),
         }
     }
@@ -206,8 +268,7 @@ impl RedisServer {
 
     /// An async (multiplexed) client connection.
     pub async fn async_conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
+        self.redis_client()
             .get_multiplexed_async_connection()
             .await
             .expect("connect to test redis")
@@ -215,10 +276,19 @@ impl RedisServer {
 
     /// A blocking client connection.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("redis url")
+        self.redis_client()
             .get_connection()
             .expect("connect to test redis")
+    }
+
+    /// A redis-rs client for [`RedisServer::url`] (with the test CA and client certificate
+    /// on a TLS server).
+    fn redis_client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("redis url"),
+            Some(t) => redis::Client::build_with_tls(self.url(), t.pki.certificates())
+                .expect("TLS client for the test redis"),
+        }
     }
 }
 
@@ -246,6 +316,129 @@ fn ping(port: u16) -> bool {
     // "+PONG", or "-NOAUTH …" from a server whose default user is off: up either way.
     let mut buf = [0u8; 7];
     s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
+}
+
+/// Test certificates made with rcgen, as PEM files in a directory of their own (removed
+/// on drop): a CA, a server certificate for `127.0.0.1` and `localhost` signed by it, and a
+/// client certificate signed by it. Two `TestPki`s have unrelated CAs.
+#[derive(Debug)]
+pub struct TestPki {
+    paths: PkiPaths,
+    dir: PathBuf,
+}
+
+/// Where a [`TestPki`]'s files are.
+#[derive(Debug, Clone)]
+struct PkiPaths {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl PkiPaths {
+    /// The CA and client certificate, as redis-rs takes them.
+    fn certificates(&self) -> redis::TlsCertificates {
+        let read = |p: &Path| std::fs::read(p).expect("read a test certificate");
+        redis::TlsCertificates {
+            client_tls: Some(redis::ClientTlsConfig {
+                client_cert: read(&self.client_cert),
+                client_key: read(&self.client_key),
+            }),
+            root_cert: Some(read(&self.ca)),
+        }
+    }
+}
+
+impl TestPki {
+    /// A new CA with a server and a client certificate (ECDSA P-256).
+    pub fn generate() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir =
+            std::env::temp_dir().join(format!("fabric-test-pki-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create a temp dir for test certificates");
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).expect("write a test certificate");
+            path
+        };
+
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: another TestPki's CA is a different issuer altogether.
+        let ca_name = format!(
+            "fabric test CA {}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        ca.distinguished_name.push(DnType::CommonName, ca_name);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca.self_signed(&ca_key).expect("self-sign the CA");
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf = |names: Vec<String>, cn: &str, usage: ExtendedKeyUsagePurpose| {
+            let mut p = CertificateParams::new(names).expect("certificate params");
+            p.distinguished_name.push(DnType::CommonName, cn);
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![usage];
+            p.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().expect("leaf key");
+            let cert = p.signed_by(&key, &issuer).expect("sign a certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            "fabric test redis-server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            Vec::new(),
+            "fabric test client",
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let paths = PkiPaths {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.crt", server_cert),
+            server_key: write("server.key", server_key),
+            client_cert: write("client.crt", client_cert),
+            client_key: write("client.key", client_key),
+        };
+        TestPki { paths, dir }
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca(&self) -> &Path {
+        &self.paths.ca
+    }
+
+    /// The client certificate (PEM), signed by the CA.
+    pub fn client_cert(&self) -> &Path {
+        &self.paths.client_cert
+    }
+
+    /// The client certificate's private key (PEM, PKCS#8).
+    pub fn client_key(&self) -> &Path {
+        &self.paths.client_key
+    }
+
+    /// The directory holding the files (for extra files a test writes).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A unique name for an agent in one test (keeps tests sharing a Redis apart).
@@ -482,6 +675,20 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the nodes and forms the cluster (all 16,384 slots assigned, state ok).
     pub fn start(n: usize) -> RedisCluster {
+        Self::start_with(n, None)
+    }
+
+    /// A cluster of TLS-only nodes (`--tls-cluster yes`: clients and the cluster bus use TLS),
+    /// with `pki`'s server certificate; [`RedisCluster::url`] lists `rediss://` seeds.
+    pub fn start_tls(n: usize, pki: &TestPki) -> RedisCluster {
+        let tls = ServerTls {
+            pki: pki.paths.clone(),
+            auth_clients: false,
+        };
+        Self::start_with(n, Some(&tls))
+    }
+
+    fn start_with(n: usize, tls: Option<&ServerTls>) -> RedisCluster {
         redis_server_path();
         let mut nodes = Vec::new();
         while nodes.len() < n {
@@ -498,6 +705,7 @@ impl RedisCluster {
                 external: None,
                 args: Vec::new(),
                 admin: None,
+                tls: tls.cloned(),
             };
             // The cluster bus listens on port + 10000: both must be free.
             let mut started = false;
@@ -507,14 +715,28 @@ impl RedisCluster {
                     continue;
                 }
                 node.port = p;
-                if node.spawn_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "5000",
-                ]) {
+                ];
+                let client_files;
+                if let Some(t) = tls {
+                    // Nodes connect to each other as clients: with the client certificate
+                    // (the server's is for server authentication only).
+                    client_files = [
+                        t.pki.client_cert.display().to_string(),
+                        t.pki.client_key.display().to_string(),
+                    ];
+                    args.extend(["--tls-cluster", "yes", "--tls-client-cert-file"]);
+                    args.push(&client_files[0]);
+                    args.push("--tls-client-key-file");
+                    args.push(&client_files[1]);
+                }
+                if node.spawn_with(&args) {
                     started = true;
                     break;
                 }
@@ -529,6 +751,15 @@ impl RedisCluster {
         cmd.arg("--cluster").arg("create");
         for node in &nodes {
             cmd.arg(format!("127.0.0.1:{}", node.port));
+        }
+        if let Some(t) = tls {
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(&t.pki.ca)
+                .arg("--cert")
+                .arg(&t.pki.client_cert)
+                .arg("--key")
+                .arg(&t.pki.client_key);
         }
         let out = cmd
             .args(["--cluster-replicas", "0", "--cluster-yes"])

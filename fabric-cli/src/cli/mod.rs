@@ -33,10 +33,16 @@ Exit codes:
   5  no reply in time (send --wait)
 
 Environment:
-  REDIS_URL      Redis to use (default redis://127.0.0.1:6379)
-  FABRIC_MODE    direct (default) or secure: how messages travel (see docs/security.md)
-  FABRIC_AGENT   your agent id (mcp --agent, send --from)
-  RUST_LOG       log filter for messages on stderr (default warn)";
+  REDIS_URL             Redis to use (default redis://127.0.0.1:6379; rediss://host:port for TLS)
+  FABRIC_MODE           direct (default) or secure: how messages travel (see docs/security.md)
+  FABRIC_AGENT          your agent id (mcp --agent, send --from)
+  FABRIC_TLS_CA_FILE    CA certificate(s) (PEM) the server's TLS certificate must chain to
+                        (default: the public root certificates built in)
+  FABRIC_TLS_CERT_FILE  client certificate (PEM), for servers that require one (mutual TLS)
+  FABRIC_TLS_KEY_FILE   its private key (PEM)
+  FABRIC_CLUSTER, FABRIC_RESPONSE_TIMEOUT_MS
+                        as for the library (README, Configuration)
+  RUST_LOG              log filter for messages on stderr (default warn)";
 
 /// The `fabric` command: an MCP server that exposes the agent message bus to AI agents,
 /// and operator commands to see and steer agent inboxes.
@@ -515,9 +521,12 @@ impl Cli {
     }
 }
 
-/// Connects the bus (one `PING`), with short timeouts suited to a terminal.
+/// Connects the bus (one `PING`), with short timeouts suited to a terminal. The bus settings
+/// of the environment (`FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE`, `FABRIC_TLS_KEY_FILE`,
+/// `FABRIC_CLUSTER`, …) are read as `BusBuilder::from_env` does; the command line's win.
 pub(crate) async fn connect(url: &str, mode: Mode) -> Result<Bus> {
     Ok(Bus::builder(url)
+        .from_env()?
         .notify(true)
         .mode(mode)
         .connect_timeout(std::time::Duration::from_secs(2))

@@ -86,12 +86,16 @@ impl FabricMcp {
     ///
     /// Redis is connected lazily, at the first tool call: the server starts (and lists its
     /// tools) even while Redis is down, and each call then says Redis is unreachable.
+    ///
+    /// The bus settings of the environment (`FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE`,
+    /// `FABRIC_TLS_KEY_FILE`, …) apply, as `BusBuilder::from_env` reads them; a malformed URL
+    /// or an unreadable or invalid TLS file is refused here, before any tool call.
     pub fn new(config: &McpConfig, identity: Option<Identity>) -> Result<Self> {
-        fabric_worker::bus::validate_url(&config.redis_url)
+        let bus = tools::BusCell::new(config.redis_url.clone(), config.mode)
             .map_err(|e| Error::Usage(e.to_string()))?;
         Ok(FabricMcp {
             inner: Arc::new(Inner {
-                bus: tools::BusCell::new(config.redis_url.clone(), config.mode),
+                bus,
                 identity,
                 tools: tools::definitions(config.visibility_timeout),
                 visibility: config.visibility_timeout,

@@ -28,6 +28,15 @@ pub(crate) fn fabric(url: &str, args: &[&str]) -> Output {
 
 /// Starts `fabric mcp ARGS` against `redis_url` and connects an MCP client to it over stdio.
 pub(crate) async fn mcp_connect(redis_url: &str, args: &[&str]) -> Client {
+    mcp_connect_with_env(redis_url, args, &[]).await
+}
+
+/// [`mcp_connect`] with extra environment variables.
+pub(crate) async fn mcp_connect_with_env(
+    redis_url: &str,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> Client {
     use rmcp::ServiceExt;
     let mut cmd = tokio::process::Command::new(FABRIC);
     cmd.arg("mcp")
@@ -36,6 +45,9 @@ pub(crate) async fn mcp_connect(redis_url: &str, args: &[&str]) -> Client {
         .env_remove("FABRIC_AGENT")
         .env_remove("FABRIC_ADMIN")
         .env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let (transport, _) = rmcp::transport::TokioChildProcess::builder(cmd)
         .stderr(Stdio::inherit())
         .spawn()

@@ -6,6 +6,8 @@
 //! pipelined on the socket, and no command pays an extra round trip for a pool health check.
 //! Every blocking read gets a dedicated connection whose response timeout exceeds its `BLOCK`
 //! (a blocking command on the shared connection would hold up everything queued behind it).
+//! With `rediss://` URLs every one of them — shared, dedicated, Pub/Sub, every cluster node —
+//! is a TLS connection with the same certificates (`tls.rs`).
 
 use std::time::Duration;
 
@@ -15,9 +17,9 @@ use redis::aio::{
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
-use crate::broker::wire;
+use crate::broker::{tls, wire};
 use crate::error::{Error, NOT_CONNECTED, Result};
 
 /// Where the bus connects.
@@ -126,8 +128,33 @@ pub(crate) fn check_urls(url: &str) -> Result<()> {
                 ),
             ));
         }
+        tls::is_tls_url(u)?;
     }
     Ok(())
+}
+
+/// The error for a connection that could not be made (or answer): [`Error::Tls`] with what
+/// to do when TLS failed, [`Error::Connect`] otherwise.
+pub(crate) fn connect_error(url: &str, source: redis::RedisError) -> Error {
+    match tls::failure_hint(&source) {
+        Some(hint) => Error::Tls {
+            url: url.to_owned(),
+            hint: hint.to_owned(),
+            source,
+        },
+        None => Error::Connect {
+            url: url.to_owned(),
+            source,
+        },
+    }
+}
+
+/// A client for one URL, with the TLS certificates when there are any.
+fn new_client(url: &str, certs: Option<&TlsCertificates>) -> redis::RedisResult<redis::Client> {
+    match certs {
+        Some(c) => redis::Client::build_with_tls(url, c.clone()),
+        None => redis::Client::open(url),
+    }
 }
 
 /// The URLs for messages and logs, passwords masked, comma-separated.
@@ -157,33 +184,40 @@ pub(crate) fn mask_url(url: &str) -> String {
 }
 
 impl Backend {
-    /// Connects to one server (one URL) or a cluster (several seed URLs, or `cluster` set).
-    pub(crate) async fn open(urls: &[String], cluster: bool, t: Timeouts) -> Result<Backend> {
+    /// Connects to one server (one URL) or a cluster (several seed URLs, or `cluster` set),
+    /// over TLS with `certs` when given (`rediss://` URLs without certificates use TLS too,
+    /// checking the server against the built-in roots).
+    pub(crate) async fn open(
+        urls: &[String],
+        cluster: bool,
+        t: Timeouts,
+        certs: Option<&TlsCertificates>,
+    ) -> Result<Backend> {
         let shown = mask_urls(urls);
-        let connect_err = |source| Error::Connect {
-            url: shown.clone(),
-            source,
-        };
+        let connect_err = |source| connect_error(&shown, source);
         if urls.is_empty() {
             return Err(Error::Config(
                 "no Redis URL given; set REDIS_URL (e.g. redis://127.0.0.1:6379)".into(),
             ));
         }
         if cluster || urls.len() > 1 {
-            let client = ClusterClient::builder(urls.to_vec())
+            let mut builder = ClusterClient::builder(urls.to_vec())
                 .connection_timeout(t.connect)
-                .response_timeout(t.response)
-                .build()
-                .map_err(connect_err)?;
+                .response_timeout(t.response);
+            if let Some(c) = certs {
+                // Every node, seeds and those found through CLUSTER SLOTS alike.
+                builder = builder.certs(c.clone());
+            }
+            let client = builder.build().map_err(connect_err)?;
             let conn = client.get_async_connection().await.map_err(connect_err)?;
-            let first = redis::Client::open(urls[0].as_str()).map_err(connect_err)?;
+            let first = new_client(&urls[0], certs).map_err(connect_err)?;
             return Ok(Backend::Cluster {
                 conn,
                 client: Box::new(client),
                 first,
             });
         }
-        let client = redis::Client::open(urls[0].as_str()).map_err(connect_err)?;
+        let client = new_client(&urls[0], certs).map_err(connect_err)?;
         let cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(t.response))
             .set_connection_timeout(Some(t.connect))
@@ -281,10 +315,7 @@ impl Backend {
         t: Timeouts,
         shown_url: &str,
     ) -> Result<Conn> {
-        let connect_err = |source| Error::Connect {
-            url: shown_url.to_owned(),
-            source,
-        };
+        let connect_err = |source| connect_error(shown_url, source);
         match self {
             Backend::Single { client, .. } => {
                 let cfg = redis::AsyncConnectionConfig::new()

@@ -12,6 +12,7 @@ pub(crate) mod conn;
 mod dead_letter;
 pub(crate) mod functions;
 mod groups;
+pub(crate) mod tls;
 pub(crate) mod wire;
 
 use std::collections::HashSet;
@@ -59,16 +60,24 @@ impl std::fmt::Debug for Broker {
 
 impl Broker {
     /// Connects to one server (one URL) or a cluster (several comma-separated seed URLs,
-    /// or `cluster` set).
+    /// or `cluster` set); `rediss://` URLs over TLS, with the CA and client certificate of
+    /// `tls` when set.
     pub(crate) async fn connect(
         url: &str,
         cluster: bool,
         response: Duration,
         connect: Duration,
+        tls: &tls::TlsFiles,
     ) -> Result<Broker> {
         let urls = conn::split_urls(url);
         let timeouts = Timeouts { response, connect };
-        let backend = Backend::open(&urls, cluster, timeouts).await?;
+        let certs = if urls.is_empty() {
+            None
+        } else {
+            tls.check_urls(&urls)?;
+            tls.load()?
+        };
+        let backend = Backend::open(&urls, cluster, timeouts, certs.as_ref()).await?;
         Ok(Broker::new(backend, timeouts, conn::mask_urls(&urls)))
     }
 

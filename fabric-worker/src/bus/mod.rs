@@ -26,12 +26,14 @@ pub(crate) mod send;
 mod topics;
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub use crate::broker::DeadReason;
+use crate::broker::tls::{PemFile, TlsFiles};
 use crate::broker::{Broker, Conn};
 use crate::env;
 use crate::error::{Error, Result};
@@ -98,7 +100,8 @@ impl std::str::FromStr for Mode {
 
 /// Checks a Redis URL setting without connecting: one URL, or comma-separated cluster seed
 /// URLs, each of a form redis-rs accepts (`redis://[user:password@]host[:port][/db]`,
-/// `rediss://…`, `unix:///path`).
+/// `rediss://…` for TLS, `unix:///path`). `rediss://…#insecure` (no check that the server's
+/// certificate names its host) is refused.
 pub fn validate_url(url: &str) -> Result<()> {
     crate::broker::conn::check_urls(url)
 }
@@ -108,6 +111,28 @@ pub fn validate_url(url: &str) -> Result<()> {
 /// Settings given explicitly win over the environment, whatever the call order:
 /// `Bus::builder(url).notify(false).from_env()` keeps `notify` off even when
 /// `FABRIC_NOTIFY=true`.
+///
+/// # TLS
+///
+/// A `rediss://` URL connects over TLS (rustls) and checks the server's certificate: by
+/// default against the Mozilla root certificates built in, or, with
+/// [`tls_ca_file`](BusBuilder::tls_ca_file), against the CA certificates of that file only.
+/// [`tls_client_cert`](BusBuilder::tls_client_cert) adds a client certificate for servers
+/// that require one (mutual TLS). Every connection of the bus uses them: the shared one, the
+/// dedicated ones of blocking reads, Pub/Sub subscriptions, and every node of a cluster.
+///
+/// ```no_run
+/// # #[allow(dead_code)]
+/// # async fn demo() -> fabric_worker::Result<()> {
+/// use fabric_worker::Bus;
+///
+/// let bus = Bus::builder("rediss://redis.internal:6380")
+///     .tls_ca_file("/etc/fabric/ca.pem")
+///     .tls_client_cert("/etc/fabric/percy.crt", "/etc/fabric/percy.key")
+///     .connect()
+///     .await?;
+/// # drop(bus); Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct BusBuilder {
@@ -117,6 +142,8 @@ pub struct BusBuilder {
     mode: Option<Mode>,
     response_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    tls_ca: Option<PathBuf>,
+    tls_client: Option<(PathBuf, PathBuf)>,
     from_env: BusEnv,
 }
 
@@ -128,6 +155,7 @@ struct BusEnv {
     mode: Option<Mode>,
     response_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    tls: TlsFiles,
 }
 
 impl BusBuilder {
@@ -165,8 +193,28 @@ impl BusBuilder {
         self
     }
 
-    /// Reads `FABRIC_MODE`, `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS` and
-    /// `FABRIC_CONNECT_TIMEOUT_MS` for the settings not given explicitly. (The URL is the
+    /// Check the server's TLS certificate against the CA certificate(s) in this PEM file
+    /// only, instead of the Mozilla roots built in (for a private CA, or to pin one). Needs a
+    /// `rediss://` URL. The file is read when connecting; an unreadable or malformed one is
+    /// an [`Error::Config`] naming it. Env: `FABRIC_TLS_CA_FILE`.
+    pub fn tls_ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.tls_ca = Some(path.as_ref().to_owned());
+        self
+    }
+
+    /// Present this client certificate (PEM; intermediates may follow it in the file) and
+    /// its private key (PEM: PKCS#8, PKCS#1 or SEC1) to servers that ask for one (mutual TLS,
+    /// `tls-auth-clients yes`). Needs a `rediss://` URL; the files are read and checked
+    /// (the key must belong to the certificate) when connecting.
+    /// Env: `FABRIC_TLS_CERT_FILE` and `FABRIC_TLS_KEY_FILE` (both or neither).
+    pub fn tls_client_cert(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.tls_client = Some((cert.as_ref().to_owned(), key.as_ref().to_owned()));
+        self
+    }
+
+    /// Reads `FABRIC_MODE`, `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS`,
+    /// `FABRIC_CONNECT_TIMEOUT_MS`, `FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE` and
+    /// `FABRIC_TLS_KEY_FILE` for the settings not given explicitly. (The URL is the
     /// one given to [`Bus::builder`]; [`Bus::from_env`] takes it from `REDIS_URL`.)
     pub fn from_env(self) -> Result<Self> {
         self.with_vars(&env::process())
@@ -186,8 +234,26 @@ impl BusBuilder {
             notify: vars.bool("FABRIC_NOTIFY")?,
             response_timeout: vars.millis("FABRIC_RESPONSE_TIMEOUT_MS")?,
             connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
+            tls: tls_from_vars(vars)?,
         };
         Ok(self)
+    }
+
+    /// The TLS files in force: each one given with a method over the environment's.
+    fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: match &self.tls_ca {
+                Some(p) => Some(PemFile::from_method(p, "BusBuilder::tls_ca_file")),
+                None => self.from_env.tls.ca.clone(),
+            },
+            client: match &self.tls_client {
+                Some((c, k)) => Some((
+                    PemFile::from_method(c, "BusBuilder::tls_client_cert"),
+                    PemFile::from_method(k, "BusBuilder::tls_client_cert"),
+                )),
+                None => self.from_env.tls.client.clone(),
+            },
+        }
     }
 
     /// The same settings for another URL.
@@ -208,19 +274,34 @@ impl BusBuilder {
             .unwrap_or(Duration::from_secs(2))
     }
 
+    /// Checks the settings without connecting: the URL (each seed of a cluster), and the TLS
+    /// files — readable, well-formed, the key the client certificate's — against it (TLS
+    /// files need `rediss://` URLs). [`connect`](BusBuilder::connect) does the same first;
+    /// this lets a program that connects later (at first use) refuse a bad setting at start.
+    pub fn check(&self) -> Result<()> {
+        crate::broker::conn::check_urls(&self.url)?;
+        let files = self.tls_files();
+        files.check_urls(&crate::broker::conn::split_urls(&self.url))?;
+        files.load()?;
+        Ok(())
+    }
+
     /// Connects (one `PING` proves the server answers). A URL listing several
     /// comma-separated nodes (`redis://a:7000,redis://b:7001`) connects to a Redis Cluster.
     pub async fn connect(self) -> Result<Bus> {
         let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
-        let broker =
-            Broker::connect(&self.url, cluster, self.response(), self.connect_time()).await?;
+        let broker = Broker::connect(
+            &self.url,
+            cluster,
+            self.response(),
+            self.connect_time(),
+            &self.tls_files(),
+        )
+        .await?;
         let _: String = redis::cmd("PING")
             .query_async(&mut broker.conn())
             .await
-            .map_err(|source| Error::Connect {
-                url: broker.url().to_owned(),
-                source,
-            })?;
+            .map_err(|source| crate::broker::conn::connect_error(broker.url(), source))?;
         let notify = self.notify.or(self.from_env.notify).unwrap_or(true);
         let mode = self.mode.or(self.from_env.mode).unwrap_or_default();
         Ok(Bus::with_broker(broker, notify, mode))
@@ -280,6 +361,8 @@ impl Bus {
             mode: None,
             response_timeout: None,
             connect_timeout: None,
+            tls_ca: None,
+            tls_client: None,
             from_env: BusEnv::default(),
         }
     }
@@ -344,6 +427,29 @@ impl Bus {
     }
 }
 
+/// `FABRIC_TLS_CA_FILE`, and `FABRIC_TLS_CERT_FILE` with `FABRIC_TLS_KEY_FILE` (both or neither).
+fn tls_from_vars<F: Fn(&str) -> Option<String>>(vars: &env::Vars<F>) -> Result<TlsFiles> {
+    const CA: &str = "FABRIC_TLS_CA_FILE";
+    const CERT: &str = "FABRIC_TLS_CERT_FILE";
+    const KEY: &str = "FABRIC_TLS_KEY_FILE";
+    let client = match (vars.string(CERT), vars.string(KEY)) {
+        (Some(c), Some(k)) => Some((PemFile::from_env(c, CERT), PemFile::from_env(k, KEY))),
+        (None, None) => None,
+        (Some(_), None) => return Err(half_a_pair(CERT, KEY)),
+        (None, Some(_)) => return Err(half_a_pair(KEY, CERT)),
+    };
+    Ok(TlsFiles {
+        ca: vars.string(CA).map(|p| PemFile::from_env(p, CA)),
+        client,
+    })
+}
+
+fn half_a_pair(set: &str, unset: &str) -> Error {
+    Error::Config(format!(
+        "{set} is set but {unset} is not; mutual TLS needs both the client certificate (FABRIC_TLS_CERT_FILE) and its private key (FABRIC_TLS_KEY_FILE): set both, or neither"
+    ))
+}
+
 /// Checks `agent` and the consumer group (default `<agent>_workers`); returns the group.
 fn agent_group(agent: &str, group: Option<&str>) -> Result<String> {
     keys::validate_agent(agent)?;
@@ -385,5 +491,67 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("FABRIC_CLUSTER"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_from_methods_win_over_the_environment() {
+        let vars = env::from_pairs(&[
+            ("FABRIC_TLS_CA_FILE", "/env/ca.pem"),
+            ("FABRIC_TLS_CERT_FILE", "/env/client.crt"),
+            ("FABRIC_TLS_KEY_FILE", "/env/client.key"),
+        ]);
+        let env_only = Bus::builder("rediss://x").with_vars(&vars).unwrap();
+        let files = env_only.tls_files();
+        assert_eq!(
+            files.ca,
+            Some(PemFile::from_env(
+                "/env/ca.pem".into(),
+                "FABRIC_TLS_CA_FILE"
+            ))
+        );
+        assert_eq!(
+            files.client,
+            Some((
+                PemFile::from_env("/env/client.crt".into(), "FABRIC_TLS_CERT_FILE"),
+                PemFile::from_env("/env/client.key".into(), "FABRIC_TLS_KEY_FILE"),
+            ))
+        );
+        let before = Bus::builder("rediss://x")
+            .tls_ca_file("/code/ca.pem")
+            .with_vars(&vars)
+            .unwrap();
+        let after = Bus::builder("rediss://x")
+            .with_vars(&vars)
+            .unwrap()
+            .tls_ca_file("/code/ca.pem")
+            .tls_client_cert("/code/c.crt", "/code/c.key");
+        for b in [&before, &after] {
+            let ca = b.tls_files().ca.unwrap();
+            assert_eq!(ca.path, Path::new("/code/ca.pem"));
+            assert_eq!(ca.setting, "BusBuilder::tls_ca_file");
+        }
+        assert_eq!(
+            before.tls_files().client,
+            files.client,
+            "unset in code: the environment's"
+        );
+        let (cert, key) = after.tls_files().client.unwrap();
+        assert_eq!(
+            (cert.path.as_path(), key.path.as_path()),
+            (Path::new("/code/c.crt"), Path::new("/code/c.key"))
+        );
+        assert!(Bus::builder("redis://x").tls_files().is_empty());
+
+        let e = Bus::builder("rediss://x")
+            .with_vars(&env::from_pairs(&[(
+                "FABRIC_TLS_KEY_FILE",
+                "/env/client.key",
+            )]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("FABRIC_TLS_KEY_FILE is set but FABRIC_TLS_CERT_FILE is not"),
+            "{e}"
+        );
     }
 }

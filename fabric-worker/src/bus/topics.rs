@@ -133,10 +133,7 @@ impl Bus {
         let mut ps = client
             .get_async_pubsub()
             .await
-            .map_err(|source| Error::Connect {
-                url: self.url().to_owned(),
-                source,
-            })?;
+            .map_err(|source| crate::broker::conn::connect_error(self.url(), source))?;
         for t in topics {
             let r = if t.contains(['*', '?', '[']) {
                 ps.psubscribe(*t).await

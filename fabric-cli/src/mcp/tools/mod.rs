@@ -104,18 +104,26 @@ fn definition<P: schemars::JsonSchema>(
 /// The bus, connected at first use (so the server starts while Redis is down, and bad
 /// arguments are reported as such even then).
 pub(crate) struct BusCell {
-    url: String,
-    mode: fabric_worker::bus::Mode,
+    builder: fabric_worker::bus::BusBuilder,
     slot: tokio::sync::Mutex<Option<Bus>>,
 }
 
 impl BusCell {
-    pub(crate) fn new(url: impl Into<String>, mode: fabric_worker::bus::Mode) -> Self {
-        BusCell {
-            url: url.into(),
-            mode,
+    /// A bus for `url` in `mode`, with the bus settings of the environment (TLS files, …);
+    /// the settings are checked now (the TLS files read), the connection made at first use.
+    pub(crate) fn new(
+        url: impl Into<String>,
+        mode: fabric_worker::bus::Mode,
+    ) -> fabric_worker::Result<Self> {
+        let builder = Bus::builder(url)
+            .from_env()?
+            .mode(mode)
+            .connect_timeout(Duration::from_secs(2));
+        builder.check()?;
+        Ok(BusCell {
+            builder,
             slot: tokio::sync::Mutex::new(None),
-        }
+        })
     }
 
     /// The bus, connecting it if needed.
@@ -124,9 +132,9 @@ impl BusCell {
         if let Some(bus) = slot.as_ref() {
             return Ok(bus.clone());
         }
-        let bus = Bus::builder(self.url.clone())
-            .mode(self.mode)
-            .connect_timeout(Duration::from_secs(2))
+        let bus = self
+            .builder
+            .clone()
             .connect()
             .await
             .map_err(ToolError::from)?;
