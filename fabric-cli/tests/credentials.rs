@@ -165,7 +165,9 @@ async fn a_worker_runs_on_renewed_credentials_without_losing_a_message() {
         sent += 1;
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
-    let admin = fabric_worker::Bus::connect(redis.server.url()).await.unwrap();
+    let admin = fabric_worker::Bus::connect(redis.server.url())
+        .await
+        .unwrap();
     let all = fabric_tests::wait_until_async(Duration::from_secs(15), || async {
         admin.groups(&percy).await.unwrap().iter().any(|g| {
             g.name == keys::default_group(&percy)
@@ -183,9 +185,19 @@ async fn a_worker_runs_on_renewed_credentials_without_losing_a_message() {
     assert!(admin.dead_letters(&percy, 10).await.unwrap().is_empty());
     // Several credentials were issued, and the expired ones are gone.
     let mut conn = redis.server.async_conn().await;
-    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut conn).await.unwrap();
-    let live: Vec<&String> = users.iter().filter(|u| u.starts_with(&format!("cred.{percy}."))).collect();
-    assert!(live.len() <= 2, "expired credentials were not deleted: {live:?}");
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let live: Vec<&String> = users
+        .iter()
+        .filter(|u| u.starts_with(&format!("cred.{percy}.")))
+        .collect();
+    assert!(
+        live.len() <= 2,
+        "expired credentials were not deleted: {live:?}"
+    );
     worker.stop().await;
     router.stop().await;
     server.shutdown().await.unwrap();

@@ -36,7 +36,9 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 pub use crate::bus::Credentials;
-use crate::error::{Error, Result};
+#[cfg(feature = "credentials-http")]
+use crate::error::Error;
+use crate::error::Result;
 
 /// What [`CredentialSource::fetch`] returns.
 pub type CredentialFuture = Pin<Box<dyn Future<Output = Result<Credentials>> + Send>>;
@@ -183,9 +185,9 @@ impl Renewing {
         Ok(Arc::new(Renewing { rx, first }))
     }
 
-    /// The first credentials (the URL's user and password are replaced by them).
-    pub(crate) fn first(&self) -> &Credentials {
-        &self.first
+    /// The newest credentials.
+    pub(crate) fn current(&self) -> redis::auth::BasicAuth {
+        self.rx.borrow().clone()
     }
 }
 
@@ -261,7 +263,10 @@ mod tests {
     fn renewal_comes_two_thirds_of_the_way() {
         let now = crate::time::now_ms();
         let d = renew_in(now + 3_000);
-        assert!(d <= Duration::from_millis(2_000) && d > Duration::from_millis(1_900), "{d:?}");
+        assert!(
+            d <= Duration::from_millis(2_000) && d > Duration::from_millis(1_900),
+            "{d:?}"
+        );
         assert_eq!(renew_in(now.saturating_sub(5)), Duration::from_millis(100));
     }
 }

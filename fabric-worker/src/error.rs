@@ -184,6 +184,14 @@ pub enum Error {
     /// The configuration is inconsistent (the message says which setting).
     #[error("configuration error: {0}")]
     Config(String),
+    /// Short-lived credentials could not be obtained.
+    #[error("cannot get Redis credentials from {url}: {why}; check the URL and the agent's token")]
+    Credentials {
+        /// Where they were asked for.
+        url: String,
+        /// What went wrong.
+        why: String,
+    },
     /// An I/O error while installing signal handlers or similar.
     #[error("{context}: {source}")]
     Io {

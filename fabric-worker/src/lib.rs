@@ -47,6 +47,7 @@ pub mod acl;
 mod broker;
 pub mod bus;
 mod context;
+pub mod credentials;
 mod env;
 mod error;
 pub mod handler;

@@ -20,7 +20,9 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
 use crate::broker::{tls, wire};
+use crate::credentials::{Provider, Renewing};
 use crate::error::{Error, NOT_CONNECTED, Result};
+use std::sync::Arc;
 
 /// Where the bus connects.
 #[derive(Clone)]
@@ -28,12 +30,20 @@ pub(crate) enum Backend {
     Single {
         shared: ConnectionManager,
         client: redis::Client,
+        /// Short-lived credentials renewed in the background, if any.
+        credentials: Option<Arc<Renewing>>,
+        /// The URL and certificates, for Pub/Sub clients with the newest credentials.
+        url: String,
+        certs: Option<TlsCertificates>,
     },
     Cluster {
         conn: ClusterConnection,
         client: Box<ClusterClient>,
         /// The first seed node, for Pub/Sub subscriptions.
         first: redis::Client,
+        credentials: Option<Arc<Renewing>>,
+        url: String,
+        certs: Option<TlsCertificates>,
     },
     /// No server (`fabric_worker::testing`): every command fails with [`NOT_CONNECTED`].
     Offline,
@@ -149,6 +159,27 @@ pub(crate) fn connect_error(url: &str, source: redis::RedisError) -> Error {
     }
 }
 
+/// `url` logging in as `user` with `password` (whatever credentials it had replaced).
+fn with_login(url: &str, user: &str, password: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let host = rest.rfind('@').map_or(rest, |at| &rest[at + 1..]);
+    format!("{}://{user}:{password}@{host}", &url[..scheme_end])
+}
+
+/// The URL to connect with: logging in with the newest short-lived credentials, if any.
+fn current_url(url: &str, credentials: Option<&Arc<Renewing>>) -> String {
+    match credentials {
+        Some(c) => {
+            let now = c.current();
+            with_login(url, now.username(), now.password())
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// A client for one URL, with the TLS certificates when there are any.
 fn new_client(url: &str, certs: Option<&TlsCertificates>) -> redis::RedisResult<redis::Client> {
     match certs {
@@ -165,8 +196,29 @@ pub(crate) fn mask_urls(urls: &[String]) -> String {
         .join(",")
 }
 
-/// Masks the password of a redis URL for messages and logs.
+/// Masks the password of a redis URL for messages and logs: in the user part
+/// (`redis://user:pw@host`) and in the query (`?password=pw`, `?pass=pw`).
 pub(crate) fn mask_url(url: &str) -> String {
+    let url = mask_userinfo(url);
+    let Some(q) = url.find('?') else {
+        return url;
+    };
+    let (base, query) = url.split_at(q + 1);
+    let query: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("pass") =>
+            {
+                format!("{k}=***")
+            }
+            _ => kv.to_owned(),
+        })
+        .collect();
+    format!("{base}{}", query.join("&"))
+}
+
+fn mask_userinfo(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
         let rest = &url[scheme_end + 3..];
         if let Some(at) = rest.rfind('@') {
@@ -192,8 +244,16 @@ impl Backend {
         cluster: bool,
         t: Timeouts,
         certs: Option<&TlsCertificates>,
+        credentials: Option<Arc<Renewing>>,
     ) -> Result<Backend> {
         let shown = mask_urls(urls);
+        // With short-lived credentials every connection logs in with the newest, and logs in
+        // again (AUTH) when they are renewed.
+        let urls: Vec<String> = urls
+            .iter()
+            .map(|u| current_url(u, credentials.as_ref()))
+            .collect();
+        let urls = urls.as_slice();
         let connect_err = |source| connect_error(&shown, source);
         if urls.is_empty() {
             return Err(Error::Config(
@@ -208,6 +268,9 @@ impl Backend {
                 // Every node, seeds and those found through CLUSTER SLOTS alike.
                 builder = builder.certs(c.clone());
             }
+            if let Some(c) = &credentials {
+                builder = builder.set_credentials_provider(Provider(c.clone()));
+            }
             let client = builder.build().map_err(connect_err)?;
             let conn = client.get_async_connection().await.map_err(connect_err)?;
             let first = new_client(&urls[0], certs).map_err(connect_err)?;
@@ -215,18 +278,30 @@ impl Backend {
                 conn,
                 client: Box::new(client),
                 first,
+                credentials,
+                url: urls[0].clone(),
+                certs: certs.cloned(),
             });
         }
         let client = new_client(&urls[0], certs).map_err(connect_err)?;
-        let cfg = ConnectionManagerConfig::new()
+        let mut cfg = ConnectionManagerConfig::new()
             .set_response_timeout(Some(t.response))
             .set_connection_timeout(Some(t.connect))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
+        if let Some(c) = &credentials {
+            cfg = cfg.set_credentials_provider(Provider(c.clone()));
+        }
         let shared = ConnectionManager::new_with_config(client.clone(), cfg)
             .await
             .map_err(connect_err)?;
-        Ok(Backend::Single { shared, client })
+        Ok(Backend::Single {
+            shared,
+            client,
+            credentials,
+            url: urls[0].clone(),
+            certs: certs.cloned(),
+        })
     }
 
     pub(crate) fn is_cluster(&self) -> bool {
@@ -243,10 +318,23 @@ impl Backend {
     }
 
     /// The client Pub/Sub subscriptions connect with.
-    pub(crate) fn pubsub_client(&self) -> Option<&redis::Client> {
+    /// (With short-lived credentials: a client logging in with the newest ones.)
+    pub(crate) fn pubsub_client(&self) -> Option<redis::Client> {
         match self {
-            Backend::Single { client, .. } => Some(client),
-            Backend::Cluster { first, .. } => Some(first),
+            Backend::Single {
+                credentials: Some(c),
+                url,
+                certs,
+                ..
+            }
+            | Backend::Cluster {
+                credentials: Some(c),
+                url,
+                certs,
+                ..
+            } => new_client(&current_url(url, Some(c)), certs.as_ref()).ok(),
+            Backend::Single { client, .. } => Some(client.clone()),
+            Backend::Cluster { first, .. } => Some(first.clone()),
             Backend::Offline => None,
         }
     }
@@ -317,10 +405,17 @@ impl Backend {
     ) -> Result<Conn> {
         let connect_err = |source| connect_error(shown_url, source);
         match self {
-            Backend::Single { client, .. } => {
-                let cfg = redis::AsyncConnectionConfig::new()
+            Backend::Single {
+                client,
+                credentials,
+                ..
+            } => {
+                let mut cfg = redis::AsyncConnectionConfig::new()
                     .set_response_timeout(Some(block + t.response))
                     .set_connection_timeout(Some(t.connect));
+                if let Some(c) = credentials {
+                    cfg = cfg.set_credentials_provider(Provider(c.clone()));
+                }
                 client
                     .get_multiplexed_async_connection_with_config(&cfg)
                     .await
@@ -354,6 +449,14 @@ mod tests {
         );
         assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
         assert_eq!(mask_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(
+            mask_url("redis://h:1/0?password=secret&protocol=resp3"),
+            "redis://h:1/0?password=***&protocol=resp3"
+        );
+        assert_eq!(
+            mask_url("redis://u:p@h:1?pass=secret"),
+            "redis://u:***@h:1?pass=***"
+        );
         assert_eq!(
             mask_urls(&["redis://a:1".into(), "redis://u:p@b:2".into()]),
             "redis://a:1,redis://u:***@b:2"

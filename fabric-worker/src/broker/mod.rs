@@ -68,6 +68,7 @@ impl Broker {
         response: Duration,
         connect: Duration,
         tls: &tls::TlsFiles,
+        credentials: Option<std::sync::Arc<crate::credentials::Renewing>>,
     ) -> Result<Broker> {
         let urls = conn::split_urls(url);
         let timeouts = Timeouts { response, connect };
@@ -77,7 +78,7 @@ impl Broker {
             tls.check_urls(&urls)?;
             tls.load()?
         };
-        let backend = Backend::open(&urls, cluster, timeouts, certs.as_ref()).await?;
+        let backend = Backend::open(&urls, cluster, timeouts, certs.as_ref(), credentials).await?;
         Ok(Broker::new(backend, timeouts, conn::mask_urls(&urls)))
     }
 
@@ -128,7 +129,7 @@ impl Broker {
 
     /// The client a Pub/Sub subscription connects with (the first node of a cluster:
     /// `PUBLISH` reaches every node).
-    pub(crate) fn pubsub_client(&self) -> Option<&redis::Client> {
+    pub(crate) fn pubsub_client(&self) -> Option<redis::Client> {
         self.inner.backend.pubsub_client()
     }
 

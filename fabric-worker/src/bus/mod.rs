@@ -133,9 +133,10 @@ pub fn validate_url(url: &str) -> Result<()> {
 ///     .await?;
 /// # drop(bus); Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use]
 pub struct BusBuilder {
+    credentials: Option<Arc<dyn crate::credentials::CredentialSource>>,
     url: String,
     cluster: Option<bool>,
     notify: Option<bool>,
@@ -156,9 +157,32 @@ struct BusEnv {
     response_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     tls: TlsFiles,
+    /// `FABRIC_CREDENTIALS_URL` and `FABRIC_AGENT_TOKEN_FILE`.
+    credentials: Option<(String, PathBuf)>,
+}
+
+impl std::fmt::Debug for BusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusBuilder")
+            .field("url", &crate::broker::conn::mask_url(&self.url))
+            .field("cluster", &self.cluster)
+            .field("mode", &self.mode)
+            .field("credentials", &self.credentials.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BusBuilder {
+    /// Log in with short-lived credentials from `source`, renewed before they expire (every
+    /// connection logs in again with the new ones; none is dropped), instead of the URL's
+    /// user and password. See [`crate::credentials`]. Env: `FABRIC_CREDENTIALS_URL` (the
+    /// `POST /credentials` endpoint) with `FABRIC_AGENT_TOKEN_FILE` (the agent's token), with
+    /// the feature `credentials-http`.
+    pub fn credentials(mut self, source: impl crate::credentials::CredentialSource) -> Self {
+        self.credentials = Some(Arc::new(source));
+        self
+    }
+
     /// Publish the `agent.<to>.new_message` notification on every send (default: on, as the
     /// Python bus does). Env: `FABRIC_NOTIFY`.
     pub fn notify(mut self, on: bool) -> Self {
@@ -235,6 +259,18 @@ impl BusBuilder {
             response_timeout: vars.millis("FABRIC_RESPONSE_TIMEOUT_MS")?,
             connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
             tls: tls_from_vars(vars)?,
+            credentials: match (
+                vars.string("FABRIC_CREDENTIALS_URL"),
+                vars.string("FABRIC_AGENT_TOKEN_FILE"),
+            ) {
+                (Some(url), Some(file)) => Some((url, PathBuf::from(file))),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Config(
+                        "FABRIC_CREDENTIALS_URL and FABRIC_AGENT_TOKEN_FILE go together: set both (the credentials endpoint and the file holding the agent's token) or neither".into(),
+                    ));
+                }
+            },
         };
         Ok(self)
     }
@@ -253,6 +289,24 @@ impl BusBuilder {
                 )),
                 None => self.from_env.tls.client.clone(),
             },
+        }
+    }
+
+    /// The credentials in force: the method's over the environment's.
+    fn credential_source(&self) -> Result<Option<Arc<dyn crate::credentials::CredentialSource>>> {
+        if let Some(s) = &self.credentials {
+            return Ok(Some(s.clone()));
+        }
+        match &self.from_env.credentials {
+            None => Ok(None),
+            #[cfg(feature = "credentials-http")]
+            Some((url, file)) => Ok(Some(Arc::new(
+                crate::credentials::HttpCredentialSource::token_file(url.clone(), file.clone()),
+            ))),
+            #[cfg(not(feature = "credentials-http"))]
+            Some(_) => Err(Error::Config(
+                "FABRIC_CREDENTIALS_URL is set, but this program was built without fabric-worker's feature `credentials-http`; enable it in Cargo.toml".into(),
+            )),
         }
     }
 
@@ -290,12 +344,17 @@ impl BusBuilder {
     /// comma-separated nodes (`redis://a:7000,redis://b:7001`) connects to a Redis Cluster.
     pub async fn connect(self) -> Result<Bus> {
         let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
+        let credentials = match self.credential_source()? {
+            Some(source) => Some(crate::credentials::Renewing::start(source).await?),
+            None => None,
+        };
         let broker = Broker::connect(
             &self.url,
             cluster,
             self.response(),
             self.connect_time(),
             &self.tls_files(),
+            credentials,
         )
         .await?;
         let _: String = redis::cmd("PING")
@@ -355,6 +414,7 @@ impl Bus {
     /// A builder for `url`.
     pub fn builder(url: impl Into<String>) -> BusBuilder {
         BusBuilder {
+            credentials: None,
             url: url.into(),
             cluster: None,
             notify: None,
