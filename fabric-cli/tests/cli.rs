@@ -421,7 +421,7 @@ fn redis_unreachable_usage_errors_and_help() {
         ),
         (
             vec!["mcp", "--tokens-file", "t.json"],
-            "error: token and JWT options apply to --http only",
+            "error: token, JWT and credentials options apply to --http only",
         ),
         (
             vec![

@@ -141,15 +141,10 @@ async fn a_worker_runs_on_renewed_credentials_without_losing_a_message() {
     let server = issuer(&redis, lifetime).await;
     let router = fabric_tests::RunningRouter::serve(&redis.router_url()).await;
     // percy's worker starts from its JWT alone: no password anywhere in its configuration.
-    let bus = fabric_worker::Bus::builder(format!("redis://127.0.0.1:{}", redis.server.port()))
-        .mode(Mode::Secure)
-        .credentials(HttpCredentialSource::new(endpoint(&server), jwt(&percy)))
-        .connect()
-        .await
-        .unwrap();
     let worker = fabric_tests::RunningWorker::start(
         Worker::builder(&percy)
-            .bus(bus)
+            .url(format!("redis://127.0.0.1:{}", redis.server.port()))
+            .credentials(HttpCredentialSource::new(endpoint(&server), jwt(&percy)))
             .block(Duration::from_millis(200)),
     )
     .await;

@@ -24,9 +24,9 @@
 //! assert!(file.starts_with("user percy reset on >s3cret"));
 //! ```
 
-use crate::bus::Mode;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::mode::Mode;
 
 /// Topic patterns agents may publish and subscribe to by default.
 pub const DEFAULT_TOPIC_PATTERNS: &[&str] = &["analytics.*", "system.*", "shared:*"];

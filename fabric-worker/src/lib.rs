@@ -53,6 +53,7 @@ mod error;
 pub mod handler;
 pub mod keys;
 pub mod message;
+mod mode;
 mod receipt;
 pub mod router;
 pub mod runtime;

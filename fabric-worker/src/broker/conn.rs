@@ -19,8 +19,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
+use crate::broker::renew::{Provider, Renewing};
 use crate::broker::{tls, wire};
-use crate::credentials::{Provider, Renewing};
 use crate::error::{Error, NOT_CONNECTED, Result};
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ pub(crate) mod conn;
 mod dead_letter;
 pub(crate) mod functions;
 mod groups;
+pub(crate) mod renew;
 pub(crate) mod tls;
 pub(crate) mod wire;
 
@@ -68,7 +69,7 @@ impl Broker {
         response: Duration,
         connect: Duration,
         tls: &tls::TlsFiles,
-        credentials: Option<std::sync::Arc<crate::credentials::Renewing>>,
+        credentials: Option<std::sync::Arc<renew::Renewing>>,
     ) -> Result<Broker> {
         let urls = conn::split_urls(url);
         let timeouts = Timeouts { response, connect };

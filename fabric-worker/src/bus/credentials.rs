@@ -6,11 +6,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::{Bus, Mode};
 use crate::acl::{self, Role};
 use crate::broker::wire;
+use crate::credentials::Credentials;
 use crate::error::{Error, Result};
 use crate::keys;
 
@@ -20,30 +19,6 @@ pub const CREDENTIAL_USER_PREFIX: &str = "cred.";
 /// Shortest and longest lifetime of issued credentials.
 pub const CREDENTIAL_LIFETIME: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
-
-/// A Redis user name and password that stop working at `expires_at_ms`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credentials {
-    /// The agent they act as.
-    pub agent: String,
-    /// The Redis user (`cred.<agent>.<expiry ms>.<nonce>`).
-    pub user: String,
-    /// Its password.
-    pub password: String,
-    /// When the user is deleted, ms since the epoch.
-    pub expires_at_ms: u64,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("agent", &self.agent)
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .field("expires_at_ms", &self.expires_at_ms)
-            .finish()
-    }
-}
 
 /// `(agent, expiry ms)` of an issued user's name.
 pub(crate) fn parse_user(user: &str) -> Option<(&str, u64)> {

@@ -38,9 +38,11 @@ use crate::broker::{Broker, Conn};
 use crate::env;
 use crate::error::{Error, Result};
 use crate::keys;
+pub use crate::mode::Mode;
 
+pub use crate::credentials::Credentials;
 pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received, Source};
-pub use credentials::{CREDENTIAL_LIFETIME, CREDENTIAL_USER_PREFIX, Credentials};
+pub use credentials::{CREDENTIAL_LIFETIME, CREDENTIAL_USER_PREFIX};
 pub use dead_letters::DeadLetter;
 pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
@@ -55,47 +57,6 @@ pub const DEFAULT_REDIS_URL: &str = env::DEFAULT_REDIS_URL;
 /// `REDIS_URL`, or the default `redis://127.0.0.1:6379`.
 pub fn redis_url_from_env() -> String {
     env::process().redis_url()
-}
-
-/// How messages travel between agents.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Mode {
-    /// Senders append straight to the recipient's inbox, as the Python bus does: for one
-    /// trusted team (an agent's credentials can write other agents' inboxes).
-    #[default]
-    Direct,
-    /// Senders append to their own outbox; the router (`fabric router`) delivers each entry,
-    /// stamping the authenticated sender. An agent's credentials give rights on its own keys
-    /// only (see `docs/security.md`).
-    Secure,
-}
-
-impl Mode {
-    /// `direct` or `secure`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Direct => "direct",
-            Mode::Secure => "secure",
-        }
-    }
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Mode> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "direct" => Ok(Mode::Direct),
-            "secure" => Ok(Mode::Secure),
-            _ => Err(Error::invalid("mode", s, "use direct or secure")),
-        }
-    }
 }
 
 /// Checks a Redis URL setting without connecting: one URL, or comma-separated cluster seed
@@ -292,6 +253,15 @@ impl BusBuilder {
         }
     }
 
+    /// [`credentials`](BusBuilder::credentials) with a source already shared.
+    pub(crate) fn credentials_shared(
+        mut self,
+        source: Arc<dyn crate::credentials::CredentialSource>,
+    ) -> Self {
+        self.credentials = Some(source);
+        self
+    }
+
     /// The credentials in force: the method's over the environment's.
     fn credential_source(&self) -> Result<Option<Arc<dyn crate::credentials::CredentialSource>>> {
         if let Some(s) = &self.credentials {
@@ -345,7 +315,7 @@ impl BusBuilder {
     pub async fn connect(self) -> Result<Bus> {
         let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
         let credentials = match self.credential_source()? {
-            Some(source) => Some(crate::credentials::Renewing::start(source).await?),
+            Some(source) => Some(crate::broker::renew::Renewing::start(source).await?),
             None => None,
         };
         let broker = Broker::connect(

@@ -28,6 +28,8 @@ pub struct WorkerBuilder {
     explicit: Settings,
     /// Serve the agents' inboxes (default true).
     inbox: bool,
+    /// Short-lived credentials for the bus the worker connects.
+    credentials: Option<std::sync::Arc<dyn crate::credentials::CredentialSource>>,
     /// What `from_env` read: settings, `FABRIC_AGENTS`, and the bus's own settings.
     env: Option<(Settings, Vec<String>, BusBuilder)>,
 }
@@ -39,6 +41,7 @@ impl WorkerBuilder {
             bus: None,
             explicit: Settings::default(),
             inbox: true,
+            credentials: None,
             env: None,
         }
     }
@@ -81,6 +84,15 @@ impl WorkerBuilder {
     /// Env: `FABRIC_CONSUME_RESULTS`.
     pub fn consume_results(mut self, on: bool) -> Self {
         self.explicit.results = Some(on);
+        self
+    }
+
+    /// Log in with short-lived credentials from `source`, renewed before they expire (see
+    /// [`BusBuilder::credentials`](crate::bus::BusBuilder::credentials)); ignored when a bus
+    /// is given with [`bus`](WorkerBuilder::bus). Env: `FABRIC_CREDENTIALS_URL` with
+    /// `FABRIC_AGENT_TOKEN_FILE`, through [`from_env`](WorkerBuilder::from_env).
+    pub fn credentials(mut self, source: impl crate::credentials::CredentialSource) -> Self {
+        self.credentials = Some(std::sync::Arc::new(source));
         self
     }
 
@@ -244,10 +256,13 @@ impl WorkerBuilder {
                     .url
                     .clone()
                     .unwrap_or_else(|| env::DEFAULT_REDIS_URL.to_owned());
-                let builder = match self.env {
+                let mut builder = match self.env {
                     Some((_, _, bus)) => bus.with_url(url),
                     None => Bus::builder(url),
                 };
+                if let Some(source) = self.credentials {
+                    builder = builder.credentials_shared(source);
+                }
                 builder.connect().await?
             }
         };
