@@ -103,6 +103,7 @@ const AGENT_OWN: &[&str] = &[
     "+hdel",
     "+set",
     "+get",
+    "+incr",
     "+fcall",
     "+fcall_ro",
 ];
@@ -272,6 +273,11 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                     "agent:*:results:dead{*}",
                 ],
                 &["+xadd", "+xlen", "+xrange", "+zcard"],
+            ));
+            // Expired messages it received, counted.
+            r.push(selector(
+                &["agent:*:inbox:expired{*}", "agent:*:results:expired{*}"],
+                &["+incr", "+get"],
             ));
             // Its own request/reply streams.
             r.push(selector(

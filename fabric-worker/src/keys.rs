@@ -244,6 +244,12 @@ pub fn dead_letters(stream: &str) -> String {
     companion(stream, "dead")
 }
 
+/// How many messages of a stream expired before a worker reached them:
+/// `<stream>:expired{<stream>}` (a counter).
+pub fn expired_count(stream: &str) -> String {
+    companion(stream, "expired")
+}
+
 /// Retries waiting for their time of a stream: `<stream>:retry{<stream>}` (a sorted set).
 pub fn retries(stream: &str) -> String {
     companion(stream, "retry")

@@ -164,7 +164,8 @@ pub struct Message {
     /// 1–4.
     #[serde(default)]
     pub priority: Priority,
-    /// Carried, not enforced.
+    /// Seconds after `timestamp` the message may still be handled (0: no limit); past that,
+    /// a worker moves it to dead letters as `expired` (see [`Message::is_expired_at`]).
     #[serde(default = "default_ttl", deserialize_with = "lenient_ttl")]
     pub ttl_seconds: u64,
     /// A stream key to send the handler's reply to.
@@ -234,7 +235,33 @@ pub(crate) fn new_message_id() -> String {
     format!("msg:{}", uuid::Uuid::new_v4())
 }
 
+/// Ms since the epoch of a timestamp as the Python bus writes it (naive UTC,
+/// `2026-11-25T20:15:56.123456`), or RFC 3339 with an offset.
+fn timestamp_ms(ts: &str) -> Option<u64> {
+    let ts = ts.trim();
+    let utc = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|n| n.and_utc())
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(ts).map(|d| d.to_utc()))
+        .ok()?;
+    u64::try_from(utc.timestamp_millis()).ok()
+}
+
 impl Message {
+    /// When it expires, ms since the epoch: `timestamp` + `ttl_seconds`. `None` when
+    /// `ttl_seconds` is 0 (no limit) or the timestamp cannot be read (no limit either: a
+    /// message is never thrown away on a guess).
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        if self.ttl_seconds == 0 {
+            return None;
+        }
+        timestamp_ms(&self.timestamp)?.checked_add(self.ttl_seconds.saturating_mul(1000))
+    }
+
+    /// Whether its time was up at `now_ms` (ms since the epoch).
+    pub fn is_expired_at(&self, now_ms: u64) -> bool {
+        self.expires_at_ms().is_some_and(|at| now_ms >= at)
+    }
+
     /// A new message with a fresh id, the current time, normal priority, the default TTL
     /// and a fresh correlation id.
     pub fn new(
@@ -414,6 +441,27 @@ pub mod fields {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn expiry_counts_from_the_timestamp() {
+        let mut m = Message::new("a", "b", "task", json!({}));
+        m.timestamp = "2026-11-25T20:15:56.123456".into();
+        m.ttl_seconds = 60;
+        let at = m.expires_at_ms().unwrap();
+        assert_eq!(at, 1_795_637_756_123 + 60_000);
+        assert!(!m.is_expired_at(at - 1));
+        assert!(m.is_expired_at(at));
+        m.ttl_seconds = 0;
+        assert!(!m.is_expired_at(u64::MAX));
+        m.ttl_seconds = 60;
+        m.timestamp = "2026-11-25T20:15:56Z".into();
+        assert_eq!(m.expires_at_ms(), Some(1_795_637_756_000 + 60_000));
+        m.timestamp = "yesterday".into();
+        assert!(
+            !m.is_expired_at(u64::MAX),
+            "an unreadable timestamp never expires"
+        );
+    }
 
     #[test]
     fn encodes_every_key_the_python_bus_expects() {

@@ -146,6 +146,7 @@ mod tests {
             group_exists: true,
             dead_letters: 2,
             scheduled_retries: 0,
+            expired: 0,
             stream_info: None,
         };
         let text = render(&[s]);

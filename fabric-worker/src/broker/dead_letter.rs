@@ -41,6 +41,8 @@ pub enum DeadReason {
     ForgedSender,
     /// A due retry could not be put back in its stream (`promote_failed`).
     PromoteFailed,
+    /// Its `ttl_seconds` had passed when a worker reached it; not handled (`expired`).
+    Expired,
     /// A reason this version does not know (written by another producer or a later version).
     Other(String),
 }
@@ -62,12 +64,13 @@ impl DeadReason {
             DeadReason::NotAllowed => "not_allowed",
             DeadReason::ForgedSender => "forged_sender",
             DeadReason::PromoteFailed => "promote_failed",
+            DeadReason::Expired => "expired",
             DeadReason::Other(s) => s,
         }
     }
 
     /// Every reason this version writes.
-    pub const KNOWN: [DeadReason; 13] = [
+    pub const KNOWN: [DeadReason; 14] = [
         DeadReason::InvalidEnvelope,
         DeadReason::NoHandler,
         DeadReason::BadPayload,
@@ -81,6 +84,7 @@ impl DeadReason {
         DeadReason::NotAllowed,
         DeadReason::ForgedSender,
         DeadReason::PromoteFailed,
+        DeadReason::Expired,
     ];
 }
 

@@ -29,6 +29,17 @@ pub(crate) use wire::RawEntry;
 use crate::error::Result;
 use conn::{Backend, Timeouts};
 
+/// Counts one expired message of `stream` (`<stream>:expired{<stream>}`).
+pub(crate) async fn count_expired(broker: &Broker, stream: &str) -> Result<()> {
+    let key = crate::keys::expired_count(stream);
+    let _: i64 = redis::cmd("INCR")
+        .arg(&key)
+        .query_async(&mut broker.conn())
+        .await
+        .map_err(|e| crate::error::Error::redis("INCR", &key, e))?;
+    Ok(())
+}
+
 /// Locks a mutex, recovering the data if a thread panicked while holding it: every
 /// mutex of this crate guards a map or set that a panic cannot leave half-updated.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -169,6 +169,16 @@ impl Reader<'_> {
             }
             match e.decode_as(stamped) {
                 Ok(message) if workers_types.contains(&message.message_type) => theirs.push(e.id),
+                Ok(message) if message.is_expired_at(crate::time::now_ms()) => {
+                    let why = format!(
+                        "ttl_seconds {} passed (sent {}) before it was received; not delivered",
+                        message.ttl_seconds, message.timestamp
+                    );
+                    tracing::info!(agent = self.agent, stream_id = %e.id, "{why}; moved to dead letters");
+                    crate::broker::count_expired(self.bus.broker(), self.stream).await?;
+                    self.dead_letter(&e, &DeadReason::Expired, &why, deliveries)
+                        .await?;
+                }
                 Ok(message) => out.push(Received {
                     attempt: e.attempt(),
                     message,

@@ -66,6 +66,9 @@ pub struct QueueStatus {
     pub dead_letters: u64,
     /// Failed messages waiting for their next attempt.
     pub scheduled_retries: u64,
+    /// Messages whose `ttl_seconds` had passed when they were reached (dead-lettered as
+    /// `expired`, or dropped), ever.
+    pub expired: u64,
     /// `XINFO STREAM` of the inbox (`None` when it does not exist).
     pub stream_info: Option<StreamInfo>,
 }
@@ -194,10 +197,11 @@ impl Bus {
         let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn();
-        let (exists, dead, retries): (bool, u64, u64) = redis::pipe()
+        let (exists, dead, retries, expired): (bool, u64, u64, Option<u64>) = redis::pipe()
             .exists(&stream)
             .xlen(keys::dead_letters(&stream))
             .zcard(keys::retries(&stream))
+            .get(keys::expired_count(&stream))
             .query_async(&mut conn)
             .await
             .map_err(|e| Error::redis("EXISTS", &stream, e))?;
@@ -218,6 +222,7 @@ impl Bus {
             group_exists: false,
             dead_letters: dead,
             scheduled_retries: retries,
+            expired: expired.unwrap_or(0),
             stream_info: None,
         };
         if !exists {

@@ -104,6 +104,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// What to do with a message whose `ttl_seconds` had passed when it is reached: move it
+    /// to dead letters as `expired` (the default), or, with `true`, drop it (acknowledge it
+    /// unhandled). Either way it is counted (`QueueStatus::expired`). Env:
+    /// `FABRIC_DROP_EXPIRED`.
+    pub fn drop_expired(mut self, on: bool) -> Self {
+        self.explicit.drop_expired = Some(on);
+        self
+    }
+
     /// Handlers running at once per served stream (default 100). Env: `FABRIC_CONCURRENCY`.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.explicit.concurrency = Some(n);

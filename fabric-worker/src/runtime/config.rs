@@ -39,6 +39,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) retry_poll_interval: Duration,
     /// Larger entries are dead-lettered (`too_large`) without being decoded.
     pub(crate) max_entry_bytes: usize,
+    /// Expired messages are dropped (acknowledged and counted) instead of dead-lettered.
+    pub(crate) drop_expired: bool,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +60,7 @@ impl Default for WorkerConfig {
             trim_interval: Duration::from_secs(10),
             retry_poll_interval: Duration::from_secs(1),
             max_entry_bytes: crate::broker::wire::DEFAULT_MAX_ENTRY_BYTES,
+            drop_expired: false,
         }
     }
 }
@@ -169,6 +172,8 @@ settings! {
     retry_poll_interval: Duration,
     /// `FABRIC_MAX_ENTRY_BYTES`.
     max_entry_bytes: usize,
+    /// `FABRIC_DROP_EXPIRED`.
+    drop_expired: bool,
 }
 
 impl Settings {
@@ -195,6 +200,7 @@ impl Settings {
             trim_interval: v.millis("FABRIC_TRIM_INTERVAL_MS")?,
             retry_poll_interval: v.millis("FABRIC_RETRY_POLL_INTERVAL_MS")?,
             max_entry_bytes: v.usize("FABRIC_MAX_ENTRY_BYTES")?,
+            drop_expired: v.bool("FABRIC_DROP_EXPIRED")?,
         })
     }
 
@@ -216,6 +222,7 @@ impl Settings {
             trim_interval: self.trim_interval.unwrap_or(d.trim_interval),
             retry_poll_interval: self.retry_poll_interval.unwrap_or(d.retry_poll_interval),
             max_entry_bytes: self.max_entry_bytes.unwrap_or(d.max_entry_bytes),
+            drop_expired: self.drop_expired.unwrap_or(d.drop_expired),
         };
         c.check()?;
         if let Some(g) = &self.group {

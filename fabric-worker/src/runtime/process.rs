@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::outcome::{Ran, Verdict, decide, run_handler};
 use super::stream::{Persisted, StreamState};
@@ -115,6 +115,9 @@ impl StreamState {
             )
             .await;
             return false;
+        }
+        if message.is_expired_at(crate::time::now_ms()) {
+            return self.expire(&entry, &message, attempt, deliveries).await;
         }
         let Some(handler) = spec.handlers.get(&message.message_type) else {
             if self.has_mcp_group().await {
@@ -267,6 +270,40 @@ impl StreamState {
                 self.send_reply(reply_to, m, "error", payload).await;
             }
         })
+    }
+
+    /// A message whose time was up: counted, then dead-lettered as `expired` or dropped.
+    async fn expire(
+        self: &Arc<Self>,
+        entry: &RawEntry,
+        message: &Message,
+        attempt: u32,
+        deliveries: u64,
+    ) -> bool {
+        let why = format!(
+            "ttl_seconds {} passed (sent {}) before a worker reached it; not handled",
+            message.ttl_seconds, message.timestamp
+        );
+        if let Err(e) = crate::broker::count_expired(&self.broker, &self.spec.stream).await {
+            warn!(error = %e, "could not count an expired message");
+        }
+        if self.config.drop_expired {
+            info!(%why, "expired message dropped");
+            return self.ack(&entry.id);
+        }
+        info!(%why, "expired message moved to dead letters");
+        self.dead_letter(
+            entry,
+            GiveUp {
+                message: Some(message),
+                reason: DeadReason::Expired,
+                error: &why,
+                attempts: attempt,
+                deliveries,
+            },
+        )
+        .await;
+        false
     }
 
     /// Writes a reply (`response` or `error`) to `reply_to`, with `in_reply_to` beside the

@@ -57,6 +57,7 @@ pub(super) fn definition() -> Tool {
                 "group_exists": {"type": "boolean"},
                 "dead_letters": {"type": "integer"},
                 "scheduled_retries": {"type": "integer"},
+                "expired": {"type": "integer", "description": "Messages whose ttl_seconds had passed when they were reached (not handled)."},
                 "stream_info": {"type": ["object", "null"], "description": "XINFO STREAM of the inbox (null when the inbox does not exist yet)."}
             },
             "required": ["agent_id", "queue_depth", "pending", "dead_letters"]
