@@ -590,3 +590,44 @@ fn mcp_http_refuses_weak_credentials_and_loose_jwts() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `fabric send --idempotency-key`: the second send with the key queues nothing.
+#[tokio::test]
+async fn send_with_an_idempotency_key_queues_once() {
+    init_tracing();
+    let redis = RedisServer::start_own(false);
+    let url = redis.url();
+    let percy = unique_agent("percy");
+    let args = [
+        "send",
+        percy.as_str(),
+        "{}",
+        "--idempotency-key",
+        "nightly-42",
+        "--json",
+    ];
+    let first: Value = serde_json::from_str(&stdout(&fabric(&url, &args))).unwrap();
+    let again: Value = serde_json::from_str(&stdout(&fabric(&url, &args))).unwrap();
+    assert_eq!(first["status"], "queued");
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(first["stream_id"], again["stream_id"]);
+    let o = fabric(
+        &url,
+        &[
+            "send",
+            percy.as_str(),
+            "{}",
+            "--idempotency-key",
+            "nightly-42",
+        ],
+    );
+    expect_code(&o, 0);
+    assert!(stdout(&o).starts_with("already sent"), "{}", stdout(&o));
+    let mut conn = redis.async_conn().await;
+    let len: u64 = redis::cmd("XLEN")
+        .arg(keys::inbox(&percy))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(len, 1);
+}

@@ -398,6 +398,16 @@ async fn fabric_agents_lists_live_agents_and_sending_to_an_unknown_one_warns() {
     )
     .await);
     assert!(fine.get("warning").is_none(), "{fine}");
+    // A tool call retried with its idempotency key queues nothing the second time.
+    let args = json!({"to_agent": percy, "message_type": "task", "payload": {"n": 7}, "idempotency_key": "review-7"});
+    let first = ok(&call(&client, "fabric_message_send", args.clone()).await);
+    let again = ok(&call(&client, "fabric_message_send", args).await);
+    assert_eq!(
+        (first["status"].clone(), again["status"].clone()),
+        (json!("queued"), json!("duplicate"))
+    );
+    assert_eq!(first["stream_id"], again["stream_id"]);
+    assert_eq!(first["message_id"], again["message_id"]);
 
     // A stopped worker is listed as not live (its types stay its own).
     worker.stop().await;

@@ -8,7 +8,7 @@
 -- never as Lua numbers (which are doubles and lose precision above 2^53).
 
 -- Bumped whenever a function changes; a worker refuses an older library.
-local VERSION = 1
+local VERSION = 2
 
 -- Most fields an entry may have to be re-added by a function (a retry, a forward).
 local MAX_FIELDS = 64
@@ -244,4 +244,36 @@ redis.register_function('fabric_forward', function(keys, args)
   local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - window, 'LIMIT', 0, 100)
   if #old > 0 then redis.call('ZREM', seen, unpack(old)) end
   return out
+end)
+
+-- fabric_send_once(stream, once, ids; key, window_ms, message_id, timestamp, field, value,
+-- ...): an idempotent send. Appends the entry (1 to 64 field pairs) to `stream` unless
+-- `key` was sent there within the window; `once` (a sorted set: key -> expiry ms) and `ids`
+-- (a hash: key -> "<stream id> <message id> <timestamp>") are in the stream's slot. Returns
+-- {1, stream id} when appended, {0, "<stream id> <message id> <timestamp>"} of the first
+-- send for a duplicate.
+redis.register_function('fabric_send_once', function(keys, args)
+  local stream, once, ids = keys[1], keys[2], keys[3]
+  local key, window, msg_id, ts = args[1], tonumber(args[2]), args[3], args[4]
+  local pairs = (#args - 4) / 2
+  if not key or not window or window < 1 or not msg_id or not ts
+      or pairs < 1 or pairs ~= math.floor(pairs) or pairs > MAX_FIELDS then
+    return redis.error_reply('ERR fabric_send_once: expected key, window ms, message id, timestamp and 1 to 64 field pairs')
+  end
+  local now = now_ms()
+  -- Forget keys whose window is over, a bounded number per call.
+  local old = redis.call('ZRANGEBYSCORE', once, '-inf', now, 'LIMIT', 0, 100)
+  if #old > 0 then
+    redis.call('ZREM', once, unpack(old))
+    redis.call('HDEL', ids, unpack(old))
+  end
+  local until_ms = redis.call('ZSCORE', once, key)
+  if until_ms and tonumber(until_ms) > now then
+    local first = redis.call('HGET', ids, key)
+    if first then return {0, first} end
+  end
+  local id = redis.call('XADD', stream, '*', unpack(args, 5))
+  redis.call('ZADD', once, now + window, key)
+  redis.call('HSET', ids, key, id .. ' ' .. msg_id .. ' ' .. ts)
+  return {1, id}
 end)

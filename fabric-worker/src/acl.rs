@@ -148,6 +148,29 @@ fn strings(list: &[&str]) -> impl Iterator<Item = String> {
     list.iter().map(|s| (*s).to_owned())
 }
 
+/// Direct mode: `XADD` into any inbox, and `FCALL fabric_send_once` with the commands it
+/// runs on the inbox's idempotency keys.
+fn send_once_selector() -> String {
+    selector(
+        &[
+            "agent:*:inbox",
+            "agent:*:inbox:once{*}",
+            "agent:*:inbox:onceids{*}",
+        ],
+        &[
+            "+xadd",
+            "+fcall",
+            "+zrangebyscore",
+            "+zrem",
+            "+zscore",
+            "+zadd",
+            "+hget",
+            "+hset",
+            "+hdel",
+        ],
+    )
+}
+
 /// A selector: `(<patterns> <commands>)`.
 fn selector(patterns: &[&str], commands: &[&str]) -> String {
     let mut parts: Vec<String> = patterns.iter().map(|p| format!("~{p}")).collect();
@@ -177,8 +200,9 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.extend(strings(AGENT_OWN));
             r.extend(strings(PUBSUB));
             if mode == Mode::Direct {
-                // Write-only access to other agents' streams: XADD and nothing else.
-                r.push(selector(&["agent:*:inbox"], &["+xadd"]));
+                // Write-only access to other agents' streams: XADD and nothing else, and
+                // idempotent sends (fabric_send_once and what it runs).
+                r.push(send_once_selector());
                 r.push(selector(
                     &["agent:*:results", "agent:*:replies:*"],
                     &["+xadd"],
@@ -237,11 +261,14 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 // Sends as the agent it authenticated: into that agent's outbox.
                 Mode::Secure => r.push(selector(&["agent:*:outbox"], &["+xadd"])),
                 // Direct mode: into the recipient's inbox (and replies into results and
-                // reply streams), as agents do.
-                Mode::Direct => r.push(selector(
-                    &["agent:*:inbox", "agent:*:results", "agent:*:replies:*"],
-                    &["+xadd"],
-                )),
+                // reply streams), as agents do, idempotent sends included.
+                Mode::Direct => {
+                    r.push(send_once_selector());
+                    r.push(selector(
+                        &["agent:*:results", "agent:*:replies:*"],
+                        &["+xadd"],
+                    ));
+                }
             }
             // Receives (redelivering what was not acknowledged in time), acknowledges and
             // inspects for that agent: its inbox and its results.
@@ -424,7 +451,12 @@ mod tests {
     #[test]
     fn a_direct_agent_may_also_append_to_other_streams() {
         let r = rules(&Role::Agent("coder".into()), Mode::Direct, "pw", &[]).unwrap();
-        assert!(r.contains(&"(~agent:*:inbox +xadd)".to_string()));
+        assert!(
+            r.iter()
+                .any(|x| x.starts_with("(~agent:*:inbox ~agent:*:inbox:once{*}")
+                    && x.contains("+xadd")),
+            "{r:?}"
+        );
         assert!(r.contains(&"&agent.*.new_message".to_string()));
         assert!(!r.iter().any(|x| x == "+eval"));
     }
@@ -478,9 +510,10 @@ mod tests {
         assert!(secure.contains(&"(~agent:*:outbox +xadd)".to_string()));
         let direct = rules(&Role::McpServer, Mode::Direct, "pw", &[]).unwrap();
         assert!(
-            direct.contains(
-                &"(~agent:*:inbox ~agent:*:results ~agent:*:replies:* +xadd)".to_string()
-            ),
+            direct.contains(&"(~agent:*:results ~agent:*:replies:* +xadd)".to_string())
+                && direct
+                    .iter()
+                    .any(|x| x.starts_with("(~agent:*:inbox ~agent:*:inbox:once{*}")),
             "{direct:?}"
         );
     }

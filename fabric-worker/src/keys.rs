@@ -250,6 +250,18 @@ pub fn expired_count(stream: &str) -> String {
     companion(stream, "expired")
 }
 
+/// Idempotent sends to a stream, by key, until their window ends:
+/// `<stream>:once{<stream>}` (a sorted set: key -> expiry ms).
+pub fn once(stream: &str) -> String {
+    companion(stream, "once")
+}
+
+/// What each idempotent send to a stream was: `<stream>:onceids{<stream>}` (a hash: key ->
+/// `<stream id> <message id> <timestamp>`).
+pub fn once_ids(stream: &str) -> String {
+    companion(stream, "onceids")
+}
+
 /// Retries waiting for their time of a stream: `<stream>:retry{<stream>}` (a sorted set).
 pub fn retries(stream: &str) -> String {
     companion(stream, "retry")

@@ -416,6 +416,10 @@ pub struct SendArgs {
     #[arg(long = "header", value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
 
+    /// Send once per KEY: a second send with the same key within a day queues nothing (status duplicate)
+    #[arg(long, value_name = "KEY", conflicts_with = "wait")]
+    pub idempotency_key: Option<String>,
+
     /// Wait up to SECONDS for the reply and print it (exit code 5 if none comes)
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
     pub wait: Option<f64>,

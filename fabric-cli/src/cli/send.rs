@@ -115,7 +115,13 @@ pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
         None => {
             let to = message.to_agent.clone();
             let priority = message.priority;
-            let receipt = bus.send(message).await?;
+            let receipt = match &args.idempotency_key {
+                Some(key) => {
+                    bus.send_once(message, key, fabric_worker::bus::DEFAULT_DEDUP_WINDOW)
+                        .await?
+                }
+                None => bus.send(message).await?,
+            };
             if json {
                 output::print_json(&json!({
                     "message_id": receipt.message_id,
@@ -125,8 +131,13 @@ pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
                     "to_agent": to,
                 }))
             } else {
+                let verb = if receipt.status == "duplicate" {
+                    "already sent (same idempotency key; nothing queued):"
+                } else {
+                    "queued"
+                };
                 output::println(&format!(
-                    "queued {} for {to} as {} in {} (priority {})",
+                    "{verb} {} for {to} as {} in {} (priority {})",
                     receipt.message_id,
                     receipt.stream_id,
                     fabric_worker::keys::inbox(&to),

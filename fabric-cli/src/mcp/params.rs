@@ -162,11 +162,30 @@ checked_string!(
     json_schema!({"type": "string", "pattern": keys::STREAM_ID_PATTERN})
 );
 checked_string!(
+    /// An idempotency key: 1–200 characters, no control characters.
+    IdempotencyKey,
+    check_idempotency_key,
+    json_schema!({"type": "string", "minLength": 1, "maxLength": fabric_worker::bus::MAX_IDEMPOTENCY_KEY_LEN})
+);
+checked_string!(
     /// A correlation id: 1–256 characters.
     CorrelationId,
     check_correlation_id,
     json_schema!({"type": "string", "minLength": 1, "maxLength": 256})
 );
+
+fn check_idempotency_key(s: &str) -> Result<(), String> {
+    if s.is_empty()
+        || s.len() > fabric_worker::bus::MAX_IDEMPOTENCY_KEY_LEN
+        || s.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{s:?} must be 1-{} characters without control characters",
+            fabric_worker::bus::MAX_IDEMPOTENCY_KEY_LEN
+        ));
+    }
+    Ok(())
+}
 
 fn check_correlation_id(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 256 {

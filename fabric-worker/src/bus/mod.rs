@@ -23,6 +23,7 @@ mod inspect;
 mod presence;
 mod request;
 pub(crate) mod send;
+mod send_once;
 mod topics;
 
 use std::collections::HashMap;
@@ -49,6 +50,7 @@ pub use inspect::{
 };
 pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
 pub use send::{FailedSend, SendReceipt};
+pub use send_once::{DEFAULT_DEDUP_WINDOW, MAX_IDEMPOTENCY_KEY_LEN};
 pub use topics::{Subscription, TopicEvent};
 
 /// Default Redis URL when `REDIS_URL` is not set.

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::{CallContext, ToolError};
 use crate::mcp::authz::{Act, authorize};
 use crate::mcp::params::{
-    AgentId, CorrelationId, JsonObjectArg, MAX_PAYLOAD_BYTES, MessageType, PriorityArg, StreamKey,
+    AgentId, CorrelationId, IdempotencyKey, JsonObjectArg, MAX_PAYLOAD_BYTES, MessageType,
+    PriorityArg, StreamKey,
 };
 
 pub(super) const NAME: &str = "fabric_message_send";
@@ -33,6 +34,8 @@ pub(super) struct Params {
     reply_to: Option<StreamKey>,
     /// Optional id to correlate replies with (a fresh one is generated otherwise).
     correlation_id: Option<CorrelationId>,
+    /// Optional: send once per key. If you may call again for the same message (a timeout, a retry), give the same key: a second send within a day queues nothing and returns the first receipt with status "duplicate".
+    idempotency_key: Option<IdempotencyKey>,
 }
 
 /// The message a send or a request builds: the sender is whoever `authorize` says.
@@ -69,7 +72,7 @@ pub(super) fn definition() -> Tool {
             "type": "object",
             "properties": {
                 "message_id": {"type": "string"},
-                "status": {"type": "string", "enum": ["queued"]},
+                "status": {"type": "string", "enum": ["queued", "duplicate"], "description": "duplicate: a message with this idempotency_key was already sent; nothing was queued and this is the first one's receipt."},
                 "stream_id": {"type": "string", "description": "Entry id in the recipient's inbox."},
                 "timestamp": {"type": "string"},
                 "to_agent": {"type": "string"},
@@ -110,7 +113,13 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
         Some(r) => *r == keys::results(&m.from_agent),
         None => m.message_type == "task",
     };
-    let receipt = ctx.run(bus.send(m)).await?;
+    let receipt = match &p.idempotency_key {
+        Some(k) => {
+            ctx.run(bus.send_once(m, &k.0, fabric_worker::bus::DEFAULT_DEDUP_WINDOW))
+                .await?
+        }
+        None => ctx.run(bus.send(m)).await?,
+    };
     let mut out = serde_json::to_value(&receipt)
         .map_err(|e| ToolError(format!("cannot encode the receipt: {e}")))?;
     if let Value::Object(o) = &mut out {
