@@ -20,9 +20,11 @@ async fn python_bus_wire_compatibility() {
     let agent = unique_agent("py");
     let worker = RunningWorker::serve(&server.url(), &agent).await;
 
-    // What fabric_message_bus.py's send_task puts on the wire (json.dumps default separators).
+    // What fabric_message_bus.py's send_task puts on the wire (json.dumps default separators),
+    // sent now (`datetime.utcnow().isoformat()`: a day-old one would have expired).
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f");
     let data = format!(
-        r#"{{"id": "msg:4f1c2d3e-1111-4222-8333-944455566677", "from_agent": "pycoder", "to_agent": "{agent}", "message_type": "echo", "payload": {{"task_type": "code_review", "pr_id": "123"}}, "timestamp": "2026-11-25T20:15:56.123456", "priority": 3, "ttl_seconds": 86400, "reply_to": "agent:pycoder:results", "correlation_id": "0b9f4c1e-2222-4333-8444-955566677788"}}"#
+        r#"{{"id": "msg:4f1c2d3e-1111-4222-8333-944455566677", "from_agent": "pycoder", "to_agent": "{agent}", "message_type": "echo", "payload": {{"task_type": "code_review", "pr_id": "123"}}, "timestamp": "{now}", "priority": 3, "ttl_seconds": 86400, "reply_to": "agent:pycoder:results", "correlation_id": "0b9f4c1e-2222-4333-8444-955566677788"}}"#
     );
     let port = server.url().rsplit(':').next().unwrap().to_owned();
     let out = std::process::Command::new("redis-cli")
