@@ -631,3 +631,30 @@ async fn send_with_an_idempotency_key_queues_once() {
         .unwrap();
     assert_eq!(len, 1);
 }
+
+/// On a terminal, `fabric send --wait` says what it is waiting for while it waits (a pty
+/// from `script`, so that stderr is a terminal).
+#[tokio::test]
+async fn send_wait_shows_progress_on_a_terminal() {
+    init_tracing();
+    let redis = RedisServer::start_own(false);
+    let url = redis.url();
+    let nobody = unique_agent("nobody");
+    let line = format!("{FABRIC} send {nobody} '{{}}' --wait 2.5");
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("REDIS_URL", &url)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux runs the command on a pseudo-terminal");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(5), "no reply is exit 5: {out}");
+    assert!(
+        out.contains(&format!("waiting for {nobody}'s reply")) && out.contains("of 2.5 s"),
+        "{out}"
+    );
+    // Not on a terminal (a pipe): no progress line.
+    let o = fabric(&url, &["send", &nobody, "{}", "--wait", "1"]);
+    assert!(!stderr(&o).contains("waiting for"), "{}", stderr(&o));
+}

@@ -180,7 +180,7 @@ async fn with_progress_line<T>(to: &str, timeout: Duration, fut: impl Future<Out
             _ = tick.tick() => {
                 let waited = started.elapsed().as_secs_f64();
                 let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\rwaiting for {to}'s reply… {waited:.0} s of {total:.0} s ");
+                let _ = write!(err, "\rwaiting for {to}'s reply… {waited:.0} s of {total} s ");
                 let _ = err.flush();
             }
         }
