@@ -115,6 +115,26 @@ async fn an_agents_jwt_buys_short_lived_credentials_for_itself_only() {
         redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm),
         "{refused}"
     );
+    // coder's credentials, revoked at once (every user issued to coder), before their time:
+    // refused, while percy's keep working.
+    let (status, other) = ask(&server, Some(&jwt(&coder))).await;
+    assert_eq!(status, 200, "{other}");
+    let coder_user = other["user"].as_str().unwrap().to_owned();
+    let coder_pw = other["password"].as_str().unwrap().to_owned();
+    assert!(login(port, &coder_user, &coder_pw).await.is_ok());
+    let admin = fabric_worker::Bus::connect(redis.server.url())
+        .await
+        .unwrap();
+    let revoked = admin.sweep_credentials(Some(&coder)).await.unwrap();
+    assert_eq!(revoked, std::slice::from_ref(&coder_user));
+    assert!(
+        login(port, &coder_user, &coder_pw).await.is_err(),
+        "a revoked credential still logs in"
+    );
+    assert!(
+        login(port, &user, &password).await.is_ok(),
+        "revoking coder's credentials touched percy's"
+    );
     // After its lifetime the user is gone: no new login, and the open connection is closed.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert!(
