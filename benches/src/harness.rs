@@ -494,28 +494,6 @@ pub(crate) async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow:
         .count())
 }
 
-/// One consumer process of `kind` serving `agent`, started and waiting for messages, and a
-/// sender's bus for `mode` (in secure mode the agent and the producer are registered, so the
-/// router delivers between them).
-pub(crate) async fn start_one(
-    env: &Env,
-    kind: Kind,
-    agent: &str,
-    mode: fabric_worker::bus::Mode,
-) -> anyhow::Result<(Consumer, Bus)> {
-    let agents = [agent.to_owned()];
-    create_groups(env, kind, &agents).await?;
-    let before = blocked_readers(&mut env.conn.clone()).await?;
-    let mut consumer = procs::spawn(kind, &env.url, &agents, RAW_GROUP, &env.tmp)?;
-    wait_readers_blocked(env, before, 1, &mut [&mut consumer]).await?;
-    if mode == fabric_worker::bus::Mode::Secure {
-        env.bus.register_agent(agent, None).await?;
-        env.bus.register_agent(&env.producer(), None).await?;
-    }
-    let bus = Bus::builder(env.url.as_str()).mode(mode).connect().await?;
-    Ok((consumer, bus))
-}
-
 /// Waits until `expected` more clients than `before` are blocked in `XREADGROUP`: the
 /// consumers have started and are waiting for messages.
 pub(crate) async fn wait_readers_blocked(

@@ -26,7 +26,7 @@ pub(super) async fn latency_once(
     let agent = env.agent("lat");
     let stream = keys::inbox(&agent);
     let tg = targets(kind, std::slice::from_ref(&agent));
-    let (consumer, bus) = harness::start_one(env, kind, &agent, mode).await?;
+    let (consumer, bus) = super::start_one(env, kind, &agent, mode).await?;
     let conn = env.new_conn().await?;
     let send = |m: Message| {
         let bus = bus.clone();

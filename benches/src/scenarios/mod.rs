@@ -23,7 +23,7 @@ use fabric_worker::keys;
 use serde_json::{Value, json};
 
 use crate::harness::{Env, MsgKind, Timed, Until, create_groups, datas, fill, time_consumers};
-use crate::procs::Kind;
+use crate::procs::{self, Kind};
 use crate::report::{Report, thousands};
 
 /// How big each measurement is.
@@ -162,4 +162,29 @@ pub(super) async fn drain_once(
     cleanup.push(env.producer());
     env.cleanup(&cleanup).await?;
     Ok(t)
+}
+
+/// One consumer process of `kind` serving `agent`, started and waiting for messages, and a
+/// sender's bus for `mode` (in secure mode the agent and the producer are registered, so the
+/// router delivers between them).
+pub(crate) async fn start_one(
+    env: &crate::harness::Env,
+    kind: Kind,
+    agent: &str,
+    mode: fabric_worker::bus::Mode,
+) -> anyhow::Result<(procs::Consumer, fabric_worker::Bus)> {
+    let agents = [agent.to_owned()];
+    crate::harness::create_groups(env, kind, &agents).await?;
+    let before = crate::harness::blocked_readers(&mut env.conn.clone()).await?;
+    let mut consumer = procs::spawn(kind, &env.url, &agents, crate::harness::RAW_GROUP, &env.tmp)?;
+    crate::harness::wait_readers_blocked(env, before, 1, &mut [&mut consumer]).await?;
+    if mode == fabric_worker::bus::Mode::Secure {
+        env.bus.register_agent(agent, None).await?;
+        env.bus.register_agent(&env.producer(), None).await?;
+    }
+    let bus = fabric_worker::Bus::builder(env.url.as_str())
+        .mode(mode)
+        .connect()
+        .await?;
+    Ok((consumer, bus))
 }

@@ -31,7 +31,7 @@ struct Run {
 async fn throughput_once(env: &Env, mode: Mode, n: usize) -> anyhow::Result<Run> {
     let agent = env.agent("thr");
     let tg = targets(Kind::Ours, std::slice::from_ref(&agent));
-    let (consumer, bus) = harness::start_one(env, Kind::Ours, &agent, mode).await?;
+    let (consumer, bus) = super::start_one(env, Kind::Ours, &agent, mode).await?;
     if mode == Mode::Secure {
         // The router finds the new outbox within its scan interval (100 ms).
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;

@@ -8,9 +8,80 @@ use fabric_worker::acl::{self, Role};
 use fabric_worker::bus::Mode;
 use serde::Deserialize;
 
-use super::{AclCommand, AclGenerateArgs, AclRotateArgs, Target, validate_agent};
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::{Target, validate_agent};
 use crate::error::{Error, Result};
 use crate::output;
+
+/// `fabric acl`.
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Write a Redis ACL file (redis-server --aclfile): admin, router, MCP server, monitor and one user per agent
+    #[command(
+        after_help = "Examples:\n  fabric --mode secure acl generate --agent percy --agent coder --out users.acl --passwords-out passwords.txt\n  fabric acl generate --config fabric-acl.toml --out users.acl   # agents, mode and topics from a file\n  fabric acl generate --agent percy --placeholder-passwords       # an example file (change-me-<user>)\n\nThe file stores only #<sha256> hashes. Passwords are generated, or taken from FABRIC_ACL_PASSWORD_<USER>\n(e.g. FABRIC_ACL_PASSWORD_PERCY, FABRIC_ACL_PASSWORD_FABRIC_ROUTER), and shown once: in --passwords-out\n(created readable by you only), else on stdout when --out is given, else on stderr.\n\nfabric-acl.toml:\n  mode = \"secure\"                 # or \"direct\" (default: --mode)\n  agents = [\"percy\", \"coder\"]\n  topics = [\"analytics.*\", \"system.*\", \"shared:*\"]   # optional"
+    )]
+    Generate(AclGenerateArgs),
+    /// Change a Redis user's password on the live server (connect as fabric-admin)
+    #[command(
+        after_help = "Examples:\n  fabric acl rotate percy --disconnect --password-out percy.pw   # compromised: cut it off now\n  fabric acl rotate percy --keep-old --password-out percy.pw     # rolling: old and new both work\n  fabric acl rotate percy --password-file percy.pw               # ...then only the new one\n\nMessages are never lost: they wait in Redis while the agent's workers restart with the new password,\nand what a cut-off worker had not acknowledged is delivered again."
+    )]
+    Rotate(AclRotateArgs),
+}
+
+/// `fabric acl generate`.
+#[derive(Debug, Args)]
+pub struct AclGenerateArgs {
+    /// An agent to create a user for; repeatable (added to the config file's)
+    #[arg(long = "agent", value_name = "ID")]
+    pub agents: Vec<String>,
+
+    /// A TOML file with `agents`, and optionally `mode` and `topics`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// A Pub/Sub topic pattern agents may use; repeatable (default analytics.*, system.*, shared:*)
+    #[arg(long = "topic", value_name = "PATTERN")]
+    pub topics: Vec<String>,
+
+    /// Write the ACL file here (default: stdout)
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Write the clear passwords here, readable by you only (mode 0600)
+    #[arg(long, value_name = "FILE")]
+    pub passwords_out: Option<PathBuf>,
+
+    /// Use change-me-<user> as every password (for an example file; never deploy it as is)
+    #[arg(long)]
+    pub placeholder_passwords: bool,
+}
+
+/// `fabric acl rotate`.
+#[derive(Debug, Args)]
+pub struct AclRotateArgs {
+    /// The Redis user (an agent id, or fabric-router, fabric-mcp, fabric-monitor, fabric-admin)
+    #[arg(value_name = "USER")]
+    pub user: String,
+
+    /// Keep the old passwords working too (for a rolling restart; finish with --password-file)
+    #[arg(long)]
+    pub keep_old: bool,
+
+    /// Close the user's open connections now (they must log in again)
+    #[arg(long)]
+    pub disconnect: bool,
+
+    /// Use the password in this file instead of generating one
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+
+    /// Write the new password here, readable by you only (default: stdout)
+    #[arg(long, value_name = "FILE")]
+    pub password_out: Option<PathBuf>,
+}
 
 /// `fabric-acl.toml`.
 #[derive(Debug, Default, Deserialize)]
