@@ -9,12 +9,12 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fabric_worker::Bus;
 use fabric_worker::bus::Mode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Identity;
+use super::tools::BusCell;
 
 /// Where the credentials endpoint is served.
 pub const CREDENTIALS_PATH: &str = "/credentials";
@@ -32,32 +32,27 @@ pub struct CredentialsConfig {
     pub topics: Vec<String>,
 }
 
-/// The issuer: its configuration and the admin's bus (connected at first use).
-#[derive(Debug)]
+/// The issuer: its configuration and the admin's bus (connected at first use, as the tools'
+/// bus is).
 pub(crate) struct Issuer {
     config: CredentialsConfig,
-    bus: tokio::sync::Mutex<Option<Bus>>,
+    bus: BusCell,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Issuer {
-    pub(crate) fn new(config: CredentialsConfig) -> Arc<Issuer> {
-        Arc::new(Issuer {
-            config,
-            bus: tokio::sync::Mutex::new(None),
-        })
-    }
-
-    async fn bus(&self) -> Result<Bus, fabric_worker::Error> {
-        let mut slot = self.bus.lock().await;
-        if let Some(b) = slot.as_ref() {
-            return Ok(b.clone());
-        }
-        let bus = Bus::builder(self.config.admin_url.clone())
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await?;
-        *slot = Some(bus.clone());
-        Ok(bus)
+    /// A bad admin URL or TLS setting is refused here, at start.
+    pub(crate) fn new(config: CredentialsConfig) -> fabric_worker::Result<Arc<Issuer>> {
+        // The admin runs ACL commands only: the mode of its bus does not matter.
+        let bus = BusCell::new(config.admin_url.clone(), Mode::Direct)?;
+        Ok(Arc::new(Issuer { config, bus }))
     }
 
     /// Deletes expired credentials now and then, until `stop`.
@@ -72,9 +67,9 @@ impl Issuer {
                     _ = stop.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let swept = match me.bus().await {
-                    Ok(bus) => bus.sweep_credentials(None).await,
-                    Err(e) => Err(e),
+                let swept = match me.bus.get().await {
+                    Ok(bus) => bus.sweep_credentials(None).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.0),
                 };
                 if let Err(e) = swept {
                     tracing::warn!(error = %e, "could not delete expired credentials; retrying");
@@ -105,12 +100,12 @@ pub(crate) async fn issue(
     };
     let c = &issuer.config;
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
-    let issued = match issuer.bus().await {
-        Ok(bus) => {
-            bus.issue_credentials(&agent, c.mode, c.lifetime, &topics)
-                .await
-        }
-        Err(e) => Err(e),
+    let issued = match issuer.bus.get().await {
+        Ok(bus) => bus
+            .issue_credentials(&agent, c.mode, c.lifetime, &topics)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.0),
     };
     match issued {
         Ok(cred) => (

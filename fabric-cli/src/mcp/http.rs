@@ -499,7 +499,8 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
 
     let mut router = Router::new();
     if let Some(c) = config.credentials.clone() {
-        let issuer = super::credentials::Issuer::new(c);
+        let issuer = super::credentials::Issuer::new(c)
+            .map_err(|e| Error::Usage(format!("--issue-credentials-as: {e}")))?;
         issuer.spawn_sweeper(shutdown.child_token());
         router = router.route(
             super::credentials::CREDENTIALS_PATH,

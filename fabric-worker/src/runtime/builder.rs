@@ -327,12 +327,16 @@ impl WorkerBuilder {
 }
 
 /// `<hostname>-<pid>`, with the hostname's odd characters replaced.
-fn default_consumer_prefix() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// This machine's host name, as the kernel or `HOSTNAME` says.
+pub(super) fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into());
+}
+
+fn default_consumer_prefix() -> String {
+    let host = hostname().unwrap_or_else(|| "host".into());
     let host: String = host
         .chars()
         .map(|c| {

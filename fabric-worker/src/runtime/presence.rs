@@ -20,7 +20,7 @@ fn record(st: &StreamState, started_ms: u64, stopped: bool) -> WorkerPresence {
     let now = crate::time::now_ms();
     WorkerPresence {
         consumer: st.spec.consumer.clone(),
-        host: hostname(),
+        host: super::builder::hostname().unwrap_or_else(|| "unknown".into()),
         pid: std::process::id(),
         group: st.spec.group.clone(),
         message_types: st.spec.handlers.keys().cloned().collect(),
@@ -29,14 +29,6 @@ fn record(st: &StreamState, started_ms: u64, stopped: bool) -> WorkerPresence {
         stopped_ms: stopped.then_some(now),
         version: env!("CARGO_PKG_VERSION").to_owned(),
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Writes the record, and drops records of workers stopped or silent for an hour.
