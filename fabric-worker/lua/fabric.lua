@@ -8,7 +8,7 @@
 -- never as Lua numbers (which are doubles and lose precision above 2^53).
 
 -- Bumped whenever a function changes; a worker refuses an older library.
-local VERSION = 2
+local VERSION = 3
 
 -- Most fields an entry may have to be re-added by a function (a retry, a forward).
 local MAX_FIELDS = 64
@@ -127,25 +127,31 @@ redis.register_function('fabric_schedule_retry', function(keys, args)
   return redis.call('XACK', keys[1], args[1], args[2])
 end)
 
--- fabric_promote(stream, retries, dead; limit): moves retries whose time has come back into
--- the stream. A member that cannot be moved (malformed, too many fields, refused by Redis)
--- goes to the dead letters with reason `promote_failed` instead of blocking the others.
+-- fabric_promote(stream, retries, dead[, delayed, urgent, high, low]; limit): moves
+-- members whose time has come from the retries (and, when given, the delayed messages) back
+-- into the stream — or into the priority lane a member names ({"lane": "urgent"|"high"|"low"}),
+-- when that lane key is given and exists. A member that cannot be moved (malformed, too many
+-- fields, refused by Redis) goes to the dead letters with reason `promote_failed` instead of
+-- blocking the others. At most `limit` members per set per call (O(log N) each).
 -- Returns {moved, ms_until_next_due or -1, failed}.
-redis.register_function('fabric_promote', function(keys, args)
-  local now = now_ms()
-  local limit = math.min(tonumber(args[1]) or 100, 1000)
-  local due = redis.call('ZRANGEBYSCORE', keys[2], '-inf', now, 'LIMIT', 0, limit)
+local LANES = {urgent = 5, high = 6, low = 7}
+
+local function promote_set(keys, set, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
   local moved, failed = 0, 0
   for _, m in ipairs(due) do
     local ok, v = pcall(cjson.decode, m)
     local fields = ok and type(v) == 'table' and v['fields']
     local why
     if type(fields) ~= 'table' or #fields < 2 or #fields % 2 == 1 then
-      why = 'not a retry member'
+      why = 'not a scheduled member'
     elseif #fields > 2 * MAX_FIELDS then
       why = 'more than ' .. MAX_FIELDS .. ' fields'
     else
-      local added, err = pcall(redis.call, 'XADD', keys[1], '*', unpack(fields))
+      local target = keys[1]
+      local lane = LANES[v['lane']]
+      if lane and keys[lane] and redis.call('EXISTS', keys[lane]) == 1 then target = keys[lane] end
+      local added, err = pcall(redis.call, 'XADD', target, '*', unpack(fields))
       if added then
         moved = moved + 1
       else
@@ -158,15 +164,27 @@ redis.register_function('fabric_promote', function(keys, args)
         'dead_reason', 'promote_failed', 'dead_error', why,
         'dead_stream', keys[1], 'dead_at_ms', tostring(now))
     end
-    redis.call('ZREM', keys[2], m)
+    redis.call('ZREM', set, m)
   end
-  local nxt = redis.call('ZRANGE', keys[2], 0, 0, 'WITHSCORES')
+  local wait = -1
+  local nxt = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
   if nxt[2] then
-    local wait = tonumber(nxt[2]) - now
+    wait = tonumber(nxt[2]) - now
     if wait < 0 then wait = 0 end
-    return {moved, wait, failed}
   end
-  return {moved, -1, failed}
+  return moved, wait, failed
+end
+
+redis.register_function('fabric_promote', function(keys, args)
+  local now = now_ms()
+  local limit = math.min(tonumber(args[1]) or 100, 1000)
+  local moved, wait, failed = promote_set(keys, keys[2], now, limit)
+  if keys[4] then
+    local m2, w2, f2 = promote_set(keys, keys[4], now, limit)
+    moved, failed = moved + m2, failed + f2
+    if w2 >= 0 and (wait < 0 or w2 < wait) then wait = w2 end
+  end
+  return {moved, wait, failed}
 end)
 
 -- fabric_trim(stream): trims entries that every consumer group has been delivered and
@@ -246,10 +264,25 @@ redis.register_function('fabric_forward', function(keys, args)
   return out
 end)
 
--- fabric_send_once(stream, once, ids; key, window_ms, message_id, timestamp, field, value,
+-- fabric_send_lane(lane, stream; field, value, ...): appends the entry (1 to 64 field pairs)
+-- to the priority lane `lane` of the inbox `stream` when that lane exists (the agent's
+-- workers create their lanes), else to `stream` itself, so a recipient that reads no lanes
+-- (a Python consumer) still gets it. Returns {key appended to, stream id}.
+redis.register_function('fabric_send_lane', function(keys, args)
+  local pairs = #args / 2
+  if pairs < 1 or pairs ~= math.floor(pairs) or pairs > MAX_FIELDS then
+    return redis.error_reply('ERR fabric_send_lane: expected 1 to 64 field pairs')
+  end
+  local target = keys[2]
+  if redis.call('EXISTS', keys[1]) == 1 then target = keys[1] end
+  return {target, redis.call('XADD', target, '*', unpack(args))}
+end)
+
+-- fabric_send_once(stream, once, ids[, lane]; key, window_ms, message_id, timestamp, field, value,
 -- ...): an idempotent send. Appends the entry (1 to 64 field pairs) to `stream` unless
 -- `key` was sent there within the window; `once` (a sorted set: key -> expiry ms) and `ids`
--- (a hash: key -> "<stream id> <message id> <timestamp>") are in the stream's slot. Returns
+-- (a hash: key -> "<stream id> <message id> <timestamp>") are in the stream's slot; with
+-- `lane` (a priority lane of the inbox, §5.9), the entry goes there when it exists. Returns
 -- {1, stream id} when appended, {0, "<stream id> <message id> <timestamp>"} of the first
 -- send for a duplicate.
 redis.register_function('fabric_send_once', function(keys, args)
@@ -272,7 +305,9 @@ redis.register_function('fabric_send_once', function(keys, args)
     local first = redis.call('HGET', ids, key)
     if first then return {0, first} end
   end
-  local id = redis.call('XADD', stream, '*', unpack(args, 5))
+  local target = stream
+  if keys[4] and redis.call('EXISTS', keys[4]) == 1 then target = keys[4] end
+  local id = redis.call('XADD', target, '*', unpack(args, 5))
   redis.call('ZADD', once, now + window, key)
   redis.call('HSET', ids, key, id .. ' ' .. msg_id .. ' ' .. ts)
   return {1, id}

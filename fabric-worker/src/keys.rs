@@ -267,6 +267,42 @@ pub fn retries(stream: &str) -> String {
     companion(stream, "retry")
 }
 
+/// Messages sent to a stream for later, waiting for their time: `<stream>:delayed{<stream>}`
+/// (a sorted set scored by the delivery time, ms since the epoch; members as retries').
+pub fn delayed(stream: &str) -> String {
+    companion(stream, "delayed")
+}
+
+/// The priority lanes of an inbox besides the inbox itself (which is the normal lane),
+/// highest first above it and lowest below: read order is urgent, high, inbox, low.
+pub const LANES: [&str; 3] = ["urgent", "high", "low"];
+
+/// A priority lane of an inbox: `<inbox>:<lane>{<inbox>}` (`urgent`, `high` or `low`; a
+/// stream in the inbox's slot, created by the agent's workers).
+pub fn lane(inbox: &str, lane: &str) -> String {
+    companion(inbox, lane)
+}
+
+/// The lane a stream key is of the inbox `inbox`: `Some("urgent")` for
+/// `<inbox>:urgent{<inbox>}`, `None` for the inbox itself or any other key.
+pub fn lane_of<'a>(inbox: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(inbox)?.strip_prefix(':')?;
+    let (name, tag) = rest.split_once('{')?;
+    (tag.strip_suffix('}') == Some(inbox) && LANES.contains(&name)).then_some(name)
+}
+
+/// The stream whose companions (dead letters, retries, schedule, expiry counter) `stream`
+/// uses: the inbox for one of its priority lanes, else `stream` itself.
+pub fn home(stream: &str) -> &str {
+    if let Some(open) = stream.find('{')
+        && let Some(inbox) = stream[open + 1..].strip_suffix('}')
+        && lane_of(inbox, stream).is_some()
+    {
+        return inbox;
+    }
+    stream
+}
+
 /// A private reply stream for `Bus::request`: `agent:<agent>:replies:<instance>`.
 pub(crate) fn reply_stream(agent: &str, instance: &str) -> String {
     format!("agent:{agent}:replies:{instance}")
@@ -302,6 +338,14 @@ mod tests {
             retries("agent:percy:inbox"),
             "agent:percy:inbox:retry{agent:percy:inbox}"
         );
+        assert_eq!(
+            delayed("agent:percy:inbox"),
+            "agent:percy:inbox:delayed{agent:percy:inbox}"
+        );
+        assert_eq!(
+            lane("agent:percy:inbox", "urgent"),
+            "agent:percy:inbox:urgent{agent:percy:inbox}"
+        );
     }
 
     #[test]
@@ -310,6 +354,22 @@ mod tests {
         assert_eq!(hash_tag(&s), s);
         assert_eq!(hash_tag(&dead_letters(&s)), s);
         assert_eq!(hash_tag(&retries(&s)), s);
+        assert_eq!(hash_tag(&delayed(&s)), s);
+        for l in LANES {
+            assert_eq!(hash_tag(&lane(&s, l)), s);
+            assert_eq!(lane_of(&s, &lane(&s, l)), Some(l));
+            // A lane's own companions stay in the inbox's slot too.
+            assert_eq!(hash_tag(&retries(&lane(&s, l))), s);
+        }
+        assert_eq!(lane_of(&s, &s), None);
+        assert_eq!(home(&lane(&s, "low")), s);
+        assert_eq!(home(&s), s);
+        assert_eq!(home(&dead_letters(&s)), dead_letters(&s));
+        assert_eq!(lane_of(&s, &dead_letters(&s)), None);
+        assert_eq!(
+            lane_of(&s, "agent:percy:inbox:urgent{agent:coder:inbox}"),
+            None
+        );
         assert_eq!(hash_tag("a{}b"), "a{}b");
         assert_eq!(hash_tag("a{x}b{y}"), "x");
     }

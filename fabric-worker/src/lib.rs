@@ -54,6 +54,7 @@ pub mod handler;
 pub mod keys;
 pub mod message;
 mod mode;
+mod priority;
 mod receipt;
 pub mod router;
 pub mod runtime;

@@ -2,139 +2,16 @@
 //! [`Priority`], and the names of the stream-entry [`fields`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::keys;
+pub use crate::priority::{ParsePriorityError, Priority};
 
-/// Default `ttl_seconds` (one day), as the Python bus uses. Carried, not enforced.
+/// Default `ttl_seconds` (one day), as the Python bus uses.
 pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
-
-/// Message priority: 1 low, 2 normal, 3 high, 4 urgent. Carried on the wire; inboxes stay FIFO.
-///
-/// Parsed from what users type with [`FromStr`](std::str::FromStr) (`"high"`, `"3"`) or
-/// [`TryFrom<u8>`], strictly; read from stream entries leniently, as the Python bus does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Priority {
-    /// 1
-    Low,
-    /// 2 (the default)
-    #[default]
-    Normal,
-    /// 3
-    High,
-    /// 4
-    Urgent,
-}
-
-impl Priority {
-    /// Every priority, lowest first.
-    pub const ALL: [Priority; 4] = [
-        Priority::Low,
-        Priority::Normal,
-        Priority::High,
-        Priority::Urgent,
-    ];
-
-    /// The wire value (1–4).
-    pub fn as_u8(self) -> u8 {
-        match self {
-            Priority::Low => 1,
-            Priority::Normal => 2,
-            Priority::High => 3,
-            Priority::Urgent => 4,
-        }
-    }
-
-    /// The lowercase name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Priority::Low => "low",
-            Priority::Normal => "normal",
-            Priority::High => "high",
-            Priority::Urgent => "urgent",
-        }
-    }
-
-    /// How a value found *in a stream entry* is read: leniently, as the Python bus reads it
-    /// (anything but 1, 3, 4 or their names is normal). Values a user gives are parsed
-    /// strictly, with [`FromStr`](std::str::FromStr) and [`TryFrom<u8>`].
-    fn from_wire(v: &Value) -> Self {
-        match v {
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|v| u8::try_from(v).ok())
-                .and_then(|v| Priority::try_from(v).ok())
-                .unwrap_or_default(),
-            Value::String(s) => s.parse().unwrap_or_default(),
-            _ => Priority::Normal,
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A priority that is none of `low`, `normal`, `high`, `urgent`, 1–4.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid priority {value:?}: use low, normal, high, urgent, or 1-4 (1 is low, 4 urgent)")]
-pub struct ParsePriorityError {
-    value: String,
-}
-
-impl std::str::FromStr for Priority {
-    type Err = ParsePriorityError;
-
-    /// A name (`low`, `normal`, `high`, `urgent`, any case) or a number 1–4, surrounding
-    /// spaces ignored.
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        let t = s.trim();
-        Priority::ALL
-            .into_iter()
-            .find(|p| p.name().eq_ignore_ascii_case(t))
-            .or_else(|| {
-                t.parse::<u8>()
-                    .ok()
-                    .and_then(|n| Priority::try_from(n).ok())
-            })
-            .ok_or_else(|| ParsePriorityError {
-                value: s.to_owned(),
-            })
-    }
-}
-
-impl TryFrom<u8> for Priority {
-    type Error = ParsePriorityError;
-
-    /// 1 low, 2 normal, 3 high, 4 urgent.
-    fn try_from(n: u8) -> std::result::Result<Self, Self::Error> {
-        Priority::ALL
-            .into_iter()
-            .find(|p| p.as_u8() == n)
-            .ok_or_else(|| ParsePriorityError {
-                value: n.to_string(),
-            })
-    }
-}
-
-impl Serialize for Priority {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_u8(self.as_u8())
-    }
-}
-
-impl<'de> Deserialize<'de> for Priority {
-    /// Lenient, as entries are read: anything but 1, 3, 4 or their names is normal.
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Priority::from_wire(&Value::deserialize(d)?))
-    }
-}
 
 /// A message: the JSON envelope stored in a stream entry's `data` field, plus the
 /// headers that travel beside it in the entry's `headers` field.
@@ -182,6 +59,11 @@ pub struct Message {
     /// when a message is read; never written into `data`. `None` in direct mode.
     #[serde(skip)]
     pub sender: Option<String>,
+    /// When to deliver it, ms since the epoch (see [`Message::deliver_at`]): until then it
+    /// waits in the recipient's schedule, not its inbox. A sending option, never written
+    /// into `data`; `None` (the default) delivers at once.
+    #[serde(skip)]
+    pub deliver_at_ms: Option<u64>,
 }
 
 fn empty_object() -> Value {
@@ -283,6 +165,7 @@ impl Message {
             correlation_id: Some(uuid::Uuid::new_v4().to_string()),
             headers: BTreeMap::new(),
             sender: None,
+            deliver_at_ms: None,
         }
     }
 
@@ -330,11 +213,32 @@ impl Message {
         self
     }
 
-    /// Sets the TTL in seconds (carried, not enforced).
+    /// Sets the TTL in seconds (0: no limit).
     #[must_use]
     pub fn with_ttl_seconds(mut self, ttl: u64) -> Self {
         self.ttl_seconds = ttl;
         self
+    }
+
+    /// Delivers it at `when` instead of now: it waits in the recipient's schedule
+    /// (`agent:<to>:inbox:delayed{…}`, in Redis, so it survives every worker restarting) and is
+    /// moved into the inbox when its time comes; no handler sees it before. A time in the
+    /// past delivers at once. The send is refused if the message would expire first
+    /// (`timestamp + ttl_seconds`): raise [`Message::with_ttl_seconds`] (or set 0).
+    #[must_use]
+    pub fn deliver_at(mut self, when: std::time::SystemTime) -> Self {
+        let ms = when
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.deliver_at_ms = Some(ms);
+        self
+    }
+
+    /// Delivers it `delay` from now (see [`Message::deliver_at`]).
+    #[must_use]
+    pub fn with_delay(self, delay: std::time::Duration) -> Self {
+        self.deliver_at(std::time::SystemTime::now() + delay)
     }
 
     /// Adds a header.
@@ -371,6 +275,18 @@ impl Message {
         }
         if self.id.is_empty() {
             return Err(Error::invalid("message id", "", "must not be empty"));
+        }
+        if let (Some(at), Some(expires)) = (self.deliver_at_ms, self.expires_at_ms())
+            && at >= expires
+        {
+            return Err(Error::invalid(
+                "deliver_at",
+                &at.to_string(),
+                format!(
+                    "is after the message expires (timestamp + ttl_seconds {} = {expires} ms): it would be dead-lettered as expired on arrival; raise ttl_seconds, or set it to 0 for no limit",
+                    self.ttl_seconds
+                ),
+            ));
         }
         Ok(())
     }
@@ -413,6 +329,9 @@ pub mod fields {
     /// Secure mode, on an outbox entry that is a reply: the stream to deliver it to (the
     /// request's `reply_to`).
     pub const DELIVER_TO: &str = "deliver_to";
+    /// In an outbox entry only (secure mode): deliver at this time, ms since the epoch; the
+    /// router puts the message in the recipient's schedule instead of its inbox.
+    pub const DELIVER_AT_MS: &str = "deliver_at_ms";
     /// On a retry entry: only this consumer group handles it; other groups skip it.
     pub const TARGET_GROUP: &str = "target_group";
     /// On a retry entry: the error of the previous attempt.

@@ -8,15 +8,20 @@ use serde::Serialize;
 pub struct SendReceipt {
     /// The message id (`msg:<uuid>`).
     pub message_id: String,
-    /// Always `"queued"`.
+    /// `"queued"` (in the inbox, or in a priority lane of it), `"scheduled"` (waiting for
+    /// its delivery time) or, from [`Bus::send_once`](crate::Bus::send_once), `"duplicate"`.
     pub status: &'static str,
-    /// The entry id in the recipient's inbox.
+    /// The entry id in the recipient's inbox (in secure mode: in the sender's outbox);
+    /// empty for a scheduled message, which gets its entry when it is delivered.
     pub stream_id: String,
     /// The message timestamp.
     pub timestamp: String,
     /// The recipient.
     #[serde(rename = "to_agent")]
     pub to: String,
+    /// For a scheduled message: when it is delivered, ms since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_at_ms: Option<u64>,
 }
 
 /// A message of a batch that Redis refused (see [`Error::PartlySent`](crate::Error::PartlySent)).

@@ -132,8 +132,8 @@ pub(crate) struct DeadLetterNote<'a> {
     pub(crate) deliveries: u64,
 }
 
-/// Moves an entry to the dead letters of `stream` and acknowledges it, atomically
-/// (`MULTI`: both keys are in the stream's slot).
+/// Moves an entry to the dead letters of `stream` (of its inbox, for a priority lane) and
+/// acknowledges it, atomically (`MULTI`: both keys are in the stream's slot).
 pub(crate) async fn dead_letter(
     broker: &Broker,
     stream: &str,
@@ -141,7 +141,7 @@ pub(crate) async fn dead_letter(
     entry: &RawEntry,
     note: &DeadLetterNote<'_>,
 ) -> Result<()> {
-    let dead = keys::dead_letters(stream);
+    let dead = keys::dead_letters(keys::home(stream));
     let mut pipe = redis::pipe();
     pipe.atomic();
     let cmd = pipe.cmd("XADD").arg(&dead).arg("*");

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub(crate) const LIBRARY: &str = include_str!("../../lua/fabric.lua");
 
 /// The version this code needs (the library's `VERSION`).
-pub(crate) const VERSION: i64 = 2;
+pub(crate) const VERSION: i64 = 3;
 
 /// An `FCALL` of one of the library's functions on `keys`.
 pub(crate) fn fcall(function: &str, keys: &[&str]) -> redis::Cmd {
@@ -81,6 +81,25 @@ impl Broker {
                 Err(e) => Err(e),
             },
         }
+    }
+
+    /// [`Broker::ensure_library`], once per broker while it succeeds (for pipelines of
+    /// `FCALL`s, which cannot load the library half-way).
+    pub(crate) async fn ensure_library_once(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.inner.library_ok.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.ensure_library().await?;
+        self.inner.library_ok.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Forgets that the library was found (an `FCALL` said it is missing).
+    pub(crate) fn library_lost(&self) {
+        self.inner
+            .library_ok
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs an `FCALL`; if the library is missing (a Redis restart without persistence

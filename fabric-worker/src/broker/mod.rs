@@ -29,9 +29,10 @@ pub(crate) use wire::RawEntry;
 use crate::error::Result;
 use conn::{Backend, Timeouts};
 
-/// Counts one expired message of `stream` (`<stream>:expired{<stream>}`).
+/// Counts one expired message of `stream` (`<stream>:expired{<stream>}`, of its inbox for a
+/// priority lane).
 pub(crate) async fn count_expired(broker: &Broker, stream: &str) -> Result<()> {
-    let key = crate::keys::expired_count(stream);
+    let key = crate::keys::expired_count(crate::keys::home(stream));
     let _: i64 = redis::cmd("INCR")
         .arg(&key)
         .query_async(&mut broker.conn())
@@ -60,6 +61,8 @@ struct BrokerInner {
     url: String,
     /// `(stream, group)` pairs created (or found) by this process.
     groups: Mutex<HashSet<(String, String)>>,
+    /// Whether the function library was found (or loaded) at this code's version.
+    library_ok: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -111,6 +114,7 @@ impl Broker {
                 timeouts,
                 url,
                 groups: Mutex::new(HashSet::new()),
+                library_ok: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }

@@ -15,6 +15,17 @@ struct Prepared {
     data: String,
     headers: Option<String>,
     stream: String,
+    how: How,
+}
+
+/// How a prepared message is written (direct mode; secure mode always appends to the outbox).
+enum How {
+    /// `XADD` to the stream.
+    Append,
+    /// `FCALL fabric_send_lane`: to this priority lane of the inbox if it exists, else the inbox.
+    Lane(String),
+    /// `ZADD` to the inbox's schedule (`keys::delayed`) with this due time and member.
+    Schedule { due_ms: u64, member: String },
 }
 
 /// The outcome of one `XADD`.
@@ -56,15 +67,31 @@ impl Bus {
             m.validate()?;
             let data = m.to_data()?;
             let headers = m.headers_json()?;
-            let stream = match self.inner.mode {
-                Mode::Direct => keys::inbox(&m.to_agent),
-                Mode::Secure => keys::outbox(&m.from_agent),
+            // A delivery time already past delivers at once.
+            let now = crate::time::now_ms();
+            m.deliver_at_ms = m.deliver_at_ms.filter(|at| *at > now);
+            let (stream, how) = match self.inner.mode {
+                Mode::Direct => {
+                    let inbox = keys::inbox(&m.to_agent);
+                    let lane = m.priority.lane();
+                    let how = match (m.deliver_at_ms, lane) {
+                        (Some(due_ms), _) => How::Schedule {
+                            due_ms,
+                            member: schedule_member(&m.id, &data, headers.as_deref(), lane),
+                        },
+                        (None, Some(lane)) => How::Lane(keys::lane(&inbox, lane)),
+                        (None, None) => How::Append,
+                    };
+                    (inbox, how)
+                }
+                Mode::Secure => (keys::outbox(&m.from_agent), How::Append),
             };
             prepared.push(Prepared {
                 message: m,
                 data,
                 headers,
                 stream,
+                how,
             });
         }
         if prepared.is_empty() {
@@ -76,11 +103,21 @@ impl Bus {
         } else {
             Vec::new()
         };
+        if prepared.iter().any(|p| matches!(p.how, How::Lane(_))) {
+            // `fabric_send_lane` runs in a pipeline: the library must be there first.
+            self.broker().ensure_library_once().await?;
+        }
         let written = if self.is_cluster() {
             self.write_per_slot(&prepared, &notes).await?
         } else {
             self.write_pipelined(&prepared, &notes).await?
         };
+        if written
+            .iter()
+            .any(|w| matches!(w, Err(e) if e.to_string().contains("Function not found")))
+        {
+            self.broker().library_lost();
+        }
         receipts(prepared, written)
     }
 
@@ -194,22 +231,63 @@ impl Bus {
     }
 }
 
+/// The member of a message in a schedule (`keys::delayed`): what `fabric_promote` appends
+/// when its time comes, and the lane it goes to (`docs/protocol.md` §5.10).
+fn schedule_member(id: &str, data: &str, headers: Option<&str>, lane: Option<&str>) -> String {
+    let mut flat = vec![fields::DATA, data];
+    if let Some(h) = headers {
+        flat.extend([fields::HEADERS, h]);
+    }
+    let mut member = json!({ "fields": flat, "id": id });
+    if let Some(lane) = lane {
+        member["lane"] = json!(lane);
+    }
+    member.to_string()
+}
+
 fn xadd(pipe: &mut redis::Pipeline, p: &Prepared) {
-    let cmd = pipe
-        .cmd("XADD")
-        .arg(&p.stream)
-        .arg("*")
-        .arg(fields::DATA)
-        .arg(&p.data);
+    let cmd = match &p.how {
+        How::Schedule { due_ms, member } => {
+            pipe.cmd("ZADD")
+                .arg(keys::delayed(&p.stream))
+                .arg(due_ms)
+                .arg(member);
+            return;
+        }
+        How::Lane(lane) => {
+            let cmd = pipe.cmd("FCALL").arg("fabric_send_lane").arg(2);
+            cmd.arg(lane).arg(&p.stream);
+            cmd
+        }
+        How::Append => pipe.cmd("XADD").arg(&p.stream).arg("*"),
+    };
+    cmd.arg(fields::DATA).arg(&p.data);
     if let Some(h) = &p.headers {
         cmd.arg(fields::HEADERS).arg(h);
     }
+    if let Some(at) = p.message.deliver_at_ms
+        && matches!(p.how, How::Append)
+    {
+        // Secure mode: the router schedules it (§7.2).
+        cmd.arg(fields::DELIVER_AT_MS).arg(at);
+    }
 }
 
-/// The entry id an `XADD` returned, or the error it failed with.
+/// The entry id an `XADD` (or `fabric_send_lane`, whose reply is `[key, id]`) returned,
+/// `""` for a `ZADD` into a schedule, or the error it failed with.
 fn entry_id(reply: redis::Value) -> Written {
     match reply {
-        redis::Value::ServerError(e) => Err(redis::RedisError::from(e)),
+        redis::Value::ServerError(e) => {
+            let e = redis::RedisError::from(e);
+            if e.to_string().contains("Function not found") {
+                tracing::warn!(
+                    "the fabric function library is gone (Redis restarted without it?): this message was not queued; the next send loads it again"
+                );
+            }
+            Err(e)
+        }
+        redis::Value::Int(_) => Ok(String::new()),
+        redis::Value::Array(mut kv) if kv.len() == 2 => entry_id(kv.swap_remove(1)),
         other => crate::broker::wire::as_string(&other).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -256,6 +334,11 @@ pub(crate) fn notes_for<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<
             if count > 1 {
                 note["count"] = json!(count);
             }
+            if let Some(at) = m.deliver_at_ms {
+                // Scheduled: wakes the recipient's promoter (it may be due before the one
+                // it waits for), no message is in the inbox yet.
+                note["deliver_at_ms"] = json!(at);
+            }
             (keys::new_message_channel(&m.to_agent), note.to_string())
         })
         .collect()
@@ -271,12 +354,14 @@ fn receipts(prepared: Vec<Prepared>, written: Vec<Written>) -> Result<Vec<SendRe
         match w {
             Ok(stream_id) => {
                 tracing::debug!(message_id = %m.id, to_agent = %m.to_agent, stream_id = %stream_id, "message queued");
+                let scheduled = matches!(p.how, How::Schedule { .. });
                 queued.push(SendReceipt {
                     message_id: m.id,
-                    status: "queued",
+                    status: if scheduled { "scheduled" } else { "queued" },
                     stream_id,
                     timestamp: m.timestamp,
                     to: m.to_agent,
+                    deliver_at_ms: m.deliver_at_ms,
                 });
             }
             Err(e) => {

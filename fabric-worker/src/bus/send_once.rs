@@ -69,6 +69,13 @@ impl Bus {
         window: Duration,
     ) -> Result<SendReceipt> {
         check_key(key)?;
+        if message.deliver_at_ms.is_some() {
+            return Err(Error::invalid(
+                "deliver_at",
+                &format!("{:?}", message.deliver_at_ms),
+                "cannot be combined with an idempotency key: send_once delivers at once (send the delayed message with send, which returns its receipt once)",
+            ));
+        }
         if window.is_zero() {
             return Err(Error::invalid("window", "0", "must be positive"));
         }
@@ -83,10 +90,12 @@ impl Bus {
         let data = message.to_data()?;
         let headers = message.headers_json()?;
         let stream = keys::inbox(&message.to_agent);
-        let mut cmd = crate::broker::functions::fcall(
-            "fabric_send_once",
-            &[&stream, &keys::once(&stream), &keys::once_ids(&stream)],
-        );
+        let once = keys::once(&stream);
+        let ids = keys::once_ids(&stream);
+        let lane = message.priority.lane().map(|l| keys::lane(&stream, l));
+        let mut ks = vec![stream.as_str(), once.as_str(), ids.as_str()];
+        ks.extend(lane.as_deref());
+        let mut cmd = crate::broker::functions::fcall("fabric_send_once", &ks);
         cmd.arg(key)
             .arg(crate::time::millis(window))
             .arg(&message.id)
@@ -120,6 +129,7 @@ impl Bus {
                 stream_id: what,
                 timestamp: message.timestamp,
                 to: message.to_agent,
+                deliver_at_ms: None,
             });
         }
         let mut parts = what.splitn(3, ' ');
@@ -135,6 +145,7 @@ impl Bus {
             stream_id: stream_id.to_owned(),
             timestamp: timestamp.to_owned(),
             to: message.to_agent,
+            deliver_at_ms: None,
         })
     }
 }

@@ -113,6 +113,17 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether to honour priorities through the inbox's lanes (default on,
+    /// `FABRIC_PRIORITY_LANES`): the worker creates `agent:<id>:inbox:urgent{…}`, `:high{…}`
+    /// and `:low{…}` beside the inbox, senders then put non-normal messages there, and each
+    /// read takes urgent entries first (`docs/protocol.md` §5.9). Off: one FIFO inbox, the
+    /// lanes are neither created nor read (a lane left by an earlier worker is still read, so
+    /// nothing sent there is stranded).
+    pub fn priority_lanes(mut self, on: bool) -> Self {
+        self.explicit.priority_lanes = Some(on);
+        self
+    }
+
     /// Handlers running at once per served stream (default 100). Env: `FABRIC_CONCURRENCY`.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.explicit.concurrency = Some(n);

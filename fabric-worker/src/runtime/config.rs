@@ -41,6 +41,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) max_entry_bytes: usize,
     /// Expired messages are dropped (acknowledged and counted) instead of dead-lettered.
     pub(crate) drop_expired: bool,
+    /// Read the inbox's priority lanes (creating them), urgent first.
+    pub(crate) priority_lanes: bool,
 }
 
 impl Default for WorkerConfig {
@@ -61,6 +63,7 @@ impl Default for WorkerConfig {
             retry_poll_interval: Duration::from_secs(1),
             max_entry_bytes: crate::broker::wire::DEFAULT_MAX_ENTRY_BYTES,
             drop_expired: false,
+            priority_lanes: true,
         }
     }
 }
@@ -174,6 +177,8 @@ settings! {
     max_entry_bytes: usize,
     /// `FABRIC_DROP_EXPIRED`.
     drop_expired: bool,
+    /// `FABRIC_PRIORITY_LANES`.
+    priority_lanes: bool,
 }
 
 impl Settings {
@@ -201,6 +206,7 @@ impl Settings {
             retry_poll_interval: v.millis("FABRIC_RETRY_POLL_INTERVAL_MS")?,
             max_entry_bytes: v.usize("FABRIC_MAX_ENTRY_BYTES")?,
             drop_expired: v.bool("FABRIC_DROP_EXPIRED")?,
+            priority_lanes: v.bool("FABRIC_PRIORITY_LANES")?,
         })
     }
 
@@ -223,6 +229,7 @@ impl Settings {
             retry_poll_interval: self.retry_poll_interval.unwrap_or(d.retry_poll_interval),
             max_entry_bytes: self.max_entry_bytes.unwrap_or(d.max_entry_bytes),
             drop_expired: self.drop_expired.unwrap_or(d.drop_expired),
+            priority_lanes: self.priority_lanes.unwrap_or(d.priority_lanes),
         };
         c.check()?;
         if let Some(g) = &self.group {

@@ -8,12 +8,14 @@
 //! | `registry.rs` | `#[handler]` registrations → a handler table per agent |
 //! | `stream.rs` | the state a served stream's loops share |
 //! | `reader.rs` | `XREADGROUP` loop |
+//! | `lanes.rs` | how a read shares its slots among an inbox's priority lanes |
+//! | `notes.rs` | listening to `agent.<id>.new_message` for delayed messages to promote |
 //! | `process.rs` | one entry: decode, dispatch, reply, acknowledge, retry or dead-letter |
 //! | `outcome.rs` | running a handler and the [`Verdict`] on its message (shared with `testing`) |
 //! | `acker.rs` | batched `XACK` |
 //! | `lease.rs` | lease renewal of running handlers' entries |
 //! | `reclaim.rs` | `XAUTOCLAIM` of stalled entries; `janitor.rs` removes dead consumers |
-//! | `retry.rs` | scheduling retries and promoting due ones |
+//! | `retry.rs` | scheduling retries; promoting due retries and delayed messages |
 //! | `trim.rs` | trimming handled entries |
 //! | `presence.rs` | the worker's presence and message types in `agent:<id>:workers` |
 
@@ -21,7 +23,9 @@ mod acker;
 mod builder;
 pub(crate) mod config;
 mod janitor;
+mod lanes;
 mod lease;
+mod notes;
 pub(crate) mod outcome;
 mod presence;
 mod process;
@@ -155,6 +159,7 @@ impl Worker {
         for spec in &self.streams {
             broker.ensure_group(&spec.stream, &spec.group).await?;
         }
+        let mut wake = Vec::new();
         for spec in self.streams {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             let st = Arc::new(StreamState::new(
@@ -165,7 +170,8 @@ impl Worker {
                 tracker.clone(),
                 hard.clone(),
             ));
-            if st.spec.stream == crate::keys::inbox(&st.spec.agent) {
+            let is_inbox = st.spec.stream == crate::keys::inbox(&st.spec.agent);
+            if is_inbox {
                 let started = crate::time::now_ms();
                 if let Err(e) = presence::register(&st, started).await {
                     warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
@@ -175,12 +181,46 @@ impl Worker {
                     started,
                     stop_background.clone(),
                 )));
+                wake.push((st.spec.agent.clone(), st.retry_notify.clone()));
             }
+            // The lanes read with this stream, in priority order (the stream itself is the
+            // normal lane).
+            let (mut above, mut below) = (Vec::new(), Vec::new());
+            if is_inbox {
+                let names = lane_names(&st, self.config.priority_lanes).await?;
+                for (i, name) in names {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let lane = Arc::new(StreamState::lane(&st, name, tx));
+                    ackers.push(tokio::spawn(acker::acker(
+                        lane.clone(),
+                        rx,
+                        acks_done.clone(),
+                    )));
+                    spawn_loops(
+                        &lane,
+                        &stop_reading,
+                        &stop_background,
+                        &mut readers,
+                        &mut background,
+                    );
+                    // urgent and high before the inbox, low after it.
+                    if i < 2 {
+                        above.push(lane.clone());
+                    } else {
+                        below.push(lane.clone());
+                    }
+                    states.push(lane);
+                }
+            }
+            let mut read_with = above;
+            read_with.push(st.clone());
+            read_with.extend(below);
             info!(
                 agent = %st.spec.agent,
                 stream = %st.spec.stream,
                 group = %st.spec.group,
                 consumer = %st.spec.consumer,
+                lanes = read_with.len(),
                 handlers = ?st.spec.handlers.keys().collect::<Vec<_>>(),
                 "serving"
             );
@@ -190,26 +230,28 @@ impl Worker {
                 acks_done.clone(),
             )));
             readers.push(tokio::spawn(reader::reader(
-                st.clone(),
+                read_with,
                 stop_reading.clone(),
             )));
-            readers.push(tokio::spawn(reclaim::reclaimer(
-                st.clone(),
-                stop_reading.clone(),
-            )));
-            background.push(tokio::spawn(lease::leaser(
-                st.clone(),
-                stop_background.clone(),
-            )));
+            spawn_loops(
+                &st,
+                &stop_reading,
+                &stop_background,
+                &mut readers,
+                &mut background,
+            );
             background.push(tokio::spawn(retry::promoter(
                 st.clone(),
                 stop_background.clone(),
             )));
-            background.push(tokio::spawn(trim::trimmer(
-                st.clone(),
+            states.push(st);
+        }
+        if !wake.is_empty() {
+            background.push(tokio::spawn(notes::listen(
+                self.bus.clone(),
+                wake,
                 stop_background.clone(),
             )));
-            states.push(st);
         }
         shutdown.await;
         info!("stopping: no new reads; waiting for in-flight handlers");
@@ -239,6 +281,53 @@ impl Worker {
         info!("worker stopped");
         Ok(())
     }
+}
+
+/// The loops every served stream (and lane) has besides its reader and acker: reclaim,
+/// lease renewal, trimming.
+fn spawn_loops(
+    st: &Arc<StreamState>,
+    stop_reading: &CancellationToken,
+    stop_background: &CancellationToken,
+    readers: &mut Vec<JoinHandle<()>>,
+    background: &mut Vec<JoinHandle<()>>,
+) {
+    readers.push(tokio::spawn(reclaim::reclaimer(
+        st.clone(),
+        stop_reading.clone(),
+    )));
+    background.push(tokio::spawn(lease::leaser(
+        st.clone(),
+        stop_background.clone(),
+    )));
+    background.push(tokio::spawn(trim::trimmer(
+        st.clone(),
+        stop_background.clone(),
+    )));
+}
+
+/// The priority lanes to read with an inbox, as (index in `keys::LANES`, key): all of them,
+/// created with the group, when lanes are on; when off, those that exist (left by an
+/// earlier worker, so nothing sent there is stranded).
+async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)>> {
+    let spec = &inbox.spec;
+    let mut out = Vec::new();
+    for (i, lane) in crate::keys::LANES.iter().enumerate() {
+        let key = crate::keys::lane(&spec.stream, lane);
+        if !on {
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut inbox.broker.conn())
+                .await
+                .map_err(|e| Error::redis("EXISTS", &key, e))?;
+            if exists == 0 {
+                continue;
+            }
+        }
+        inbox.broker.ensure_group(&key, &spec.group).await?;
+        out.push((i, key));
+    }
+    Ok(out)
 }
 
 async fn join_all(handles: Vec<JoinHandle<()>>) {

@@ -333,6 +333,7 @@ impl StreamState {
                     .or_else(|| Some(request.id.clone())),
                 headers: Default::default(),
                 sender: None,
+                deliver_at_ms: None,
             };
             let data = match reply.to_data() {
                 Ok(d) => d,

@@ -1,5 +1,7 @@
 //! The reader: `XREADGROUP … BLOCK` for new entries, on a connection of its own, taking a
-//! permit per entry so that no more are read than can start at once.
+//! permit per entry so that no more are read than can start at once. An inbox with priority
+//! lanes is read as one: each read shares its free slots among the lanes (`lanes.rs`) and
+//! dispatches urgent entries first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,28 +9,52 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use super::lanes;
 use super::stream::StreamState;
-use crate::broker::{Conn, reconnect_backoff, wire};
+use crate::broker::{Conn, RawEntry, reconnect_backoff, wire};
+use crate::message::{Priority, fields};
 
-/// Reads new entries and dispatches them, on a connection of its own.
-pub(super) async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
-    let spec = &st.spec;
-    let block = st.config.block;
+/// What one read got: per lane (index into the reader's lanes), its entries.
+type Got = Vec<(usize, Vec<RawEntry>)>;
+
+/// Reads new entries of `lanes` (one stream, or an inbox's lanes in priority order: urgent,
+/// high, the inbox, low — all sharing one semaphore) and dispatches them, on a connection
+/// of its own.
+pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken) {
+    let Some(main) = lanes
+        .iter()
+        .find(|s| crate::keys::home(&s.spec.stream) == s.spec.stream)
+        .or(lanes.first())
+        .cloned()
+    else {
+        return;
+    };
+    let spec = &main.spec;
+    let block = main.config.block;
+    let n = lanes.len();
     let mut conn: Option<Conn> = None;
     let mut backoff = reconnect_backoff();
     let mut failing = false;
+    // Lanes that had entries at the last read; whether the last read got nothing (then the
+    // next one blocks); how many reads had fewer slots than lanes (for the aging rule).
+    let mut busy = vec![false; n];
+    let mut idle = true;
+    let mut narrow_reads: u64 = 0;
     loop {
         // Wait for capacity before reading, and read no more than can start at once.
         // Permits are taken per entry after the read, so a blocked read holds none (the
         // reclaimer needs them too).
         tokio::select! {
             _ = stop.cancelled() => return,
-            p = st.sem.acquire() => match p { Ok(p) => drop(p), Err(_) => return },
+            p = main.sem.acquire() => match p { Ok(p) => drop(p), Err(_) => return },
         }
-        let count = st.sem.available_permits().clamp(1, st.config.batch_size);
+        let count = main
+            .sem
+            .available_permits()
+            .clamp(1, main.config.batch_size);
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match st.broker.dedicated(block).await {
+            None => match main.broker.dedicated(block).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
@@ -41,55 +67,58 @@ pub(super) async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
                 }
             },
         };
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&spec.group)
-            .arg(&spec.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(crate::time::millis(block))
-            .arg("STREAMS")
-            .arg(&spec.stream)
-            .arg(">");
-        let read = cmd.query_async::<redis::Value>(c);
+        let read = async {
+            if n == 1 || idle {
+                read_blocking(c, &lanes, (count / n).max(1), block).await
+            } else if count >= n {
+                read_quotas(c, &lanes, &lanes::quotas(count, &busy)).await
+            } else {
+                narrow_reads += 1;
+                read_in_order(c, &lanes, count, &lanes::order(n, narrow_reads - 1)).await
+            }
+        };
         let reply = tokio::select! {
             // Dropping a blocked read: drop the connection too, so the server unblocks it.
             _ = stop.cancelled() => return,
             r = read => r,
         };
         match reply {
-            Ok(v) => {
+            Ok(mut got) => {
                 if failing {
                     info!(agent = %spec.agent, stream = %spec.stream, "reconnected to Redis; reading again");
                     failing = false;
                 }
                 backoff = reconnect_backoff();
-                match wire::parse_read_reply(&v) {
-                    Ok(streams) => {
-                        for entry in streams.into_iter().flat_map(|(_, e)| e) {
-                            // Normally free at once (we read no more than were available).
-                            let Ok(p) = st.sem.clone().acquire_owned().await else {
-                                return;
-                            };
-                            st.dispatch(entry, 1, p);
-                        }
+                got.sort_by_key(|(i, _)| *i);
+                busy = vec![false; n];
+                idle = got.iter().all(|(_, e)| e.is_empty());
+                for (i, mut entries) in got {
+                    busy[i] = !entries.is_empty();
+                    if lanes[i].spec.stream == spec.stream {
+                        sort_by_envelope_priority(&mut entries);
                     }
-                    Err(e) => {
-                        error!(stream = %spec.stream, error = %e, "unreadable XREADGROUP reply");
+                    for entry in entries {
+                        // Normally free at once (we read no more than were available).
+                        let Ok(p) = main.sem.clone().acquire_owned().await else {
+                            return;
+                        };
+                        lanes[i].dispatch(entry, 1, p);
                     }
                 }
             }
             Err(e) if wire::is_nogroup(&e) => {
                 warn!(stream = %spec.stream, group = %spec.group, "consumer group missing (stream deleted?); recreating it");
-                st.broker.forget_group(&spec.stream, &spec.group);
-                if let Err(e) = st.broker.ensure_group(&spec.stream, &spec.group).await {
-                    warn!(error = %e, "cannot recreate the consumer group");
-                    tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                for l in &lanes {
+                    l.broker.forget_group(&l.spec.stream, &l.spec.group);
+                    if let Err(e) = l.broker.ensure_group(&l.spec.stream, &l.spec.group).await {
+                        warn!(stream = %l.spec.stream, error = %e, "cannot recreate the consumer group");
+                        tokio::select! { _ = stop.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => {} }
+                    }
                 }
             }
             Err(e) => {
                 conn = None;
+                idle = true;
                 let d = backoff.next().unwrap_or(Duration::from_secs(5));
                 if !failing {
                     warn!(agent = %spec.agent, stream = %spec.stream, error = %e, retry_in_ms = crate::time::millis(d), "read failed; reconnecting with backoff");
@@ -99,6 +128,120 @@ pub(super) async fn reader(st: Arc<StreamState>, stop: CancellationToken) {
             }
         }
     }
+}
+
+fn xreadgroup(st: &StreamState, count: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&st.spec.group)
+        .arg(&st.spec.consumer)
+        .arg("COUNT")
+        .arg(count);
+    cmd
+}
+
+/// Maps a read reply's streams to lane indexes.
+fn by_lane(lanes: &[Arc<StreamState>], v: &redis::Value) -> redis::RedisResult<Got> {
+    let streams = wire::parse_read_reply(v).map_err(|e| {
+        error!(error = %e, "unreadable XREADGROUP reply");
+        redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unreadable XREADGROUP reply",
+        ))
+    })?;
+    Ok(streams
+        .into_iter()
+        .filter_map(|(key, entries)| {
+            let i = lanes.iter().position(|l| l.spec.stream == key)?;
+            Some((i, entries))
+        })
+        .collect())
+}
+
+/// One `XREADGROUP … BLOCK` over every lane, up to `per_lane` entries from each.
+async fn read_blocking(
+    c: &mut Conn,
+    lanes: &[Arc<StreamState>],
+    per_lane: usize,
+    block: Duration,
+) -> redis::RedisResult<Got> {
+    let mut cmd = xreadgroup(&lanes[0], per_lane);
+    cmd.arg("BLOCK")
+        .arg(crate::time::millis(block))
+        .arg("STREAMS");
+    for l in lanes {
+        cmd.arg(&l.spec.stream);
+    }
+    for _ in lanes {
+        cmd.arg(">");
+    }
+    let v: redis::Value = cmd.query_async(c).await?;
+    by_lane(lanes, &v)
+}
+
+/// One pipeline of non-blocking reads, `quotas[i]` entries from lane `i`.
+async fn read_quotas(
+    c: &mut Conn,
+    lanes: &[Arc<StreamState>],
+    quotas: &[usize],
+) -> redis::RedisResult<Got> {
+    let mut pipe = redis::pipe();
+    for (l, q) in lanes.iter().zip(quotas) {
+        let mut cmd = xreadgroup(l, *q);
+        cmd.arg("STREAMS").arg(&l.spec.stream).arg(">");
+        pipe.add_command(cmd);
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+    let mut got = Got::new();
+    for v in &replies {
+        got.extend(by_lane(lanes, v)?);
+    }
+    Ok(got)
+}
+
+/// Non-blocking reads lane by lane in `order` until `count` entries are read.
+async fn read_in_order(
+    c: &mut Conn,
+    lanes: &[Arc<StreamState>],
+    count: usize,
+    order: &[usize],
+) -> redis::RedisResult<Got> {
+    let mut got = Got::new();
+    let mut left = count;
+    for &i in order {
+        if left == 0 {
+            break;
+        }
+        let mut cmd = xreadgroup(&lanes[i], left);
+        cmd.arg("STREAMS").arg(&lanes[i].spec.stream).arg(">");
+        let v: redis::Value = cmd.query_async(c).await?;
+        for (i, entries) in by_lane(lanes, &v)? {
+            left = left.saturating_sub(entries.len());
+            got.push((i, entries));
+        }
+    }
+    Ok(got)
+}
+
+/// Orders the entries of one read of a plain inbox by their envelope's priority, highest
+/// first (stable): what a Python sender writes with `"priority": 4` into the inbox is taken
+/// before the normal entries read with it.
+fn sort_by_envelope_priority(entries: &mut [RawEntry]) {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        #[serde(default)]
+        priority: Priority,
+    }
+    if entries.len() < 2 {
+        return;
+    }
+    let prio = |e: &RawEntry| {
+        e.get(fields::DATA)
+            .and_then(|d| serde_json::from_slice::<Only>(d).ok())
+            .map_or(Priority::Normal, |o| o.priority)
+    };
+    // Stable: equal priorities keep their stream order.
+    entries.sort_by_cached_key(|e| std::cmp::Reverse(prio(e)));
 }
 
 /// At shutdown, after the reader stopped: handles what Redis already handed to this

@@ -1,6 +1,7 @@
 //! Retries: a failed entry is parked in the sorted set `<stream>:retry{<stream>}` (scored by
 //! its due time, by the server's clock) and acknowledged, atomically; the promoter moves due
-//! retries back into the stream.
+//! retries — and messages sent for later (`<stream>:delayed{<stream>}`) — into the stream,
+//! or into the priority lane they name.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,8 +55,14 @@ impl StreamState {
             fields::LAST_ERROR.to_owned(),
             error.chars().take(2000).collect(),
         ]);
-        let member = json!({ "fields": flat, "from": entry.id }).to_string();
-        let retries = keys::retries(&spec.stream);
+        let home = keys::home(&spec.stream);
+        let mut member = json!({ "fields": flat, "from": entry.id });
+        if let Some(lane) = keys::lane_of(home, &spec.stream) {
+            // Back into the lane it came from.
+            member["lane"] = json!(lane);
+        }
+        let member = member.to_string();
+        let retries = keys::retries(home);
         let ok = self
             .persist("scheduling a retry", || async {
                 let mut cmd = fcall("fabric_schedule_retry", &[&spec.stream, &retries]);
@@ -76,13 +83,19 @@ impl StreamState {
     }
 }
 
-/// Moves due retries back into the stream.
+/// Moves due retries and delayed messages into the stream (or their lane). Sleeps until the
+/// next is due (at most `retry_poll_interval`); woken early when this worker schedules a
+/// retry or a sender announces a delayed message (`deliver_at_ms` in a notification).
 pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
     let spec = &st.spec;
     let retries = keys::retries(&spec.stream);
     let dead = keys::dead_letters(&spec.stream);
+    let delayed = keys::delayed(&spec.stream);
+    let lanes = keys::LANES.map(|l| keys::lane(&spec.stream, l));
     let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
-    let mut cmd = fcall("fabric_promote", &[&spec.stream, &retries, &dead]);
+    let mut ks = vec![spec.stream.as_str(), &retries, &dead, &delayed];
+    ks.extend(lanes.iter().map(String::as_str));
+    let mut cmd = fcall("fabric_promote", &ks);
     cmd.arg(100);
     loop {
         let r: Result<(i64, i64, i64)> = st
@@ -92,7 +105,7 @@ pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
         let wait = match r {
             Ok((moved, next, failed)) => {
                 if moved > 0 {
-                    debug!(stream = %spec.stream, moved, "retries due; back in the stream");
+                    debug!(stream = %spec.stream, moved, "retries and delayed messages due; in the stream");
                 }
                 if failed > 0 {
                     warn!(stream = %spec.stream, failed, "retries that could not be put back in the stream were moved to dead letters (reason promote_failed)");

@@ -41,8 +41,9 @@ pub(crate) struct StreamState {
     pub(crate) sem: Arc<Semaphore>,
     in_flight: Mutex<HashSet<String>>,
     ack_tx: mpsc::UnboundedSender<String>,
-    /// Wakes the promoter when a retry was scheduled.
-    pub(crate) retry_notify: Notify,
+    /// Wakes the promoter (of the inbox, shared by its lanes) when a retry was scheduled or a
+    /// delayed message announced.
+    pub(crate) retry_notify: Arc<Notify>,
     tracker: TaskTracker,
     /// Cancelled when the worker must stop at once (second signal, shutdown timeout).
     pub(crate) hard_stop: CancellationToken,
@@ -92,11 +93,35 @@ impl StreamState {
             config,
             in_flight: Mutex::new(HashSet::new()),
             ack_tx,
-            retry_notify: Notify::new(),
+            retry_notify: Arc::new(Notify::new()),
             tracker,
             hard_stop,
             mcp_group: Mutex::new(None),
         }
+    }
+
+    /// The state of a priority lane of `home`'s inbox: its own stream and acknowledgements,
+    /// the inbox's permits (one concurrency limit for the agent) and promoter.
+    pub(crate) fn lane(
+        home: &StreamState,
+        stream: String,
+        ack_tx: mpsc::UnboundedSender<String>,
+    ) -> StreamState {
+        let spec = StreamSpec {
+            stream,
+            ..home.spec.clone()
+        };
+        let mut st = StreamState::new(
+            spec,
+            home.bus.clone(),
+            home.config.clone(),
+            ack_tx,
+            home.tracker.clone(),
+            home.hard_stop.clone(),
+        );
+        st.sem = home.sem.clone();
+        st.retry_notify = home.retry_notify.clone();
+        st
     }
 
     /// Whether MCP sessions read this agent's stream through `<agent>_mcp` (checked at most
