@@ -264,6 +264,59 @@ redis.register_function('fabric_forward', function(keys, args)
   return out
 end)
 
+-- fabric_deliver(inbox, seen, urgent, high, low, delayed; require_exists, window_ms, sender,
+-- count, then per entry: member, lane, due_ms, pairs, field, value, ...): the router's
+-- delivery into an inbox (secure mode), as fabric_forward, and besides: an entry with a
+-- lane ('urgent', 'high', 'low'; '' for none) goes to that lane when it exists, and one
+-- with due_ms in the future goes to the inbox's schedule `delayed` (member
+-- {"fields": [sender, <sender>, ...], "lane": <lane>}) instead. Returns per entry {1, id}
+-- when appended, {2, ''} when scheduled, {0, ''} for a duplicate, {-1, ''} for a missing
+-- inbox, {-2, error} when Redis refused the append.
+redis.register_function('fabric_deliver', function(keys, args)
+  local target, seen, delayed = keys[1], keys[2], keys[6]
+  local lanes = {urgent = keys[3], high = keys[4], low = keys[5]}
+  local must_exist, window, sender, count = args[1] == '1', tonumber(args[2]), args[3], tonumber(args[4])
+  if not delayed or not window or not sender or not count or count < 1 or count > 100 then
+    return redis.error_reply('ERR fabric_deliver: expected 6 keys and 1 to 100 entries')
+  end
+  local exists = (not must_exist) or redis.call('EXISTS', target) == 1
+  local out, i, now = {}, 5, now_ms()
+  for n = 1, count do
+    local member, lane, due, pairs = args[i], args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
+    if not member or not lane or not due or not pairs or pairs < 1 or pairs >= MAX_FIELDS
+        or i + 3 + 2 * pairs > #args then
+      return redis.error_reply('ERR fabric_deliver: malformed entry ' .. n)
+    end
+    local first, last = i + 4, i + 3 + 2 * pairs
+    if not exists then
+      out[n] = {-1, ''}
+    elseif redis.call('ZADD', seen, 'NX', now, member) == 0 then
+      out[n] = {0, ''}
+    elseif due > now then
+      local flat = {'sender', sender}
+      for j = first, last do flat[#flat + 1] = args[j] end
+      local m = {fields = flat}
+      if lanes[lane] then m['lane'] = lane end
+      redis.call('ZADD', delayed, due, cjson.encode(m))
+      out[n] = {2, ''}
+    else
+      local dest = target
+      if lanes[lane] and redis.call('EXISTS', lanes[lane]) == 1 then dest = lanes[lane] end
+      local id = redis.pcall('XADD', dest, '*', 'sender', sender, unpack(args, first, last))
+      if type(id) == 'table' and id.err then
+        redis.call('ZREM', seen, member)
+        out[n] = {-2, id.err}
+      else
+        out[n] = {1, id}
+      end
+    end
+    i = last + 1
+  end
+  local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - window, 'LIMIT', 0, 100)
+  if #old > 0 then redis.call('ZREM', seen, unpack(old)) end
+  return out
+end)
+
 -- fabric_send_lane(lane, stream; field, value, ...): appends the entry (1 to 64 field pairs)
 -- to the priority lane `lane` of the inbox `stream` when that lane exists (the agent's
 -- workers create their lanes), else to `stream` itself, so a recipient that reads no lanes

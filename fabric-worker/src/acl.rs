@@ -156,10 +156,14 @@ fn send_once_selector() -> String {
             "agent:*:inbox",
             "agent:*:inbox:once{*}",
             "agent:*:inbox:onceids{*}",
+            "agent:*:inbox:urgent{*}",
+            "agent:*:inbox:high{*}",
+            "agent:*:inbox:low{*}",
         ],
         &[
             "+xadd",
             "+fcall",
+            "+exists",
             "+zrangebyscore",
             "+zrem",
             "+zscore",
@@ -207,6 +211,8 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                     &["agent:*:results", "agent:*:replies:*"],
                     &["+xadd"],
                 ));
+                // Messages sent for later: into the recipient's schedule, add only.
+                r.push(selector(&["agent:*:inbox:delayed{*}"], &["+zadd"]));
             }
         }
         Role::Router => {
@@ -236,6 +242,10 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 &[
                     "agent:*:inbox",
                     "agent:*:inbox:fwd{*}",
+                    "agent:*:inbox:urgent{*}",
+                    "agent:*:inbox:high{*}",
+                    "agent:*:inbox:low{*}",
+                    "agent:*:inbox:delayed{*}",
                     "agent:*:results",
                     "agent:*:results:fwd{*}",
                     "agent:*:replies:*",
@@ -268,12 +278,41 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                         &["agent:*:results", "agent:*:replies:*"],
                         &["+xadd"],
                     ));
+                    r.push(selector(&["agent:*:inbox:delayed{*}"], &["+zadd"]));
                 }
             }
+            // Moves an agent's due delayed messages and retries into its inbox or lanes
+            // before a receive (`fabric_promote`, and what it runs; TIME for its clock).
+            r.push("+time".into());
+            r.push(selector(
+                &[
+                    "agent:*:inbox",
+                    "agent:*:inbox:retry{*}",
+                    "agent:*:inbox:dead{*}",
+                    "agent:*:inbox:delayed{*}",
+                    "agent:*:inbox:urgent{*}",
+                    "agent:*:inbox:high{*}",
+                    "agent:*:inbox:low{*}",
+                ],
+                &[
+                    "+fcall",
+                    "+zrangebyscore",
+                    "+zrange",
+                    "+zrem",
+                    "+xadd",
+                    "+exists",
+                ],
+            ));
             // Receives (redelivering what was not acknowledged in time), acknowledges and
             // inspects for that agent: its inbox and its results.
             r.push(selector(
-                &["agent:*:inbox", "agent:*:results"],
+                &[
+                    "agent:*:inbox",
+                    "agent:*:inbox:urgent{*}",
+                    "agent:*:inbox:high{*}",
+                    "agent:*:inbox:low{*}",
+                    "agent:*:results",
+                ],
                 &[
                     "+xreadgroup",
                     "+xack",

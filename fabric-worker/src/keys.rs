@@ -49,6 +49,31 @@ pub fn validate_stream_id(id: &str) -> Result<()> {
     }
 }
 
+/// The rule for ids [`Bus::receive`](crate::Bus::receive) hands out (and acknowledge takes)
+/// as a regular expression: an entry id, prefixed with `<lane>/` for an entry of a
+/// priority lane of the inbox (`urgent/1700000000000-0`).
+pub const RECEIVED_ID_PATTERN: &str = "^((urgent|high|low)/)?[0-9]{1,20}(-[0-9]{1,20})?$";
+
+/// Splits a received id into its lane (`None`: the stream itself) and entry id, checking
+/// both (see [`RECEIVED_ID_PATTERN`]).
+pub fn split_received_id(id: &str) -> Result<(Option<&'static str>, &str)> {
+    let (lane, entry) = match id.split_once('/') {
+        Some((lane, entry)) => match LANES.iter().find(|l| **l == lane) {
+            Some(l) => (Some(*l), entry),
+            None => {
+                return Err(Error::invalid(
+                    "stream id",
+                    id,
+                    "expected an entry id like 1700000000000-0, or urgent/, high/ or low/ before one",
+                ));
+            }
+        },
+        None => (None, id),
+    };
+    validate_stream_id(entry)?;
+    Ok((lane, entry))
+}
+
 /// Checks an agent id: 1–64 characters from `[A-Za-z0-9_-]`, starting with a letter or digit.
 pub fn validate_agent(agent: &str) -> Result<()> {
     check_charset(
@@ -362,6 +387,13 @@ mod tests {
             assert_eq!(hash_tag(&retries(&lane(&s, l))), s);
         }
         assert_eq!(lane_of(&s, &s), None);
+        assert_eq!(
+            split_received_id("urgent/1-2").unwrap(),
+            (Some("urgent"), "1-2")
+        );
+        assert_eq!(split_received_id("1-2").unwrap(), (None, "1-2"));
+        assert!(split_received_id("inbox/1-2").is_err());
+        assert!(split_received_id("urgent/x").is_err());
         assert_eq!(home(&lane(&s, "low")), s);
         assert_eq!(home(&s), s);
         assert_eq!(home(&dead_letters(&s)), dead_letters(&s));

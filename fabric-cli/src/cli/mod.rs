@@ -354,6 +354,14 @@ pub struct SendArgs {
     /// Send once per KEY: a second send with the same key within a day queues nothing (status duplicate)
     #[arg(long, value_name = "KEY", conflicts_with = "wait")]
     pub idempotency_key: Option<String>,
+    /// Deliver in this many seconds instead of now (e.g. 90, 2.5): the message waits in the
+    /// recipient's schedule, in Redis, until then.
+    #[arg(long = "in", value_name = "SECONDS", conflicts_with_all = ["at", "wait", "idempotency_key"])]
+    pub delay: Option<f64>,
+    /// Deliver at this time instead of now: RFC 3339 (2026-11-28T15:00:00Z, or with an
+    /// offset), or UTC without one (2026-11-28T15:00:00).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["wait", "idempotency_key"])]
+    pub at: Option<String>,
 
     /// Wait up to SECONDS for the reply and print it (exit code 5 if none comes)
     #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]

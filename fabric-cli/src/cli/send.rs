@@ -95,8 +95,35 @@ pub(crate) fn build(args: &SendArgs) -> Result<Message> {
         }
         m = m.with_header(k.trim(), v);
     }
+    if let Some(secs) = args.delay {
+        if !(secs.is_finite() && (0.0..=365.0 * 86_400.0).contains(&secs)) {
+            return Err(Error::Usage(format!(
+                "--in {secs}: give a number of seconds between 0 and 31536000 (a year)"
+            )));
+        }
+        m = m.with_delay(Duration::from_secs_f64(secs));
+    }
+    if let Some(at) = &args.at {
+        m = m.deliver_at(parse_at(at)?);
+    }
     m.validate().map_err(|e| Error::Usage(e.to_string()))?;
     Ok(m)
+}
+
+/// `--at`: RFC 3339, or a UTC time without an offset.
+fn parse_at(s: &str) -> Result<std::time::SystemTime> {
+    let t = s.trim();
+    let utc = chrono::DateTime::parse_from_rfc3339(t)
+        .map(|d| d.to_utc())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f").map(|n| n.and_utc())
+        })
+        .map_err(|_| {
+            Error::Usage(format!(
+                "--at {s:?}: give a time like 2026-11-28T15:00:00Z (RFC 3339), or 2026-11-28T15:00:00 for UTC"
+            ))
+        })?;
+    Ok(std::time::SystemTime::from(utc))
 }
 
 pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
@@ -123,13 +150,30 @@ pub(crate) async fn run(at: &Target, json: bool, args: SendArgs) -> Result<()> {
                 None => bus.send(message).await?,
             };
             if json {
-                output::print_json(&json!({
+                let mut out = json!({
                     "message_id": receipt.message_id,
                     "status": receipt.status,
                     "stream_id": receipt.stream_id,
                     "timestamp": receipt.timestamp,
                     "to_agent": to,
-                }))
+                });
+                if let Some(at) = receipt.deliver_at_ms {
+                    out["deliver_at_ms"] = json!(at);
+                }
+                output::print_json(&out)
+            } else if let Some(at) = receipt.deliver_at_ms {
+                let when =
+                    chrono::DateTime::from_timestamp_millis(i64::try_from(at).unwrap_or(i64::MAX))
+                        .map_or_else(
+                            || at.to_string(),
+                            |d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                        );
+                output::println(&format!(
+                    "scheduled {} for {to} at {when} (in {}; priority {})",
+                    receipt.message_id,
+                    fabric_worker::keys::delayed(&fabric_worker::keys::inbox(&to)),
+                    priority.name()
+                ))
             } else {
                 let verb = if receipt.status == "duplicate" {
                     "already sent (same idempotency key; nothing queued):"

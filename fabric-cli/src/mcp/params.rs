@@ -219,13 +219,11 @@ impl<'de> Deserialize<'de> for StreamIds {
         items
             .iter()
             .map(|i| match i {
-                Value::String(s) => keys::validate_stream_id(s)
-                    .map(|()| s.clone())
-                    .map_err(|e| {
-                        D::Error::custom(format!(
-                            "{e} (the `_stream_id` of a received message, not its msg: id)"
-                        ))
-                    }),
+                Value::String(s) => keys::split_received_id(s).map(|_| s.clone()).map_err(|e| {
+                    D::Error::custom(format!(
+                        "{e} (the `_stream_id` of a received message, not its msg: id)"
+                    ))
+                }),
                 other => Err(expected("an array of strings", other)),
             })
             .collect::<Result<_, _>>()
@@ -247,7 +245,7 @@ impl JsonSchema for StreamIds {
             "type": "array",
             "minItems": 1,
             "maxItems": MAX_ACK_IDS,
-            "items": {"type": "string", "pattern": keys::STREAM_ID_PATTERN}
+            "items": {"type": "string", "pattern": keys::RECEIVED_ID_PATTERN}
         })
     }
 }

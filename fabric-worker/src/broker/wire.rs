@@ -57,6 +57,20 @@ impl RawEntry {
     }
 
     /// The 1-based attempt number this entry is delivered for (absent or bad means 1).
+    /// The `priority` of its envelope (normal when absent or unreadable), read without
+    /// decoding the rest.
+    pub(crate) fn envelope_priority(&self) -> crate::message::Priority {
+        #[derive(serde::Deserialize)]
+        struct Only {
+            #[serde(default)]
+            priority: crate::message::Priority,
+        }
+        self.get(crate::message::fields::DATA)
+            .and_then(|d| serde_json::from_slice::<Only>(d).ok())
+            .map(|o| o.priority)
+            .unwrap_or_default()
+    }
+
     pub(crate) fn attempt(&self) -> u32 {
         self.get_str(fields::ATTEMPT)
             .and_then(|s| s.parse::<u32>().ok())

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use super::delivery::Reader;
 use super::{Bus, agent_group};
-use crate::broker::wire;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::Message;
@@ -121,7 +120,8 @@ impl ReceiveOptions {
 pub struct Received {
     /// The envelope (and headers).
     pub message: Message,
-    /// The entry id: pass it to [`Bus::acknowledge`].
+    /// The entry id — `<lane>/<entry id>` for one of a priority lane of the inbox
+    /// (`urgent/1700000000000-0`): pass it to [`Bus::acknowledge`].
     pub stream_id: String,
     /// The consumer group it was read through.
     pub group: String,
@@ -197,34 +197,99 @@ impl Bus {
         }
         let block = check_block(opts.block)?;
         let stream = opts.source.stream(agent);
-        let r = Reader {
-            bus: self,
-            agent,
-            stream: &stream,
-            group: &group,
-            consumer: &consumer,
-            opts: &opts,
+        // The inbox is read with its priority lanes (urgent, high, the inbox, low), after
+        // moving due delayed messages in.
+        let lanes = if opts.source == Source::Inbox {
+            self.promote_due(agent).await;
+            self.existing_lanes(agent).await?
+        } else {
+            Vec::new()
         };
-        r.ensure_group().await?;
+        // Lanes above the inbox, the inbox, lanes below it.
+        let mut order: Vec<(Option<&'static str>, &str)> = lanes
+            .iter()
+            .filter(|(l, _)| *l != "low")
+            .map(|(l, k)| (Some(*l), k.as_str()))
+            .collect();
+        order.push((None, &stream));
+        order.extend(
+            lanes
+                .iter()
+                .filter(|(l, _)| *l == "low")
+                .map(|(l, k)| (Some(*l), k.as_str())),
+        );
+        let readers: Vec<Reader<'_>> = order
+            .into_iter()
+            .map(|(lane, stream)| Reader {
+                bus: self,
+                agent,
+                stream,
+                group: &group,
+                consumer: &consumer,
+                opts: &opts,
+                lane,
+            })
+            .collect();
+        for r in &readers {
+            r.ensure_group().await?;
+        }
         let deadline = block.map(|b| std::time::Instant::now() + b);
+        self.read_readers(&readers, count, deadline).await
+    }
+
+    /// The receive loop over `readers` (an inbox and its lanes, in priority order).
+    async fn read_readers(
+        &self,
+        readers: &[Reader<'_>],
+        count: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<Received>> {
+        let Some(opts) = readers.first().map(|r| r.opts) else {
+            return Ok(Vec::new());
+        };
         loop {
-            let mut entries = Vec::new();
+            // Per reader (in priority order), what it got.
+            let mut got: Vec<Vec<(crate::broker::RawEntry, u64)>> =
+                readers.iter().map(|_| Vec::new()).collect();
+            let mut left = count;
             if let Some(after) = opts.redeliver_after {
-                entries = r.redeliver(after, count).await?;
+                for (i, r) in readers.iter().enumerate() {
+                    if left == 0 {
+                        break;
+                    }
+                    got[i] = r.redeliver(after, left).await?;
+                    left -= got[i].len().min(left);
+                }
             }
-            let fresh = entries.is_empty();
+            let fresh = left == count;
             if fresh {
+                for (i, r) in readers.iter().enumerate() {
+                    if left == 0 {
+                        break;
+                    }
+                    let new = r.read_new(left, None).await?;
+                    left -= new.len().min(left);
+                    got[i] = new.into_iter().map(|e| (e, 1)).collect();
+                }
                 let wait = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-                let wait = wait.filter(|w| !w.is_zero());
-                entries = r
-                    .read_new(count, wait)
-                    .await?
-                    .into_iter()
-                    .map(|e| (e, 1))
-                    .collect();
+                if let Some(wait) = wait.filter(|w| !w.is_zero())
+                    && left == count
+                {
+                    let blocked = if readers.len() == 1 {
+                        vec![(0, readers[0].read_new(count, Some(wait)).await?)]
+                    } else {
+                        super::lanes::read_blocking(readers, count, wait).await?
+                    };
+                    for (i, new) in blocked {
+                        got[i] = new.into_iter().map(|e| (e, 1)).collect();
+                    }
+                }
             }
-            let got_any = !entries.is_empty();
-            let out = r.sort_out(entries).await?;
+            let got_any = got.iter().any(|g| !g.is_empty());
+            let mut out = Vec::new();
+            for (r, entries) in readers.iter().zip(got) {
+                out.extend(r.sort_out(entries).await?);
+            }
             if !out.is_empty() || !got_any {
                 return Ok(out);
             }
@@ -279,20 +344,35 @@ impl Bus {
         group: Option<&str>,
     ) -> Result<Vec<AckResult>> {
         let group = agent_group(agent, group)?;
-        if let Some(bad) = stream_ids.iter().find(|id| !wire::is_stream_id(id)) {
-            return Err(Error::invalid(
-                "stream id",
-                bad,
-                "expected an entry id like 1700000000000-0 (the `_stream_id` of a received message)",
-            ));
+        let mut split = Vec::with_capacity(stream_ids.len());
+        for id in stream_ids {
+            let (lane, entry) = keys::split_received_id(id).map_err(|_| {
+                Error::invalid(
+                    "stream id",
+                    id,
+                    "expected an entry id like 1700000000000-0 (the `_stream_id` of a received message, urgent/1700000000000-0 for one of a priority lane)",
+                )
+            })?;
+            if lane.is_some() && source != Source::Inbox {
+                return Err(Error::invalid(
+                    "stream id",
+                    id,
+                    "only inbox messages come from priority lanes",
+                ));
+            }
+            split.push((lane, entry));
         }
         if stream_ids.is_empty() {
             return Ok(Vec::new());
         }
         let stream = source.stream(agent);
         let mut pipe = redis::pipe();
-        for id in stream_ids {
-            pipe.cmd("XACK").arg(&stream).arg(&group).arg(id);
+        for (lane, entry) in &split {
+            let key = match lane {
+                Some(l) => keys::lane(&stream, l),
+                None => stream.clone(),
+            };
+            pipe.cmd("XACK").arg(key).arg(&group).arg(*entry);
         }
         let counts: Vec<i64> = pipe
             .query_async(&mut self.conn())

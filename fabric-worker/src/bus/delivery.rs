@@ -19,6 +19,9 @@ pub(super) struct Reader<'a> {
     pub(super) group: &'a str,
     pub(super) consumer: &'a str,
     pub(super) opts: &'a ReceiveOptions,
+    /// The priority lane of the inbox this stream is (`None`: the stream itself); received
+    /// ids of a lane are `<lane>/<entry id>`.
+    pub(super) lane: Option<&'static str>,
 }
 
 impl Reader<'_> {
@@ -153,6 +156,11 @@ impl Reader<'_> {
                 HashSet::new()
             };
         let stamped = self.bus.inner.mode == Mode::Secure;
+        let mut entries = entries;
+        if self.lane.is_none() {
+            // A plain inbox: what a Python sender wrote with a higher priority first.
+            entries.sort_by_cached_key(|(e, _)| std::cmp::Reverse(e.envelope_priority()));
+        }
         let mut out = Vec::with_capacity(entries.len());
         let mut theirs = Vec::new();
         for (e, deliveries) in entries {
@@ -182,7 +190,10 @@ impl Reader<'_> {
                 Ok(message) => out.push(Received {
                     attempt: e.attempt(),
                     message,
-                    stream_id: e.id,
+                    stream_id: match self.lane {
+                        Some(lane) => format!("{lane}/{}", e.id),
+                        None => e.id,
+                    },
                     group: self.group.to_owned(),
                     deliveries,
                 }),

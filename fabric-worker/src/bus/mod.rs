@@ -20,6 +20,7 @@ mod credentials;
 mod dead_letters;
 mod delivery;
 mod inspect;
+mod lanes;
 mod presence;
 mod request;
 pub(crate) mod send;

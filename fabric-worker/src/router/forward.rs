@@ -21,6 +21,8 @@ const CHUNK: usize = 100;
 pub(crate) enum Outcome {
     /// Appended, with this stream id.
     Delivered(String),
+    /// Put in the recipient's schedule (sent for later).
+    Scheduled,
     /// Delivered earlier (by a router that died before acknowledging): not appended again.
     Duplicate,
     /// The target inbox does not exist: an unknown recipient.
@@ -71,19 +73,42 @@ pub(crate) async fn forward(
     window: Duration,
 ) -> Result<Vec<Outcome>> {
     let seen = keys::forwarded(chunk.target);
-    let mut cmd = fcall("fabric_forward", &[chunk.target, &seen]);
+    // Into an inbox: with its lanes and schedule (`fabric_deliver`); a reply: as it is.
+    let inbox_keys: Vec<String> = if chunk.must_exist {
+        let mut k: Vec<String> = keys::LANES
+            .iter()
+            .map(|l| keys::lane(chunk.target, l))
+            .collect();
+        k.push(keys::delayed(chunk.target));
+        k
+    } else {
+        Vec::new()
+    };
+    let function = if chunk.must_exist {
+        "fabric_deliver"
+    } else {
+        "fabric_forward"
+    };
+    let mut ks = vec![chunk.target, seen.as_str()];
+    ks.extend(inbox_keys.iter().map(String::as_str));
+    let mut cmd = fcall(function, &ks);
     cmd.arg(if chunk.must_exist { "1" } else { "0" })
         .arg(crate::time::millis(window))
         .arg(sender)
         .arg(chunk.items.len());
     for (_, d) in &chunk.items {
-        cmd.arg(&d.member).arg(d.fields.len());
+        cmd.arg(&d.member);
+        if chunk.must_exist {
+            cmd.arg(d.message.priority.lane().unwrap_or(""))
+                .arg(d.message.deliver_at_ms.unwrap_or(0));
+        }
+        cmd.arg(d.fields.len());
         for (k, v) in &d.fields {
             cmd.arg(k).arg(v.as_slice());
         }
     }
     let r: Vec<(i64, String)> = broker
-        .call(&cmd, "FCALL fabric_forward", chunk.target)
+        .call(&cmd, "FCALL fabric_deliver", chunk.target)
         .await?;
     if r.len() != chunk.items.len() {
         return Err(Error::protocol(
@@ -99,6 +124,7 @@ pub(crate) async fn forward(
     r.into_iter()
         .map(|(code, text)| match code {
             1 => Ok(Outcome::Delivered(text)),
+            2 => Ok(Outcome::Scheduled),
             0 => Ok(Outcome::Duplicate),
             -1 => Ok(Outcome::NoTarget),
             _ => Err(Error::protocol(

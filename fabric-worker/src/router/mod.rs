@@ -487,6 +487,12 @@ impl Router {
                     }
                     None
                 }
+                (Ok(d), Some(Outcome::Scheduled)) => {
+                    debug!(from = owner, to = %d.message.to_agent, message_id = %d.message.id, deliver_at_ms = ?d.message.deliver_at_ms, "scheduled");
+                    routed.delivered += 1;
+                    announced.push(&d.message);
+                    None
+                }
                 (Ok(d), Some(Outcome::Duplicate)) => {
                     debug!(from = owner, message_id = %d.message.id, "already delivered; acknowledging only");
                     routed.duplicates += 1;

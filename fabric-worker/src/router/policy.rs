@@ -71,9 +71,21 @@ pub(crate) fn decide(
     if let Some(why) = entry.too_large(max_entry_bytes) {
         return Err((DeadReason::TooLarge, why));
     }
-    let message = entry
+    let mut message = entry
         .decode()
         .map_err(|why| (DeadReason::InvalidEnvelope, why))?;
+    if entry.get(fields::DELIVER_TO).is_none()
+        && let Some(at) = entry.get_str(fields::DELIVER_AT_MS)
+    {
+        // Sent for later: the router schedules it (a past time delivers at once).
+        let at: u64 = at.parse().map_err(|_| {
+            (
+                DeadReason::InvalidEnvelope,
+                format!("deliver_at_ms {at:?} is not a number of ms since the epoch"),
+            )
+        })?;
+        message.deliver_at_ms = Some(at).filter(|at| *at > crate::time::now_ms());
+    }
     if message.from_agent != owner {
         return Err((
             DeadReason::ForgedSender,

@@ -12,7 +12,6 @@ use tracing::{error, info, warn};
 use super::lanes;
 use super::stream::StreamState;
 use crate::broker::{Conn, RawEntry, reconnect_backoff, wire};
-use crate::message::{Priority, fields};
 
 /// What one read got: per lane (index into the reader's lanes), its entries.
 type Got = Vec<(usize, Vec<RawEntry>)>;
@@ -227,21 +226,10 @@ async fn read_in_order(
 /// first (stable): what a Python sender writes with `"priority": 4` into the inbox is taken
 /// before the normal entries read with it.
 fn sort_by_envelope_priority(entries: &mut [RawEntry]) {
-    #[derive(serde::Deserialize)]
-    struct Only {
-        #[serde(default)]
-        priority: Priority,
+    if entries.len() > 1 {
+        // Stable: equal priorities keep their stream order.
+        entries.sort_by_cached_key(|e| std::cmp::Reverse(e.envelope_priority()));
     }
-    if entries.len() < 2 {
-        return;
-    }
-    let prio = |e: &RawEntry| {
-        e.get(fields::DATA)
-            .and_then(|d| serde_json::from_slice::<Only>(d).ok())
-            .map_or(Priority::Normal, |o| o.priority)
-    };
-    // Stable: equal priorities keep their stream order.
-    entries.sort_by_cached_key(|e| std::cmp::Reverse(prio(e)));
 }
 
 /// At shutdown, after the reader stopped: handles what Redis already handed to this

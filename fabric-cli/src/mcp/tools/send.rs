@@ -28,7 +28,7 @@ pub(super) struct Params {
     payload: JsonObjectArg,
     /// Your own agent id (optional: defaults to the identity you are connected as; any other value is refused).
     from_agent: Option<AgentId>,
-    /// Priority: "low", "normal" (default), "high" or "urgent", or the number 1-4. Carried with the message; inboxes stay first-in first-out.
+    /// Priority: "low", "normal" (default), "high" or "urgent", or the number 1-4. The recipient's workers take urgent messages first, even behind a long backlog; low ones still move.
     priority: Option<PriorityArg>,
     /// Stream key where the recipient should send its reply (optional; a task defaults to agent:<from_agent>:results).
     reply_to: Option<StreamKey>,
@@ -36,6 +36,10 @@ pub(super) struct Params {
     correlation_id: Option<CorrelationId>,
     /// Optional: send once per key. If you may call again for the same message (a timeout, a retry), give the same key: a second send within a day queues nothing and returns the first receipt with status "duplicate".
     idempotency_key: Option<IdempotencyKey>,
+    /// Optional: deliver in this many seconds instead of now (0 to 31536000, e.g. 3600 for an hour). The message waits in the recipient's schedule until then; nobody sees it before.
+    delay_seconds: Option<f64>,
+    /// Optional: deliver at this time instead of now, RFC 3339 (e.g. "2026-11-28T15:00:00Z"). Give delay_seconds or deliver_at, not both.
+    deliver_at: Option<String>,
 }
 
 /// The message a send or a request builds: the sender is whoever `authorize` says.
@@ -72,8 +76,9 @@ pub(super) fn definition() -> Tool {
             "type": "object",
             "properties": {
                 "message_id": {"type": "string"},
-                "status": {"type": "string", "enum": ["queued", "duplicate"], "description": "duplicate: a message with this idempotency_key was already sent; nothing was queued and this is the first one's receipt."},
-                "stream_id": {"type": "string", "description": "Entry id in the recipient's inbox."},
+                "status": {"type": "string", "enum": ["queued", "scheduled", "duplicate"], "description": "scheduled: sent with delay_seconds or deliver_at, delivered at deliver_at_ms. duplicate: a message with this idempotency_key was already sent; nothing was queued and this is the first one's receipt."},
+                "stream_id": {"type": "string", "description": "Entry id in the recipient's inbox (empty while scheduled)."},
+                "deliver_at_ms": {"type": "integer", "description": "For a scheduled message: when it is delivered, ms since the epoch."},
                 "timestamp": {"type": "string"},
                 "to_agent": {"type": "string"},
                 "reply": {"type": "string", "description": "Where a reply to this message will arrive."},
@@ -103,6 +108,7 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
     if let Some(c) = p.correlation_id {
         m = m.with_correlation_id(c.0);
     }
+    m = schedule(m, p.delay_seconds, p.deliver_at.as_deref())?;
     m.validate().map_err(ToolError::from)?;
     let bus = ctx.bus.get().await?;
     let warning = ctx
@@ -134,6 +140,28 @@ pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolE
         }
     }
     Ok(out)
+}
+
+/// Applies `delay_seconds` / `deliver_at`.
+fn schedule(m: Message, delay: Option<f64>, at: Option<&str>) -> Result<Message, ToolError> {
+    match (delay, at) {
+        (Some(_), Some(_)) => Err(ToolError(
+            "give delay_seconds or deliver_at, not both".into(),
+        )),
+        (Some(s), None) if !(s.is_finite() && (0.0..=31_536_000.0).contains(&s)) => Err(ToolError(
+            format!("delay_seconds {s}: give a number of seconds between 0 and 31536000"),
+        )),
+        (Some(s), None) => Ok(m.with_delay(std::time::Duration::from_secs_f64(s))),
+        (None, Some(t)) => {
+            let when = chrono::DateTime::parse_from_rfc3339(t.trim()).map_err(|_| {
+                ToolError(format!(
+                    "deliver_at {t:?}: give an RFC 3339 time such as \"2026-11-28T15:00:00Z\""
+                ))
+            })?;
+            Ok(m.deliver_at(std::time::SystemTime::from(when.to_utc())))
+        }
+        (None, None) => Ok(m),
+    }
 }
 
 /// A warning when `to` has no inbox and nothing serves it: the message is queued (the agent
