@@ -92,3 +92,23 @@ fn tls_files_from_methods_win_over_the_environment() {
         "{e}"
     );
 }
+
+#[test]
+fn topic_retention_comes_from_the_method_over_the_environment() {
+    let vars = env::from_pairs(&[("FABRIC_TOPIC_RETENTION", "500")]);
+    let env_only = Bus::builder("redis://x").with_vars(&vars).unwrap();
+    assert_eq!(env_only.from_env.topic_retention, Some(500));
+    let both = Bus::builder("redis://x")
+        .topic_retention(7)
+        .with_vars(&vars)
+        .unwrap();
+    assert_eq!(
+        both.topic_retention.or(both.from_env.topic_retention),
+        Some(7)
+    );
+    let e = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_TOPIC_RETENTION", "lots")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FABRIC_TOPIC_RETENTION"), "{e}");
+}

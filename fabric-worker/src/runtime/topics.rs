@@ -298,10 +298,10 @@ async fn resolve(
         for h in &plan.handlers {
             let pattern = h.reg.topic.unwrap_or_default();
             let key = (plan.group.clone(), pattern.to_owned());
-            if !since.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = since.entry(key) {
                 let ms = subscribed_since(bus, &plan.group, pattern).await?;
                 info!(agent = %plan.agent, group = %plan.group, topic = pattern, since_ms = ms, "subscribed to durable topics");
-                since.insert(key, ms);
+                slot.insert(ms);
             }
         }
     }
