@@ -157,6 +157,7 @@ impl Bus {
     /// per agent with Redis ACLs).
     ///
     /// ```no_run
+    /// # #[allow(dead_code)]
     /// # async fn demo(bus: fabric_worker::Bus) -> fabric_worker::Result<()> {
     /// use fabric_worker::bus::TopicMessage;
     /// use serde_json::json;
