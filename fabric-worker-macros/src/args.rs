@@ -14,13 +14,23 @@ use syn::{Expr, Ident, Lit, LitInt, LitStr, Token, UnOp};
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// The argument names accepted by `#[handler(...)]`, in documentation order.
-const KNOWN_ARGS: &[&str] = &["message_type", "agent", "max_attempts", "timeout"];
+const KNOWN_ARGS: &[&str] = &["message_type", "topic", "agent", "max_attempts", "timeout"];
+
+/// Longest durable topic (or topic pattern) accepted.
+pub(crate) const MAX_TOPIC_LEN: usize = 200;
+
+/// What is said when neither `message_type` nor `topic` is given.
+const MISSING_KIND: &str = "missing `message_type` or `topic`; expected \
+     #[handler(message_type = \"...\")] (messages sent to the agent) or \
+     #[handler(topic = \"...\")] (events of durable topics)";
 
 /// Validated `#[handler(...)]` arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HandlerArgs {
-    /// The message type this handler consumes (required).
-    pub(crate) message_type: String,
+    /// The message type this handler consumes (`None` for a topic handler).
+    pub(crate) message_type: Option<String>,
+    /// The durable topic or topic glob this handler consumes (`None` for a message handler).
+    pub(crate) topic: Option<String>,
     /// Restricts the handler to a single agent.
     pub(crate) agent: Option<String>,
     /// Per-handler override of the maximum number of delivery attempts.
@@ -54,6 +64,8 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
     let mut seen: Vec<String> = Vec::new();
     let mut message_type: Option<String> = None;
     let mut saw_message_type = false;
+    let mut topic: Option<String> = None;
+    let mut saw_topic: Option<Span> = None;
     let mut agent = None;
     let mut max_attempts = None;
     let mut timeout_ms = None;
@@ -66,8 +78,8 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                 syn::Error::new(
                     name.span(),
                     format!(
-                        "unknown argument `{key}`; expected one of `message_type`, `agent`, \
-                         `max_attempts`, `timeout`"
+                        "unknown argument `{key}`; expected one of `message_type`, `topic`, \
+                         `agent`, `max_attempts`, `timeout`"
                     ),
                 ),
             );
@@ -94,6 +106,17 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                     })
                     .map(|s| message_type = Some(s))
             }
+            "topic" => {
+                saw_topic = Some(name.span());
+                string_arg(&value, "topic", "analytics.*")
+                    .and_then(|lit| {
+                        let s = lit.value();
+                        validate_topic(&s)
+                            .map(|()| s)
+                            .map_err(|msg| syn::Error::new(lit.span(), msg))
+                    })
+                    .map(|s| topic = Some(s))
+            }
             "agent" => string_arg(&value, "agent", "percy")
                 .and_then(|lit| {
                     let s = lit.value();
@@ -115,30 +138,37 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
         }
     }
 
-    if !saw_message_type {
-        push_error(
+    match (saw_message_type, saw_topic) {
+        (false, None) => push_error(
+            &mut errors,
+            syn::Error::new(Span::call_site(), MISSING_KIND),
+        ),
+        (true, Some(span)) => push_error(
             &mut errors,
             syn::Error::new(
-                Span::call_site(),
-                "missing `message_type`; expected #[handler(message_type = \"...\")]",
+                span,
+                "`message_type` and `topic` cannot be used together: a handler takes either \
+                 the messages of one type sent to the agent (`message_type = \"...\"`) or the \
+                 events of durable topics (`topic = \"...\"`); write two handlers",
             ),
-        );
+        ),
+        _ => {}
     }
 
-    match (errors, message_type) {
-        (Some(err), _) => Err(err),
-        (None, Some(message_type)) => Ok(HandlerArgs {
-            message_type,
-            agent,
-            max_attempts,
-            timeout_ms,
-        }),
-        // Unreachable in practice: a seen-but-invalid `message_type` always
-        // records an error. Report it rather than panicking.
-        (None, None) => Err(syn::Error::new(
-            Span::call_site(),
-            "missing `message_type`; expected #[handler(message_type = \"...\")]",
-        )),
+    match (errors, message_type, topic) {
+        (Some(err), _, _) => Err(err),
+        (None, message_type, topic) if message_type.is_some() != topic.is_some() => {
+            Ok(HandlerArgs {
+                message_type,
+                topic,
+                agent,
+                max_attempts,
+                timeout_ms,
+            })
+        }
+        // Unreachable in practice: every other case recorded an error above. Report it
+        // rather than panicking.
+        (None, _, _) => Err(syn::Error::new(Span::call_site(), MISSING_KIND)),
     }
 }
 
@@ -254,6 +284,36 @@ pub(crate) fn validate_message_type(s: &str) -> Result<(), String> {
         |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
         "ASCII letters, digits, `_`, `.`, `:` and `-`",
     )
+}
+
+/// Checks a durable topic or topic glob: `[A-Za-z0-9_.:*-]`, 1–200 characters, starting
+/// with a letter, a digit or `*` (`analytics.*`, `shared:news`).
+pub(crate) fn validate_topic(s: &str) -> Result<(), String> {
+    let allowed = "ASCII letters, digits, `_`, `.`, `:`, `-`, and `*` (any run of characters)";
+    let Some(first) = s.chars().next() else {
+        return Err("`topic` must not be empty".to_owned());
+    };
+    if let Some(bad) = s
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '*')))
+    {
+        return Err(format!(
+            "invalid character `{}` in `topic` {s:?}; allowed characters are {allowed}",
+            bad.escape_debug()
+        ));
+    }
+    if !(first.is_ascii_alphanumeric() || first == '*') {
+        return Err(format!(
+            "`topic` must start with an ASCII letter, a digit or `*`, found `{first}`"
+        ));
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err(format!(
+            "`topic` must be at most {MAX_TOPIC_LEN} characters long, found {}",
+            s.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Checks an agent name against `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.

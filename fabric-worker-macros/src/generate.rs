@@ -67,7 +67,8 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
         ::fabric_worker::handler::check_args(&[#(#kinds),*])
     };
 
-    let message_type = &args.message_type;
+    let message_type = args.message_type.as_deref().unwrap_or_default();
+    let topic = option_tokens(args.topic.as_deref().map(|t| quote! { #t }));
     let agent = option_tokens(args.agent.as_deref().map(|a| quote! { #a }));
     let max_attempts = option_tokens(args.max_attempts.map(|n| {
         let lit = proc_macro2::Literal::u32_suffixed(n);
@@ -98,6 +99,7 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
             ::fabric_worker::__private::inventory::submit! {
                 ::fabric_worker::__private::Registration {
                     message_type: #message_type,
+                    topic: #topic,
                     agent: #agent,
                     name: ::core::concat!(::core::module_path!(), #name_suffix),
                     file: ::core::file!(),

@@ -135,6 +135,12 @@ impl Context {
         &self.inner.info.stream
     }
 
+    /// The durable topic the event came from, when it was read from a topic stream
+    /// (`topic:<topic>`, by a `#[handler(topic = "...")]` handler); `None` for inbox messages.
+    pub fn topic(&self) -> Option<&str> {
+        crate::keys::topic_of_stream(&self.inner.info.stream)
+    }
+
     /// The entry id in that stream.
     pub fn stream_id(&self) -> &str {
         &self.inner.stream_id

@@ -29,6 +29,19 @@ pub const AGENT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
 /// The message-type rule as a regular expression; [`validate_message_type`] is the same rule.
 pub const MESSAGE_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$";
 
+/// Longest durable topic name accepted.
+pub const MAX_DURABLE_TOPIC_LEN: usize = 200;
+/// The durable-topic rule as a regular expression; [`validate_durable_topic`] is the same
+/// rule. (Pub/Sub topics are looser: see [`validate_topic`].)
+pub const DURABLE_TOPIC_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$";
+/// The set of every durable topic name (`SADD` on each publish), so that pattern
+/// subscriptions find topics, also ones created later.
+pub const TOPICS_REGISTRY: &str = "fabric:topics";
+/// When each (consumer group, topic pattern) subscription was first seen (a hash: field
+/// `<group>/<pattern>`, value ms since the epoch, server clock): a group created later on a
+/// matching topic starts there (`docs/protocol.md` §11).
+pub const TOPIC_SUBSCRIPTIONS: &str = "fabric:topic_subscriptions";
+
 /// The stream-id rule as a regular expression; [`validate_stream_id`] is the same rule.
 pub const STREAM_ID_PATTERN: &str = "^[0-9]{1,20}(-[0-9]{1,20})?$";
 
@@ -122,6 +135,49 @@ pub fn validate_topic(topic: &str) -> Result<()> {
         |c| c.is_ascii_graphic(),
         "printable ASCII without spaces",
     )
+}
+
+/// Checks a durable topic name: 1–200 characters from `[A-Za-z0-9_.:-]`, starting with a
+/// letter or digit (`analytics.insights`, `shared:news`).
+pub fn validate_durable_topic(topic: &str) -> Result<()> {
+    check_charset(
+        "durable topic",
+        topic,
+        MAX_DURABLE_TOPIC_LEN,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
+        "[A-Za-z0-9_.:-]",
+    )
+}
+
+/// Checks a durable topic subscription: a topic name, or a glob where `*` stands for any
+/// run of characters (`analytics.*`, `*`); a pattern may start with `*`.
+pub fn validate_topic_pattern(pattern: &str) -> Result<()> {
+    check_charset(
+        "topic pattern",
+        pattern,
+        MAX_DURABLE_TOPIC_LEN,
+        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '*'),
+        "letters, digits, `_`, `.`, `:`, `-`, and `*` for any run of characters",
+    )?;
+    if !pattern.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '*') {
+        return Err(Error::invalid(
+            "topic pattern",
+            pattern,
+            "must start with a letter, a digit or `*`",
+        ));
+    }
+    Ok(())
+}
+
+/// The stream of a durable topic: `topic:<topic>`. Its companions (dead letters, retries)
+/// follow the rule of every stream: `topic:<topic>:dead{topic:<topic>}`, ….
+pub fn topic_stream(topic: &str) -> String {
+    format!("topic:{topic}")
+}
+
+/// The topic whose stream `key` is (`topic:<topic>` → `<topic>`).
+pub fn topic_of_stream(key: &str) -> Option<&str> {
+    key.strip_prefix("topic:")
 }
 
 /// Checks a stream key given as `reply_to`: 1–256 printable ASCII characters without spaces.
@@ -446,6 +502,44 @@ mod tests {
         let s = inbox("percy");
         assert!(dead_letters(&s).starts_with("agent:percy:"));
         assert!(retries(&s).starts_with("agent:percy:"));
+    }
+
+    #[test]
+    fn durable_topics_have_their_stream_companions_and_rules() {
+        let s = topic_stream("analytics.insights");
+        assert_eq!(s, "topic:analytics.insights");
+        assert_eq!(topic_of_stream(&s), Some("analytics.insights"));
+        assert_eq!(topic_of_stream("agent:x:inbox"), None);
+        assert_eq!(
+            dead_letters(&s),
+            "topic:analytics.insights:dead{topic:analytics.insights}"
+        );
+        assert_eq!(
+            retries(&s),
+            "topic:analytics.insights:retry{topic:analytics.insights}"
+        );
+        assert_eq!(hash_tag(&dead_letters(&s)), s);
+        assert_eq!(hash_tag(&retries(&s)), s);
+        for ok in [
+            "analytics.insights",
+            "shared:news",
+            "a",
+            "9-x_y",
+            &"t".repeat(200),
+        ] {
+            validate_durable_topic(ok).unwrap();
+        }
+        for bad in ["", "a b", ".x", "a{b}", "a*", "té", &"t".repeat(201)] {
+            let e = validate_durable_topic(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid durable topic"), "{bad:?}: {e}");
+        }
+        for ok in ["analytics.*", "*", "*.errors", "a.*.b", "exact"] {
+            validate_topic_pattern(ok).unwrap();
+        }
+        for bad in ["", ".x", "a b", "a?", "a{b}"] {
+            let e = validate_topic_pattern(bad).unwrap_err().to_string();
+            assert!(e.starts_with("invalid topic pattern"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

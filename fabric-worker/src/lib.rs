@@ -75,10 +75,16 @@ pub use runtime::Worker;
 /// Registers an `async fn` as the handler of a message type.
 ///
 /// ```text
-/// #[handler(message_type = "task")]                       // required
+/// #[handler(message_type = "task")]                       // message_type or topic: one of the two
 /// #[handler(message_type = "task", agent = "percy")]      // only for agent percy
 /// #[handler(message_type = "task", max_attempts = 8, timeout = "30s")]
+/// #[handler(topic = "analytics.*")]                       // durable topics (a `*` glob, or a name)
 /// ```
+///
+/// A `topic` handler takes every event of the durable topics it matches (published with
+/// [`Bus::publish_durable`]), whatever their `message_type`, read from each topic's stream
+/// through the agent's consumer group (`docs/protocol.md` §11); [`Context::topic`] says
+/// which topic. Durable topics need direct mode.
 ///
 /// The function takes, in any order, an optional [`Context`] and an optional payload
 /// argument of any `Deserialize` type (decoded from the message payload; a payload that

@@ -16,8 +16,11 @@ pub type HandlerFn = fn(crate::Context, Value) -> HandlerFuture;
 /// One `#[handler]` function, collected with `inventory`.
 #[derive(Debug)]
 pub struct Registration {
-    /// The message type it handles.
+    /// The message type it handles (`""` for a topic handler).
     pub message_type: &'static str,
+    /// The durable topic (or `*` glob of topics) it handles, for a topic handler
+    /// (`#[handler(topic = "...")]`); `None` for a message-type handler.
+    pub topic: Option<&'static str>,
     /// The one agent it is for, if restricted.
     pub agent: Option<&'static str>,
     /// `module::path::fn_name`.

@@ -4,7 +4,9 @@ use super::*;
 
 #[test]
 fn missing_message_type() {
-    let expected = "missing `message_type`; expected #[handler(message_type = \"...\")]";
+    let expected = "missing `message_type` or `topic`; expected \
+         #[handler(message_type = \"...\")] (messages sent to the agent) or \
+         #[handler(topic = \"...\")] (events of durable topics)";
     assert_single(&arg_errors(quote!()), expected);
     assert_single(&arg_errors(quote!(agent = "percy")), expected);
 }
@@ -13,8 +15,8 @@ fn missing_message_type() {
 fn unknown_argument() {
     assert_single(
         &arg_errors(quote!(message_type = "t", retries = 3)),
-        "unknown argument `retries`; expected one of `message_type`, `agent`, \
-             `max_attempts`, `timeout`",
+        "unknown argument `retries`; expected one of `message_type`, `topic`, \
+             `agent`, `max_attempts`, `timeout`",
     );
     // Keywords are reported as unknown arguments too, not as parse errors.
     assert_eq!(arg_errors(quote!(message_type = "t", type = 3)).len(), 1);
@@ -67,8 +69,8 @@ fn independent_errors_are_combined() {
         errs,
         [
             "`message_type` must not be empty",
-            "unknown argument `retries`; expected one of `message_type`, `agent`, \
-                 `max_attempts`, `timeout`",
+            "unknown argument `retries`; expected one of `message_type`, `topic`, \
+                 `agent`, `max_attempts`, `timeout`",
             "invalid timeout \"soon\"; expected an integer followed by `ms`, `s`, `m` or \
                  `h`, e.g. \"30s\"",
             "`max_attempts` must be at least 1",

@@ -73,6 +73,7 @@ fn expands_the_review_example_exactly() {
             ::fabric_worker::__private::inventory::submit! {
                 ::fabric_worker::__private::Registration {
                     message_type: "task",
+                    topic: ::core::option::Option::None,
                     agent: ::core::option::Option::None,
                     name: ::core::concat!(::core::module_path!(), "::review"),
                     file: ::core::file!(),
@@ -232,3 +233,4 @@ fn timeout_parser() {
 
 mod arguments;
 mod functions;
+mod topics;

@@ -6,6 +6,7 @@
 //! | `consume.rs` | [`Bus::receive`], [`Bus::acknowledge`] |
 //! | `request.rs` | [`Bus::request`] and the reply listener |
 //! | `topics.rs` | [`Bus::publish`], [`Bus::subscribe`] |
+//! | `durable.rs` | [`Bus::publish_durable`] (durable topics) |
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //!
@@ -19,6 +20,7 @@ mod consume;
 mod credentials;
 mod dead_letters;
 mod delivery;
+mod durable;
 mod inspect;
 mod lanes;
 mod presence;
@@ -46,6 +48,7 @@ pub use crate::credentials::Credentials;
 pub use consume::{AckResult, MAX_BLOCK, MAX_RECEIVE_COUNT, ReceiveOptions, Received, Source};
 pub use credentials::{CREDENTIAL_LIFETIME, CREDENTIAL_USER_PREFIX};
 pub use dead_letters::DeadLetter;
+pub use durable::{DEFAULT_TOPIC_RETENTION, TOPIC_FIELD, TopicMessage, TopicReceipt};
 pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
 };
@@ -109,6 +112,7 @@ pub struct BusBuilder {
     connect_timeout: Option<Duration>,
     tls_ca: Option<PathBuf>,
     tls_client: Option<(PathBuf, PathBuf)>,
+    topic_retention: Option<u64>,
     from_env: BusEnv,
 }
 
@@ -123,6 +127,7 @@ struct BusEnv {
     tls: TlsFiles,
     /// `FABRIC_CREDENTIALS_URL` and `FABRIC_AGENT_TOKEN_FILE`.
     credentials: Option<(String, PathBuf)>,
+    topic_retention: Option<u64>,
 }
 
 impl std::fmt::Debug for BusBuilder {
@@ -158,6 +163,13 @@ impl BusBuilder {
     /// outboxes and the router). Env: `FABRIC_MODE` (`direct` or `secure`).
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = Some(mode);
+        self
+    }
+
+    /// How many entries each durable topic keeps: [`Bus::publish_durable`] appends with
+    /// `MAXLEN ~ n` (default 100,000; at least 1). Env: `FABRIC_TOPIC_RETENTION`.
+    pub fn topic_retention(mut self, n: u64) -> Self {
+        self.topic_retention = Some(n);
         self
     }
 
@@ -223,6 +235,7 @@ impl BusBuilder {
             response_timeout: vars.millis("FABRIC_RESPONSE_TIMEOUT_MS")?,
             connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
             tls: tls_from_vars(vars)?,
+            topic_retention: vars.u64("FABRIC_TOPIC_RETENTION")?,
             credentials: match (
                 vars.string("FABRIC_CREDENTIALS_URL"),
                 vars.string("FABRIC_AGENT_TOKEN_FILE"),
@@ -316,6 +329,15 @@ impl BusBuilder {
     /// Connects (one `PING` proves the server answers). A URL listing several
     /// comma-separated nodes (`redis://a:7000,redis://b:7001`) connects to a Redis Cluster.
     pub async fn connect(self) -> Result<Bus> {
+        let retention = self
+            .topic_retention
+            .or(self.from_env.topic_retention)
+            .unwrap_or(durable::DEFAULT_TOPIC_RETENTION);
+        if retention == 0 {
+            return Err(Error::Config(
+                "topic_retention (FABRIC_TOPIC_RETENTION) must be at least 1: it is how many entries each durable topic keeps".into(),
+            ));
+        }
         let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
         let credentials = match self.credential_source()? {
             Some(source) => Some(crate::broker::renew::Renewing::start(source).await?),
@@ -336,7 +358,11 @@ impl BusBuilder {
             .map_err(|source| crate::broker::conn::connect_error(broker.url(), source))?;
         let notify = self.notify.or(self.from_env.notify).unwrap_or(true);
         let mode = self.mode.or(self.from_env.mode).unwrap_or_default();
-        Ok(Bus::with_broker(broker, notify, mode))
+        let mut bus = Bus::with_broker(broker, notify, mode);
+        if let Some(inner) = Arc::get_mut(&mut bus.inner) {
+            inner.topic_retention = retention;
+        }
+        Ok(bus)
     }
 }
 
@@ -364,6 +390,8 @@ struct BusInner {
     broker: Broker,
     notify: bool,
     mode: Mode,
+    /// `MAXLEN ~` of durable topics.
+    topic_retention: u64,
     /// Names this process's consumers and reply streams.
     instance: String,
     /// One reply listener per requesting agent.
@@ -396,6 +424,7 @@ impl Bus {
             connect_timeout: None,
             tls_ca: None,
             tls_client: None,
+            topic_retention: None,
             from_env: BusEnv::default(),
         }
     }
@@ -421,6 +450,7 @@ impl Bus {
                 broker,
                 notify,
                 mode,
+                topic_retention: durable::DEFAULT_TOPIC_RETENTION,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 replies: Mutex::new(HashMap::new()),
                 cancel: cancel.clone(),
@@ -494,97 +524,4 @@ fn agent_group(agent: &str, group: Option<&str>) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn explicit_settings_win_over_the_environment_in_any_order() {
-        let vars = env::from_pairs(&[
-            ("FABRIC_NOTIFY", "false"),
-            ("FABRIC_RESPONSE_TIMEOUT_MS", "7000"),
-            ("FABRIC_CONNECT_TIMEOUT_MS", "900"),
-        ]);
-        let before = Bus::builder("redis://x")
-            .notify(true)
-            .response_timeout(Duration::from_secs(1))
-            .with_vars(&vars)
-            .unwrap();
-        let after = Bus::builder("redis://x")
-            .with_vars(&vars)
-            .unwrap()
-            .notify(true)
-            .response_timeout(Duration::from_secs(1));
-        for b in [before, after] {
-            assert_eq!(b.notify.or(b.from_env.notify), Some(true));
-            assert_eq!(b.response(), Duration::from_secs(1));
-            assert_eq!(b.connect_time(), Duration::from_millis(900));
-        }
-        let e = Bus::builder("redis://x")
-            .with_vars(&env::from_pairs(&[("FABRIC_CLUSTER", "perhaps")]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("FABRIC_CLUSTER"), "{e}");
-    }
-
-    #[test]
-    fn tls_files_from_methods_win_over_the_environment() {
-        let vars = env::from_pairs(&[
-            ("FABRIC_TLS_CA_FILE", "/env/ca.pem"),
-            ("FABRIC_TLS_CERT_FILE", "/env/client.crt"),
-            ("FABRIC_TLS_KEY_FILE", "/env/client.key"),
-        ]);
-        let env_only = Bus::builder("rediss://x").with_vars(&vars).unwrap();
-        let files = env_only.tls_files();
-        assert_eq!(
-            files.ca,
-            Some(PemFile::from_env(
-                "/env/ca.pem".into(),
-                "FABRIC_TLS_CA_FILE"
-            ))
-        );
-        assert_eq!(
-            files.client,
-            Some((
-                PemFile::from_env("/env/client.crt".into(), "FABRIC_TLS_CERT_FILE"),
-                PemFile::from_env("/env/client.key".into(), "FABRIC_TLS_KEY_FILE"),
-            ))
-        );
-        let before = Bus::builder("rediss://x")
-            .tls_ca_file("/code/ca.pem")
-            .with_vars(&vars)
-            .unwrap();
-        let after = Bus::builder("rediss://x")
-            .with_vars(&vars)
-            .unwrap()
-            .tls_ca_file("/code/ca.pem")
-            .tls_client_cert("/code/c.crt", "/code/c.key");
-        for b in [&before, &after] {
-            let ca = b.tls_files().ca.unwrap();
-            assert_eq!(ca.path, Path::new("/code/ca.pem"));
-            assert_eq!(ca.setting, "BusBuilder::tls_ca_file");
-        }
-        assert_eq!(
-            before.tls_files().client,
-            files.client,
-            "unset in code: the environment's"
-        );
-        let (cert, key) = after.tls_files().client.unwrap();
-        assert_eq!(
-            (cert.path.as_path(), key.path.as_path()),
-            (Path::new("/code/c.crt"), Path::new("/code/c.key"))
-        );
-        assert!(Bus::builder("redis://x").tls_files().is_empty());
-
-        let e = Bus::builder("rediss://x")
-            .with_vars(&env::from_pairs(&[(
-                "FABRIC_TLS_KEY_FILE",
-                "/env/client.key",
-            )]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("FABRIC_TLS_KEY_FILE is set but FABRIC_TLS_CERT_FILE is not"),
-            "{e}"
-        );
-    }
-}
+mod tests;

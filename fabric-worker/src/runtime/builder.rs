@@ -206,6 +206,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often the registry of durable topics (`fabric:topics`) is read again to find new
+    /// topics matching the agents' `#[handler(topic = "...")]` patterns (default 2 s).
+    /// Env: `FABRIC_TOPIC_POLL_INTERVAL_MS`.
+    pub fn topic_poll_interval(mut self, d: Duration) -> Self {
+        self.explicit.topic_poll_interval = Some(d);
+        self
+    }
+
     /// Entries larger than this (field names and values, in bytes), or with more than 64
     /// fields, are dead-lettered with reason `too_large` without being decoded (default
     /// 1 MiB). Env: `FABRIC_MAX_ENTRY_BYTES`.
@@ -269,6 +277,7 @@ impl WorkerBuilder {
         let config = settings.config()?;
         let agents = self.agents()?;
         let tables = handler_tables(&agents, registrations())?;
+        let topic_handlers = super::topics::topic_handlers(&agents, registrations())?;
         let bus = match self.bus {
             Some(b) => b,
             None => {
@@ -291,14 +300,24 @@ impl WorkerBuilder {
             .clone()
             .unwrap_or_else(default_consumer_prefix);
         let mut streams = Vec::new();
+        let mut topic_plans = Vec::new();
         for agent in &agents {
             let group = settings
                 .group
                 .clone()
                 .unwrap_or_else(|| keys::default_group(agent));
             let handlers = tables.get(agent).cloned().unwrap_or_default();
+            if let Some(topic) = topic_handlers.get(agent) {
+                topic_plans.push(super::topics::TopicPlan {
+                    agent: agent.clone(),
+                    group: group.clone(),
+                    consumer_prefix: prefix.clone(),
+                    handlers: topic.clone(),
+                });
+            }
             let mut served = Vec::new();
-            if self.inbox {
+            // An agent with topic handlers only has no inbox here.
+            if self.inbox && !handlers.is_empty() {
                 served.push(keys::inbox(agent));
             }
             if settings.results.unwrap_or(false) {
@@ -314,10 +333,12 @@ impl WorkerBuilder {
                         &uuid::Uuid::new_v4().simple().to_string()[..8]
                     ),
                     handlers: handlers.clone(),
+                    catch_all: None,
                 });
             }
         }
-        if streams.is_empty() {
+        let topics = super::topics::plan(&bus, topic_plans, settings.topic_poll_interval)?;
+        if streams.is_empty() && topics.is_none() {
             return Err(Error::invalid(
                 "consume_inbox",
                 "false",
@@ -328,6 +349,7 @@ impl WorkerBuilder {
             bus,
             streams,
             config,
+            topics,
         })
     }
 

@@ -173,6 +173,8 @@ settings! {
     trim_interval: Duration,
     /// `FABRIC_RETRY_POLL_INTERVAL_MS`.
     retry_poll_interval: Duration,
+    /// `FABRIC_TOPIC_POLL_INTERVAL_MS`.
+    topic_poll_interval: Duration,
     /// `FABRIC_MAX_ENTRY_BYTES`.
     max_entry_bytes: usize,
     /// `FABRIC_DROP_EXPIRED`.
@@ -204,6 +206,7 @@ impl Settings {
             shutdown_timeout: v.millis("FABRIC_SHUTDOWN_TIMEOUT_MS")?,
             trim_interval: v.millis("FABRIC_TRIM_INTERVAL_MS")?,
             retry_poll_interval: v.millis("FABRIC_RETRY_POLL_INTERVAL_MS")?,
+            topic_poll_interval: v.millis("FABRIC_TOPIC_POLL_INTERVAL_MS")?,
             max_entry_bytes: v.usize("FABRIC_MAX_ENTRY_BYTES")?,
             drop_expired: v.bool("FABRIC_DROP_EXPIRED")?,
             priority_lanes: v.bool("FABRIC_PRIORITY_LANES")?,

@@ -18,6 +18,7 @@
 //! | `retry.rs` | scheduling retries; promoting due retries and delayed messages |
 //! | `trim.rs` | trimming handled entries |
 //! | `presence.rs` | the worker's presence and message types in `agent:<id>:workers` |
+//! | `topics.rs` | durable topic handlers: finding matching topics, serving their streams |
 
 mod acker;
 mod builder;
@@ -34,6 +35,7 @@ mod reclaim;
 pub(crate) mod registry;
 mod retry;
 mod stream;
+mod topics;
 mod trim;
 
 use std::future::Future;
@@ -81,6 +83,8 @@ pub struct Worker {
     bus: Bus,
     streams: Vec<StreamSpec>,
     config: WorkerConfig,
+    /// The agents' durable topic handlers, if any (served by `topics::watch`).
+    topics: Option<topics::Topics>,
 }
 
 impl Worker {
@@ -160,6 +164,17 @@ impl Worker {
             broker.ensure_group(&spec.stream, &spec.group).await?;
         }
         let mut wake = Vec::new();
+        let stop_topics = CancellationToken::new();
+        let topic_watch = self.topics.map(|t| {
+            let (bus, config) = (self.bus.clone(), self.config.clone());
+            tokio::spawn(topics::watch(
+                bus,
+                config,
+                t,
+                stop_topics.clone(),
+                hard.clone(),
+            ))
+        });
         for spec in self.streams {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             let st = Arc::new(StreamState::new(
@@ -256,6 +271,7 @@ impl Worker {
         shutdown.await;
         info!("stopping: no new reads; waiting for in-flight handlers");
         stop_reading.cancel();
+        stop_topics.cancel();
         join_all(readers).await;
         for st in &states {
             reader::drain_own(st).await;
@@ -278,6 +294,7 @@ impl Worker {
         drop(states);
         stop_background.cancel();
         join_all(background).await;
+        join_all(topic_watch.into_iter().collect()).await;
         info!("worker stopped");
         Ok(())
     }

@@ -119,7 +119,8 @@ impl StreamState {
         if message.is_expired_at(crate::time::now_ms()) {
             return self.expire(&entry, &message, attempt, deliveries).await;
         }
-        let Some(handler) = spec.handlers.get(&message.message_type) else {
+        let handler = spec.handlers.get(&message.message_type);
+        let Some(handler) = handler.or(spec.catch_all.as_ref()) else {
             if self.has_mcp_group().await {
                 // The agent's MCP sessions read this stream through their own group: a
                 // type no handler takes is theirs (docs/protocol.md §5.8).

@@ -47,6 +47,13 @@ pub(crate) fn handler_tables(
 ) -> Result<HashMap<String, HandlerTable>> {
     let mut regs: Vec<&'static Registration> = regs.collect();
     regs.sort_by_key(|r| (r.message_type, r.agent, r.name, r.line));
+    // Topic handlers are served from topic streams (`topics.rs`), not the inbox.
+    let topic_agents: Vec<Option<&str>> = regs
+        .iter()
+        .filter(|r| r.topic.is_some())
+        .map(|r| r.agent)
+        .collect();
+    regs.retain(|r| r.topic.is_none());
     let mut out = HashMap::new();
     for agent in agents {
         let mut table: BTreeMap<String, HandlerSpec> = BTreeMap::new();
@@ -77,7 +84,8 @@ pub(crate) fn handler_tables(
                 }
             }
         }
-        if table.is_empty() {
+        let has_topics = topic_agents.iter().any(|a| a.is_none_or(|a| a == agent));
+        if table.is_empty() && !has_topics {
             return Err(Error::NoHandlers {
                 agent: agent.clone(),
             });
@@ -104,6 +112,7 @@ mod tests {
     ) -> &'static Registration {
         Box::leak(Box::new(Registration {
             message_type,
+            topic: None,
             agent,
             name,
             file: "src/handlers.rs",

@@ -26,6 +26,8 @@ pub(crate) struct StreamSpec {
     pub(crate) group: String,
     pub(crate) consumer: String,
     pub(crate) handlers: HandlerTable,
+    /// The handler of every entry whatever its type (a durable topic's handler), if any.
+    pub(crate) catch_all: Option<super::registry::HandlerSpec>,
 }
 
 /// The state shared by the loops of one served stream.

@@ -4,6 +4,8 @@
 //!
 //! Payload: `{"n": <any>, "sleep_ms": <u64>, "mode": "ok" | "fail" | "permanent" | "panic"
 //! | "abort" | "fail_times", "fail_times": <u32>}`.
+//!
+//! The agent `topic_sub` also handles the durable topics `proc.*` (see `proc_events`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -93,6 +95,17 @@ async fn work(ctx: Context, w: Work) -> Result<Value, HandlerError> {
     }
     record("test:done", &ctx, &w.n).await;
     Ok(json!({ "n": w.n, "by": ctx.consumer() }))
+}
+
+/// The events of the durable topics `proc.*`, for the agent `topic_sub` only (so that no
+/// other test's worker, in secure mode in particular, has a topic handler): recorded in
+/// `test:started` / `test:done` like `work`, with the topic as `n`.
+#[handler(topic = "proc.*", agent = "topic_sub")]
+async fn proc_events(ctx: Context) -> Result<(), HandlerError> {
+    let topic = Value::from(ctx.topic().unwrap_or_default());
+    record("test:started", &ctx, &topic).await;
+    record("test:done", &ctx, &topic).await;
+    Ok(())
 }
 
 #[tokio::main]

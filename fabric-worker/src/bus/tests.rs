@@ -1,0 +1,114 @@
+//! Unit tests of the bus builder: settings layering and TLS files.
+
+use super::*;
+
+#[test]
+fn explicit_settings_win_over_the_environment_in_any_order() {
+    let vars = env::from_pairs(&[
+        ("FABRIC_NOTIFY", "false"),
+        ("FABRIC_RESPONSE_TIMEOUT_MS", "7000"),
+        ("FABRIC_CONNECT_TIMEOUT_MS", "900"),
+    ]);
+    let before = Bus::builder("redis://x")
+        .notify(true)
+        .response_timeout(Duration::from_secs(1))
+        .with_vars(&vars)
+        .unwrap();
+    let after = Bus::builder("redis://x")
+        .with_vars(&vars)
+        .unwrap()
+        .notify(true)
+        .response_timeout(Duration::from_secs(1));
+    for b in [before, after] {
+        assert_eq!(b.notify.or(b.from_env.notify), Some(true));
+        assert_eq!(b.response(), Duration::from_secs(1));
+        assert_eq!(b.connect_time(), Duration::from_millis(900));
+    }
+    let e = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_CLUSTER", "perhaps")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FABRIC_CLUSTER"), "{e}");
+}
+
+#[test]
+fn tls_files_from_methods_win_over_the_environment() {
+    let vars = env::from_pairs(&[
+        ("FABRIC_TLS_CA_FILE", "/env/ca.pem"),
+        ("FABRIC_TLS_CERT_FILE", "/env/client.crt"),
+        ("FABRIC_TLS_KEY_FILE", "/env/client.key"),
+    ]);
+    let env_only = Bus::builder("rediss://x").with_vars(&vars).unwrap();
+    let files = env_only.tls_files();
+    assert_eq!(
+        files.ca,
+        Some(PemFile::from_env(
+            "/env/ca.pem".into(),
+            "FABRIC_TLS_CA_FILE"
+        ))
+    );
+    assert_eq!(
+        files.client,
+        Some((
+            PemFile::from_env("/env/client.crt".into(), "FABRIC_TLS_CERT_FILE"),
+            PemFile::from_env("/env/client.key".into(), "FABRIC_TLS_KEY_FILE"),
+        ))
+    );
+    let before = Bus::builder("rediss://x")
+        .tls_ca_file("/code/ca.pem")
+        .with_vars(&vars)
+        .unwrap();
+    let after = Bus::builder("rediss://x")
+        .with_vars(&vars)
+        .unwrap()
+        .tls_ca_file("/code/ca.pem")
+        .tls_client_cert("/code/c.crt", "/code/c.key");
+    for b in [&before, &after] {
+        let ca = b.tls_files().ca.unwrap();
+        assert_eq!(ca.path, Path::new("/code/ca.pem"));
+        assert_eq!(ca.setting, "BusBuilder::tls_ca_file");
+    }
+    assert_eq!(
+        before.tls_files().client,
+        files.client,
+        "unset in code: the environment's"
+    );
+    let (cert, key) = after.tls_files().client.unwrap();
+    assert_eq!(
+        (cert.path.as_path(), key.path.as_path()),
+        (Path::new("/code/c.crt"), Path::new("/code/c.key"))
+    );
+    assert!(Bus::builder("redis://x").tls_files().is_empty());
+
+    let e = Bus::builder("rediss://x")
+        .with_vars(&env::from_pairs(&[(
+            "FABRIC_TLS_KEY_FILE",
+            "/env/client.key",
+        )]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("FABRIC_TLS_KEY_FILE is set but FABRIC_TLS_CERT_FILE is not"),
+        "{e}"
+    );
+}
+
+#[test]
+fn topic_retention_comes_from_the_method_over_the_environment() {
+    let vars = env::from_pairs(&[("FABRIC_TOPIC_RETENTION", "500")]);
+    let env_only = Bus::builder("redis://x").with_vars(&vars).unwrap();
+    assert_eq!(env_only.from_env.topic_retention, Some(500));
+    let both = Bus::builder("redis://x")
+        .topic_retention(7)
+        .with_vars(&vars)
+        .unwrap();
+    assert_eq!(
+        both.topic_retention.or(both.from_env.topic_retention),
+        Some(7)
+    );
+    let e = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_TOPIC_RETENTION", "lots")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FABRIC_TOPIC_RETENTION"), "{e}");
+}

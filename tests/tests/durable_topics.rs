@@ -1,0 +1,437 @@
+//! Durable topics (`docs/protocol.md` §11) against a real redis-server: an agent that was
+//! down gets what was published meanwhile, every subscribing agent gets every event, one
+//! agent's processes share its load, pattern subscriptions find new topics, retention
+//! bounds the stream, failures retry and dead-letter, and secure mode refuses them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use fabric_tests::{
+    RedisServer, RunningWorker, WorkerProcess, entry_field, init_tracing, records, stream_entries,
+    unique_agent, wait_until, wait_until_async,
+};
+use fabric_worker::bus::{Mode, TopicMessage};
+use fabric_worker::prelude::*;
+use serde_json::json;
+
+/// agent → message ids its topic handlers handled, in order.
+static HANDLED: LazyLock<Mutex<HashMap<String, Vec<String>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+#[handler(topic = "analytics.*")]
+async fn analytics(ctx: Context) -> Result<(), HandlerError> {
+    assert!(ctx.topic().is_some_and(|t| t.starts_with("analytics.")));
+    HANDLED
+        .lock()
+        .unwrap()
+        .entry(ctx.agent().to_owned())
+        .or_default()
+        .push(ctx.message_id().to_owned());
+    Ok(())
+}
+
+#[handler(topic = "failing.always")]
+async fn always_fails(ctx: Context) -> Result<(), HandlerError> {
+    Err(HandlerError::new(format!(
+        "failing on purpose (attempt {})",
+        ctx.attempt()
+    )))
+}
+
+fn handled(agent: &str) -> Vec<String> {
+    HANDLED
+        .lock()
+        .unwrap()
+        .get(agent)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// A worker for `agent` that looks for new topics every 100 ms.
+async fn worker(url: &str, agent: &str) -> RunningWorker {
+    RunningWorker::fast(url, agent, |b| {
+        b.topic_poll_interval(Duration::from_millis(100))
+            .max_attempts(2)
+    })
+    .await
+}
+
+async fn publish(bus: &Bus, topic: &str, i: usize) -> String {
+    bus.publish_durable(TopicMessage::new(topic, "publisher", json!({ "i": i })))
+        .await
+        .unwrap()
+        .message_id
+}
+
+/// Whether `group` exists on `stream`.
+async fn has_group(mut conn: redis::aio::MultiplexedConnection, stream: &str, group: &str) -> bool {
+    let groups: redis::RedisResult<Vec<HashMap<String, redis::Value>>> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut conn)
+        .await;
+    groups.is_ok_and(|gs| {
+        gs.iter().any(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .is_some_and(|n| n == group)
+        })
+    })
+}
+
+/// Whether the worker of `group` has recorded its subscription to `pattern`.
+async fn subscribed(
+    mut conn: redis::aio::MultiplexedConnection,
+    group: &str,
+    pattern: &str,
+) -> bool {
+    redis::cmd("HEXISTS")
+        .arg("fabric:topic_subscriptions")
+        .arg(format!("{group}/{pattern}"))
+        .query_async::<bool>(&mut conn)
+        .await
+        .unwrap_or(false)
+}
+
+fn assert_exactly(got: &[String], want: &[String]) {
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "duplicates: {got:?}");
+    assert_eq!(unique, want.iter().collect::<HashSet<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_was_down_gets_what_was_published_meanwhile_once() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let conn = server.async_conn().await;
+    let agent = unique_agent("down");
+    let topic = "analytics.downtime";
+    // Published before the agent ever subscribed: not for it (§11's start rule).
+    let before = publish(&bus, topic, 0).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let w = worker(&server.url(), &agent).await;
+    let group = format!("{agent}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || has_group(
+            conn.clone(),
+            "topic:analytics.downtime",
+            &group
+        ))
+        .await
+    );
+    let mut want = vec![publish(&bus, topic, 1).await];
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&agent).len() == 1
+        })
+        .await
+    );
+    w.stop().await;
+
+    for i in 2..=30 {
+        want.push(publish(&bus, topic, i).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        handled(&agent).len(),
+        1,
+        "nothing is handled while the agent is down"
+    );
+
+    let w = worker(&server.url(), &agent).await;
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            handled(&agent).len() >= want.len()
+        })
+        .await,
+        "handled {} of {}",
+        handled(&agent).len(),
+        want.len()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // a duplicate would show by now
+    let got = handled(&agent);
+    assert_exactly(&got, &want);
+    assert!(
+        !got.contains(&before),
+        "an event from before the subscription was delivered"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_subscribing_agent_gets_every_event() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let conn = server.async_conn().await;
+    let (a, b) = (unique_agent("sub-a"), unique_agent("sub-b"));
+    let wa = worker(&server.url(), &a).await;
+    let wb = worker(&server.url(), &b).await;
+    for agent in [&a, &b] {
+        let group = format!("{agent}_workers");
+        assert!(
+            wait_until_async(Duration::from_secs(10), || subscribed(
+                conn.clone(),
+                &group,
+                "analytics.*"
+            ))
+            .await
+        );
+    }
+    let mut want = Vec::new();
+    for i in 0..50 {
+        want.push(publish(&bus, "analytics.shared", i).await);
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            handled(&a).len() >= 50 && handled(&b).len() >= 50
+        })
+        .await,
+        "a handled {}, b {}",
+        handled(&a).len(),
+        handled(&b).len()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly(&handled(&a), &want);
+    assert_exactly(&handled(&b), &want);
+    wa.stop().await;
+    wb.stop().await;
+}
+
+/// Clients blocked in a read (workers waiting on their streams).
+fn blocked_clients(conn: &mut redis::Connection) -> usize {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(conn)
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_processes_of_one_agent_share_its_topic_events() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut conn = server.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // `test_worker` has a `proc.*` topic handler for the agent `topic_sub`.
+    let agent = "topic_sub";
+    let env = [("FABRIC_TOPIC_POLL_INTERVAL_MS", "100".to_string())];
+    let procs: Vec<WorkerProcess> = (0..2)
+        .map(|_| WorkerProcess::start(&url, agent, &env))
+        .collect();
+    let bus = rt.block_on(Bus::connect(url.clone())).unwrap();
+    // Events published before the agent first subscribed are not for it (§11).
+    assert!(wait_until(Duration::from_secs(20), || {
+        redis::cmd("HEXISTS")
+            .arg("fabric:topic_subscriptions")
+            .arg("topic_sub_workers/proc.*")
+            .query::<bool>(&mut conn)
+            .unwrap_or(false)
+    }));
+    let warm_up = rt.block_on(publish(&bus, "proc.load", 0));
+    // Each process reads its inbox and the topic: 4 blocked readers once both serve it.
+    assert!(
+        wait_until(Duration::from_secs(20), || blocked_clients(&mut conn) >= 4),
+        "both processes did not start serving the topic"
+    );
+    let mut want = vec![warm_up];
+    for i in 1..200 {
+        want.push(rt.block_on(publish(&bus, "proc.load", i)));
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            records(&mut conn, "test:done", agent).len() >= want.len()
+        }),
+        "handled {} of {}",
+        records(&mut conn, "test:done", agent).len(),
+        want.len()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let done = records(&mut conn, "test:done", agent);
+    let ids: Vec<String> = done
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_exactly(&ids, &want);
+    let pids: HashSet<u64> = done.iter().map(|r| r["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "both processes must take part: {pids:?}");
+    drop(procs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_subscription_picks_up_a_topic_created_later() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let conn = server.async_conn().await;
+    let agent = unique_agent("late");
+    let w = worker(&server.url(), &agent).await;
+    let group = format!("{agent}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            conn.clone(),
+            &group,
+            "analytics.*"
+        ))
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await; // a few checks find nothing
+    let not_ours = publish(&bus, "billing.late", 0).await;
+    let want = vec![
+        publish(&bus, "analytics.late", 1).await,
+        publish(&bus, "analytics.later", 2).await,
+    ];
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&agent).len() >= 2
+        })
+        .await,
+        "{:?}",
+        handled(&agent)
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_exactly(&handled(&agent), &want);
+    assert!(!handled(&agent).contains(&not_ours));
+    assert!(!has_group(conn.clone(), "topic:billing.late", &group).await);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_a_topic_bounded() {
+    let server = RedisServer::start();
+    let bus = Bus::builder(server.url())
+        .topic_retention(100)
+        .connect()
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        publish(&bus, "retention.test", i).await;
+    }
+    let mut conn = server.async_conn().await;
+    let len: u64 = redis::cmd("XLEN")
+        .arg("topic:retention.test")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // MAXLEN ~ trims whole stream nodes (100 entries each by default).
+    assert!((100..=200).contains(&len), "XLEN {len}");
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("fabric:topics")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(members, ["retention.test"]);
+    let e = Bus::builder(server.url())
+        .topic_retention(0)
+        .connect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("topic_retention (FABRIC_TOPIC_RETENTION) must be at least 1"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_topic_handler_retries_then_dead_letters_with_its_group() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let mut conn = server.async_conn().await;
+    let agent = unique_agent("fails");
+    let group = format!("{agent}_workers");
+    let w = worker(&server.url(), &agent).await;
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            conn.clone(),
+            &group,
+            "failing.always"
+        ))
+        .await
+    );
+    let id = publish(&bus, "failing.always", 1).await;
+    let dead = "topic:failing.always:dead{topic:failing.always}";
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            !stream_entries(&mut server.async_conn().await, dead)
+                .await
+                .is_empty()
+        })
+        .await,
+        "nothing was dead-lettered"
+    );
+    let entries = stream_entries(&mut conn, dead).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let f = &entries[0].1;
+    assert_eq!(entry_field(f, "dead_reason"), Some("max_attempts"));
+    assert_eq!(entry_field(f, "dead_group"), Some(group.as_str()));
+    assert_eq!(entry_field(f, "dead_stream"), Some("topic:failing.always"));
+    assert_eq!(entry_field(f, "dead_attempts"), Some("2"));
+    assert_eq!(entry_field(f, "topic"), Some("failing.always"));
+    assert!(
+        entry_field(f, "dead_error").is_some_and(|e| e.contains("failing on purpose (attempt 2)"))
+    );
+    let data: serde_json::Value = serde_json::from_str(entry_field(f, "data").unwrap()).unwrap();
+    assert_eq!(data["id"], id.as_str());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_mode_refuses_durable_topics_saying_why() {
+    let server = RedisServer::start();
+    let bus = Bus::builder(server.url())
+        .mode(Mode::Secure)
+        .connect()
+        .await
+        .unwrap();
+    let e = bus
+        .publish_durable(TopicMessage::new("analytics.x", "percy", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, fabric_worker::Error::DurableTopicsSecureMode { .. }),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("publish_durable on topic \"analytics.x\": durable topics are available in direct mode only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Redis ACLs cannot confine an agent to its own group"),
+        "{text}"
+    );
+    let mut conn = server.async_conn().await;
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("fabric:topics")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists, "nothing is written in secure mode");
+
+    // This binary's topic handlers take every agent: a secure worker refuses to start.
+    let e = Worker::builder("percy").bus(bus).build().await.unwrap_err();
+    assert!(
+        matches!(e, fabric_worker::Error::DurableTopicsSecureMode { .. }),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("agent \"percy\" (analytics.*, failing.always)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("durable topics are available in direct mode only"),
+        "{text}"
+    );
+}
