@@ -76,7 +76,11 @@ impl Env {
                     .arg(&inbox)
                     .arg(keys::dead_letters(&inbox))
                     .arg(keys::retries(&inbox))
+                    .arg(keys::delayed(&inbox))
                     .arg(keys::results(a))
+                    .ignore();
+                pipe.cmd("UNLINK")
+                    .arg(keys::LANES.map(|l| keys::lane(&inbox, l)).to_vec())
                     .ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;

@@ -42,8 +42,8 @@ use crate::report::{Machine, Report};
 use crate::scenarios::{Shared, Sizes};
 use crate::server::RedisServer;
 
-const SCENARIOS: [&str; 7] = [
-    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory",
+const SCENARIOS: [&str; 8] = [
+    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed",
 ];
 
 /// Benchmarks fabric-worker against a hand-written raw-Redis consumer and producer.
@@ -57,7 +57,7 @@ struct Cli {
     #[arg(long)]
     json: bool,
     /// Only these scenarios (comma-separated): drain, enqueue, latency, secure, scale, growth,
-    /// memory.
+    /// memory, delayed.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Use this Redis instead of starting one (its data is left alone except the
@@ -160,6 +160,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "scale" => scenarios::scale(&env, &sizes, &mut report, &mut shared).await?,
                 "growth" => scenarios::growth(&env, &sizes, &mut report).await?,
                 "memory" => scenarios::memory(&env, &sizes, &mut report, &mut shared).await?,
+                "delayed" => scenarios::delayed(&env, cli.quick, &mut report).await?,
                 _ => unreachable!(),
             }
         }

@@ -1,6 +1,7 @@
-//! The measurements, one file each: drain, enqueue, latency, scale, growth, memory; and
+//! The measurements, one file each: drain, enqueue, latency, scale, growth, memory, delayed; and
 //! what they share (sizes, results handed on, the drain step).
 
+mod delayed;
 mod drain;
 mod enqueue;
 mod growth;
@@ -9,6 +10,7 @@ mod memory;
 mod scale;
 mod secure;
 
+pub(crate) use delayed::delayed;
 pub(crate) use drain::drain;
 pub(crate) use enqueue::enqueue;
 pub(crate) use growth::growth;

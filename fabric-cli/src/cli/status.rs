@@ -17,9 +17,17 @@ pub(crate) fn render(statuses: &[QueueStatus]) -> String {
             "OLDEST PENDING",
             "DEAD",
             "RETRIES",
+            "SCHEDULED",
             "CONSUMERS (IDLE, PENDING)",
         ],
-        &["DEPTH", "PENDING", "OLDEST PENDING", "DEAD", "RETRIES"],
+        &[
+            "DEPTH",
+            "PENDING",
+            "OLDEST PENDING",
+            "DEAD",
+            "RETRIES",
+            "SCHEDULED",
+        ],
     );
     for s in statuses {
         let consumers = if s.consumers.is_empty() {
@@ -52,6 +60,7 @@ pub(crate) fn render(statuses: &[QueueStatus]) -> String {
             opt_duration_ms(s.oldest_pending_age_ms),
             s.dead_letters.to_string(),
             s.scheduled_retries.to_string(),
+            s.scheduled.to_string(),
             consumers,
         ]);
     }
@@ -146,6 +155,8 @@ mod tests {
             group_exists: true,
             dead_letters: 2,
             scheduled_retries: 0,
+            scheduled: 0,
+            lanes: Vec::new(),
             expired: 0,
             stream_info: None,
         };

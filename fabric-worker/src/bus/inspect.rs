@@ -66,6 +66,11 @@ pub struct QueueStatus {
     pub dead_letters: u64,
     /// Failed messages waiting for their next attempt.
     pub scheduled_retries: u64,
+    /// Messages sent for later, waiting for their delivery time (`agent:<id>:inbox:delayed{…}`).
+    pub scheduled: u64,
+    /// The inbox's priority lanes that exist (urgent, high, low), for the same group; their
+    /// entries count in `queue_depth` too.
+    pub lanes: Vec<super::lanes::LaneStatus>,
     /// Messages whose `ttl_seconds` had passed when they were reached (dead-lettered as
     /// `expired`, or dropped), ever.
     pub expired: u64,
@@ -197,14 +202,16 @@ impl Bus {
         let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn();
-        let (exists, dead, retries, expired): (bool, u64, u64, Option<u64>) = redis::pipe()
-            .exists(&stream)
-            .xlen(keys::dead_letters(&stream))
-            .zcard(keys::retries(&stream))
-            .get(keys::expired_count(&stream))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("EXISTS", &stream, e))?;
+        let (exists, dead, retries, expired, scheduled): (bool, u64, u64, Option<u64>, u64) =
+            redis::pipe()
+                .exists(&stream)
+                .xlen(keys::dead_letters(&stream))
+                .zcard(keys::retries(&stream))
+                .get(keys::expired_count(&stream))
+                .zcard(keys::delayed(&stream))
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Error::redis("EXISTS", &stream, e))?;
         let mut st = QueueStatus {
             agent: agent.to_owned(),
             stream: stream.clone(),
@@ -222,10 +229,14 @@ impl Bus {
             group_exists: false,
             dead_letters: dead,
             scheduled_retries: retries,
+            scheduled,
+            lanes: self.lane_statuses(agent, &group).await?,
             expired: expired.unwrap_or(0),
             stream_info: None,
         };
+        let in_lanes: u64 = st.lanes.iter().map(|l| l.undelivered + l.pending).sum();
         if !exists {
+            st.queue_depth = in_lanes;
             return Ok(st);
         }
         let (info, groups): (redis::Value, redis::Value) = redis::pipe()
@@ -250,7 +261,7 @@ impl Bus {
         let Some(g) = group_info else {
             // No group yet: everything in the stream is undelivered.
             st.undelivered = Some(st.stream_length);
-            st.queue_depth = st.stream_length;
+            st.queue_depth = st.stream_length + in_lanes;
             return Ok(st);
         };
         st.group_exists = true;
@@ -260,7 +271,7 @@ impl Bus {
             // Redis cannot tell (deletions after the group's position): count entries after it.
             st.undelivered = Some(count_after(&mut conn, &stream, &g.last_delivered_id).await?);
         }
-        st.queue_depth = st.undelivered.unwrap_or(0) + st.pending;
+        st.queue_depth = st.undelivered.unwrap_or(0) + st.pending + in_lanes;
         let (consumers, oldest): (redis::Value, redis::Value) = redis::pipe()
             .cmd("XINFO")
             .arg("CONSUMERS")

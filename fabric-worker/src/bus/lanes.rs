@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde::Serialize;
+
 use super::Bus;
 use super::delivery::Reader;
 use crate::broker::functions::fcall;
@@ -66,6 +68,47 @@ impl Bus {
             Ok(_) => {}
             Err(e) => tracing::debug!(agent, error = %e, "could not promote due messages"),
         }
+    }
+}
+
+/// A priority lane of an inbox in [`QueueStatus`](super::QueueStatus).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LaneStatus {
+    /// `urgent`, `high` or `low`.
+    pub lane: &'static str,
+    /// Its stream.
+    pub stream: String,
+    /// Entries not yet delivered to the group (everything in it without the group).
+    pub undelivered: u64,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+}
+
+impl Bus {
+    /// The state of `agent`'s lanes for `group` (lanes that do not exist are left out).
+    pub(super) async fn lane_statuses(&self, agent: &str, group: &str) -> Result<Vec<LaneStatus>> {
+        let mut out = Vec::new();
+        for (lane, key) in self.existing_lanes(agent).await? {
+            let groups = self.stream_groups(&key).await?;
+            let (undelivered, pending) = match groups.iter().find(|g| g.name == group) {
+                Some(g) => (g.lag.unwrap_or(0), g.pending),
+                None => {
+                    let len: u64 = redis::cmd("XLEN")
+                        .arg(&key)
+                        .query_async(&mut self.conn())
+                        .await
+                        .map_err(|e| Error::redis("XLEN", &key, e))?;
+                    (len, 0)
+                }
+            };
+            out.push(LaneStatus {
+                lane,
+                stream: key,
+                undelivered,
+                pending,
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -52,6 +52,7 @@ pub use durable::{DEFAULT_TOPIC_RETENTION, TOPIC_FIELD, TopicMessage, TopicRecei
 pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
 };
+pub use lanes::LaneStatus;
 pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
 pub use send::{FailedSend, SendReceipt};
 pub use send_once::{DEFAULT_DEDUP_WINDOW, MAX_IDEMPOTENCY_KEY_LEN};

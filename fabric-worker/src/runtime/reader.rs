@@ -16,6 +16,12 @@ use crate::broker::{Conn, RawEntry, reconnect_backoff, wire};
 /// What one read got: per lane (index into the reader's lanes), its entries.
 type Got = Vec<(usize, Vec<RawEntry>)>;
 
+/// Whether some lane gave all that was asked of it (then more may be waiting: the next
+/// read does not block).
+fn filled(got: &Got, asked: impl Fn(usize) -> usize) -> bool {
+    got.iter().any(|(i, e)| e.len() >= asked(*i))
+}
+
 /// Reads new entries of `lanes` (one stream, or an inbox's lanes in priority order: urgent,
 /// high, the inbox, low — all sharing one semaphore) and dispatches them, on a connection
 /// of its own.
@@ -34,8 +40,9 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let mut conn: Option<Conn> = None;
     let mut backoff = reconnect_backoff();
     let mut failing = false;
-    // Lanes that had entries at the last read; whether the last read got nothing (then the
-    // next one blocks); how many reads had fewer slots than lanes (for the aging rule).
+    // Lanes that had entries at the last read; whether the last read left every lane
+    // drained (then the next one blocks); how many reads had fewer slots than lanes (for
+    // the aging rule).
     let mut busy = vec![false; n];
     let mut idle = true;
     let mut narrow_reads: u64 = 0;
@@ -68,12 +75,19 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         };
         let read = async {
             if n == 1 || idle {
-                read_blocking(c, &lanes, (count / n).max(1), block).await
+                let per_lane = (count / n).max(1);
+                read_blocking(c, &lanes, per_lane, block)
+                    .await
+                    .map(|g| (filled(&g, |_| per_lane), g))
             } else if count >= n {
-                read_quotas(c, &lanes, &lanes::quotas(count, &busy)).await
+                let quotas = lanes::quotas(count, &busy);
+                read_quotas(c, &lanes, &quotas)
+                    .await
+                    .map(|g| (filled(&g, |i| quotas[i]), g))
             } else {
                 narrow_reads += 1;
-                read_in_order(c, &lanes, count, &lanes::order(n, narrow_reads - 1)).await
+                let g = read_in_order(c, &lanes, count, &lanes::order(n, narrow_reads - 1)).await;
+                g.map(|g| (g.iter().map(|(_, e)| e.len()).sum::<usize>() >= count, g))
             }
         };
         let reply = tokio::select! {
@@ -82,7 +96,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             r = read => r,
         };
         match reply {
-            Ok(mut got) => {
+            Ok((full, mut got)) => {
                 if failing {
                     info!(agent = %spec.agent, stream = %spec.stream, "reconnected to Redis; reading again");
                     failing = false;
@@ -90,7 +104,9 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 backoff = reconnect_backoff();
                 got.sort_by_key(|(i, _)| *i);
                 busy = vec![false; n];
-                idle = got.iter().all(|(_, e)| e.is_empty());
+                // A lane that gave less than asked was drained at that moment: block next,
+                // unless one gave all it was asked (more may be waiting).
+                idle = !full;
                 for (i, mut entries) in got {
                     busy[i] = !entries.is_empty();
                     if lanes[i].spec.stream == spec.stream {
