@@ -108,6 +108,34 @@ const AGENT_OWN: &[&str] = &[
     "+fcall_ro",
 ];
 
+/// What an agent does on durable topic streams and their companions (`topic:*`) in direct
+/// mode: append, consume through its group (with retries, dead letters, leases, reclaim and
+/// trim, and the functions that run them). No `DEL`, `XDEL` or `XGROUP DESTROY`.
+const TOPIC_STREAMS: &[&str] = &[
+    "+xadd",
+    "+xreadgroup",
+    "+xack",
+    "+xautoclaim",
+    "+xclaim",
+    "+xpending",
+    "+xinfo",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+    "+xgroup|delconsumer",
+    "+xrange",
+    "+xlen",
+    "+xtrim",
+    "+zadd",
+    "+zrem",
+    "+zrange",
+    "+zrangebyscore",
+    "+zcard",
+    "+exists",
+    "+incr",
+    "+get",
+    "+fcall",
+];
+
 /// Pub/Sub commands.
 const PUBSUB: &[&str] = &[
     "+publish",
@@ -213,6 +241,14 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 ));
                 // Messages sent for later: into the recipient's schedule, add only.
                 r.push(selector(&["agent:*:inbox:delayed{*}"], &["+zadd"]));
+                // Durable topics (direct mode only, docs/protocol.md §11): publish, consume
+                // through its group with every worker loop, and the registries.
+                r.push(selector(&["topic:*"], TOPIC_STREAMS));
+                r.push(selector(&["fabric:topics"], &["+sadd", "+smembers"]));
+                r.push(selector(
+                    &["fabric:topic_subscriptions"],
+                    &["+hsetnx", "+hget"],
+                ));
             }
         }
         Role::Router => {

@@ -435,3 +435,86 @@ async fn secure_mode_refuses_durable_topics_saying_why() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
+    init_tracing();
+    let server = RedisServer::start_own(false);
+    let mut admin = server.async_conn().await;
+    let (publisher, sub) = (unique_agent("pub"), unique_agent("sub"));
+    for agent in [&publisher, &sub] {
+        let rules = fabric_worker::acl::rules(
+            &fabric_worker::acl::Role::Agent(agent.clone()),
+            Mode::Direct,
+            "pw-1234",
+            &[],
+        )
+        .unwrap();
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg(agent);
+        for r in rules {
+            cmd.arg(r);
+        }
+        let _: () = cmd.query_async(&mut admin).await.unwrap();
+    }
+    Bus::connect(server.url())
+        .await
+        .unwrap()
+        .setup()
+        .await
+        .unwrap();
+    let url_of = |a: &str| format!("redis://{a}:pw-1234@127.0.0.1:{}", server.port());
+    let w = worker(&url_of(&sub), &sub).await;
+    let group = format!("{sub}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            admin.clone(),
+            &group,
+            "analytics.*"
+        ))
+        .await
+    );
+    let bus = Bus::connect(url_of(&publisher)).await.unwrap();
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let r = bus
+            .publish_durable(TopicMessage::new(
+                "analytics.acl",
+                &publisher,
+                json!({ "i": i }),
+            ))
+            .await
+            .unwrap();
+        want.push(r.message_id);
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&sub).len() >= 20
+        })
+        .await,
+        "handled {}",
+        handled(&sub).len()
+    );
+    assert_exactly(&handled(&sub), &want);
+    // An agent may not delete a topic, nor another agent's group on it.
+    let mut as_pub = redis::Client::open(url_of(&publisher))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for cmd in [
+        redis::cmd("DEL").arg("topic:analytics.acl").clone(),
+        redis::cmd("XGROUP")
+            .arg("DESTROY")
+            .arg("topic:analytics.acl")
+            .arg(&group)
+            .clone(),
+    ] {
+        let e = cmd
+            .query_async::<redis::Value>(&mut as_pub)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+    }
+    w.stop().await;
+}

@@ -186,6 +186,72 @@ async fn delayed_priority_and_receive_work_on_a_three_node_cluster() {
     let ids: Vec<String> = got.iter().map(|r| r.stream_id.clone()).collect();
     let acked = bus.acknowledge(a, &ids, None).await.unwrap();
     assert!(acked.iter().all(|r| r.acked), "{acked:?}");
+
+    // With every worker gone: a delayed message falls due, a backlog of 2,000 builds up.
+    let (b, c) = (&agents[1], &agents[2]);
+    let later = bus
+        .send(
+            Message::new("cl-test", c, "cluster_echo", json!({}))
+                .with_delay(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap();
+    for chunk in 0..4u64 {
+        let batch = (0..500)
+            .map(|i| {
+                Message::new(
+                    "cl-test",
+                    b,
+                    "cluster_slow",
+                    json!({ "n": chunk * 500 + i }),
+                )
+            })
+            .collect();
+        bus.send_batch(batch).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // New workers: the delayed message is delivered after the restart; an urgent message
+    // jumps the backlog.
+    let wc = RunningWorker::fast(&cluster.url(), c, |w| w).await;
+    let wb = RunningWorker::fast(&cluster.url(), b, |w| w.concurrency(4)).await;
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled_at(c).len() == 3
+        })
+        .await,
+        "the delayed message is handled after the restart"
+    );
+    assert!(
+        handled_at(c)
+            .iter()
+            .any(|t| *t >= later.deliver_at_ms.unwrap())
+    );
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            slow_done(b).len() >= 50
+        })
+        .await
+    );
+    bus.send(
+        Message::new("cl-test", b, "cluster_slow", json!({ "n": 1_000_000 }))
+            .with_priority(Priority::Urgent),
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            slow_done(b).contains(&1_000_000)
+        })
+        .await
+    );
+    let done = slow_done(b);
+    assert!(
+        done.len() < 1000,
+        "the urgent message waited for {} of the backlog",
+        done.len()
+    );
+    wb.stop().await;
+    wc.stop().await;
 }
 
 static HANDLED: std::sync::LazyLock<std::sync::Mutex<Vec<(String, u64)>>> =
@@ -199,6 +265,27 @@ fn handled_at(agent: &str) -> Vec<u64> {
         .filter(|(a, _)| a == agent)
         .map(|(_, t)| *t)
         .collect()
+}
+
+/// agent → the `n` of each `cluster_slow` message handled, in order.
+static SLOW: std::sync::LazyLock<std::sync::Mutex<Vec<(String, u64)>>> =
+    std::sync::LazyLock::new(|| std::sync::Mutex::new(Vec::new()));
+
+fn slow_done(agent: &str) -> Vec<u64> {
+    SLOW.lock()
+        .unwrap()
+        .iter()
+        .filter(|(a, _)| a == agent)
+        .map(|(_, n)| *n)
+        .collect()
+}
+
+#[handler(message_type = "cluster_slow")]
+async fn cluster_slow(ctx: Context) -> Result<(), HandlerError> {
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let n = ctx.payload()["n"].as_u64().unwrap_or(0);
+    SLOW.lock().unwrap().push((ctx.agent().to_owned(), n));
+    Ok(())
 }
 
 #[handler(message_type = "cluster_echo")]
