@@ -229,41 +229,7 @@ end)
 -- if the target stream exists (an inbox of a known agent). Returns, per entry, {1, id}
 -- when appended, {0, ''} for a duplicate, {-1, ''} for a target that does not exist,
 -- {-2, error} when Redis refused the append (nothing is remembered then).
-redis.register_function('fabric_forward', function(keys, args)
-  local target, seen = keys[1], keys[2]
-  local must_exist, window, sender, count = args[1] == '1', tonumber(args[2]), args[3], tonumber(args[4])
-  if not window or not sender or not count or count < 1 or count > 100 then
-    return redis.error_reply('ERR fabric_forward: expected 1 to 100 entries')
-  end
-  local exists = (not must_exist) or redis.call('EXISTS', target) == 1
-  local out, i, now = {}, 5, now_ms()
-  for n = 1, count do
-    local member, pairs = args[i], tonumber(args[i + 1])
-    if not member or not pairs or pairs < 1 or pairs >= MAX_FIELDS or i + 1 + 2 * pairs > #args then
-      return redis.error_reply('ERR fabric_forward: malformed entry ' .. n)
-    end
-    local first, last = i + 2, i + 1 + 2 * pairs
-    if not exists then
-      out[n] = {-1, ''}
-    elseif redis.call('ZADD', seen, 'NX', now, member) == 0 then
-      out[n] = {0, ''}
-    else
-      local id = redis.pcall('XADD', target, '*', 'sender', sender, unpack(args, first, last))
-      if type(id) == 'table' and id.err then
-        redis.call('ZREM', seen, member)
-        out[n] = {-2, id.err}
-      else
-        out[n] = {1, id}
-      end
-    end
-    i = last + 1
-  end
-  -- Forget members older than the window, a bounded number per call.
-  local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - window, 'LIMIT', 0, 100)
-  if #old > 0 then redis.call('ZREM', seen, unpack(old)) end
-  return out
-end)
-
+--
 -- fabric_deliver(inbox, seen, urgent, high, low, delayed; require_exists, window_ms, sender,
 -- count, then per entry: member, lane, due_ms, pairs, field, value, ...): the router's
 -- delivery into an inbox (secure mode), as fabric_forward, and besides: an entry with a
@@ -272,22 +238,32 @@ end)
 -- {"fields": [sender, <sender>, ...], "lane": <lane>}) instead. Returns per entry {1, id}
 -- when appended, {2, ''} when scheduled, {0, ''} for a duplicate, {-1, ''} for a missing
 -- inbox, {-2, error} when Redis refused the append.
-redis.register_function('fabric_deliver', function(keys, args)
-  local target, seen, delayed = keys[1], keys[2], keys[6]
-  local lanes = {urgent = keys[3], high = keys[4], low = keys[5]}
-  local must_exist, window, sender, count = args[1] == '1', tonumber(args[2]), args[3], tonumber(args[4])
-  if not delayed or not window or not sender or not count or count < 1 or count > 100 then
-    return redis.error_reply('ERR fabric_deliver: expected 6 keys and 1 to 100 entries')
+--
+-- What both do: `with_lanes` says whether each entry has a lane and a due time after its
+-- member (fabric_deliver) or not (fabric_forward).
+local function deliver(name, keys, args, with_lanes)
+  local target, seen = keys[1], keys[2]
+  local lanes, delayed = {}, nil
+  if with_lanes then
+    lanes, delayed = {urgent = keys[3], high = keys[4], low = keys[5]}, keys[6]
+    if not delayed then return redis.error_reply('ERR ' .. name .. ': expected 6 keys') end
   end
+  local must_exist, window, sender, count = args[1] == '1', tonumber(args[2]), args[3], tonumber(args[4])
+  if not window or not sender or not count or count < 1 or count > 100 then
+    return redis.error_reply('ERR ' .. name .. ': expected 1 to 100 entries')
+  end
+  local head = with_lanes and 3 or 1
   local exists = (not must_exist) or redis.call('EXISTS', target) == 1
   local out, i, now = {}, 5, now_ms()
   for n = 1, count do
-    local member, lane, due, pairs = args[i], args[i + 1], tonumber(args[i + 2]), tonumber(args[i + 3])
+    local member, pairs = args[i], tonumber(args[i + head])
+    local lane, due = '', 0
+    if with_lanes then lane, due = args[i + 1], tonumber(args[i + 2]) end
     if not member or not lane or not due or not pairs or pairs < 1 or pairs >= MAX_FIELDS
-        or i + 3 + 2 * pairs > #args then
-      return redis.error_reply('ERR fabric_deliver: malformed entry ' .. n)
+        or i + head + 2 * pairs > #args then
+      return redis.error_reply('ERR ' .. name .. ': malformed entry ' .. n)
     end
-    local first, last = i + 4, i + 3 + 2 * pairs
+    local first, last = i + head + 1, i + head + 2 * pairs
     if not exists then
       out[n] = {-1, ''}
     elseif redis.call('ZADD', seen, 'NX', now, member) == 0 then
@@ -312,9 +288,18 @@ redis.register_function('fabric_deliver', function(keys, args)
     end
     i = last + 1
   end
+  -- Forget members older than the window, a bounded number per call.
   local old = redis.call('ZRANGEBYSCORE', seen, '-inf', now - window, 'LIMIT', 0, 100)
   if #old > 0 then redis.call('ZREM', seen, unpack(old)) end
   return out
+end
+
+redis.register_function('fabric_forward', function(keys, args)
+  return deliver('fabric_forward', keys, args, false)
+end)
+
+redis.register_function('fabric_deliver', function(keys, args)
+  return deliver('fabric_deliver', keys, args, true)
 end)
 
 -- fabric_send_lane(lane, stream; field, value, ...): appends the entry (1 to 64 field pairs)

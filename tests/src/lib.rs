@@ -441,6 +441,33 @@ impl Drop for TestPki {
     }
 }
 
+/// Ms since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Creates (or resets) the Redis user `agent` with the rules `fabric_worker::acl` gives an
+/// agent in `mode`, and password `password`, through an admin connection.
+pub async fn set_agent_user(
+    admin: &mut redis::aio::MultiplexedConnection,
+    agent: &str,
+    mode: fabric_worker::bus::Mode,
+    password: &str,
+) {
+    let rules = fabric_worker::acl::rules(
+        &fabric_worker::acl::Role::Agent(agent.to_owned()),
+        mode,
+        password,
+        &[],
+    )
+    .expect("the agent's ACL rules");
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(agent).arg(rules);
+    let _: () = cmd.query_async(admin).await.expect("ACL SETUSER");
+}
+
 /// A unique name for an agent in one test (keeps tests sharing a Redis apart).
 pub fn unique_agent(prefix: &str) -> String {
     format!(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use fabric_tests::{RedisServer, RunningWorker, init_tracing, wait_until_async};
 use fabric_worker::bus::Mode;
+use fabric_worker::keys;
 use fabric_worker::prelude::*;
-use fabric_worker::{acl, keys};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -37,12 +37,7 @@ async fn each_agent_uses_only_its_own_keys() {
     let server = RedisServer::start_own(false);
     let mut admin = server.async_conn().await;
     for (agent, pw) in [("percy", "percy-pw"), ("coder", "coder-pw")] {
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("SETUSER").arg(agent);
-        for rule in acl::rules(&acl::Role::Agent(agent.into()), Mode::Direct, pw, &[]).unwrap() {
-            cmd.arg(rule);
-        }
-        let _: () = cmd.query_async(&mut admin).await.unwrap();
+        fabric_tests::set_agent_user(&mut admin, agent, Mode::Direct, pw).await;
     }
 
     // The function library is loaded by an admin (agents may FCALL, not load).

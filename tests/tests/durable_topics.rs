@@ -443,19 +443,7 @@ async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
     let mut admin = server.async_conn().await;
     let (publisher, sub) = (unique_agent("pub"), unique_agent("sub"));
     for agent in [&publisher, &sub] {
-        let rules = fabric_worker::acl::rules(
-            &fabric_worker::acl::Role::Agent(agent.clone()),
-            Mode::Direct,
-            "pw-1234",
-            &[],
-        )
-        .unwrap();
-        let mut cmd = redis::cmd("ACL");
-        cmd.arg("SETUSER").arg(agent);
-        for r in rules {
-            cmd.arg(r);
-        }
-        let _: () = cmd.query_async(&mut admin).await.unwrap();
+        fabric_tests::set_agent_user(&mut admin, agent, Mode::Direct, "pw-1234").await;
     }
     Bus::connect(server.url())
         .await

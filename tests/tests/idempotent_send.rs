@@ -9,7 +9,7 @@ use fabric_tests::{
     wait_until_async,
 };
 use fabric_worker::bus::{DEFAULT_DEDUP_WINDOW, Mode};
-use fabric_worker::{Bus, Message, acl, keys};
+use fabric_worker::{Bus, Message, keys};
 use serde_json::json;
 
 async fn inbox_len(bus: &Bus, agent: &str) -> u64 {
@@ -113,19 +113,7 @@ async fn an_agent_may_send_once_with_its_own_direct_mode_user() {
     init_tracing();
     let server = RedisServer::start_own(false);
     let mut admin = server.async_conn().await;
-    let rules = acl::rules(
-        &acl::Role::Agent("coder".into()),
-        Mode::Direct,
-        "coder-pw",
-        &[],
-    )
-    .unwrap();
-    let mut cmd = redis::cmd("ACL");
-    cmd.arg("SETUSER").arg("coder");
-    for r in rules {
-        cmd.arg(r);
-    }
-    let _: () = cmd.query_async(&mut admin).await.unwrap();
+    fabric_tests::set_agent_user(&mut admin, "coder", Mode::Direct, "coder-pw").await;
     let admin_bus = Bus::connect(server.url()).await.unwrap();
     admin_bus.setup().await.unwrap();
     let coder = Bus::connect(format!(

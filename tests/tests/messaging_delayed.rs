@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use fabric_tests::{RedisServer, WorkerProcess, init_tracing, records, unique_agent, wait_until};
+use fabric_tests::{
+    RedisServer, WorkerProcess, init_tracing, now_ms, records, unique_agent, wait_until,
+};
 use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use redis::Commands;
@@ -12,16 +14,6 @@ use serde_json::json;
 
 fn work(to: &str, n: u64) -> Message {
     Message::new("scheduler-test", to, "work", json!({ "n": n }))
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

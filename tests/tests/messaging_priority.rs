@@ -60,13 +60,7 @@ async fn an_urgent_message_jumps_a_backlog_of_ten_thousand_across_three_processe
     .len()
         >= 300));
     let sent = Instant::now();
-    let sent_ms = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let sent_ms = fabric_tests::now_ms();
     let urgent = bus
         .send(work(&agent, 1_000_000, 0, Priority::Urgent))
         .await

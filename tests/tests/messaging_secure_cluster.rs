@@ -5,24 +5,14 @@
 use std::time::Duration;
 
 use fabric_tests::{
-    RedisCluster, RunningRouter, RunningWorker, SecureRedis, WorkerProcess, init_tracing, records,
-    unique_agent, wait_until, wait_until_async,
+    RedisCluster, RunningRouter, RunningWorker, SecureRedis, WorkerProcess, init_tracing, now_ms,
+    records, unique_agent, wait_until, wait_until_async,
 };
 use fabric_worker::keys;
 use fabric_worker::message::Priority;
 use fabric_worker::prelude::*;
 use redis::AsyncCommands;
 use serde_json::json;
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_secure_mode_the_router_schedules_delayed_messages_and_fills_lanes() {
