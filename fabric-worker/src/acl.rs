@@ -99,8 +99,11 @@ const AGENT_OWN: &[&str] = &[
     "+del",
     "+expire",
     "+hset",
+    "+hsetnx",
+    "+hget",
     "+hgetall",
     "+hdel",
+    "+smembers",
     "+set",
     "+get",
     "+incr",
@@ -296,6 +299,22 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                     "+zrem",
                 ],
             ));
+            // Durable topics (§11.5): copies into each subscriber's own stream, through
+            // fabric_forward; the subscriber's registry of topics; subscriptions, read.
+            r.push(selector(
+                &["agent:*:topic:*"],
+                &[
+                    "+fcall",
+                    "+xadd",
+                    "+exists",
+                    "+zadd",
+                    "+zrangebyscore",
+                    "+zrem",
+                    "+xtrim",
+                ],
+            ));
+            r.push(selector(&["agent:*:topics"], &["+sadd"]));
+            r.push(selector(&["agent:*:topic_subscriptions"], &["+hkeys"]));
         }
         Role::McpServer => {
             r.push("&agent.*.new_message".into());

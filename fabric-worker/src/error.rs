@@ -181,14 +181,6 @@ pub enum Error {
         /// Location of the second handler.
         second: String,
     },
-    /// Durable topics were used on a bus or worker in secure mode.
-    #[error(
-        "{operation}: durable topics are available in direct mode only: a topic stream is shared by every subscribing agent's consumer group, and Redis ACLs cannot confine an agent to its own group on a shared stream (it could read, acknowledge or delete the others' entries); use Pub/Sub topics (Bus::publish/subscribe) or send to each agent's inbox in secure mode, or run this in direct mode"
-    )]
-    DurableTopicsSecureMode {
-        /// What was attempted (`publish_durable`, or a worker with topic handlers).
-        operation: String,
-    },
     /// The configuration is inconsistent (the message says which setting).
     #[error("configuration error: {0}")]
     Config(String),

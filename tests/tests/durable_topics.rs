@@ -1,17 +1,19 @@
 //! Durable topics (`docs/protocol.md` §11) against a real redis-server: an agent that was
 //! down gets what was published meanwhile, every subscribing agent gets every event, one
 //! agent's processes share its load, pattern subscriptions find new topics, retention
-//! bounds the stream, failures retry and dead-letter, and secure mode refuses them.
+//! bounds the stream, failures retry and dead-letter; in secure mode the router gives each
+//! subscriber its own copy, and agents with their own users can use them in direct mode.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use fabric_tests::{
-    RedisServer, RunningWorker, WorkerProcess, entry_field, init_tracing, records, stream_entries,
-    unique_agent, wait_until, wait_until_async,
+    RedisServer, RunningRouter, RunningWorker, SecureRedis, WorkerProcess, entry_field,
+    init_tracing, records, stream_entries, unique_agent, wait_until, wait_until_async,
 };
 use fabric_worker::bus::{Mode, TopicMessage};
+use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use serde_json::json;
 
@@ -387,53 +389,149 @@ async fn a_failing_topic_handler_retries_then_dead_letters_with_its_group() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secure_mode_refuses_durable_topics_saying_why() {
-    let server = RedisServer::start();
-    let bus = Bus::builder(server.url())
-        .mode(Mode::Secure)
-        .connect()
+async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
+    init_tracing();
+    let (publisher, sub1, sub2) = (
+        unique_agent("spub"),
+        unique_agent("ssub1"),
+        unique_agent("ssub2"),
+    );
+    let redis = SecureRedis::start(&[publisher.clone(), sub1.clone(), sub2.clone()], false);
+    redis.prepare().await;
+    let router = RunningRouter::serve(&redis.router_url()).await;
+    let admin = redis.server.async_conn().await;
+    let secure_worker = |agent: String| {
+        let redis = &redis;
+        async move {
+            let bus = redis.agent_bus(&agent).await;
+            RunningWorker::fast(&redis.server.url(), &agent, |b| {
+                b.bus(bus).topic_poll_interval(Duration::from_millis(100))
+            })
+            .await
+        }
+    };
+    // Both subscribe (their workers record it under their own keys); sub2 then goes down.
+    let w1 = secure_worker(sub1.clone()).await;
+    let w2 = secure_worker(sub2.clone()).await;
+    for agent in [&sub1, &sub2] {
+        let key = keys::agent_topic_subscriptions(agent);
+        let field = format!("{agent}_workers/analytics.*");
+        assert!(
+            wait_until_async(Duration::from_secs(10), || {
+                let mut c = admin.clone();
+                let (key, field) = (key.clone(), field.clone());
+                async move {
+                    redis::cmd("HEXISTS")
+                        .arg(key)
+                        .arg(field)
+                        .query_async::<bool>(&mut c)
+                        .await
+                        .unwrap_or(false)
+                }
+            })
+            .await
+        );
+    }
+    w2.stop().await;
+    // The router reads subscriptions at most every scan interval (1 s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bus = redis.agent_bus(&publisher).await;
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let r = bus
+            .publish_durable(TopicMessage::new(
+                "analytics.sec",
+                &publisher,
+                json!({ "i": i }),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.stream, keys::outbox(&publisher));
+        want.push(r.message_id);
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&sub1).len() >= 20
+        })
+        .await,
+        "sub1 handled {}",
+        handled(&sub1).len()
+    );
+    // sub2 was down: it gets everything when it comes back.
+    let w2 = secure_worker(sub2.clone()).await;
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&sub2).len() >= 20
+        })
+        .await,
+        "sub2 handled {}",
+        handled(&sub2).len()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_exactly(&handled(&sub1), &want);
+    assert_exactly(&handled(&sub2), &want);
+    // Each copy is its agent's own: sub1 cannot read, acknowledge or delete sub2's.
+    let mut as_sub1 = redis::Client::open(redis.url_of(&sub1))
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let e = bus
-        .publish_durable(TopicMessage::new("analytics.x", "percy", json!({})))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(e, fabric_worker::Error::DurableTopicsSecureMode { .. }),
-        "{e:?}"
-    );
-    let text = e.to_string();
-    assert!(
-        text.starts_with("publish_durable on topic \"analytics.x\": durable topics are available in direct mode only"),
-        "{text}"
-    );
-    assert!(
-        text.contains("Redis ACLs cannot confine an agent to its own group"),
-        "{text}"
-    );
-    let mut conn = server.async_conn().await;
-    let exists: bool = redis::cmd("EXISTS")
-        .arg("fabric:topics")
-        .query_async(&mut conn)
+    let theirs = keys::agent_topic_stream(&sub2, "analytics.sec");
+    for cmd in [
+        redis::cmd("XRANGE").arg(&theirs).arg("-").arg("+").clone(),
+        redis::cmd("DEL").arg(&theirs).clone(),
+        redis::cmd("XADD")
+            .arg(&theirs)
+            .arg("*")
+            .arg("data")
+            .arg("{}")
+            .clone(),
+        redis::cmd("XADD")
+            .arg("topic:analytics.sec")
+            .arg("*")
+            .arg("data")
+            .arg("{}")
+            .clone(),
+    ] {
+        let e = cmd
+            .query_async::<redis::Value>(&mut as_sub1)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+    }
+    // An event claiming another sender is rejected into the publisher's outbox dead letters.
+    let forged = json!({"id": "msg:forged", "from_agent": sub1, "to_agent": "",
+        "message_type": "x", "payload": {}, "timestamp": "", "priority": 2,
+        "ttl_seconds": 0, "reply_to": null, "correlation_id": null});
+    let mut as_pub = redis::Client::open(redis.url_of(&publisher))
+        .unwrap()
+        .get_multiplexed_async_connection()
         .await
         .unwrap();
-    assert!(!exists, "nothing is written in secure mode");
-
-    // This binary's topic handlers take every agent: a secure worker refuses to start.
-    let e = Worker::builder("percy").bus(bus).build().await.unwrap_err();
+    let _: String = redis::cmd("XADD")
+        .arg(keys::outbox(&publisher))
+        .arg("*")
+        .arg("data")
+        .arg(forged.to_string())
+        .arg("topic")
+        .arg("analytics.sec")
+        .query_async(&mut as_pub)
+        .await
+        .unwrap();
     assert!(
-        matches!(e, fabric_worker::Error::DurableTopicsSecureMode { .. }),
-        "{e:?}"
+        wait_until_async(Duration::from_secs(10), || async {
+            bus.rejected(&publisher, 10)
+                .await
+                .unwrap()
+                .iter()
+                .any(|d| d.reason.as_str() == "forged_sender")
+        })
+        .await
     );
-    let text = e.to_string();
-    assert!(
-        text.contains("agent \"percy\" (analytics.*, failing.always)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("durable topics are available in direct mode only"),
-        "{text}"
-    );
+    assert!(!handled(&sub1).iter().any(|id| id == "msg:forged"));
+    w1.stop().await;
+    w2.stop().await;
+    router.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

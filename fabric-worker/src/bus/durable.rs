@@ -153,9 +153,10 @@ impl Bus {
     /// retention (the last [`topic_retention`](super::BusBuilder::topic_retention) entries,
     /// default 100,000). `Ok` means the event is stored.
     ///
-    /// Durable topics are available in direct mode only: in [`Mode::Secure`] this is
-    /// [`Error::DurableTopicsSecureMode`] (the topic stream's groups cannot be kept apart
-    /// per agent with Redis ACLs).
+    /// In [`Mode::Secure`] the event goes into the sender's own outbox (with the field
+    /// `topic`), and the router copies it into each subscribing agent's own stream
+    /// `agent:<id>:topic:<topic>` (`docs/protocol.md` §11.5); the receipt's stream and id are
+    /// then the outbox's.
     ///
     /// ```no_run
     /// # #[allow(dead_code)]
@@ -170,15 +171,15 @@ impl Bus {
     /// # Ok(()) }
     /// ```
     pub async fn publish_durable(&self, event: TopicMessage) -> Result<TopicReceipt> {
-        if self.mode() == Mode::Secure {
-            return Err(Error::DurableTopicsSecureMode {
-                operation: format!("publish_durable on topic {:?}", event.topic),
-            });
-        }
         let message = event.envelope()?;
         let data = message.to_data()?;
         let headers = message.headers_json()?;
         let topic = event.topic;
+        if self.mode() == Mode::Secure {
+            return self
+                .publish_through_outbox(message, &data, headers, topic)
+                .await;
+        }
         let stream = keys::topic_stream(&topic);
         let mut conn = self.conn();
         // The registry first: a subscriber that finds the topic reads its stream from
@@ -217,6 +218,41 @@ impl Bus {
     }
 }
 
+impl Bus {
+    /// Secure mode: `XADD agent:<from>:outbox * data <envelope> topic <topic> [headers …]`.
+    async fn publish_through_outbox(
+        &self,
+        message: Message,
+        data: &str,
+        headers: Option<String>,
+        topic: String,
+    ) -> Result<TopicReceipt> {
+        let stream = keys::outbox(&message.from_agent);
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&stream)
+            .arg("*")
+            .arg(fields::DATA)
+            .arg(data)
+            .arg(TOPIC_FIELD)
+            .arg(&topic);
+        if let Some(h) = &headers {
+            cmd.arg(fields::HEADERS).arg(h);
+        }
+        let stream_id: String = cmd
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| Error::redis("XADD", &stream, e))?;
+        tracing::debug!(%topic, %stream, %stream_id, message_id = %message.id, "published durably through the outbox");
+        Ok(TopicReceipt {
+            message_id: message.id,
+            topic,
+            stream,
+            stream_id,
+            timestamp: message.timestamp,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,24 +280,5 @@ mod tests {
         ] {
             assert!(bad.envelope().is_err(), "{bad:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn secure_mode_refuses_durable_topics_saying_why() {
-        let bus = Bus::with_broker(crate::broker::Broker::offline(), false, Mode::Secure);
-        let e = bus
-            .publish_durable(TopicMessage::new("t", "percy", json!({})))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, Error::DurableTopicsSecureMode { .. }), "{e:?}");
-        let text = e.to_string();
-        assert!(
-            text.contains("durable topics are available in direct mode only"),
-            "{text}"
-        );
-        assert!(
-            text.contains("Redis ACLs cannot confine an agent"),
-            "{text}"
-        );
     }
 }

@@ -19,6 +19,7 @@
 
 mod forward;
 mod policy;
+mod topics;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -149,6 +150,7 @@ impl RouterBuilder {
             scan_interval: self.scan_interval,
             dedup_window: self.dedup_window,
             consumer,
+            subscriptions: topics::Subscriptions::default(),
         })
     }
 }
@@ -177,6 +179,8 @@ pub struct Router {
     scan_interval: Duration,
     dedup_window: Duration,
     consumer: String,
+    /// Durable topic subscriptions (secure mode's fan-out).
+    subscriptions: topics::Subscriptions,
 }
 
 impl Router {
@@ -455,12 +459,31 @@ impl Router {
             .iter()
             .map(|e| policy::decide(owner, e, &self.allow, self.max_entry_bytes))
             .collect();
+        // Durable topic events: one copy per subscribed agent.
+        let copies = if decisions
+            .iter()
+            .any(|d| d.as_ref().is_ok_and(|d| d.topic.is_some()))
+        {
+            let subs = self
+                .subscriptions
+                .get(&self.broker, self.scan_interval)
+                .await?;
+            topics::fan_out(&decisions, &subs)
+        } else {
+            Vec::new()
+        };
         // One FCALL per target (and 100 entries), in order within it, all sent at once.
         let chunks = forward::chunks(
             decisions
                 .iter()
                 .enumerate()
-                .filter_map(|(i, d)| d.as_ref().ok().map(|d| (i, d))),
+                .filter_map(|(i, d)| {
+                    d.as_ref()
+                        .ok()
+                        .filter(|d| d.topic.is_none())
+                        .map(|d| (i, d))
+                })
+                .chain(copies.iter().map(|(i, d)| (*i, d))),
         );
         let results = futures::future::join_all(
             chunks
@@ -491,6 +514,10 @@ impl Router {
                     debug!(from = owner, to = %d.message.to_agent, message_id = %d.message.id, deliver_at_ms = ?d.message.deliver_at_ms, "scheduled");
                     routed.delivered += 1;
                     announced.push(&d.message);
+                    None
+                }
+                (Ok(d), None) if d.topic.is_some() => {
+                    debug!(from = owner, topic = ?d.topic, message_id = %d.message.id, "topic event with no subscriber; nothing to copy");
                     None
                 }
                 (Ok(d), Some(Outcome::Duplicate)) => {
@@ -532,6 +559,7 @@ impl Router {
             for (channel, note) in notes_for(announced.into_iter()) {
                 pipe.cmd("PUBLISH").arg(channel).arg(note);
             }
+            topics::after_copies(&mut pipe, &copies);
             let replies: Vec<redis::Value> = pipe
                 .query_async(&mut self.broker.conn())
                 .await

@@ -43,7 +43,7 @@ impl AllowList {
 }
 
 /// Where and what to deliver.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Delivery {
     /// The stream: the recipient's inbox, or (a reply) the requester's reply stream.
     pub(crate) target: String,
@@ -56,6 +56,44 @@ pub(crate) struct Delivery {
     pub(crate) fields: Vec<(String, Vec<u8>)>,
     /// The message (to announce it, for an inbox).
     pub(crate) message: Message,
+    /// A durable topic event: copied to each subscriber's `agent:<id>:topic:<topic>` (the
+    /// router fills `target` per subscriber).
+    pub(crate) topic: Option<String>,
+}
+
+/// A durable topic event from `owner`'s outbox: checked as a topic event (no recipient),
+/// delivered with its `data`, `headers` and `topic`.
+fn topic_event(
+    owner: &str,
+    entry: &RawEntry,
+    message: Message,
+    topic: &str,
+) -> Result<Delivery, Rejection> {
+    let invalid = |e: crate::Error| (DeadReason::InvalidEnvelope, e.to_string());
+    keys::validate_durable_topic(topic).map_err(invalid)?;
+    keys::validate_message_type(&message.message_type).map_err(invalid)?;
+    if !message.payload.is_object() || message.reply_to.is_some() {
+        return Err((
+            DeadReason::InvalidEnvelope,
+            "a topic event's payload must be a JSON object, and it has no reply_to".into(),
+        ));
+    }
+    let data = message
+        .to_data()
+        .map_err(|e| (DeadReason::InvalidEnvelope, e.to_string()))?;
+    let mut fields: Vec<(String, Vec<u8>)> = vec![(fields::DATA.into(), data.into_bytes())];
+    if let Some(h) = entry.get(fields::HEADERS) {
+        fields.push((fields::HEADERS.into(), h.to_vec()));
+    }
+    fields.push((crate::bus::TOPIC_FIELD.into(), topic.as_bytes().to_vec()));
+    Ok(Delivery {
+        target: String::new(),
+        must_exist: false,
+        member: format!("{owner}/{}", message.id),
+        fields,
+        message,
+        topic: Some(topic.to_owned()),
+    })
 }
 
 /// A rejection: why, and the error text.
@@ -94,6 +132,9 @@ pub(crate) fn decide(
                 message.from_agent
             ),
         ));
+    }
+    if let Some(topic) = entry.get_str(crate::bus::TOPIC_FIELD) {
+        return topic_event(owner, entry, message, topic);
     }
     message.validate().map_err(|e| match &e {
         crate::Error::Invalid {
@@ -147,6 +188,7 @@ pub(crate) fn decide(
         member,
         fields: out,
         message,
+        topic: None,
     })
 }
 

@@ -337,7 +337,7 @@ impl WorkerBuilder {
                 });
             }
         }
-        let topics = super::topics::plan(&bus, topic_plans, settings.topic_poll_interval)?;
+        let topics = super::topics::plan(topic_plans, settings.topic_poll_interval)?;
         if streams.is_empty() && topics.is_none() {
             return Err(Error::invalid(
                 "consume_inbox",

@@ -4,6 +4,10 @@
 //! `topic:<T>` is served through the agent's group (`<agent>_workers`) by a worker of its
 //! own — the same loops as an inbox (acknowledge, retries, dead letters, reclaim, leases,
 //! trim) — whose every entry goes to the topic handler, whatever its `message_type`.
+//!
+//! In secure mode (§11.5) the same, on the agent's own keys: its subscriptions in
+//! `agent:<id>:topic_subscriptions`, the topics the router copied to it in
+//! `agent:<id>:topics`, each served from its copy `agent:<id>:topic:<T>`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -85,30 +89,10 @@ pub(crate) fn topic_handlers(
     Ok(out)
 }
 
-/// The topic subscriptions of a worker, or `None` without topic handlers. Refused in
-/// secure mode ([`Error::DurableTopicsSecureMode`]).
-pub(crate) fn plan(
-    bus: &Bus,
-    plans: Vec<TopicPlan>,
-    poll: Option<Duration>,
-) -> Result<Option<Topics>> {
+/// The topic subscriptions of a worker, or `None` without topic handlers.
+pub(crate) fn plan(plans: Vec<TopicPlan>, poll: Option<Duration>) -> Result<Option<Topics>> {
     if plans.is_empty() {
         return Ok(None);
-    }
-    if bus.mode() == crate::bus::Mode::Secure {
-        let what: Vec<String> = plans
-            .iter()
-            .map(|p| {
-                let patterns: Vec<&str> = p.handlers.iter().filter_map(|h| h.reg.topic).collect();
-                format!("agent {:?} ({})", p.agent, patterns.join(", "))
-            })
-            .collect();
-        return Err(Error::DurableTopicsSecureMode {
-            operation: format!(
-                "a worker with #[handler(topic = ...)] handlers for {}",
-                what.join("; ")
-            ),
-        });
     }
     let poll = poll.unwrap_or(DEFAULT_TOPIC_POLL_INTERVAL);
     if poll.is_zero() {
@@ -125,7 +109,7 @@ pub(crate) fn plan(
 pub(crate) fn pick<'a>(handlers: &'a [HandlerSpec], topic: &str) -> Option<&'a HandlerSpec> {
     handlers
         .iter()
-        .filter(|h| topic_matches(h.reg.topic.unwrap_or_default(), topic))
+        .filter(|h| keys::topic_matches(h.reg.topic.unwrap_or_default(), topic))
         .min_by_key(|h| {
             let p = h.reg.topic.unwrap_or_default();
             (
@@ -135,32 +119,6 @@ pub(crate) fn pick<'a>(handlers: &'a [HandlerSpec], topic: &str) -> Option<&'a H
                 h.reg.name,
             )
         })
-}
-
-/// Whether the durable topic `topic` matches the subscription `pattern` (`*` matches any
-/// run of characters, dots included; any other character matches itself).
-pub(crate) fn topic_matches(pattern: &str, topic: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), topic.as_bytes());
-    // Greedy glob with one backtrack point: no recursion, at most |p| × |t| steps.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if p.get(pi) == Some(&b'*') {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if p.get(pi) == t.get(ti) {
-            pi += 1;
-            ti += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|&b| b == b'*'))
 }
 
 /// The field of a subscription in `fabric:topic_subscriptions`: `<group>/<pattern>`.
@@ -177,23 +135,75 @@ async fn server_ms(bus: &Bus) -> Result<u64> {
     Ok(secs.saturating_mul(1000).saturating_add(micros / 1000))
 }
 
+/// Where durable topics live for `agent`: the shared keys of direct mode, the agent's own
+/// in secure mode.
+struct Where<'a> {
+    secure: bool,
+    agent: &'a str,
+}
+
+impl Where<'_> {
+    fn of<'a>(bus: &Bus, agent: &'a str) -> Where<'a> {
+        Where {
+            secure: bus.mode() == crate::bus::Mode::Secure,
+            agent,
+        }
+    }
+
+    fn subscriptions(&self) -> String {
+        if self.secure {
+            keys::agent_topic_subscriptions(self.agent)
+        } else {
+            keys::TOPIC_SUBSCRIPTIONS.to_owned()
+        }
+    }
+
+    fn registry(&self) -> String {
+        if self.secure {
+            keys::agent_topics(self.agent)
+        } else {
+            keys::TOPICS_REGISTRY.to_owned()
+        }
+    }
+
+    fn stream(&self, topic: &str) -> String {
+        if self.secure {
+            keys::agent_topic_stream(self.agent, topic)
+        } else {
+            keys::topic_stream(topic)
+        }
+    }
+
+    /// Where a new group starts: after the subscription was first seen on the shared
+    /// stream; at the start of the agent's own copy (the router copies only what was
+    /// published for it).
+    fn group_start(&self, since_ms: u64) -> String {
+        if self.secure {
+            "0".to_owned()
+        } else {
+            group_start(since_ms)
+        }
+    }
+}
+
 /// When the subscription (group, pattern) was first seen, ms (server clock): recorded now
 /// with `HSETNX` unless it already was, then read back.
-async fn subscribed_since(bus: &Bus, group: &str, pattern: &str) -> Result<u64> {
+async fn subscribed_since(bus: &Bus, at: &Where<'_>, group: &str, pattern: &str) -> Result<u64> {
     let field = subscription_field(group, pattern);
+    let key = at.subscriptions();
     let now = server_ms(bus).await?;
     let mut conn = bus.broker().conn();
     let (_, since): (i64, Option<String>) = redis::pipe()
         .cmd("HSETNX")
-        .arg(keys::TOPIC_SUBSCRIPTIONS)
+        .arg(&key)
         .arg(&field)
         .arg(now)
         .cmd("HGET")
-        .arg(keys::TOPIC_SUBSCRIPTIONS)
+        .arg(&key)
         .arg(&field)
         .query_async(&mut conn)
         .await
-        .map_err(|e| Error::redis("HSETNX", keys::TOPIC_SUBSCRIPTIONS, e))?;
+        .map_err(|e| Error::redis("HSETNX", &key, e))?;
     Ok(since.and_then(|s| s.trim().parse().ok()).unwrap_or(now))
 }
 
@@ -205,17 +215,21 @@ pub(crate) fn group_start(since_ms: u64) -> String {
 
 /// The registered durable topics, sorted; names that break the rule are skipped (logged
 /// once).
-async fn registered_topics(bus: &Bus, skipped: &mut HashSet<String>) -> Result<Vec<String>> {
+async fn registered_topics(
+    bus: &Bus,
+    registry: &str,
+    skipped: &mut HashSet<String>,
+) -> Result<Vec<String>> {
     let mut names: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(keys::TOPICS_REGISTRY)
+        .arg(registry)
         .query_async(&mut bus.broker().conn())
         .await
-        .map_err(|e| Error::redis("SMEMBERS", keys::TOPICS_REGISTRY, e))?;
+        .map_err(|e| Error::redis("SMEMBERS", registry, e))?;
     names.retain(|t| match keys::validate_durable_topic(t) {
         Ok(()) => true,
         Err(e) => {
             if skipped.insert(t.clone()) {
-                warn!(topic = %t, error = %e, "ignoring a name in fabric:topics that is not a durable topic");
+                warn!(topic = %t, %registry, error = %e, "ignoring a name in the registry of topics that is not a durable topic");
             }
             false
         }
@@ -299,15 +313,22 @@ async fn resolve(
             let pattern = h.reg.topic.unwrap_or_default();
             let key = (plan.group.clone(), pattern.to_owned());
             if let std::collections::btree_map::Entry::Vacant(slot) = since.entry(key) {
-                let ms = subscribed_since(bus, &plan.group, pattern).await?;
+                let ms = subscribed_since(bus, &Where::of(bus, &plan.agent), &plan.group, pattern)
+                    .await?;
                 info!(agent = %plan.agent, group = %plan.group, topic = pattern, since_ms = ms, "subscribed to durable topics");
                 slot.insert(ms);
             }
         }
     }
-    let names = registered_topics(bus, skipped).await?;
+    let mut registries: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for plan in &topics.plans {
-        for topic in &names {
+        let at = Where::of(bus, &plan.agent);
+        let registry = at.registry();
+        if !registries.contains_key(&registry) {
+            let names = registered_topics(bus, &registry, skipped).await?;
+            registries.insert(registry.clone(), names);
+        }
+        for topic in registries.get(&registry).into_iter().flatten() {
             if lock(served).contains(&(plan.agent.clone(), topic.clone())) {
                 continue;
             }
@@ -319,8 +340,8 @@ async fn resolve(
                 .get(&(plan.group.clone(), pattern.to_owned()))
                 .copied()
                 .unwrap_or(0);
-            let stream = keys::topic_stream(topic);
-            let start = group_start(from);
+            let stream = at.stream(topic);
+            let start = at.group_start(from);
             bus.broker()
                 .ensure_group_from(&stream, &plan.group, async || Ok(start))
                 .await?;
@@ -383,7 +404,7 @@ mod tests {
             ("a**", "a"),
             ("exact", "exact"),
         ] {
-            assert!(topic_matches(p, t), "{p} ~ {t}");
+            assert!(keys::topic_matches(p, t), "{p} ~ {t}");
         }
         for (p, t) in [
             ("analytics.*", "analytics"),
@@ -393,7 +414,7 @@ mod tests {
             ("a*b*c", "a-b-x-d"),
             ("*.errors", "errors"),
         ] {
-            assert!(!topic_matches(p, t), "{p} !~ {t}");
+            assert!(!keys::topic_matches(p, t), "{p} !~ {t}");
         }
     }
 

@@ -29,19 +29,6 @@ pub const AGENT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$";
 /// The message-type rule as a regular expression; [`validate_message_type`] is the same rule.
 pub const MESSAGE_TYPE_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$";
 
-/// Longest durable topic name accepted.
-pub const MAX_DURABLE_TOPIC_LEN: usize = 200;
-/// The durable-topic rule as a regular expression; [`validate_durable_topic`] is the same
-/// rule. (Pub/Sub topics are looser: see [`validate_topic`].)
-pub const DURABLE_TOPIC_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$";
-/// The set of every durable topic name (`SADD` on each publish), so that pattern
-/// subscriptions find topics, also ones created later.
-pub const TOPICS_REGISTRY: &str = "fabric:topics";
-/// When each (consumer group, topic pattern) subscription was first seen (a hash: field
-/// `<group>/<pattern>`, value ms since the epoch, server clock): a group created later on a
-/// matching topic starts there (`docs/protocol.md` §11).
-pub const TOPIC_SUBSCRIPTIONS: &str = "fabric:topic_subscriptions";
-
 /// The stream-id rule as a regular expression; [`validate_stream_id`] is the same rule.
 pub const STREAM_ID_PATTERN: &str = "^[0-9]{1,20}(-[0-9]{1,20})?$";
 
@@ -137,49 +124,6 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     )
 }
 
-/// Checks a durable topic name: 1–200 characters from `[A-Za-z0-9_.:-]`, starting with a
-/// letter or digit (`analytics.insights`, `shared:news`).
-pub fn validate_durable_topic(topic: &str) -> Result<()> {
-    check_charset(
-        "durable topic",
-        topic,
-        MAX_DURABLE_TOPIC_LEN,
-        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'),
-        "[A-Za-z0-9_.:-]",
-    )
-}
-
-/// Checks a durable topic subscription: a topic name, or a glob where `*` stands for any
-/// run of characters (`analytics.*`, `*`); a pattern may start with `*`.
-pub fn validate_topic_pattern(pattern: &str) -> Result<()> {
-    check_charset(
-        "topic pattern",
-        pattern,
-        MAX_DURABLE_TOPIC_LEN,
-        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-' | '*'),
-        "letters, digits, `_`, `.`, `:`, `-`, and `*` for any run of characters",
-    )?;
-    if !pattern.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '*') {
-        return Err(Error::invalid(
-            "topic pattern",
-            pattern,
-            "must start with a letter, a digit or `*`",
-        ));
-    }
-    Ok(())
-}
-
-/// The stream of a durable topic: `topic:<topic>`. Its companions (dead letters, retries)
-/// follow the rule of every stream: `topic:<topic>:dead{topic:<topic>}`, ….
-pub fn topic_stream(topic: &str) -> String {
-    format!("topic:{topic}")
-}
-
-/// The topic whose stream `key` is (`topic:<topic>` → `<topic>`).
-pub fn topic_of_stream(key: &str) -> Option<&str> {
-    key.strip_prefix("topic:")
-}
-
 /// Checks a stream key given as `reply_to`: 1–256 printable ASCII characters without spaces.
 pub fn validate_stream_key(key: &str) -> Result<()> {
     check_charset(
@@ -191,7 +135,7 @@ pub fn validate_stream_key(key: &str) -> Result<()> {
     )
 }
 
-fn check_charset(
+pub(crate) fn check_charset(
     what: &'static str,
     value: &str,
     max: usize,
@@ -390,194 +334,8 @@ pub(crate) fn reply_stream(agent: &str, instance: &str) -> String {
 }
 
 /// The hash tag Redis Cluster would use for `key` (the content of the first `{…}` if non-empty).
-#[cfg(test)]
-fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{')
-        && let Some(len) = key[open + 1..].find('}')
-        && len > 0
-    {
-        return &key[open + 1..open + 1 + len];
-    }
-    key
-}
+mod topics;
+pub use topics::*;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_strings_match_the_protocol() {
-        assert_eq!(inbox("percy"), "agent:percy:inbox");
-        assert_eq!(results("coder"), "agent:coder:results");
-        assert_eq!(default_group("percy"), "percy_workers");
-        assert_eq!(new_message_channel("percy"), "agent.percy.new_message");
-        assert_eq!(
-            dead_letters("agent:percy:inbox"),
-            "agent:percy:inbox:dead{agent:percy:inbox}"
-        );
-        assert_eq!(
-            retries("agent:percy:inbox"),
-            "agent:percy:inbox:retry{agent:percy:inbox}"
-        );
-        assert_eq!(
-            delayed("agent:percy:inbox"),
-            "agent:percy:inbox:delayed{agent:percy:inbox}"
-        );
-        assert_eq!(
-            lane("agent:percy:inbox", "urgent"),
-            "agent:percy:inbox:urgent{agent:percy:inbox}"
-        );
-    }
-
-    #[test]
-    fn companions_share_the_inbox_slot() {
-        let s = inbox("percy");
-        assert_eq!(hash_tag(&s), s);
-        assert_eq!(hash_tag(&dead_letters(&s)), s);
-        assert_eq!(hash_tag(&retries(&s)), s);
-        assert_eq!(hash_tag(&delayed(&s)), s);
-        for l in LANES {
-            assert_eq!(hash_tag(&lane(&s, l)), s);
-            assert_eq!(lane_of(&s, &lane(&s, l)), Some(l));
-            // A lane's own companions stay in the inbox's slot too.
-            assert_eq!(hash_tag(&retries(&lane(&s, l))), s);
-        }
-        assert_eq!(lane_of(&s, &s), None);
-        assert_eq!(
-            split_received_id("urgent/1-2").unwrap(),
-            (Some("urgent"), "1-2")
-        );
-        assert_eq!(split_received_id("1-2").unwrap(), (None, "1-2"));
-        assert!(split_received_id("inbox/1-2").is_err());
-        assert!(split_received_id("urgent/x").is_err());
-        assert_eq!(home(&lane(&s, "low")), s);
-        assert_eq!(home(&s), s);
-        assert_eq!(home(&dead_letters(&s)), dead_letters(&s));
-        assert_eq!(lane_of(&s, &dead_letters(&s)), None);
-        assert_eq!(
-            lane_of(&s, "agent:percy:inbox:urgent{agent:coder:inbox}"),
-            None
-        );
-        assert_eq!(hash_tag("a{}b"), "a{}b");
-        assert_eq!(hash_tag("a{x}b{y}"), "x");
-    }
-
-    #[test]
-    fn reply_streams_belong_to_one_agent() {
-        assert!(is_reply_stream_of("coder", "agent:coder:results"));
-        assert!(is_reply_stream_of("coder", "agent:coder:replies:0af3"));
-        for bad in [
-            "agent:coder:inbox",
-            "agent:coder:inbox:dead{agent:coder:inbox}",
-            "agent:coder:replies:",
-            "agent:coder:replies:a{b}",
-            "agent:coder:results:x",
-            "agent:codex:results",
-            "agent:percy:results",
-            "some:key",
-            "agent:coder",
-        ] {
-            assert!(!is_reply_stream_of("coder", bad), "{bad}");
-        }
-        assert_eq!(outbox_owner(&outbox("percy")), Some("percy"));
-        assert_eq!(outbox_owner("agent:percy:inbox"), None);
-        assert_eq!(
-            forwarded(&inbox("percy")),
-            "agent:percy:inbox:fwd{agent:percy:inbox}"
-        );
-    }
-
-    #[test]
-    fn results_and_reply_streams_are_not_in_the_inbox_slot() {
-        // docs/protocol.md says so: they are used alone, and results keeps the Python name.
-        let s = inbox("percy");
-        assert_ne!(hash_tag(&results("percy")), hash_tag(&s));
-        assert_ne!(hash_tag(&reply_stream("percy", "abc")), hash_tag(&s));
-        assert!(results("percy").starts_with("agent:percy:"));
-        assert!(reply_stream("percy", "abc").starts_with("agent:percy:"));
-    }
-
-    #[test]
-    fn companions_stay_under_the_agent_prefix() {
-        let s = inbox("percy");
-        assert!(dead_letters(&s).starts_with("agent:percy:"));
-        assert!(retries(&s).starts_with("agent:percy:"));
-    }
-
-    #[test]
-    fn durable_topics_have_their_stream_companions_and_rules() {
-        let s = topic_stream("analytics.insights");
-        assert_eq!(s, "topic:analytics.insights");
-        assert_eq!(topic_of_stream(&s), Some("analytics.insights"));
-        assert_eq!(topic_of_stream("agent:x:inbox"), None);
-        assert_eq!(
-            dead_letters(&s),
-            "topic:analytics.insights:dead{topic:analytics.insights}"
-        );
-        assert_eq!(
-            retries(&s),
-            "topic:analytics.insights:retry{topic:analytics.insights}"
-        );
-        assert_eq!(hash_tag(&dead_letters(&s)), s);
-        assert_eq!(hash_tag(&retries(&s)), s);
-        for ok in [
-            "analytics.insights",
-            "shared:news",
-            "a",
-            "9-x_y",
-            &"t".repeat(200),
-        ] {
-            validate_durable_topic(ok).unwrap();
-        }
-        for bad in ["", "a b", ".x", "a{b}", "a*", "té", &"t".repeat(201)] {
-            let e = validate_durable_topic(bad).unwrap_err().to_string();
-            assert!(e.starts_with("invalid durable topic"), "{bad:?}: {e}");
-        }
-        for ok in ["analytics.*", "*", "*.errors", "a.*.b", "exact"] {
-            validate_topic_pattern(ok).unwrap();
-        }
-        for bad in ["", ".x", "a b", "a?", "a{b}"] {
-            let e = validate_topic_pattern(bad).unwrap_err().to_string();
-            assert!(e.starts_with("invalid topic pattern"), "{bad:?}: {e}");
-        }
-    }
-
-    #[test]
-    fn agent_ids_are_validated() {
-        for ok in ["percy", "coder-2", "memory_agent", "A1", &"a".repeat(64)] {
-            validate_agent(ok).unwrap();
-        }
-        for bad in [
-            "",
-            "per cy",
-            "percy:inbox",
-            "{percy}",
-            "-percy",
-            "_x",
-            "pér",
-            "a.b",
-            &"a".repeat(65),
-        ] {
-            let err = validate_agent(bad).unwrap_err().to_string();
-            assert!(err.starts_with("invalid agent id"), "{bad:?}: {err}");
-        }
-    }
-
-    #[test]
-    fn message_types_and_groups_are_validated() {
-        validate_message_type("task").unwrap();
-        validate_message_type("code.review:v2").unwrap();
-        assert!(validate_message_type("has space").is_err());
-        assert!(validate_message_type("").is_err());
-        validate_group("percy_workers").unwrap();
-        assert!(validate_group("percy workers").is_err());
-        assert!(validate_group("{x}").is_err());
-        let err = validate_consumer("a b").unwrap_err().to_string();
-        assert!(err.starts_with("invalid consumer name"), "{err}");
-        validate_topic("analytics.insights").unwrap();
-        validate_topic("shared:news").unwrap();
-        assert!(validate_topic("a b").is_err());
-        validate_stream_key("agent:coder:results").unwrap();
-        assert!(validate_stream_key("").is_err());
-    }
-}
+mod tests;
