@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// Longest durable topic name accepted.
 pub const MAX_DURABLE_TOPIC_LEN: usize = 200;
 /// The durable-topic rule as a regular expression; [`validate_durable_topic`] is the same
-/// rule. (Pub/Sub topics are looser: see [`validate_topic`].)
+/// rule. (Pub/Sub topics are looser: see [`validate_topic`](super::validate_topic).)
 pub const DURABLE_TOPIC_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$";
 /// The set of every durable topic name (`SADD` on each publish), so that pattern
 /// subscriptions find topics, also ones created later.

@@ -23,11 +23,7 @@ pub(crate) struct Subscriptions {
 
 impl Subscriptions {
     /// The subscriptions, re-read when older than `every`.
-    pub(crate) async fn get(
-        &self,
-        broker: &Broker,
-        every: Duration,
-    ) -> Result<List> {
+    pub(crate) async fn get(&self, broker: &Broker, every: Duration) -> Result<List> {
         if let Some((at, subs)) = lock(&self.cache).as_ref()
             && at.elapsed() < every
         {
