@@ -468,6 +468,31 @@ pub async fn set_agent_user(
     let _: () = cmd.query_async(admin).await.expect("ACL SETUSER");
 }
 
+/// Clients blocked in a read (workers waiting on their streams). Redis 7.0 creates a
+/// consumer only when it is first delivered something, so XINFO CONSUMERS can't show idle
+/// workers.
+pub fn blocked_clients(conn: &mut redis::Connection) -> usize {
+    let info: String = redis::cmd("INFO")
+        .arg("clients")
+        .query(conn)
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("blocked_clients:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Asserts that Redis refuses each command on `conn` with NOPERM (an ACL refusal).
+pub async fn assert_noperm(conn: &mut redis::aio::MultiplexedConnection, cmds: &[redis::Cmd]) {
+    for cmd in cmds {
+        let e = cmd
+            .query_async::<redis::Value>(conn)
+            .await
+            .expect_err("the ACL refuses it");
+        assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
+    }
+}
+
 /// A unique name for an agent in one test (keeps tests sharing a Redis apart).
 pub fn unique_agent(prefix: &str) -> String {
     format!(

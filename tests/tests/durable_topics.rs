@@ -9,8 +9,8 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use fabric_tests::{
-    RedisServer, RunningRouter, RunningWorker, SecureRedis, WorkerProcess, entry_field,
-    init_tracing, records, stream_entries, unique_agent, wait_until, wait_until_async,
+    RedisServer, RunningRouter, RunningWorker, SecureRedis, WorkerProcess, blocked_clients,
+    entry_field, init_tracing, records, stream_entries, unique_agent, wait_until, wait_until_async,
 };
 use fabric_worker::bus::{Mode, TopicMessage};
 use fabric_worker::keys;
@@ -201,18 +201,6 @@ async fn every_subscribing_agent_gets_every_event() {
     assert_exactly(&handled(&b), &want);
     wa.stop().await;
     wb.stop().await;
-}
-
-/// Clients blocked in a read (workers waiting on their streams).
-fn blocked_clients(conn: &mut redis::Connection) -> usize {
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query(conn)
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 #[test]
@@ -477,28 +465,26 @@ async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
         .await
         .unwrap();
     let theirs = keys::agent_topic_stream(&sub2, "analytics.sec");
-    for cmd in [
-        redis::cmd("XRANGE").arg(&theirs).arg("-").arg("+").clone(),
-        redis::cmd("DEL").arg(&theirs).clone(),
-        redis::cmd("XADD")
-            .arg(&theirs)
-            .arg("*")
-            .arg("data")
-            .arg("{}")
-            .clone(),
-        redis::cmd("XADD")
-            .arg("topic:analytics.sec")
-            .arg("*")
-            .arg("data")
-            .arg("{}")
-            .clone(),
-    ] {
-        let e = cmd
-            .query_async::<redis::Value>(&mut as_sub1)
-            .await
-            .unwrap_err();
-        assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
-    }
+    fabric_tests::assert_noperm(
+        &mut as_sub1,
+        &[
+            redis::cmd("XRANGE").arg(&theirs).arg("-").arg("+").clone(),
+            redis::cmd("DEL").arg(&theirs).clone(),
+            redis::cmd("XADD")
+                .arg(&theirs)
+                .arg("*")
+                .arg("data")
+                .arg("{}")
+                .clone(),
+            redis::cmd("XADD")
+                .arg("topic:analytics.sec")
+                .arg("*")
+                .arg("data")
+                .arg("{}")
+                .clone(),
+        ],
+    )
+    .await;
     // An event claiming another sender is rejected into the publisher's outbox dead letters.
     let forged = json!({"id": "msg:forged", "from_agent": sub1, "to_agent": "",
         "message_type": "x", "payload": {}, "timestamp": "", "priority": 2,
@@ -588,19 +574,17 @@ async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    for cmd in [
-        redis::cmd("DEL").arg("topic:analytics.acl").clone(),
-        redis::cmd("XGROUP")
-            .arg("DESTROY")
-            .arg("topic:analytics.acl")
-            .arg(&group)
-            .clone(),
-    ] {
-        let e = cmd
-            .query_async::<redis::Value>(&mut as_pub)
-            .await
-            .unwrap_err();
-        assert!(e.to_string().to_uppercase().contains("NOPERM"), "{e}");
-    }
+    fabric_tests::assert_noperm(
+        &mut as_pub,
+        &[
+            redis::cmd("DEL").arg("topic:analytics.acl").clone(),
+            redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg("topic:analytics.acl")
+                .arg(&group)
+                .clone(),
+        ],
+    )
+    .await;
     w.stop().await;
 }

@@ -4,22 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use fabric_tests::{RedisServer, WorkerProcess, records, unique_agent, wait_until};
+use fabric_tests::{
+    RedisServer, WorkerProcess, blocked_clients, records, unique_agent, wait_until,
+};
 use fabric_worker::{Bus, Message};
 use serde_json::{Value, json};
-
-/// Clients blocked in a read (a worker waiting on its inbox). Redis 7.0 creates a consumer
-/// only when it is first delivered something, so XINFO CONSUMERS can't show idle workers.
-fn blocked_clients(conn: &mut redis::Connection) -> usize {
-    let info: String = redis::cmd("INFO")
-        .arg("clients")
-        .query(conn)
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("blocked_clients:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -175,64 +175,29 @@ impl Bus {
         let data = message.to_data()?;
         let headers = message.headers_json()?;
         let topic = event.topic;
-        if self.mode() == Mode::Secure {
-            return self
-                .publish_through_outbox(message, &data, headers, topic)
-                .await;
-        }
-        let stream = keys::topic_stream(&topic);
-        let mut conn = self.conn();
-        // The registry first: a subscriber that finds the topic reads its stream from
-        // before this entry (see §11's start rule), so the entry cannot be missed.
-        let _: i64 = redis::cmd("SADD")
-            .arg(keys::TOPICS_REGISTRY)
-            .arg(&topic)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("SADD", keys::TOPICS_REGISTRY, e))?;
+        let secure = self.mode() == Mode::Secure;
+        let stream = if secure {
+            keys::outbox(&message.from_agent)
+        } else {
+            // The registry first: a subscriber that finds the topic reads its stream from
+            // before this entry (see §11's start rule), so the entry cannot be missed.
+            let _: i64 = redis::cmd("SADD")
+                .arg(keys::TOPICS_REGISTRY)
+                .arg(&topic)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| Error::redis("SADD", keys::TOPICS_REGISTRY, e))?;
+            keys::topic_stream(&topic)
+        };
+        // Secure mode: into the sender's own outbox, for the router to copy (§11.5).
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(&stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.inner.topic_retention)
-            .arg("*")
+        cmd.arg(&stream);
+        if !secure {
+            cmd.arg("MAXLEN").arg("~").arg(self.inner.topic_retention);
+        }
+        cmd.arg("*")
             .arg(fields::DATA)
             .arg(&data)
-            .arg(TOPIC_FIELD)
-            .arg(&topic);
-        if let Some(h) = &headers {
-            cmd.arg(fields::HEADERS).arg(h);
-        }
-        let stream_id: String = cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Error::redis("XADD", &stream, e))?;
-        tracing::debug!(%topic, %stream, %stream_id, message_id = %message.id, "published durably");
-        Ok(TopicReceipt {
-            message_id: message.id,
-            topic,
-            stream,
-            stream_id,
-            timestamp: message.timestamp,
-        })
-    }
-}
-
-impl Bus {
-    /// Secure mode: `XADD agent:<from>:outbox * data <envelope> topic <topic> [headers …]`.
-    async fn publish_through_outbox(
-        &self,
-        message: Message,
-        data: &str,
-        headers: Option<String>,
-        topic: String,
-    ) -> Result<TopicReceipt> {
-        let stream = keys::outbox(&message.from_agent);
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&stream)
-            .arg("*")
-            .arg(fields::DATA)
-            .arg(data)
             .arg(TOPIC_FIELD)
             .arg(&topic);
         if let Some(h) = &headers {
@@ -242,7 +207,7 @@ impl Bus {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| Error::redis("XADD", &stream, e))?;
-        tracing::debug!(%topic, %stream, %stream_id, message_id = %message.id, "published durably through the outbox");
+        tracing::debug!(%topic, %stream, %stream_id, message_id = %message.id, "published durably");
         Ok(TopicReceipt {
             message_id: message.id,
             topic,
