@@ -193,3 +193,57 @@ async fn priorities_go_to_the_inbox_when_the_recipient_reads_no_lanes() {
             .unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shared_by_workers_and_mcp_gets_urgent_messages_on_both_sides() {
+    init_tracing();
+    let server = RedisServer::start();
+    let agent = unique_agent("shared");
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let mcp = fabric_worker::bus::ReceiveOptions::default()
+        .group(keys::mcp_group(&agent))
+        .consumer(keys::mcp_consumer(&agent))
+        .leave_worker_types(true)
+        .count(10);
+    // An MCP session was there first (its group exists), then the worker starts.
+    assert!(bus.receive(&agent, mcp.clone()).await.unwrap().is_empty());
+    let _w = WorkerProcess::start(
+        &server.url(),
+        &agent,
+        &[("FABRIC_BLOCK_MS", "200".to_string())],
+    );
+    let mut conn = server.client();
+    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
+        &mut conn, &agent
+    )));
+    // Give the worker's presence (its message types) time to be seen.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let question = Message::new("prio-test", &agent, "llm_question", json!({"q": "?"}))
+        .with_priority(Priority::Urgent);
+    let question_id = question.id.clone();
+    bus.send(question).await.unwrap();
+    bus.send(work(&agent, 7, 0, Priority::Urgent))
+        .await
+        .unwrap();
+    // The worker handles its type; the MCP side gets the other, from the urgent lane.
+    assert!(wait_until(Duration::from_secs(10), || records(
+        &mut conn,
+        "test:done",
+        &agent
+    )
+    .iter()
+    .any(|r| r["n"] == json!(7))));
+    let got = bus
+        .receive(&agent, mcp.block(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].message.id, question_id);
+    assert!(
+        got[0].stream_id.starts_with("urgent/"),
+        "{}",
+        got[0].stream_id
+    );
+    let dead: usize = conn.xlen(keys::dead_letters(&keys::inbox(&agent))).unwrap();
+    assert_eq!(dead, 0, "nothing was dead-lettered as no_handler");
+}

@@ -342,6 +342,12 @@ async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)
             }
         }
         inbox.broker.ensure_group(&key, &spec.group).await?;
+        if inbox.has_mcp_group().await {
+            // The agent's MCP sessions read the lanes too: what the workers leave to them
+            // there must wait for them.
+            let mcp = crate::keys::mcp_group(&spec.agent);
+            inbox.broker.ensure_group(&key, &mcp).await?;
+        }
         out.push((i, key));
     }
     Ok(out)

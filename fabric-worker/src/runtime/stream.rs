@@ -135,7 +135,12 @@ impl StreamState {
             return yes;
         }
         let mcp = crate::keys::mcp_group(&self.spec.agent);
-        let yes = match self.bus.stream_groups(&self.spec.stream).await {
+        // A lane's MCP group goes with its inbox's (the worker creates it with the lane).
+        let yes = match self
+            .bus
+            .stream_groups(crate::keys::home(&self.spec.stream))
+            .await
+        {
             Ok(groups) => groups.iter().any(|g| g.name == mcp),
             Err(e) => {
                 warn!(stream = %self.spec.stream, error = %e, "cannot tell whether MCP sessions read this stream; treating a message without a handler as a dead letter");
