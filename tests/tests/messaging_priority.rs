@@ -247,3 +247,50 @@ async fn an_agent_shared_by_workers_and_mcp_gets_urgent_messages_on_both_sides()
     let dead: usize = conn.xlen(keys::dead_letters(&keys::inbox(&agent))).unwrap();
     assert_eq!(dead, 0, "nothing was dead-lettered as no_handler");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_from_a_lane_is_requeued_into_its_lane() {
+    init_tracing();
+    let server = RedisServer::start();
+    let agent = unique_agent("requeue");
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let _w = WorkerProcess::start(
+        &server.url(),
+        &agent,
+        &[
+            ("FABRIC_BLOCK_MS", "200".to_string()),
+            ("FABRIC_TRIM_INTERVAL_MS", "600000".to_string()),
+        ],
+    );
+    let mut conn = server.client();
+    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
+        &mut conn, &agent
+    )));
+    let m = Message::new(
+        "prio-test",
+        &agent,
+        "work",
+        json!({ "n": 1, "mode": "permanent" }),
+    )
+    .with_priority(Priority::High);
+    bus.send(m).await.unwrap();
+    let dead = keys::dead_letters(&keys::inbox(&agent));
+    let dead_len = |conn: &mut redis::Connection| conn.xlen::<_, usize>(&dead).unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(10), || dead_len(&mut conn) == 1));
+    let high = keys::lane(&keys::inbox(&agent), "high");
+    let added = |conn: &mut redis::Connection| -> u64 {
+        let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(&high)
+            .query(conn)
+            .unwrap();
+        redis::from_redis_value_ref(&info["entries-added"]).unwrap()
+    };
+    assert_eq!(added(&mut conn), 1);
+    assert_eq!(bus.requeue_dead_letters(&agent, None).await.unwrap(), 1);
+    // Back into the high lane (and, failing for good again, back in the dead letters).
+    assert_eq!(added(&mut conn), 2);
+    let inbox_len: usize = conn.xlen(keys::inbox(&agent)).unwrap_or(0);
+    assert_eq!(inbox_len, 0);
+    assert!(wait_until(Duration::from_secs(10), || dead_len(&mut conn) == 1));
+}

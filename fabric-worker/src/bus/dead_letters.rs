@@ -66,8 +66,9 @@ impl Bus {
             .collect())
     }
 
-    /// Puts dead letters back into their stream as fresh first attempts; `None` requeues
-    /// all of them. Each move is atomic (`MULTI`: `XADD` to the stream, `XDEL` from the dead
+    /// Puts dead letters back into their stream as fresh first attempts (one from a priority
+    /// lane into its lane); `None` requeues all of them. Each move is atomic (`MULTI`: `XADD`
+    /// to the stream — `FCALL fabric_send_lane` for a lane — and `XDEL` from the dead
     /// letters). Returns how many were requeued.
     pub async fn requeue_dead_letters(
         &self,
@@ -112,12 +113,30 @@ impl Bus {
                 wire::parse_entries(&v)?
             }
         };
+        // An entry dead-lettered from a priority lane goes back into its lane (when it still
+        // exists; else the inbox), through fabric_send_lane.
+        let lane_of = |e: &RawEntry| {
+            e.get_str(fields::DEAD_STREAM)
+                .and_then(|s| keys::lane_of(&stream, s))
+                .map(|l| keys::lane(&stream, l))
+        };
+        if entries.iter().any(|e| lane_of(e).is_some()) {
+            self.broker().ensure_library_once().await?;
+        }
         let mut n = 0;
         for chunk in entries.chunks(100) {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for e in chunk {
-                let cmd = pipe.cmd("XADD").arg(&stream).arg("*");
+                let cmd = match lane_of(e) {
+                    Some(lane) => pipe
+                        .cmd("FCALL")
+                        .arg("fabric_send_lane")
+                        .arg(2)
+                        .arg(lane)
+                        .arg(&stream),
+                    None => pipe.cmd("XADD").arg(&stream).arg("*"),
+                };
                 for (k, v) in &e.fields {
                     if !k.starts_with("dead_")
                         && k != fields::ATTEMPT
