@@ -1,12 +1,16 @@
 //! A Redis restart: the worker reconnects and resumes by itself, and `send` fails fast
-//! (and clearly) while Redis is down.
+//! (and clearly) while Redis is down; a worker started before Redis waits for it.
 
 use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
+use fabric_tests::{
+    RedisServer, RunningWorker, WorkerProcess, init_tracing, records, unique_agent, wait_until,
+    wait_until_async,
+};
 use fabric_worker::Error;
+use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use serde_json::json;
 
@@ -81,4 +85,47 @@ async fn worker_resumes_by_itself_after_redis_restarts() {
         "the worker did not resume after the restart"
     );
     worker.stop().await;
+}
+
+/// A worker started before its Redis (a machine booting, a Redis restarting) waits for it,
+/// saying so, instead of exiting; and gives up after `FABRIC_STARTUP_WAIT_MS`.
+#[test]
+fn a_worker_started_before_redis_waits_for_it() {
+    init_tracing();
+    let mut server = RedisServer::start_own(false);
+    let url = server.url();
+    server.stop();
+    let agent = unique_agent("early");
+    let mut w = WorkerProcess::start(&url, &agent, &[("FABRIC_BLOCK_MS", "200".to_string())]);
+    // Redis comes up 1.5 s later: the worker is still there and serves.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        w.wait_timeout(Duration::ZERO),
+        None,
+        "the worker exited instead of waiting"
+    );
+    server.start_again();
+    let mut conn = server.client();
+    let data = json!({"id": "msg:early-1", "from_agent": "t", "to_agent": agent,
+        "message_type": "work", "payload": {"n": 1}, "timestamp": "", "priority": 2,
+        "ttl_seconds": 0, "reply_to": null, "correlation_id": null});
+    let _: String = redis::cmd("XADD")
+        .arg(keys::inbox(&agent))
+        .arg("*")
+        .arg("data")
+        .arg(data.to_string())
+        .query(&mut conn)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(15), || {
+        records(&mut conn, "test:done", &agent).len() == 1
+    }));
+    w.kill();
+    // With a short wait and no Redis, it gives up with an error (exit 1).
+    server.stop();
+    let mut w = WorkerProcess::start(
+        &url,
+        &agent,
+        &[("FABRIC_STARTUP_WAIT_MS", "300".to_string())],
+    );
+    assert_eq!(w.wait_timeout(Duration::from_secs(10)), Some(1));
 }

@@ -113,6 +113,15 @@ impl WorkerBuilder {
         self
     }
 
+    /// How long a starting worker waits for Redis when it is unreachable or still loading
+    /// its dataset (after a restart with persistence), retrying with backoff and saying
+    /// what it waits for (default 60 s; zero: exit at once). Env: `FABRIC_STARTUP_WAIT_MS`.
+    /// A wrong password, a TLS failure or a missing ACL permission is not waited for.
+    pub fn startup_wait(mut self, d: Duration) -> Self {
+        self.explicit.startup_wait = Some(d);
+        self
+    }
+
     /// Whether to honour priorities through the inbox's lanes (default on,
     /// `FABRIC_PRIORITY_LANES`): the worker creates `agent:<id>:inbox:urgent{…}`, `:high{…}`
     /// and `:low{…}` beside the inbox, senders then put non-normal messages there, and each
@@ -292,7 +301,10 @@ impl WorkerBuilder {
                 if let Some(source) = self.credentials {
                     builder = builder.credentials_shared(source);
                 }
-                builder.connect().await?
+                super::startup::wait_for_redis(config.startup_wait, "connecting", || {
+                    builder.clone().connect()
+                })
+                .await?
             }
         };
         let prefix = settings

@@ -43,6 +43,9 @@ pub(crate) struct WorkerConfig {
     pub(crate) drop_expired: bool,
     /// Read the inbox's priority lanes (creating them), urgent first.
     pub(crate) priority_lanes: bool,
+    /// At start, how long to wait for a Redis that is unreachable or still loading its
+    /// dataset before giving up (zero: give up at once).
+    pub(crate) startup_wait: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -64,6 +67,7 @@ impl Default for WorkerConfig {
             max_entry_bytes: crate::broker::wire::DEFAULT_MAX_ENTRY_BYTES,
             drop_expired: false,
             priority_lanes: true,
+            startup_wait: Duration::from_secs(60),
         }
     }
 }
@@ -181,6 +185,8 @@ settings! {
     drop_expired: bool,
     /// `FABRIC_PRIORITY_LANES`.
     priority_lanes: bool,
+    /// `FABRIC_STARTUP_WAIT_MS`.
+    startup_wait: Duration,
 }
 
 impl Settings {
@@ -210,6 +216,7 @@ impl Settings {
             max_entry_bytes: v.usize("FABRIC_MAX_ENTRY_BYTES")?,
             drop_expired: v.bool("FABRIC_DROP_EXPIRED")?,
             priority_lanes: v.bool("FABRIC_PRIORITY_LANES")?,
+            startup_wait: v.millis("FABRIC_STARTUP_WAIT_MS")?,
         })
     }
 
@@ -233,6 +240,7 @@ impl Settings {
             max_entry_bytes: self.max_entry_bytes.unwrap_or(d.max_entry_bytes),
             drop_expired: self.drop_expired.unwrap_or(d.drop_expired),
             priority_lanes: self.priority_lanes.unwrap_or(d.priority_lanes),
+            startup_wait: self.startup_wait.unwrap_or(d.startup_wait),
         };
         c.check()?;
         if let Some(g) = &self.group {

@@ -18,6 +18,7 @@
 //! | `retry.rs` | scheduling retries; promoting due retries and delayed messages |
 //! | `trim.rs` | trimming handled entries |
 //! | `presence.rs` | the worker's presence and message types in `agent:<id>:workers` |
+//! | `startup.rs` | waiting for a Redis that is unreachable or still loading, at start |
 //! | `topics.rs` | durable topic handlers: finding matching topics, serving their streams |
 
 mod acker;
@@ -34,6 +35,7 @@ mod reader;
 mod reclaim;
 pub(crate) mod registry;
 mod retry;
+mod startup;
 mod stream;
 mod topics;
 mod trim;
@@ -159,9 +161,16 @@ impl Worker {
         let mut ackers = Vec::new();
         let mut states = Vec::new();
         let broker = self.bus.broker();
-        broker.ensure_library().await?;
+        let wait = self.config.startup_wait;
+        startup::wait_for_redis(wait, "loading the function library", || {
+            broker.ensure_library()
+        })
+        .await?;
         for spec in &self.streams {
-            broker.ensure_group(&spec.stream, &spec.group).await?;
+            startup::wait_for_redis(wait, "creating the consumer group", || {
+                broker.ensure_group(&spec.stream, &spec.group)
+            })
+            .await?;
         }
         let mut wake = Vec::new();
         let stop_topics = CancellationToken::new();
@@ -342,7 +351,15 @@ async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)
             }
         }
         inbox.broker.ensure_group(&key, &spec.group).await?;
-        if inbox.has_mcp_group().await {
+        // Asked directly, not through `has_mcp_group`, whose answer is kept for a while: an
+        // MCP session may start right after this worker.
+        let mcp_reads = inbox
+            .bus
+            .stream_groups(&spec.stream)
+            .await?
+            .iter()
+            .any(|g| g.name == crate::keys::mcp_group(&spec.agent));
+        if mcp_reads {
             // The agent's MCP sessions read the lanes too: what the workers leave to them
             // there must wait for them.
             let mcp = crate::keys::mcp_group(&spec.agent);
