@@ -14,6 +14,7 @@ mod send;
 mod setup;
 mod status;
 mod tail;
+mod workers;
 
 use std::path::PathBuf;
 
@@ -98,6 +99,11 @@ pub enum Command {
         after_help = "Examples:\n  fabric status                 # every agent with an inbox (found with SCAN)\n  fabric status percy coder     # just these\n  fabric status --json | jq '.[].queue_depth'"
     )]
     Status(StatusArgs),
+    /// Show the worker processes serving each agent: host, pid, uptime, last seen, what they handle, live or gone
+    #[command(
+        after_help = "Examples:\n  fabric workers                # every agent with an inbox\n  fabric workers percy          # just percy's\n  fabric workers --json | jq '.[] | select(.state == \"gone\")'"
+    )]
+    Workers(WorkersArgs),
     /// Send a message to an agent's inbox (optionally wait for the reply)
     #[command(
         after_help = "Examples:\n  fabric send percy '{\"task_type\":\"code_review\",\"pr_id\":\"123\"}' --from coder\n  fabric send percy @task.json --type task --priority high\n  echo '{\"q\":\"ping\"}' | fabric send percy - --wait 30"
@@ -307,6 +313,14 @@ pub struct StatusArgs {
     pub group: Option<String>,
 }
 
+/// `fabric workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
+}
+
 /// `fabric send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -514,6 +528,7 @@ pub fn run(cli: Cli) -> BoxedRun {
     match cli.command {
         Command::Mcp(args) => Box::pin(async move { mcp::run(&at, args).await }),
         Command::Status(args) => Box::pin(async move { status::run(&at, json, args).await }),
+        Command::Workers(args) => Box::pin(async move { workers::run(&at, json, args).await }),
         Command::Send(args) => Box::pin(async move { send::run(&at, json, args).await }),
         Command::Tail(args) => Box::pin(async move { tail::run(&at, json, args).await }),
         Command::Pending(args) => Box::pin(async move { pending::run(&at, json, args).await }),
