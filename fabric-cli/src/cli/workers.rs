@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn states_and_the_table() {
-        let now = 1_000_000;
+        let now = 10_000_000;
         assert_eq!(state(&presence(now - 1_000, None), now), "live");
         assert_eq!(state(&presence(now - 3_600_000, None), now), "gone");
         assert_eq!(
