@@ -482,6 +482,15 @@ pub fn blocked_clients(conn: &mut redis::Connection) -> usize {
         .unwrap_or(0)
 }
 
+/// A multiplexed connection to `url` (as whichever user the URL names).
+pub async fn conn_as(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to test redis")
+}
+
 /// Asserts that Redis refuses each command on `conn` with NOPERM (an ACL refusal).
 pub async fn assert_noperm(conn: &mut redis::aio::MultiplexedConnection, cmds: &[redis::Cmd]) {
     for cmd in cmds {

@@ -459,11 +459,7 @@ async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
     assert_exactly(&handled(&sub1), &want);
     assert_exactly(&handled(&sub2), &want);
     // Each copy is its agent's own: sub1 cannot read, acknowledge or delete sub2's.
-    let mut as_sub1 = redis::Client::open(redis.url_of(&sub1))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut as_sub1 = fabric_tests::conn_as(&redis.url_of(&sub1)).await;
     let theirs = keys::agent_topic_stream(&sub2, "analytics.sec");
     fabric_tests::assert_noperm(
         &mut as_sub1,
@@ -489,11 +485,7 @@ async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
     let forged = json!({"id": "msg:forged", "from_agent": sub1, "to_agent": "",
         "message_type": "x", "payload": {}, "timestamp": "", "priority": 2,
         "ttl_seconds": 0, "reply_to": null, "correlation_id": null});
-    let mut as_pub = redis::Client::open(redis.url_of(&publisher))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut as_pub = fabric_tests::conn_as(&redis.url_of(&publisher)).await;
     let _: String = redis::cmd("XADD")
         .arg(keys::outbox(&publisher))
         .arg("*")
@@ -569,11 +561,7 @@ async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
     );
     assert_exactly(&handled(&sub), &want);
     // An agent may not delete a topic, nor another agent's group on it.
-    let mut as_pub = redis::Client::open(url_of(&publisher))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut as_pub = fabric_tests::conn_as(&url_of(&publisher)).await;
     fabric_tests::assert_noperm(
         &mut as_pub,
         &[
