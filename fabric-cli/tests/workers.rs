@@ -65,4 +65,18 @@ async fn lists_live_and_stopped_workers_with_their_handlers() {
     assert_eq!(o.status.code(), Some(4));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no worker has registered for"), "{err}");
+    // The same "no such agent" (exit 4) from every command about one agent.
+    for args in [
+        vec!["status", ghost.as_str()],
+        vec!["pending", ghost.as_str()],
+        vec!["tail", ghost.as_str()],
+    ] {
+        let o = fabric(&url, &args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(4), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("no inbox for {ghost}")),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -29,6 +29,7 @@ pub(crate) async fn run(at: &Target, json: bool, args: PendingArgs) -> Result<()
         return Err(Error::Usage("--count must be from 1 to 10000".into()));
     }
     let bus = at.connect().await?;
+    super::status::require_inbox(&bus, &args.agent).await?;
     let group = args
         .group
         .clone()

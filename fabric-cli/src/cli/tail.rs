@@ -72,6 +72,7 @@ pub(crate) async fn run(at: &Target, json: bool, args: TailArgs) -> Result<()> {
         return Err(Error::Usage("--limit must be at least 1".into()));
     }
     let bus = at.connect().await?;
+    super::status::require_inbox(&bus, &args.agent).await?;
     let mut cursor = match (&args.after, args.from_start) {
         (Some(a), _) => a.clone(),
         (None, true) => "0".into(),
