@@ -80,7 +80,7 @@ impl Env {
                     .arg(keys::results(a))
                     .ignore();
                 pipe.cmd("UNLINK")
-                    .arg(keys::LANES.map(|l| keys::lane(&inbox, l)).to_vec())
+                    .arg(keys::lanes(&inbox).to_vec())
                     .ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;

@@ -25,6 +25,21 @@ pub(crate) fn fcall(function: &str, keys: &[&str]) -> redis::Cmd {
     cmd
 }
 
+/// `FCALL fabric_promote` for the stream `stream`: its retries and, when it is an inbox, its
+/// schedule of delayed messages and its lanes (keys that do not exist cost nothing), up to
+/// 100 members of each set per call.
+pub(crate) fn promote(stream: &str) -> redis::Cmd {
+    let retries = crate::keys::retries(stream);
+    let dead = crate::keys::dead_letters(stream);
+    let delayed = crate::keys::delayed(stream);
+    let lanes = crate::keys::lanes(stream);
+    let mut ks = vec![stream, retries.as_str(), dead.as_str(), delayed.as_str()];
+    ks.extend(lanes.iter().map(String::as_str));
+    let mut cmd = fcall("fabric_promote", &ks);
+    cmd.arg(100);
+    cmd
+}
+
 fn is_missing_function(e: &redis::RedisError) -> bool {
     e.to_string().contains("Function not found")
 }

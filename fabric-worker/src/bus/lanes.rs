@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::Bus;
 use super::delivery::Reader;
-use crate::broker::functions::fcall;
 use crate::broker::{RawEntry, wire};
 use crate::error::{Error, Result};
 use crate::keys;
@@ -18,10 +17,8 @@ impl Bus {
     /// low — as (lane, key). Lanes exist once the agent's workers created them.
     pub(super) async fn existing_lanes(&self, agent: &str) -> Result<Vec<(&'static str, String)>> {
         let inbox = keys::inbox(agent);
-        let lanes: Vec<(&'static str, String)> = keys::LANES
-            .iter()
-            .map(|l| (*l, keys::lane(&inbox, l)))
-            .collect();
+        let lanes: Vec<(&'static str, String)> =
+            keys::LANES.into_iter().zip(keys::lanes(&inbox)).collect();
         let mut pipe = redis::pipe();
         for (_, k) in &lanes {
             pipe.cmd("EXISTS").arg(k);
@@ -43,16 +40,7 @@ impl Bus {
     /// Best effort: a failure is logged, the receive goes on.
     pub(super) async fn promote_due(&self, agent: &str) {
         let inbox = keys::inbox(agent);
-        let (retries, dead, delayed) = (
-            keys::retries(&inbox),
-            keys::dead_letters(&inbox),
-            keys::delayed(&inbox),
-        );
-        let lanes = keys::LANES.map(|l| keys::lane(&inbox, l));
-        let mut ks = vec![inbox.as_str(), &retries, &dead, &delayed];
-        ks.extend(lanes.iter().map(String::as_str));
-        let mut cmd = fcall("fabric_promote", &ks);
-        cmd.arg(100);
+        let cmd = crate::broker::functions::promote(&inbox);
         let r: Result<(i64, i64, i64)> = self
             .broker()
             .call(&cmd, "FCALL fabric_promote", &inbox)

@@ -308,6 +308,11 @@ pub fn lane(inbox: &str, lane: &str) -> String {
     companion(inbox, lane)
 }
 
+/// Every priority lane of an inbox, in [`LANES`] order (urgent, high, low).
+pub fn lanes(inbox: &str) -> [String; 3] {
+    LANES.map(|l| lane(inbox, l))
+}
+
 /// The lane a stream key is of the inbox `inbox`: `Some("urgent")` for
 /// `<inbox>:urgent{<inbox>}`, `None` for the inbox itself or any other key.
 pub fn lane_of<'a>(inbox: &str, key: &'a str) -> Option<&'a str> {

@@ -75,19 +75,16 @@ pub(crate) async fn forward(
     let seen = keys::forwarded(chunk.target);
     // Into an inbox: with its lanes and schedule (`fabric_deliver`); a reply: as it is.
     let inbox_keys: Vec<String> = if chunk.must_exist {
-        let mut k: Vec<String> = keys::LANES
-            .iter()
-            .map(|l| keys::lane(chunk.target, l))
-            .collect();
+        let mut k = keys::lanes(chunk.target).to_vec();
         k.push(keys::delayed(chunk.target));
         k
     } else {
         Vec::new()
     };
-    let function = if chunk.must_exist {
-        "fabric_deliver"
+    let (function, what) = if chunk.must_exist {
+        ("fabric_deliver", "FCALL fabric_deliver")
     } else {
-        "fabric_forward"
+        ("fabric_forward", "FCALL fabric_forward")
     };
     let mut ks = vec![chunk.target, seen.as_str()];
     ks.extend(inbox_keys.iter().map(String::as_str));
@@ -107,12 +104,10 @@ pub(crate) async fn forward(
             cmd.arg(k).arg(v.as_slice());
         }
     }
-    let r: Vec<(i64, String)> = broker
-        .call(&cmd, "FCALL fabric_deliver", chunk.target)
-        .await?;
+    let r: Vec<(i64, String)> = broker.call(&cmd, what, chunk.target).await?;
     if r.len() != chunk.items.len() {
         return Err(Error::protocol(
-            "FCALL fabric_forward",
+            what,
             format!(
                 "{} outcomes for {} entries to {}",
                 r.len(),
@@ -128,7 +123,7 @@ pub(crate) async fn forward(
             0 => Ok(Outcome::Duplicate),
             -1 => Ok(Outcome::NoTarget),
             _ => Err(Error::protocol(
-                "FCALL fabric_forward",
+                what,
                 format!(
                     "Redis refused the append to {}: {text}; the entry stays pending and is tried again",
                     chunk.target

@@ -337,9 +337,17 @@ fn spawn_loops(
 /// earlier worker, so nothing sent there is stranded).
 async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)>> {
     let spec = &inbox.spec;
+    // Asked directly, not through `has_mcp_group`, whose answer is kept for a while: an MCP
+    // session may start right after this worker.
+    let mcp = crate::keys::mcp_group(&spec.agent);
+    let mcp_reads = inbox
+        .bus
+        .stream_groups(&spec.stream)
+        .await?
+        .iter()
+        .any(|g| g.name == mcp);
     let mut out = Vec::new();
-    for (i, lane) in crate::keys::LANES.iter().enumerate() {
-        let key = crate::keys::lane(&spec.stream, lane);
+    for (i, key) in crate::keys::lanes(&spec.stream).into_iter().enumerate() {
         if !on {
             let exists: i64 = redis::cmd("EXISTS")
                 .arg(&key)
@@ -351,18 +359,9 @@ async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)
             }
         }
         inbox.broker.ensure_group(&key, &spec.group).await?;
-        // Asked directly, not through `has_mcp_group`, whose answer is kept for a while: an
-        // MCP session may start right after this worker.
-        let mcp_reads = inbox
-            .bus
-            .stream_groups(&spec.stream)
-            .await?
-            .iter()
-            .any(|g| g.name == crate::keys::mcp_group(&spec.agent));
         if mcp_reads {
             // The agent's MCP sessions read the lanes too: what the workers leave to them
             // there must wait for them.
-            let mcp = crate::keys::mcp_group(&spec.agent);
             inbox.broker.ensure_group(&key, &mcp).await?;
         }
         out.push((i, key));

@@ -88,15 +88,8 @@ impl StreamState {
 /// retry or a sender announces a delayed message (`deliver_at_ms` in a notification).
 pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
     let spec = &st.spec;
-    let retries = keys::retries(&spec.stream);
-    let dead = keys::dead_letters(&spec.stream);
-    let delayed = keys::delayed(&spec.stream);
-    let lanes = keys::LANES.map(|l| keys::lane(&spec.stream, l));
     let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
-    let mut ks = vec![spec.stream.as_str(), &retries, &dead, &delayed];
-    ks.extend(lanes.iter().map(String::as_str));
-    let mut cmd = fcall("fabric_promote", &ks);
-    cmd.arg(100);
+    let cmd = crate::broker::functions::promote(&spec.stream);
     loop {
         let r: Result<(i64, i64, i64)> = st
             .broker
