@@ -482,6 +482,18 @@ pub fn blocked_clients(conn: &mut redis::Connection) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits up to 10 s for `agent`'s workers to be up: they create the inbox's priority lanes
+/// before their first read. Returns whether they did.
+pub fn lanes_created(conn: &mut redis::Connection, agent: &str) -> bool {
+    use redis::Commands;
+    let lanes = fabric_worker::keys::lanes(&fabric_worker::keys::inbox(agent));
+    wait_until(Duration::from_secs(10), || {
+        lanes
+            .iter()
+            .all(|l| conn.exists::<_, bool>(l).unwrap_or(false))
+    })
+}
+
 /// A multiplexed connection to `url` (as whichever user the URL names).
 pub async fn conn_as(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)

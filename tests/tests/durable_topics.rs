@@ -60,10 +60,18 @@ async fn worker(url: &str, agent: &str) -> RunningWorker {
 }
 
 async fn publish(bus: &Bus, topic: &str, i: usize) -> String {
-    bus.publish_durable(TopicMessage::new(topic, "publisher", json!({ "i": i })))
+    publish_as(bus, "publisher", topic, i).await.message_id
+}
+
+async fn publish_as(
+    bus: &Bus,
+    from: &str,
+    topic: &str,
+    i: usize,
+) -> fabric_worker::bus::TopicReceipt {
+    bus.publish_durable(TopicMessage::new(topic, from, json!({ "i": i })))
         .await
         .unwrap()
-        .message_id
 }
 
 /// Whether `group` exists on `stream`.
@@ -426,14 +434,7 @@ async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
     let bus = redis.agent_bus(&publisher).await;
     let mut want = Vec::new();
     for i in 0..20 {
-        let r = bus
-            .publish_durable(TopicMessage::new(
-                "analytics.sec",
-                &publisher,
-                json!({ "i": i }),
-            ))
-            .await
-            .unwrap();
+        let r = publish_as(&bus, &publisher, "analytics.sec", i).await;
         assert_eq!(r.stream, keys::outbox(&publisher));
         want.push(r.message_id);
     }
@@ -541,14 +542,7 @@ async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
     let bus = Bus::connect(url_of(&publisher)).await.unwrap();
     let mut want = Vec::new();
     for i in 0..20 {
-        let r = bus
-            .publish_durable(TopicMessage::new(
-                "analytics.acl",
-                &publisher,
-                json!({ "i": i }),
-            ))
-            .await
-            .unwrap();
+        let r = publish_as(&bus, &publisher, "analytics.acl", i).await;
         want.push(r.message_id);
     }
     assert!(

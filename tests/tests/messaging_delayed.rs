@@ -29,10 +29,7 @@ async fn a_delayed_message_waits_for_its_time_even_across_a_restart_of_every_wor
     ];
     let mut conn = server.client();
     // The workers are up (their lanes exist) before the sends.
-    assert!(wait_until(Duration::from_secs(10), || {
-        conn.exists::<_, bool>(keys::lane(&keys::inbox(&agent), "urgent"))
-            .unwrap_or(false)
-    }));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     let sent_at = now_ms();
     let mut due = Vec::new();
     for n in 0..6u64 {
@@ -112,10 +109,7 @@ async fn delayed_messages_are_on_time_even_when_sent_while_the_promoter_sleeps()
         ],
     );
     let mut conn = server.client();
-    assert!(wait_until(Duration::from_secs(10), || {
-        conn.exists::<_, bool>(keys::lane(&keys::inbox(&agent), "urgent"))
-            .unwrap_or(false)
-    }));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     // A far one first (the promoter then sleeps towards it), then near ones.
     bus.send(work(&agent, 1000).with_delay(Duration::from_secs(20)))
         .await

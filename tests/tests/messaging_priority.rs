@@ -21,13 +21,6 @@ fn work(to: &str, n: u64, sleep_ms: u64, p: Priority) -> Message {
     .with_priority(p)
 }
 
-fn lanes_exist(conn: &mut redis::Connection, agent: &str) -> bool {
-    keys::LANES.iter().all(|l| {
-        conn.exists::<_, bool>(keys::lane(&keys::inbox(agent), l))
-            .unwrap_or(false)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_urgent_message_jumps_a_backlog_of_ten_thousand_across_three_processes() {
     init_tracing();
@@ -42,9 +35,7 @@ async fn an_urgent_message_jumps_a_backlog_of_ten_thousand_across_three_processe
         .map(|_| WorkerProcess::start(&server.url(), &agent, &env))
         .collect();
     let mut conn = server.client();
-    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
-        &mut conn, &agent
-    )));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     // 10,000 normal messages, each taking 2 ms: about 1.4 s of work for the 15 slots.
     for chunk in 0..10u64 {
         let batch = (0..1000)
@@ -112,9 +103,7 @@ async fn low_priority_work_still_moves_under_a_steady_urgent_stream() {
         ],
     );
     let mut conn = server.client();
-    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
-        &mut conn, &agent
-    )));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     let low: Vec<Message> = (0..200)
         .map(|i| work(&agent, i, 5, Priority::Low))
         .collect();
@@ -213,9 +202,7 @@ async fn an_agent_shared_by_workers_and_mcp_gets_urgent_messages_on_both_sides()
         &[("FABRIC_BLOCK_MS", "200".to_string())],
     );
     let mut conn = server.client();
-    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
-        &mut conn, &agent
-    )));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     // Give the worker's presence (its message types) time to be seen.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let question = Message::new("prio-test", &agent, "llm_question", json!({"q": "?"}))
@@ -263,9 +250,7 @@ async fn a_dead_letter_from_a_lane_is_requeued_into_its_lane() {
         ],
     );
     let mut conn = server.client();
-    assert!(wait_until(Duration::from_secs(10), || lanes_exist(
-        &mut conn, &agent
-    )));
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
     let m = Message::new(
         "prio-test",
         &agent,

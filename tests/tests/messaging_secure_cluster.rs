@@ -30,10 +30,7 @@ async fn in_secure_mode_the_router_schedules_delayed_messages_and_fills_lanes() 
     let _w = WorkerProcess::start(&redis.url_of(&percy), &percy, &env);
     let mut admin = redis.server.client();
     let inbox = keys::inbox(&percy);
-    assert!(wait_until(Duration::from_secs(10), || {
-        redis::Commands::exists::<_, bool>(&mut admin, keys::lane(&inbox, "urgent"))
-            .unwrap_or(false)
-    }));
+    assert!(fabric_tests::lanes_created(&mut admin, &percy));
     let bus = redis.agent_bus(&coder).await;
     let work = |n: u64| Message::new(&coder, &percy, "work", json!({ "n": n }));
     let later = bus
