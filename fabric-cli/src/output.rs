@@ -83,6 +83,13 @@ impl Table {
     }
 }
 
+/// Now, ms since the epoch (ages and liveness are computed against it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// `850ms`, `12.3s`, `4m05s`, `2h03m`, `3d04h`.
 pub fn duration_ms(ms: u64) -> String {
     let s = ms / 1000;

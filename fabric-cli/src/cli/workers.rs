@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Target, WorkersArgs, validate_agent};
 use crate::error::{Error, Result};
-use crate::output::{self, Table, duration_ms};
+use crate::output::{self, Table, duration_ms, now_ms};
 
 /// One worker of one agent, as printed.
 #[derive(Debug, Serialize)]
@@ -59,12 +59,6 @@ pub(crate) fn render(rows: &[Row], now_ms: u64) -> String {
         ]);
     }
     t.render()
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(crate) async fn run(at: &Target, json: bool, args: WorkersArgs) -> Result<()> {

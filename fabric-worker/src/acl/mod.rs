@@ -111,6 +111,13 @@ const AGENT_OWN: &[&str] = &[
     "+fcall_ro",
 ];
 
+/// Every inbox's priority lanes ([`keys::lane`]), as key patterns, in [`keys::LANES`] order.
+const LANE_PATTERNS: [&str; 3] = [
+    "agent:*:inbox:urgent{*}",
+    "agent:*:inbox:high{*}",
+    "agent:*:inbox:low{*}",
+];
+
 /// What an agent does on durable topic streams and their companions (`topic:*`) in direct
 /// mode: append, consume through its group (with retries, dead letters, leases, reclaim and
 /// trim, and the functions that run them). No `DEL`, `XDEL` or `XGROUP DESTROY`.
@@ -184,13 +191,14 @@ fn strings(list: &[&str]) -> impl Iterator<Item = String> {
 fn send_once_selector() -> String {
     selector(
         &[
-            "agent:*:inbox",
-            "agent:*:inbox:once{*}",
-            "agent:*:inbox:onceids{*}",
-            "agent:*:inbox:urgent{*}",
-            "agent:*:inbox:high{*}",
-            "agent:*:inbox:low{*}",
-        ],
+            &[
+                "agent:*:inbox",
+                "agent:*:inbox:once{*}",
+                "agent:*:inbox:onceids{*}",
+            ][..],
+            &LANE_PATTERNS,
+        ]
+        .concat(),
         &[
             "+xadd",
             "+fcall",
@@ -279,16 +287,16 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             // Delivery: only through fabric_forward (and the commands it runs).
             r.push(selector(
                 &[
-                    "agent:*:inbox",
-                    "agent:*:inbox:fwd{*}",
-                    "agent:*:inbox:urgent{*}",
-                    "agent:*:inbox:high{*}",
-                    "agent:*:inbox:low{*}",
-                    "agent:*:inbox:delayed{*}",
-                    "agent:*:results",
-                    "agent:*:results:fwd{*}",
-                    "agent:*:replies:*",
-                ],
+                    &["agent:*:inbox", "agent:*:inbox:fwd{*}"][..],
+                    &LANE_PATTERNS,
+                    &[
+                        "agent:*:inbox:delayed{*}",
+                        "agent:*:results",
+                        "agent:*:results:fwd{*}",
+                        "agent:*:replies:*",
+                    ],
+                ]
+                .concat(),
                 &[
                     "+fcall",
                     "+xadd",
@@ -341,14 +349,15 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.push("+time".into());
             r.push(selector(
                 &[
-                    "agent:*:inbox",
-                    "agent:*:inbox:retry{*}",
-                    "agent:*:inbox:dead{*}",
-                    "agent:*:inbox:delayed{*}",
-                    "agent:*:inbox:urgent{*}",
-                    "agent:*:inbox:high{*}",
-                    "agent:*:inbox:low{*}",
-                ],
+                    &[
+                        "agent:*:inbox",
+                        "agent:*:inbox:retry{*}",
+                        "agent:*:inbox:dead{*}",
+                        "agent:*:inbox:delayed{*}",
+                    ][..],
+                    &LANE_PATTERNS,
+                ]
+                .concat(),
                 &[
                     "+fcall",
                     "+zrangebyscore",
@@ -361,13 +370,7 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             // Receives (redelivering what was not acknowledged in time), acknowledges and
             // inspects for that agent: its inbox and its results.
             r.push(selector(
-                &[
-                    "agent:*:inbox",
-                    "agent:*:inbox:urgent{*}",
-                    "agent:*:inbox:high{*}",
-                    "agent:*:inbox:low{*}",
-                    "agent:*:results",
-                ],
+                &[&["agent:*:inbox"][..], &LANE_PATTERNS, &["agent:*:results"]].concat(),
                 &[
                     "+xreadgroup",
                     "+xack",

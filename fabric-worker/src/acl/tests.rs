@@ -120,3 +120,12 @@ fn bad_input_is_refused() {
         "the password must not appear in errors: {e}"
     );
 }
+
+#[test]
+fn lane_patterns_are_the_lane_keys() {
+    let inbox = keys::inbox("x");
+    for (pattern, key) in LANE_PATTERNS.iter().zip(keys::lanes(&inbox)) {
+        // `*` any run of characters, as in Redis' ACL key patterns.
+        assert!(keys::topic_matches(pattern, &key), "{pattern} !~ {key}");
+    }
+}

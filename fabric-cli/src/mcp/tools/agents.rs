@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{CallContext, ToolError};
 use crate::mcp::params::AgentId;
+use crate::output::now_ms;
 
 pub(super) const NAME: &str = "fabric_agents";
 
@@ -48,12 +49,6 @@ pub(super) fn agent_json(a: &AgentInfo) -> Value {
         "mcp_live": a.mcp_live,
         "mcp_last_read_ms_ago": a.mcp_idle_ms,
     })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(super) fn definition() -> Tool {
