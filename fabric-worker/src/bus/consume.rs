@@ -205,19 +205,8 @@ impl Bus {
         } else {
             Vec::new()
         };
-        // Lanes above the inbox, the inbox, lanes below it.
-        let mut order: Vec<(Option<&'static str>, &str)> = lanes
-            .iter()
-            .filter(|(l, _)| *l != "low")
-            .map(|(l, k)| (Some(*l), k.as_str()))
-            .collect();
-        order.push((None, &stream));
-        order.extend(
-            lanes
-                .iter()
-                .filter(|(l, _)| *l == "low")
-                .map(|(l, k)| (Some(*l), k.as_str())),
-        );
+        let order =
+            keys::in_read_order(stream.as_str(), lanes.iter().map(|(l, k)| (*l, k.as_str())));
         let readers: Vec<Reader<'_>> = order
             .into_iter()
             .map(|(lane, stream)| Reader {
@@ -262,7 +251,21 @@ impl Bus {
                 }
             }
             let fresh = left == count;
-            if fresh {
+            // What is left of the time to wait, now.
+            let wait = || {
+                deadline
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                    .filter(|w| !w.is_zero())
+            };
+            if fresh && readers.len() == 1 {
+                // No lanes: one read, blocking if asked to.
+                got[0] = readers[0]
+                    .read_new(count, wait())
+                    .await?
+                    .into_iter()
+                    .map(|e| (e, 1))
+                    .collect();
+            } else if fresh {
                 for (i, r) in readers.iter().enumerate() {
                     if left == 0 {
                         break;
@@ -271,16 +274,11 @@ impl Bus {
                     left -= new.len().min(left);
                     got[i] = new.into_iter().map(|e| (e, 1)).collect();
                 }
-                let wait = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-                if let Some(wait) = wait.filter(|w| !w.is_zero())
+                // Nothing in any lane: one blocking read over all of them.
+                if let Some(wait) = wait()
                     && left == count
                 {
-                    let blocked = if readers.len() == 1 {
-                        vec![(0, readers[0].read_new(count, Some(wait)).await?)]
-                    } else {
-                        super::lanes::read_blocking(readers, count, wait).await?
-                    };
-                    for (i, new) in blocked {
+                    for (i, new) in super::lanes::read_blocking(readers, count, wait).await? {
                         got[i] = new.into_iter().map(|e| (e, 1)).collect();
                     }
                 }

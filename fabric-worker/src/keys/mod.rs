@@ -313,6 +313,24 @@ pub fn lanes(inbox: &str) -> [String; 3] {
     LANES.map(|l| lane(inbox, l))
 }
 
+/// An inbox and some of its lanes in the order they are read: urgent, high, the inbox
+/// itself (lane `None`), low.
+pub fn in_read_order<T>(
+    inbox: T,
+    lanes: impl IntoIterator<Item = (&'static str, T)>,
+) -> Vec<(Option<&'static str>, T)> {
+    let rank = |lane: Option<&str>| match lane {
+        Some("urgent") => 0,
+        Some("high") => 1,
+        None => 2,
+        Some(_) => 3,
+    };
+    let mut all: Vec<(Option<&'static str>, T)> = vec![(None, inbox)];
+    all.extend(lanes.into_iter().map(|(l, t)| (Some(l), t)));
+    all.sort_by_key(|(l, _)| rank(*l));
+    all
+}
+
 /// The lane a stream key is of the inbox `inbox`: `Some("urgent")` for
 /// `<inbox>:urgent{<inbox>}`, `None` for the inbox itself or any other key.
 pub fn lane_of<'a>(inbox: &str, key: &'a str) -> Option<&'a str> {

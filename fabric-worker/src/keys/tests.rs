@@ -190,6 +190,24 @@ fn hash_tag(key: &str) -> &str {
 }
 
 #[test]
+fn lanes_are_read_urgent_high_inbox_low() {
+    let order = in_read_order(0, [("low", 3), ("urgent", 1), ("high", 2)]);
+    assert_eq!(
+        order,
+        vec![
+            (Some("urgent"), 1),
+            (Some("high"), 2),
+            (None, 0),
+            (Some("low"), 3)
+        ]
+    );
+    assert_eq!(
+        in_read_order(0, [("low", 3)]),
+        vec![(None, 0), (Some("low"), 3)]
+    );
+}
+
+#[test]
 fn secure_topic_copies_are_the_agents_own_keys() {
     assert_eq!(
         agent_topic_stream("percy", "analytics.x"),

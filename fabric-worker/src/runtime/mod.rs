@@ -209,7 +209,7 @@ impl Worker {
             }
             // The lanes read with this stream, in priority order (the stream itself is the
             // normal lane).
-            let (mut above, mut below) = (Vec::new(), Vec::new());
+            let mut lanes = Vec::new();
             if is_inbox {
                 let names = lane_names(&st, self.config.priority_lanes).await?;
                 for (i, name) in names {
@@ -227,18 +227,14 @@ impl Worker {
                         &mut readers,
                         &mut background,
                     );
-                    // urgent and high before the inbox, low after it.
-                    if i < 2 {
-                        above.push(lane.clone());
-                    } else {
-                        below.push(lane.clone());
-                    }
+                    lanes.push((crate::keys::LANES[i], lane.clone()));
                     states.push(lane);
                 }
             }
-            let mut read_with = above;
-            read_with.push(st.clone());
-            read_with.extend(below);
+            let read_with: Vec<Arc<StreamState>> = crate::keys::in_read_order(st.clone(), lanes)
+                .into_iter()
+                .map(|(_, s)| s)
+                .collect();
             info!(
                 agent = %st.spec.agent,
                 stream = %st.spec.stream,
