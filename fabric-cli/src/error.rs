@@ -15,6 +15,8 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 4;
     /// `fabric send --wait`: no reply arrived in time.
     pub const TIMEOUT: u8 = 5;
+    /// Redis refused the credentials (a wrong password or user name in the URL).
+    pub const REDIS_AUTH: u8 = 6;
 }
 
 /// Everything the `fabric` command can fail with.
@@ -53,6 +55,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,
             Error::NotFound(_) => exit::NOT_FOUND,
+            Error::Bus(e) if e.is_auth_failure() => exit::REDIS_AUTH,
             Error::Bus(e) if e.is_connection_error() => exit::REDIS_UNREACHABLE,
             Error::Bus(fabric_worker::Error::Invalid { .. } | fabric_worker::Error::Config(_)) => {
                 exit::USAGE

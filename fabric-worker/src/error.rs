@@ -208,11 +208,20 @@ fn connect_hint(url: &str, source: &redis::RedisError) -> &'static str {
     // A TLS-only port resets a plain connection as soon as it reads its first bytes.
     let reset =
         source.is_connection_dropped() && !source.is_connection_refusal() && !source.is_timeout();
-    if reset && url.starts_with("redis://") {
+    if is_auth_failure(source) {
+        "the server refused the credentials: check the user name and password in the URL (redis://user:password@host:port) or the agent's credentials (FABRIC_PASSWORD, FABRIC_CREDENTIALS_URL); waiting will not help"
+    } else if reset && url.starts_with("redis://") {
         "the server closed the connection at once: if this port only accepts TLS, use a rediss:// URL (and FABRIC_TLS_CA_FILE for a private CA)"
     } else {
         "start redis-server or set REDIS_URL to a reachable server (e.g. redis://127.0.0.1:6379)"
     }
+}
+
+/// Whether Redis refused this client's credentials (a wrong password or user, or none
+/// given where one is required).
+pub(crate) fn is_auth_failure(source: &redis::RedisError) -> bool {
+    source.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 impl Error {
@@ -273,13 +282,23 @@ impl Error {
         }
     }
 
+    /// True when Redis refused this client's credentials (a wrong password or user name):
+    /// trying again will not help, the credentials must change.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            Error::Connect { source, .. } | Error::Redis { source, .. } => is_auth_failure(source),
+            _ => false,
+        }
+    }
+
     /// True when the error means Redis could not be reached or is not ready yet
     /// (connection refused, reset or timed out; the server still loading its data set;
     /// a cluster failing over): trying again later may work.
     pub fn is_connection_error(&self) -> bool {
         use redis::{ErrorKind, ServerErrorKind};
         match self {
-            Error::Connect { .. } | Error::Tls { .. } => true,
+            Error::Connect { source, .. } => !is_auth_failure(source),
+            Error::Tls { .. } => true,
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

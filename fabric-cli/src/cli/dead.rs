@@ -49,6 +49,10 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
             } else {
                 bus.dead_letters(&agent, count).await?
             };
+            if letters.is_empty() && !outbox {
+                // A mistyped id says so (exit 4), as status, pending and tail do.
+                super::status::require_inbox(&bus, &agent).await?;
+            }
             if json {
                 return output::print_json(&letters);
             }
@@ -61,6 +65,7 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
         DeadLetterCommand::Requeue { agent, ids, all } => {
             validate_agent(&agent)?;
             let bus = at.connect().await?;
+            super::status::require_inbox(&bus, &agent).await?;
             let wanted = (!all).then_some(ids);
             let n = bus.requeue_dead_letters(&agent, wanted.as_deref()).await?;
             let inbox = fabric_worker::keys::inbox(&agent);
@@ -84,6 +89,7 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
         DeadLetterCommand::Purge { agent, yes } => {
             validate_agent(&agent)?;
             let bus = at.connect().await?;
+            super::status::require_inbox(&bus, &agent).await?;
             if !yes {
                 let n = bus.queue_status(&agent, None).await?.dead_letters;
                 return Err(Error::Usage(format!(

@@ -34,6 +34,10 @@ Exit codes:
   3  Redis unreachable
   4  not found (no inbox for the agent, no agents at all, unknown dead-letter ids)
   5  no reply in time (send --wait)
+  6  Redis refused the credentials (wrong user name or password in the URL)
+
+With --json, an error is printed as JSON on stdout too:
+  {\"error\": {\"message\": \"...\", \"exit_code\": 4}}
 
 Environment:
   REDIS_URL             Redis to use (default redis://127.0.0.1:6379; rediss://host:port for TLS)

@@ -71,7 +71,8 @@ fn exists(s: &QueueStatus) -> bool {
     s.stream_length > 0 || s.last_generated_id.is_some() || s.dead_letters > 0
 }
 
-/// "No such agent" for commands about one agent (`pending`, `tail`), as `status` says it:
+/// "No such agent" for commands about one agent (`pending`, `tail`, `dead-letters`), as
+/// `status` says it:
 /// exit code 4 when it has no inbox (nothing was ever sent to it, no worker ever ran).
 pub(crate) async fn require_inbox(bus: &fabric_worker::Bus, agent: &str) -> Result<()> {
     if exists(&bus.queue_status(agent, None).await?) {
