@@ -39,6 +39,8 @@ fn no_such_agent_is_exit_4_everywhere_and_json_with_json() {
         vec!["dead-letters", "list", ghost.as_str()],
         vec!["dead-letters", "requeue", ghost.as_str(), "--all"],
         vec!["dead-letters", "purge", ghost.as_str(), "--yes"],
+        vec!["pause", ghost.as_str()],
+        vec!["resume", ghost.as_str()],
     ] {
         let o = fabric(&url, &args);
         expect_code(&o, 4);
@@ -84,6 +86,40 @@ fn no_such_agent_is_exit_4_everywhere_and_json_with_json() {
         "{}",
         text(&o.stdout)
     );
+
+    // pause / resume: said in words and JSON, shown by status.
+    let o = fabric(&url, &["pause", &real]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).starts_with(&format!("paused {real}")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = fabric(&url, &["status", &real]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).contains(&format!("{real} (paused)")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = fabric(&url, &["status", &real, "--json"]);
+    let v: Value = serde_json::from_str(&text(&o.stdout)).expect("status JSON");
+    assert_eq!(v[0]["paused"], true, "{v}");
+    let o = fabric(&url, &["pause", &real, "--json"]);
+    let v: Value = serde_json::from_str(&text(&o.stdout)).expect("pause JSON");
+    assert_eq!(
+        (v["paused"].clone(), v["changed"].clone()),
+        (true.into(), false.into())
+    );
+    let o = fabric(&url, &["resume", &real]);
+    expect_code(&o, 0);
+    assert!(
+        text(&o.stdout).starts_with(&format!("resumed {real}")),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = fabric(&url, &["status", &real]);
+    assert!(!text(&o.stdout).contains("(paused)"), "{}", text(&o.stdout));
 }
 
 /// A wrong password is exit code 6 and says to check the credentials, not to start Redis;

@@ -8,6 +8,7 @@
 mod acl;
 mod dead;
 mod mcp;
+mod pause;
 mod pending;
 mod router;
 mod send;
@@ -108,6 +109,13 @@ pub enum Command {
         after_help = "Examples:\n  fabric workers                # every agent with an inbox\n  fabric workers percy          # just percy's\n  fabric workers --json | jq '.[] | select(.state == \"gone\")'"
     )]
     Workers(WorkersArgs),
+    /// Pause an agent: its workers start no new messages (within a second) until resumed
+    #[command(
+        after_help = "Messages keep arriving and wait; handlers already running finish. Lasts across worker restarts.\n\nExample:\n  fabric pause percy && fabric status percy   # shows percy (paused)"
+    )]
+    Pause(AgentArgs),
+    /// Resume a paused agent: its workers read again within a second
+    Resume(AgentArgs),
     /// Send a message to an agent's inbox (optionally wait for the reply)
     #[command(
         after_help = "Examples:\n  fabric send percy '{\"task_type\":\"code_review\",\"pr_id\":\"123\"}' --from coder\n  fabric send percy @task.json --type task --priority high\n  echo '{\"q\":\"ping\"}' | fabric send percy - --wait 30"
@@ -325,6 +333,14 @@ pub struct WorkersArgs {
     pub agents: Vec<String>,
 }
 
+/// `fabric pause` and `fabric resume`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+}
+
 /// `fabric send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -533,6 +549,8 @@ pub fn run(cli: Cli) -> BoxedRun {
         Command::Mcp(args) => Box::pin(async move { mcp::run(&at, args).await }),
         Command::Status(args) => Box::pin(async move { status::run(&at, json, args).await }),
         Command::Workers(args) => Box::pin(async move { workers::run(&at, json, args).await }),
+        Command::Pause(args) => Box::pin(async move { pause::run(&at, json, args, true).await }),
+        Command::Resume(args) => Box::pin(async move { pause::run(&at, json, args, false).await }),
         Command::Send(args) => Box::pin(async move { send::run(&at, json, args).await }),
         Command::Tail(args) => Box::pin(async move { tail::run(&at, json, args).await }),
         Command::Pending(args) => Box::pin(async move { pending::run(&at, json, args).await }),

@@ -53,7 +53,11 @@ pub(crate) fn render(statuses: &[QueueStatus]) -> String {
                 .join("\n")
         };
         t.row(vec![
-            s.agent.clone(),
+            if s.paused {
+                format!("{} (paused)", s.agent)
+            } else {
+                s.agent.clone()
+            },
             s.group.clone(),
             s.queue_depth.to_string(),
             s.pending.to_string(),
@@ -168,6 +172,7 @@ mod tests {
             dead_letters: 2,
             scheduled_retries: 0,
             scheduled: 0,
+            paused: false,
             lanes: Vec::new(),
             expired: 0,
             stream_info: None,

@@ -390,6 +390,8 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.push(selector(&["agent:*:workers"], &["+hgetall"]));
             // That an MCP session reads an agent's messages (discovery's "live").
             r.push(selector(&["agent:*:mcp_seen"], &["+set", "+get"]));
+            // Whether an operator paused the agent (queue_status shows it).
+            r.push(selector(&["agent:*:inbox:paused{*}"], &["+exists"]));
             r.push(selector(
                 &[
                     "agent:*:inbox:dead{*}",

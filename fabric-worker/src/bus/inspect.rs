@@ -68,6 +68,8 @@ pub struct QueueStatus {
     pub scheduled_retries: u64,
     /// Messages sent for later, waiting for their delivery time (`agent:<id>:inbox:delayed{…}`).
     pub scheduled: u64,
+    /// Whether an operator paused the agent's workers ([`Bus::pause`]).
+    pub paused: bool,
     /// The inbox's priority lanes that exist (urgent, high, low), for the same group; their
     /// entries count in `queue_depth` too.
     pub lanes: Vec<super::lanes::LaneStatus>,
@@ -202,16 +204,17 @@ impl Bus {
         let group = agent_group(agent, group)?;
         let stream = keys::inbox(agent);
         let mut conn = self.conn();
-        let (exists, dead, retries, expired, scheduled): (bool, u64, u64, Option<u64>, u64) =
-            redis::pipe()
-                .exists(&stream)
-                .xlen(keys::dead_letters(&stream))
-                .zcard(keys::retries(&stream))
-                .get(keys::expired_count(&stream))
-                .zcard(keys::delayed(&stream))
-                .query_async(&mut conn)
-                .await
-                .map_err(|e| Error::redis("EXISTS", &stream, e))?;
+        type Counts = (bool, u64, u64, Option<u64>, u64, bool);
+        let (exists, dead, retries, expired, scheduled, paused): Counts = redis::pipe()
+            .exists(&stream)
+            .xlen(keys::dead_letters(&stream))
+            .zcard(keys::retries(&stream))
+            .get(keys::expired_count(&stream))
+            .zcard(keys::delayed(&stream))
+            .exists(keys::paused(&stream))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("EXISTS", &stream, e))?;
         let mut st = QueueStatus {
             agent: agent.to_owned(),
             stream: stream.clone(),
@@ -230,6 +233,7 @@ impl Bus {
             dead_letters: dead,
             scheduled_retries: retries,
             scheduled,
+            paused,
             lanes: self.lane_statuses(agent, &group).await?,
             expired: expired.unwrap_or(0),
             stream_info: None,

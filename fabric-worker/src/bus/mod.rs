@@ -23,6 +23,7 @@ mod delivery;
 mod durable;
 mod inspect;
 mod lanes;
+mod pause;
 mod presence;
 mod request;
 pub(crate) mod send;

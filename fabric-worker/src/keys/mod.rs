@@ -298,6 +298,13 @@ pub fn delayed(stream: &str) -> String {
     companion(stream, "delayed")
 }
 
+/// Set while an operator paused the agent of an inbox: `<stream>:paused{<stream>}` (a
+/// string, the time it was paused in ms since the epoch); workers start nothing while it
+/// exists.
+pub fn paused(stream: &str) -> String {
+    companion(stream, "paused")
+}
+
 /// The priority lanes of an inbox besides the inbox itself (which is the normal lane),
 /// highest first above it and lowest below: read order is urgent, high, inbox, low.
 pub const LANES: [&str; 3] = ["urgent", "high", "low"];

@@ -29,6 +29,7 @@ mod lanes;
 mod lease;
 mod notes;
 pub(crate) mod outcome;
+mod pause;
 mod presence;
 mod process;
 mod reader;
@@ -173,6 +174,7 @@ impl Worker {
             .await?;
         }
         let mut wake = Vec::new();
+        let mut pausable = Vec::new();
         let stop_topics = CancellationToken::new();
         let topic_watch = self.topics.map(|t| {
             let (bus, config) = (self.bus.clone(), self.config.clone());
@@ -205,7 +207,17 @@ impl Worker {
                     started,
                     stop_background.clone(),
                 )));
+                // Paused before this worker started: start paused, before the first read.
+                match self.bus.is_paused(&st.spec.agent).await {
+                    Ok(paused) => {
+                        st.pause.send_replace(paused);
+                    }
+                    Err(e) => {
+                        warn!(agent = %st.spec.agent, error = %e, "cannot check whether the agent is paused; the pause watcher checks again");
+                    }
+                }
                 wake.push((st.spec.agent.clone(), st.retry_notify.clone()));
+                pausable.push((st.spec.agent.clone(), st.pause.clone()));
             }
             // The lanes read with this stream, in priority order (the stream itself is the
             // normal lane).
@@ -265,6 +277,13 @@ impl Worker {
                 stop_background.clone(),
             )));
             states.push(st);
+        }
+        if !pausable.is_empty() {
+            background.push(tokio::spawn(pause::watch(
+                self.bus.clone(),
+                pausable,
+                stop_background.clone(),
+            )));
         }
         if !wake.is_empty() {
             background.push(tokio::spawn(notes::listen(

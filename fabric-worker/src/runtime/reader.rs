@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::lanes;
+use super::pause;
 use super::stream::StreamState;
 use crate::broker::{Conn, RawEntry, reconnect_backoff, wire};
 
@@ -54,6 +55,17 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             _ = stop.cancelled() => return,
             p = main.sem.acquire() => match p { Ok(p) => drop(p), Err(_) => return },
         }
+        // Paused by an operator: read nothing until resumed.
+        if *main.pause.borrow() {
+            if !pause::wait_while_paused(&main.pause, &stop).await {
+                return;
+            }
+            // A read dropped as the pause began may have been answered: handle those entries
+            // now instead of leaving them to a reclaim.
+            for l in &lanes {
+                drain_own(l).await;
+            }
+        }
         let count = main
             .sem
             .available_permits()
@@ -93,6 +105,10 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         let reply = tokio::select! {
             // Dropping a blocked read: drop the connection too, so the server unblocks it.
             _ = stop.cancelled() => return,
+            _ = pause::paused(&main.pause) => {
+                conn = None;
+                continue;
+            }
             r = read => r,
         };
         match reply {
@@ -248,9 +264,9 @@ fn sort_by_envelope_priority(entries: &mut [RawEntry]) {
     }
 }
 
-/// At shutdown, after the reader stopped: handles what Redis already handed to this
-/// consumer and nobody is handling — entries of a read that was answered just as it was
-/// cancelled. Without this they would wait for another worker's reclaim (`reclaim_idle`).
+/// At shutdown, after the reader stopped (and when a pause ends): handles what Redis already
+/// handed to this consumer and nobody is handling — entries of a read that was answered just
+/// as it was cancelled. Without this they would wait for another worker's reclaim (`reclaim_idle`).
 pub(super) async fn drain_own(st: &Arc<StreamState>) {
     let spec = &st.spec;
     let mut cmd = redis::cmd("XREADGROUP");

@@ -28,6 +28,10 @@ pub(super) async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
     let mut cursor = "0-0".to_string();
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
+        if *st.pause.borrow() {
+            // Paused by an operator: take nothing over either.
+            continue;
+        }
         for _ in 0..RECLAIM_CALLS_PER_TICK {
             let free = st.sem.available_permits().min(st.config.batch_size);
             if free == 0 || stop.is_cancelled() {

@@ -52,6 +52,8 @@ pub(crate) struct StreamState {
     /// Whether the agent's MCP sessions read this stream (`<agent>_mcp` exists), and when
     /// that was last checked.
     mcp_group: Mutex<Option<(std::time::Instant, bool)>>,
+    /// Whether an operator paused the agent (shared by the inbox and its lanes).
+    pub(crate) pause: super::pause::PauseSwitch,
 }
 
 /// How a write to Redis ended.
@@ -99,6 +101,7 @@ impl StreamState {
             tracker,
             hard_stop,
             mcp_group: Mutex::new(None),
+            pause: super::pause::switch(),
         }
     }
 
@@ -123,6 +126,7 @@ impl StreamState {
         );
         st.sem = home.sem.clone();
         st.retry_notify = home.retry_notify.clone();
+        st.pause = home.pause.clone();
         st
     }
 
