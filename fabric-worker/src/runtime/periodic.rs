@@ -18,7 +18,9 @@ use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::Message;
-use crate::schedule::{Missed, SCHEDULE_AT_HEADER, SCHEDULE_HEADER, Schedule, ScheduleRun};
+use crate::schedule::{
+    Missed, SCHEDULE_AT_HEADER, SCHEDULE_BY_HEADER, SCHEDULE_HEADER, Schedule, ScheduleRun,
+};
 use crate::time::now_ms;
 
 /// Shortest idempotency window of a scheduled send: covers the spread between the processes
@@ -161,6 +163,15 @@ fn encode(what: &'static str, v: &impl serde::Serialize) -> Result<String> {
     serde_json::to_string(v).map_err(|source| Error::Encode { what, source })
 }
 
+/// This process, as the `fabric-schedule-by` header names it: `<host>-<pid>`.
+fn sender() -> String {
+    format!(
+        "{}-{}",
+        super::builder::hostname().unwrap_or_else(|| "host".into()),
+        std::process::id()
+    )
+}
+
 /// The message of boundary `b`: from the agent to itself, with the schedule's headers.
 pub(crate) fn message(agent: &str, s: &Schedule, b: u64) -> Message {
     let payload = match s.payload_value() {
@@ -170,6 +181,7 @@ pub(crate) fn message(agent: &str, s: &Schedule, b: u64) -> Message {
     Message::new(agent, agent, s.message_type(), payload)
         .with_header(SCHEDULE_HEADER, s.name())
         .with_header(SCHEDULE_AT_HEADER, b.to_string())
+        .with_header(SCHEDULE_BY_HEADER, sender())
 }
 
 /// Sends boundary `b` once (retrying through connection errors until the next boundary),

@@ -41,6 +41,8 @@ pub(crate) use timing::Timing;
 pub const SCHEDULE_HEADER: &str = "fabric-schedule";
 /// The header carrying the boundary (ms since the epoch) a scheduled message is for.
 pub const SCHEDULE_AT_HEADER: &str = "fabric-schedule-at";
+/// The header naming the worker process that sent a scheduled message (`<host>-<pid>`).
+pub const SCHEDULE_BY_HEADER: &str = "fabric-schedule-by";
 
 /// What a schedule does about periods that passed while no worker of its agent ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
