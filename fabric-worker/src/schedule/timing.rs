@@ -54,6 +54,9 @@ pub(crate) fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
         ));
     }
     trimmed.parse::<cron::Schedule>().map_err(|e| {
+        // The crate points at the mistake on lines of its own: keep its last line.
+        let e = e.to_string();
+        let e = e.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or_default();
         format!(
             "invalid cron expression {expr:?}: {e}; expected sec min hour day-of-month month day-of-week [year], e.g. \"0 0 3 * * *\" or \"0 */15 * * * MON-FRI\""
         )
