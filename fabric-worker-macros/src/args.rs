@@ -14,7 +14,17 @@ use syn::{Expr, Ident, Lit, LitInt, LitStr, Token, UnOp};
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// The argument names accepted by `#[handler(...)]`, in documentation order.
-const KNOWN_ARGS: &[&str] = &["message_type", "topic", "agent", "max_attempts", "timeout"];
+const KNOWN_ARGS: &[&str] = &[
+    "message_type",
+    "topic",
+    "agent",
+    "max_attempts",
+    "timeout",
+    "every",
+    "cron",
+    "tz",
+    "missed",
+];
 
 /// Longest durable topic (or topic pattern) accepted.
 pub(crate) const MAX_TOPIC_LEN: usize = 200;
@@ -37,6 +47,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) max_attempts: Option<u32>,
     /// Per-handler timeout, already converted to milliseconds.
     pub(crate) timeout_ms: Option<u64>,
+    /// The schedule declared with the handler (`every`/`cron`, `tz`, `missed`).
+    pub(crate) schedule: Option<crate::schedule::ScheduleArgs>,
 }
 
 /// One `name = value` pair as written by the user, before validation.
@@ -69,6 +81,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
     let mut agent = None;
     let mut max_attempts = None;
     let mut timeout_ms = None;
+    let mut schedule = crate::schedule::RawSchedule::default();
 
     for RawArg { name, value } in raw {
         let key = name.unraw().to_string();
@@ -78,8 +91,12 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                 syn::Error::new(
                     name.span(),
                     format!(
-                        "unknown argument `{key}`; expected one of `message_type`, `topic`, \
-                         `agent`, `max_attempts`, `timeout`"
+                        "unknown argument `{key}`; expected one of {}",
+                        KNOWN_ARGS
+                            .iter()
+                            .map(|a| format!("`{a}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 ),
             );
@@ -131,12 +148,18 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                     parse_timeout(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))
                 })
                 .map(|ms| timeout_ms = Some(ms)),
+            "every" => string_arg(&value, "every", "1h").map(|l| schedule.every = Some(l)),
+            "cron" => string_arg(&value, "cron", "0 0 3 * * *").map(|l| schedule.cron = Some(l)),
+            "tz" => string_arg(&value, "tz", "Europe/Paris").map(|l| schedule.tz = Some(l)),
+            "missed" => string_arg(&value, "missed", "skip").map(|l| schedule.missed = Some(l)),
             _ => Ok(()),
         };
         if let Err(err) = result {
             push_error(&mut errors, err);
         }
     }
+
+    let schedule = crate::schedule::check(schedule, saw_topic, &mut errors);
 
     match (saw_message_type, saw_topic) {
         (false, None) => push_error(
@@ -164,6 +187,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                 agent,
                 max_attempts,
                 timeout_ms,
+                schedule,
             })
         }
         // Unreachable in practice: every other case recorded an error above. Report it

@@ -78,6 +78,18 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
         let lit = proc_macro2::Literal::u64_suffixed(n);
         quote! { #lit }
     }));
+    let schedule = option_tokens(args.schedule.as_ref().map(|s| {
+        let every = proc_macro2::Literal::u64_suffixed(s.every_ms);
+        let (cron, tz, missed) = (&s.cron, &s.tz, &s.missed);
+        quote! {
+            ::fabric_worker::__private::HandlerSchedule {
+                every_ms: #every,
+                cron: #cron,
+                tz: #tz,
+                missed: #missed,
+            }
+        }
+    }));
     let shim = format_ident!("__fabric_handler_shim");
 
     quote! {
@@ -107,6 +119,7 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
                     max_attempts: #max_attempts,
                     timeout_ms: #timeout_ms,
                     handler: #shim,
+                    schedule: #schedule,
                 }
             }
         };

@@ -41,6 +41,10 @@
 //! | `agent` | no | string matching `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`; restricts the handler to that agent |
 //! | `max_attempts` | no | integer literal `>= 1` |
 //! | `timeout` | no | string: an integer followed by `ms`, `s`, `m` or `h` (`"500ms"`, `"30s"`, `"2m"`, `"1h"`) |
+//! | `every` | no | a periodic task: send the agent this message type every interval, `"90s"`, `"1h"`, `"1d"` (at least `"1s"`; aligned to the Unix epoch); not with `cron` or `topic` |
+//! | `cron` | no | a periodic task at the instants of a cron expression with seconds, `"0 0 3 * * *"`; not with `every` or `topic` |
+//! | `tz` | no | with `cron`: an IANA time zone (`"Europe/Paris"`; default UTC) |
+//! | `missed` | no | with `every`/`cron`: `"catch_up"` (default: one message for the latest period missed while no worker ran) or `"skip"` |
 //!
 //! ## The function
 //!
@@ -67,6 +71,7 @@
 mod args;
 mod generate;
 mod handler;
+mod schedule;
 #[cfg(test)]
 mod tests;
 

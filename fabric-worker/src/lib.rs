@@ -58,6 +58,7 @@ mod priority;
 mod receipt;
 pub mod router;
 pub mod runtime;
+pub mod schedule;
 pub mod testing;
 mod time;
 

@@ -35,6 +35,22 @@ pub struct Registration {
     pub timeout_ms: Option<u64>,
     /// The shim.
     pub handler: HandlerFn,
+    /// The schedule declared with it (`every`/`cron` on `#[handler]`), if any.
+    pub schedule: Option<HandlerSchedule>,
+}
+
+/// A schedule declared on `#[handler]` (checked by the macro; read by
+/// `schedule::Schedule::from_handler`).
+#[derive(Debug)]
+pub struct HandlerSchedule {
+    /// The interval in ms (`every`), or 0 for a cron schedule.
+    pub every_ms: u64,
+    /// The cron expression (`cron`), or `""`.
+    pub cron: &'static str,
+    /// The time zone (`tz`), or `""` for UTC.
+    pub tz: &'static str,
+    /// The missed-period policy (`missed`), or `""` for the default.
+    pub missed: &'static str,
 }
 
 inventory::collect!(Registration);

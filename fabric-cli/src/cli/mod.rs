@@ -11,6 +11,7 @@ mod mcp;
 mod pause;
 mod pending;
 mod router;
+mod schedules;
 mod send;
 mod setup;
 mod status;
@@ -145,6 +146,11 @@ pub enum Command {
         after_help = "Examples:\n  fabric router                                      # everyone may send to everyone\n  fabric router --allow coder:percy --allow percy:coder   # only these pairs"
     )]
     Router(RouterArgs),
+    /// Show the periodic tasks of each agent: name, message type, spec, next run, last run
+    #[command(
+        after_help = "Examples:\n  fabric schedules              # every agent with an inbox\n  fabric schedules memory       # just memory's\n  fabric schedules --json | jq '.[] | {name, next_run_ms, last_ms}'"
+    )]
+    Schedules(SchedulesArgs),
 }
 
 fn parse_mode(s: &str) -> std::result::Result<Mode, String> {
@@ -339,6 +345,14 @@ pub struct AgentArgs {
     /// The agent
     #[arg(value_name = "AGENT")]
     pub agent: String,
+}
+
+/// `fabric schedules`.
+#[derive(Debug, Args)]
+pub struct SchedulesArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
 }
 
 /// `fabric send`.
@@ -558,6 +572,7 @@ pub fn run(cli: Cli) -> BoxedRun {
         Command::Setup(args) => Box::pin(async move { setup::run(&at, json, args).await }),
         Command::Router(args) => Box::pin(async move { router::run(&at, args).await }),
         Command::Acl(cmd) => Box::pin(async move { acl::run(&at, cmd).await }),
+        Command::Schedules(args) => Box::pin(async move { schedules::run(&at, json, args).await }),
     }
 }
 

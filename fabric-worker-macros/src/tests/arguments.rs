@@ -16,7 +16,7 @@ fn unknown_argument() {
     assert_single(
         &arg_errors(quote!(message_type = "t", retries = 3)),
         "unknown argument `retries`; expected one of `message_type`, `topic`, \
-             `agent`, `max_attempts`, `timeout`",
+             `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`",
     );
     // Keywords are reported as unknown arguments too, not as parse errors.
     assert_eq!(arg_errors(quote!(message_type = "t", type = 3)).len(), 1);
@@ -70,7 +70,7 @@ fn independent_errors_are_combined() {
         [
             "`message_type` must not be empty",
             "unknown argument `retries`; expected one of `message_type`, `topic`, \
-                 `agent`, `max_attempts`, `timeout`",
+                 `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`",
             "invalid timeout \"soon\"; expected an integer followed by `ms`, `s`, `m` or \
                  `h`, e.g. \"30s\"",
             "`max_attempts` must be at least 1",

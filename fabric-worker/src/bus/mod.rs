@@ -8,6 +8,7 @@
 //! | `topics.rs` | [`Bus::publish`], [`Bus::subscribe`] |
 //! | `durable.rs` | [`Bus::publish_durable`] (durable topics) |
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
+//! | `schedules.rs` | [`Bus::schedules`] (periodic tasks) |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //!
 //! Argument conventions, the same for every operation: an agent is named `agent`, a consumer
@@ -26,6 +27,7 @@ mod lanes;
 mod pause;
 mod presence;
 mod request;
+mod schedules;
 pub(crate) mod send;
 mod send_once;
 mod topics;

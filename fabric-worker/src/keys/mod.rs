@@ -358,6 +358,18 @@ pub fn home(stream: &str) -> &str {
     stream
 }
 
+/// The periodic schedules of an agent's workers: `agent:<agent>:schedules`, a hash of
+/// schedule name → JSON (what fires, when; see `docs/protocol.md` §12).
+pub fn schedules(agent: &str) -> String {
+    format!("agent:{agent}:schedules")
+}
+
+/// When each schedule of an agent last fired and fires next: `agent:<agent>:schedule_runs`,
+/// a hash of schedule name → JSON (`docs/protocol.md` §12).
+pub fn schedule_runs(agent: &str) -> String {
+    format!("agent:{agent}:schedule_runs")
+}
+
 /// A private reply stream for `Bus::request`: `agent:<agent>:replies:<instance>`.
 pub(crate) fn reply_stream(agent: &str, instance: &str) -> String {
     format!("agent:{agent}:replies:{instance}")

@@ -32,6 +32,8 @@ pub struct WorkerBuilder {
     credentials: Option<std::sync::Arc<dyn crate::credentials::CredentialSource>>,
     /// What `from_env` read: settings, `FABRIC_AGENTS`, and the bus's own settings.
     env: Option<(Settings, Vec<String>, BusBuilder)>,
+    /// Periodic tasks registered in code.
+    schedules: Vec<crate::schedule::Schedule>,
 }
 
 impl WorkerBuilder {
@@ -43,7 +45,18 @@ impl WorkerBuilder {
             inbox: true,
             credentials: None,
             env: None,
+            schedules: Vec::new(),
         }
+    }
+
+    /// Also run this periodic task (besides those declared with `#[handler(every = …)]` or
+    /// `cron = …`): every period, the agent is sent one message, however many worker
+    /// processes run it (see [`crate::schedule`]). Without
+    /// [`Schedule::agent`](crate::schedule::Schedule::agent) it runs for every served agent
+    /// with a handler for its message type.
+    pub fn schedule(mut self, schedule: crate::schedule::Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
     }
 
     /// Also serve `agent`'s inbox. Env: `FABRIC_AGENTS` (comma-separated, added to these).
@@ -350,6 +363,16 @@ impl WorkerBuilder {
             }
         }
         let topics = super::topics::plan(topic_plans, settings.topic_poll_interval)?;
+        let inbox_agents: Vec<String> = if self.inbox {
+            agents
+                .iter()
+                .filter(|a| tables.get(*a).is_some_and(|t| !t.is_empty()))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let schedules = super::schedules::plan(&agents, &inbox_agents, &tables, self.schedules)?;
         if streams.is_empty() && topics.is_none() {
             return Err(Error::invalid(
                 "consume_inbox",
@@ -362,6 +385,7 @@ impl WorkerBuilder {
             streams,
             config,
             topics,
+            schedules,
         })
     }
 

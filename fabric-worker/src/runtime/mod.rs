@@ -20,6 +20,7 @@
 //! | `presence.rs` | the worker's presence and message types in `agent:<id>:workers` |
 //! | `startup.rs` | waiting for a Redis that is unreachable or still loading, at start |
 //! | `topics.rs` | durable topic handlers: finding matching topics, serving their streams |
+//! | `periodic.rs` | periodic tasks: one loop per schedule, sending each period once |
 
 mod acker;
 mod builder;
@@ -30,12 +31,14 @@ mod lease;
 mod notes;
 pub(crate) mod outcome;
 mod pause;
+mod periodic;
 mod presence;
 mod process;
 mod reader;
 mod reclaim;
 pub(crate) mod registry;
 mod retry;
+mod schedules;
 mod startup;
 mod stream;
 mod topics;
@@ -88,6 +91,8 @@ pub struct Worker {
     config: WorkerConfig,
     /// The agents' durable topic handlers, if any (served by `topics::watch`).
     topics: Option<topics::Topics>,
+    /// The periodic schedules this process runs, with their agent.
+    schedules: Vec<(String, crate::schedule::Schedule)>,
 }
 
 impl Worker {
@@ -290,6 +295,15 @@ impl Worker {
                 self.bus.clone(),
                 wake,
                 stop_background.clone(),
+            )));
+        }
+        for (agent, schedule) in self.schedules {
+            info!(%agent, schedule = schedule.name(), spec = %schedule.describe(), message_type = schedule.message_type(), "running schedule");
+            readers.push(tokio::spawn(periodic::run(
+                self.bus.clone(),
+                agent,
+                schedule,
+                stop_reading.clone(),
             )));
         }
         shutdown.await;

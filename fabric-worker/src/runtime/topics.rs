@@ -278,6 +278,7 @@ async fn watch_inner(
                 streams: vec![spec],
                 config: config.clone(),
                 topics: None,
+                schedules: Vec::new(),
             };
             let (stop, hard, served) = (stop.clone(), hard.clone(), served.clone());
             running.push(tokio::spawn(async move {
@@ -389,6 +390,7 @@ mod tests {
             max_attempts: None,
             timeout_ms: None,
             handler: shim,
+            schedule: None,
         }))
     }
 

@@ -6,6 +6,11 @@
 //! | "abort" | "fail_times", "fail_times": <u32>}`.
 //!
 //! The agent `topic_sub` also handles the durable topics `proc.*` (see `proc_events`).
+//!
+//! Periodic tasks (`tests/tests/periodic.rs`): the agent `ticker` gets a `tick` every second,
+//! `cronner` a `cron_tick` at every even second (Europe/Paris), and `sched` the schedule
+//! `TEST_SCHEDULE` = `<seconds>:<catch_up|skip>` sends it as `scheduled`; each is recorded
+//! in `test:done` with `n` = `{"schedule", "at", "by"}` from the message's headers.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -108,6 +113,51 @@ async fn proc_events(ctx: Context) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Records a scheduled message: which schedule, which boundary, which process sent it.
+async fn record_scheduled(ctx: &Context) {
+    let n = json!({
+        "schedule": ctx.header("fabric-schedule"),
+        "at": ctx.header("fabric-schedule-at").and_then(|a| a.parse::<u64>().ok()),
+        "by": ctx.header("fabric-schedule-by"),
+    });
+    record("test:done", ctx, &n).await;
+}
+
+/// Every second, for the agent `ticker`.
+#[handler(message_type = "tick", agent = "ticker", every = "1s")]
+async fn tick(ctx: Context) -> Result<(), HandlerError> {
+    record_scheduled(&ctx).await;
+    Ok(())
+}
+
+/// At every even second, Paris time, for the agent `cronner`.
+#[handler(
+    message_type = "cron_tick",
+    agent = "cronner",
+    cron = "*/2 * * * * *",
+    tz = "Europe/Paris"
+)]
+async fn cron_tick(ctx: Context) -> Result<(), HandlerError> {
+    record_scheduled(&ctx).await;
+    Ok(())
+}
+
+/// What `TEST_SCHEDULE` sends, for the agent `sched`.
+#[handler(message_type = "scheduled", agent = "sched")]
+async fn scheduled(ctx: Context) -> Result<(), HandlerError> {
+    record_scheduled(&ctx).await;
+    Ok(())
+}
+
+/// The schedule `TEST_SCHEDULE` (`<seconds>:<catch_up|skip>`) describes.
+fn test_schedule() -> Option<fabric_worker::schedule::Schedule> {
+    let spec = std::env::var("TEST_SCHEDULE").ok()?;
+    let (secs, missed) = spec.split_once(':')?;
+    let every = Duration::from_secs(secs.parse().ok()?);
+    let s = fabric_worker::schedule::Schedule::every("every-n", "scheduled", every).ok()?;
+    Some(s.missed(missed.parse().ok()?))
+}
+
 #[tokio::main]
 async fn main() {
     fabric_tests::init_process_tracing();
@@ -123,7 +173,11 @@ async fn main() {
         .unwrap_or("tester")
         .trim()
         .to_owned();
-    let result = async { Worker::builder(first).from_env()?.run().await }.await;
+    let mut builder = Worker::builder(first);
+    if let Some(s) = test_schedule() {
+        builder = builder.schedule(s);
+    }
+    let result = async { builder.from_env()?.run().await }.await;
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
