@@ -14,7 +14,14 @@ use syn::{Expr, Ident, Lit, LitInt, LitStr, Token, UnOp};
 pub(crate) const MAX_NAME_LEN: usize = 64;
 
 /// The argument names accepted by `#[handler(...)]`, in documentation order.
-const KNOWN_ARGS: &[&str] = &["message_type", "topic", "agent", "max_attempts", "timeout"];
+const KNOWN_ARGS: &[&str] = &[
+    "message_type",
+    "topic",
+    "agent",
+    "max_attempts",
+    "timeout",
+    "rate_limit",
+];
 
 /// Longest durable topic (or topic pattern) accepted.
 pub(crate) const MAX_TOPIC_LEN: usize = 200;
@@ -37,6 +44,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) max_attempts: Option<u32>,
     /// Per-handler timeout, already converted to milliseconds.
     pub(crate) timeout_ms: Option<u64>,
+    /// Its rate limit (`rate_limit = "openai:60/m"`).
+    pub(crate) rate_limit: Option<crate::rate_limit::RateLimitArg>,
 }
 
 /// One `name = value` pair as written by the user, before validation.
@@ -69,6 +78,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
     let mut agent = None;
     let mut max_attempts = None;
     let mut timeout_ms = None;
+    let mut rate_limit = None;
 
     for RawArg { name, value } in raw {
         let key = name.unraw().to_string();
@@ -79,7 +89,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                     name.span(),
                     format!(
                         "unknown argument `{key}`; expected one of `message_type`, `topic`, \
-                         `agent`, `max_attempts`, `timeout`"
+                         `agent`, `max_attempts`, `timeout`, `rate_limit`"
                     ),
                 ),
             );
@@ -131,6 +141,12 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                     parse_timeout(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))
                 })
                 .map(|ms| timeout_ms = Some(ms)),
+            "rate_limit" => string_arg(&value, "rate_limit", "openai:60/m")
+                .and_then(|lit| {
+                    crate::rate_limit::parse_rate_limit(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))
+                })
+                .map(|r| rate_limit = Some(r)),
             _ => Ok(()),
         };
         if let Err(err) = result {
@@ -164,6 +180,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                 agent,
                 max_attempts,
                 timeout_ms,
+                rate_limit,
             })
         }
         // Unreachable in practice: every other case recorded an error above. Report it

@@ -41,6 +41,7 @@
 //! | `agent` | no | string matching `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`; restricts the handler to that agent |
 //! | `max_attempts` | no | integer literal `>= 1` |
 //! | `timeout` | no | string: an integer followed by `ms`, `s`, `m` or `h` (`"500ms"`, `"30s"`, `"2m"`, `"1h"`) |
+//! | `rate_limit` | no | string `[<name>:]<count>/[<n>]<unit>[,burst=<b>]`, unit `s`, `m` or `h` (`"10/s"`: per agent and handler; `"openai:60/m,burst=5"`: shared by every handler and agent naming `openai`); enforced in Redis across all workers (GCRA) |
 //!
 //! ## The function
 //!
@@ -67,6 +68,7 @@
 mod args;
 mod generate;
 mod handler;
+mod rate_limit;
 #[cfg(test)]
 mod tests;
 

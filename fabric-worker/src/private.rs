@@ -35,6 +35,22 @@ pub struct Registration {
     pub timeout_ms: Option<u64>,
     /// The shim.
     pub handler: HandlerFn,
+    /// Its rate limit (`rate_limit = "..."` on `#[handler]`), checked by the macro.
+    pub rate_limit: Option<RateLimitDecl>,
+}
+
+/// A `#[handler(rate_limit = "...")]` as the macro parsed it: `count` messages per
+/// `period_ms`, `burst` at once, under the shared key `name` (else per agent and handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitDecl {
+    /// The shared limit's name (`openai` in `"openai:60/m"`); `None`: per agent and handler.
+    pub name: Option<&'static str>,
+    /// Messages per period.
+    pub count: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// How many may start at once after an idle time.
+    pub burst: u32,
 }
 
 inventory::collect!(Registration);

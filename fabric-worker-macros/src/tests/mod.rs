@@ -81,6 +81,7 @@ fn expands_the_review_example_exactly() {
                     max_attempts: ::core::option::Option::Some(8u32),
                     timeout_ms: ::core::option::Option::Some(30000u64),
                     handler: __fabric_handler_shim,
+                    rate_limit: ::core::option::Option::None,
                 }
             }
         };

@@ -32,6 +32,8 @@ pub(crate) mod outcome;
 mod presence;
 mod process;
 mod reader;
+mod rate_limit;
+mod rate_spec;
 mod reclaim;
 pub(crate) mod registry;
 mod retry;

@@ -120,6 +120,7 @@ mod tests {
             max_attempts: None,
             timeout_ms: None,
             handler: shim,
+            rate_limit: None,
         }))
     }
 

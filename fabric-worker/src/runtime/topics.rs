@@ -389,6 +389,7 @@ mod tests {
             max_attempts: None,
             timeout_ms: None,
             handler: shim,
+            rate_limit: None,
         }))
     }
 
