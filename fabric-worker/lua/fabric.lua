@@ -362,6 +362,10 @@ end)
 -- that time: TAT moves on by T) and the caller must not start before it; else nothing
 -- changes. horizon_ms is capped at one hour, and a stored TAT further ahead than any
 -- reservation could have put it (a damaged key) is read as that far.
+-- With a sixth argument `reserved_ms` (the due time of a turn taken before, which the
+-- caller parked until then), the turn is that one when it is not late by more than
+-- max(tau, 25 ms): {0, 1, reserved_ms}, nothing changes; a turn missed by more (its
+-- caller came back late) is not run late, which would bunch starts, and a new one is taken.
 -- Returns {wait_ms, taken (1|0), due_at_ms (server clock)}; taken with wait_ms 0 = go now.
 local MAX_RATE_HORIZON_MS = 3600000
 
@@ -378,6 +382,8 @@ redis.register_function('fabric_rate_limit', function(keys, args)
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local emission = period * 1000 / count
   local tau = burst * emission
+  local reserved = tonumber(args[5])
+  if reserved and now - reserved * 1000 <= math.max(tau, 25000) then return {0, 1, reserved} end
   local tat = tonumber(redis.call('GET', keys[1]) or '')
   if not tat or tat < now then tat = now end
   local cap = now + MAX_RATE_HORIZON_MS * 1000 + tau

@@ -218,7 +218,10 @@ fn rate_limits() {
         &msg("60"),
         &format!("invalid rate limit \"60\"; {expected}"),
     );
-    assert_single(&msg("0/s"), "invalid rate limit: the count must be at least 1");
+    assert_single(
+        &msg("0/s"),
+        "invalid rate limit: the count must be at least 1",
+    );
     assert_single(
         &msg("1/25h"),
         "invalid rate limit: the period must be at most one day (24h)",

@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(c.retry_poll_interval, Duration::from_millis(13));
         assert_eq!(c.max_entry_bytes, 4096);
         let r = c.rate_limit.as_ref().unwrap();
-        assert_eq!((r.name.as_deref(), r.count, r.period_ms, r.burst), (Some("openai"), 60, 60_000, 5));
+        assert_eq!(
+            (r.name.as_deref(), r.count, r.period_ms, r.burst),
+            (Some("openai"), 60, 60_000, 5)
+        );
         assert_eq!(c.rate_limit_horizon, Duration::from_secs(30));
         let unset = Settings::from_vars(&from_pairs(&[]))
             .unwrap()
@@ -398,7 +401,10 @@ mod tests {
             .config()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("rate limit") && e.contains("unknown unit"), "{e}");
+        assert!(
+            e.contains("rate limit") && e.contains("unknown unit"),
+            "{e}"
+        );
     }
 
     #[test]

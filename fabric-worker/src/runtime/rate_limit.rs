@@ -8,7 +8,10 @@
 //! entry is parked, attempt unchanged, in the stream's retry set until then (atomically
 //! with its acknowledgement, as a retry is, and back into its lane if it came from one),
 //! marked with the field `rate_reserved` so that, back in the stream, it runs without
-//! asking again. So a limited message never holds a concurrency slot while it waits and
+//! taking another turn (the limiter only checks, by the server's clock, that it is not
+//! late by more than the burst's tolerance, at least 25 ms: a turn missed by more — a
+//! starved or restarted worker — is not run late, which would bunch starts, but replaced by
+//! a new one). So a limited message never holds a concurrency slot while it waits and
 //! never counts as a failed attempt, and parked messages do not come back all at once.
 //!
 //! Reservations reach at most the horizon ahead (`rate_limit_horizon`, default 60 s): a
@@ -91,14 +94,13 @@ impl StreamState {
             if handler.reg.rate_limit.is_none() && self.config.rate_limit.is_none() {
                 return Gate::Run;
             }
-            if entry.get(RATE_RESERVED).is_some() {
-                // Its turn was reserved before it was parked: this is that turn.
-                return Gate::Run;
-            }
+            // A turn reserved before it was parked: the limiter runs it now unless it came
+            // back too late (then it takes a new turn).
+            let reserved: Option<u64> = entry.get_str(RATE_RESERVED).and_then(|s| s.parse().ok());
             let horizon = crate::time::millis(self.config.rate_limit_horizon);
             let (mut wait, mut due, mut taken) = (0u64, 0u64, true);
             for (key, limit) in self.limits_of(handler) {
-                let turn = match self.take_turn(&key, &limit, horizon).await {
+                let turn = match self.take_turn(&key, &limit, horizon, reserved).await {
                     Ok(t) => t,
                     Err(g) => return g,
                 };
@@ -123,6 +125,7 @@ impl StreamState {
                 wait_ms = wait,
                 delay_ms = delay,
                 reserved = taken,
+                missed_turn = reserved.is_some(),
                 "rate limited; parked until its turn"
             );
             self.park(entry, Duration::from_millis(delay), taken.then_some(due))
@@ -136,6 +139,7 @@ impl StreamState {
         key: &str,
         limit: &RateLimit,
         horizon_ms: u64,
+        reserved: Option<u64>,
     ) -> Result<Turn, Gate> {
         let reply: Mutex<Option<(i64, i64, i64)>> = Mutex::new(None);
         let ok = self
@@ -145,6 +149,9 @@ impl StreamState {
                     .arg(limit.period_ms)
                     .arg(limit.burst)
                     .arg(horizon_ms);
+                if let Some(r) = reserved {
+                    cmd.arg(r);
+                }
                 let r: (i64, i64, i64) = self
                     .broker
                     .call(&cmd, "FCALL fabric_rate_limit", key)
@@ -220,9 +227,9 @@ impl StreamState {
                 Gate::Parked
             }
             Persisted::Stopped => Gate::Stopped,
-            Persisted::Failed(e) => Gate::Failed(format!(
-                "a rate-limited message could not be parked: {e}"
-            )),
+            Persisted::Failed(e) => {
+                Gate::Failed(format!("a rate-limited message could not be parked: {e}"))
+            }
         }
     }
 }

@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(ok("10/s"), (None, 10, 1_000, 1));
         assert_eq!(ok("openai:60/m"), (Some("openai"), 60, 60_000, 1));
         assert_eq!(ok("openai:60/m,burst=5"), (Some("openai"), 60, 60_000, 5));
-        assert_eq!(ok("a.b-c_1:100/10s, burst=20"), (Some("a.b-c_1"), 100, 10_000, 20));
+        assert_eq!(
+            ok("a.b-c_1:100/10s, burst=20"),
+            (Some("a.b-c_1"), 100, 10_000, 20)
+        );
         assert_eq!(ok("5/h"), (None, 5, 3_600_000, 1));
         assert_eq!(ok("1/24h"), (None, 1, 86_400_000, 1));
         for (bad, says) in [
