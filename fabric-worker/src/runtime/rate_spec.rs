@@ -2,10 +2,11 @@
 //! and the Redis key each one is kept under.
 //!
 //! The grammar is `[<name>:]<count>/[<n>]<unit>[,burst=<b>]`: at most `count` messages
-//! per `n` (default 1) seconds (`s`), minutes (`m`) or hours (`h`), of which `b` (default
-//! 1) may start at once after an idle time. A name makes the limit shared by every agent
-//! and handler that gives the same name (`fabric:ratelimit:{<name>}`); without one it is
-//! per agent and handler. `fabric-worker-macros` checks the same grammar at compile time.
+//! per `n` (default 1) seconds (`s`), minutes (`m`) or hours (`h`), of which `b`
+//! (default 1) may start at once after an idle time. A name makes the limit shared by
+//! every agent and handler that gives the same name (`fabric:ratelimit:{<name>}`);
+//! without one it is per agent and handler. `fabric-worker-macros` checks the same
+//! grammar at compile time.
 
 use crate::__private::RateLimitDecl;
 use crate::error::{Error, Result};
