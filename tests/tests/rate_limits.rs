@@ -374,3 +374,28 @@ fn a_worker_wide_limit_from_the_environment_applies_to_every_handler() {
     // 16 turns at 5/s, the first at once: 3 s.
     assert!((2_900..=4_500).contains(&span), "16 messages in {span} ms");
 }
+
+/// Secure mode: an agent's user may take turns from shared limits and its own, and cannot
+/// touch another agent's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_agents_take_shared_and_own_limits_only() {
+    let coder = unique_agent("rlsc");
+    let percy = unique_agent("rlsp");
+    let redis = fabric_tests::SecureRedis::start(&[coder.clone(), percy.clone()], false);
+    redis.prepare().await;
+    let mut conn = fabric_tests::conn_as(&redis.url_of(&coder)).await;
+    for key in [
+        keys::rate_limit_shared("openai"),
+        keys::rate_limit_agent(&coder),
+        keys::rate_limit_handler(&coder, "complete", None),
+    ] {
+        let (_, taken, _) = take(&mut conn, &key, 10, 1000, 1, 0).await;
+        assert_eq!(taken, 1, "{key}");
+    }
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("fabric_rate_limit")
+        .arg(1)
+        .arg(keys::rate_limit_agent(&percy))
+        .arg(&[10, 1000, 1, 0][..]);
+    fabric_tests::assert_noperm(&mut conn, &[cmd]).await;
+}
