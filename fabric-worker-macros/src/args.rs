@@ -24,6 +24,7 @@ const KNOWN_ARGS: &[&str] = &[
     "cron",
     "tz",
     "missed",
+    "rate_limit",
 ];
 
 /// Longest durable topic (or topic pattern) accepted.
@@ -49,6 +50,8 @@ pub(crate) struct HandlerArgs {
     pub(crate) timeout_ms: Option<u64>,
     /// The schedule declared with the handler (`every`/`cron`, `tz`, `missed`).
     pub(crate) schedule: Option<crate::schedule::ScheduleArgs>,
+    /// Its rate limit (`rate_limit = "openai:60/m"`).
+    pub(crate) rate_limit: Option<crate::rate_limit::RateLimitArg>,
 }
 
 /// One `name = value` pair as written by the user, before validation.
@@ -82,6 +85,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
     let mut max_attempts = None;
     let mut timeout_ms = None;
     let mut schedule = crate::schedule::RawSchedule::default();
+    let mut rate_limit = None;
 
     for RawArg { name, value } in raw {
         let key = name.unraw().to_string();
@@ -152,6 +156,12 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
             "cron" => string_arg(&value, "cron", "0 0 3 * * *").map(|l| schedule.cron = Some(l)),
             "tz" => string_arg(&value, "tz", "Europe/Paris").map(|l| schedule.tz = Some(l)),
             "missed" => string_arg(&value, "missed", "skip").map(|l| schedule.missed = Some(l)),
+            "rate_limit" => string_arg(&value, "rate_limit", "openai:60/m")
+                .and_then(|lit| {
+                    crate::rate_limit::parse_rate_limit(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))
+                })
+                .map(|r| rate_limit = Some(r)),
             _ => Ok(()),
         };
         if let Err(err) = result {
@@ -188,6 +198,7 @@ pub(crate) fn parse_args(tokens: TokenStream) -> syn::Result<HandlerArgs> {
                 max_attempts,
                 timeout_ms,
                 schedule,
+                rate_limit,
             })
         }
         // Unreachable in practice: every other case recorded an error above. Report it

@@ -90,6 +90,20 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
             }
         }
     }));
+    let rate_limit = option_tokens(args.rate_limit.as_ref().map(|r| {
+        let name = option_tokens(r.name.as_deref().map(|n| quote! { #n }));
+        let count = proc_macro2::Literal::u32_suffixed(r.count);
+        let period_ms = proc_macro2::Literal::u64_suffixed(r.period_ms);
+        let burst = proc_macro2::Literal::u32_suffixed(r.burst);
+        quote! {
+            ::fabric_worker::__private::RateLimitDecl {
+                name: #name,
+                count: #count,
+                period_ms: #period_ms,
+                burst: #burst,
+            }
+        }
+    }));
     let shim = format_ident!("__fabric_handler_shim");
 
     quote! {
@@ -120,6 +134,7 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
                     timeout_ms: #timeout_ms,
                     handler: #shim,
                     schedule: #schedule,
+                    rate_limit: #rate_limit,
                 }
             }
         };

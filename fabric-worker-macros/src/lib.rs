@@ -45,6 +45,7 @@
 //! | `cron` | no | a periodic task at the instants of a cron expression with seconds, `"0 0 3 * * *"`; not with `every` or `topic` |
 //! | `tz` | no | with `cron`: an IANA time zone (`"Europe/Paris"`; default UTC) |
 //! | `missed` | no | with `every`/`cron`: `"catch_up"` (default: one message for the latest period missed while no worker ran) or `"skip"` |
+//! | `rate_limit` | no | string `[<name>:]<count>/[<n>]<unit>[,burst=<b>]`, unit `s`, `m` or `h` (`"10/s"`: per agent and handler; `"openai:60/m,burst=5"`: shared by every handler and agent naming `openai`); enforced in Redis across all workers (GCRA) |
 //!
 //! ## The function
 //!
@@ -72,6 +73,7 @@ mod args;
 mod generate;
 mod handler;
 mod schedule;
+mod rate_limit;
 #[cfg(test)]
 mod tests;
 

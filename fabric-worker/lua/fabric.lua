@@ -8,7 +8,7 @@
 -- never as Lua numbers (which are doubles and lose precision above 2^53).
 
 -- Bumped whenever a function changes; a worker refuses an older library.
-local VERSION = 3
+local VERSION = 4
 
 -- Most fields an entry may have to be re-added by a function (a retry, a forward).
 local MAX_FIELDS = 64
@@ -349,4 +349,52 @@ redis.register_function('fabric_send_once', function(keys, args)
   redis.call('ZADD', once, now + window, key)
   redis.call('HSET', ids, key, id .. ' ' .. msg_id .. ' ' .. ts)
   return {1, id}
+end)
+
+-- fabric_rate_limit(key; count, period_ms, burst, horizon_ms): takes one turn from the rate
+-- limit kept at `key` — at most `count` turns per `period_ms`, `burst` of them at once —
+-- with the generic cell rate algorithm (GCRA: ITU-T I.371 / ATM Forum TM 4.0, the
+-- "virtual scheduling" form; as in redis-cell and the governor crate). The key holds the
+-- theoretical arrival time (TAT), in microseconds of the server's clock (TIME), so the
+-- clocks of the callers do not matter. With emission interval T = period / count and
+-- tolerance tau = burst * T, a turn asked at `now` is due at max(TAT, now) + T - tau.
+-- When that is at most `horizon_ms` ahead (0: only now), the turn is taken (reserved for
+-- that time: TAT moves on by T) and the caller must not start before it; else nothing
+-- changes. horizon_ms is capped at one hour, and a stored TAT further ahead than any
+-- reservation could have put it (a damaged key) is read as that far.
+-- With a sixth argument `reserved_ms` (the due time of a turn taken before, which the
+-- caller parked until then), the turn is that one when it is not late by more than
+-- max(tau, 25 ms): {0, 1, reserved_ms}, nothing changes; a turn missed by more (its
+-- caller came back late) is not run late, which would bunch starts, and a new one is taken.
+-- Returns {wait_ms, taken (1|0), due_at_ms (server clock)}; taken with wait_ms 0 = go now.
+local MAX_RATE_HORIZON_MS = 3600000
+
+redis.register_function('fabric_rate_limit', function(keys, args)
+  local count, period, burst, horizon =
+    tonumber(args[1]), tonumber(args[2]), tonumber(args[3]), tonumber(args[4])
+  if not keys[1] or not count or not period or not burst or not horizon
+      or count < 1 or period < 1 or burst < 1 or horizon < 0
+      or count > 1000000 or period > 86400000 or burst > 1000000 then
+    return redis.error_reply('ERR fabric_rate_limit: expected count (1-1000000), period_ms (1-86400000), burst (1-1000000), horizon_ms (>= 0)')
+  end
+  if horizon > MAX_RATE_HORIZON_MS then horizon = MAX_RATE_HORIZON_MS end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local emission = period * 1000 / count
+  local tau = burst * emission
+  local reserved = tonumber(args[5])
+  if reserved and now - reserved * 1000 <= math.max(tau, 25000) then return {0, 1, reserved} end
+  local tat = tonumber(redis.call('GET', keys[1]) or '')
+  if not tat or tat < now then tat = now end
+  local cap = now + MAX_RATE_HORIZON_MS * 1000 + tau
+  if tat > cap then tat = cap end
+  local new_tat = tat + emission
+  local wait_us = new_tat - tau - now
+  if wait_us < 0 then wait_us = 0 end
+  local wait = math.ceil(wait_us / 1000)
+  local due = math.floor(now / 1000) + wait
+  if wait > horizon then return {wait, 0, due} end
+  new_tat = math.ceil(new_tat)
+  redis.call('SET', keys[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+  return {wait, 1, due}
 end)

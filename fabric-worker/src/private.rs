@@ -37,6 +37,8 @@ pub struct Registration {
     pub handler: HandlerFn,
     /// The schedule declared with it (`every`/`cron` on `#[handler]`), if any.
     pub schedule: Option<HandlerSchedule>,
+    /// Its rate limit (`rate_limit = "..."` on `#[handler]`), checked by the macro.
+    pub rate_limit: Option<RateLimitDecl>,
 }
 
 /// A schedule declared on `#[handler]` (checked by the macro; read by
@@ -51,6 +53,20 @@ pub struct HandlerSchedule {
     pub tz: &'static str,
     /// The missed-period policy (`missed`), or `""` for the default.
     pub missed: &'static str,
+}
+
+/// A `#[handler(rate_limit = "...")]` as the macro parsed it: `count` messages per
+/// `period_ms`, `burst` at once, under the shared key `name` (else per agent and handler).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitDecl {
+    /// The shared limit's name (`openai` in `"openai:60/m"`); `None`: per agent and handler.
+    pub name: Option<&'static str>,
+    /// Messages per period.
+    pub count: u32,
+    /// The period, in milliseconds.
+    pub period_ms: u64,
+    /// How many may start at once after an idle time.
+    pub burst: u32,
 }
 
 inventory::collect!(Registration);

@@ -16,7 +16,7 @@ fn unknown_argument() {
     assert_single(
         &arg_errors(quote!(message_type = "t", retries = 3)),
         "unknown argument `retries`; expected one of `message_type`, `topic`, \
-             `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`",
+             `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`, `rate_limit`",
     );
     // Keywords are reported as unknown arguments too, not as parse errors.
     assert_eq!(arg_errors(quote!(message_type = "t", type = 3)).len(), 1);
@@ -70,7 +70,7 @@ fn independent_errors_are_combined() {
         [
             "`message_type` must not be empty",
             "unknown argument `retries`; expected one of `message_type`, `topic`, \
-                 `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`",
+                 `agent`, `max_attempts`, `timeout`, `every`, `cron`, `tz`, `missed`, `rate_limit`",
             "invalid timeout \"soon\"; expected an integer followed by `ms`, `s`, `m` or \
                  `h`, e.g. \"30s\"",
             "`max_attempts` must be at least 1",
@@ -199,4 +199,78 @@ fn syntax_errors_in_arguments() {
         "expected `message_type = ...`",
     );
     assert_eq!(arg_errors(quote!(message_type = "a" agent = "b")).len(), 1);
+}
+
+#[test]
+fn rate_limits() {
+    let msg = |spec: &str| {
+        let lit = proc_macro2::Literal::string(spec);
+        arg_errors(quote!(message_type = "t", rate_limit = #lit))
+    };
+    let expected = "expected \"<count>/<unit>\" with unit `s`, `m` or `h` (\"10/s\", \
+         \"100/10s\"), optionally after a shared name and with a burst (\"openai:60/m\", \
+         \"openai:60/m,burst=5\")";
+    assert_single(
+        &msg("60/day"),
+        &format!("invalid rate limit: unknown unit \"day\"; {expected}"),
+    );
+    assert_single(
+        &msg("60"),
+        &format!("invalid rate limit \"60\"; {expected}"),
+    );
+    assert_single(
+        &msg("0/s"),
+        "invalid rate limit: the count must be at least 1",
+    );
+    assert_single(
+        &msg("1/25h"),
+        "invalid rate limit: the period must be at most one day (24h)",
+    );
+    assert_single(
+        &msg("openai:60/m,burst=0"),
+        "invalid rate limit: the burst must be at least 1",
+    );
+    assert_single(
+        &msg("1/s,max=2"),
+        &format!("invalid rate limit: unknown option \"max=2\" after `,`; {expected}"),
+    );
+    assert_single(
+        &msg("open ai:1/s"),
+        "invalid rate limit: character ` ` is not allowed in the name \"open ai\"; use \
+         ASCII letters, digits, `_`, `.` and `-`",
+    );
+    assert_single(
+        &msg("_x:1/s"),
+        "invalid rate limit: the name \"_x\" must start with an ASCII letter or digit",
+    );
+    assert_single(
+        &msg("2000000/s"),
+        "invalid rate limit: the count must be at most 1000000",
+    );
+    assert_single(
+        &arg_errors(quote!(message_type = "t", rate_limit = 60)),
+        "expected a string literal for `rate_limit`, e.g. `rate_limit = \"openai:60/m\"`",
+    );
+}
+
+#[test]
+fn rate_limits_expand_to_their_parts() {
+    let out = ok(
+        quote!(message_type = "t", rate_limit = "openai:60/m,burst=5"),
+        quote! { async fn h() {} },
+    );
+    assert!(
+        normalize(&out).contains(&normalize(
+            &quote! {
+                rate_limit: ::core::option::Option::Some(::fabric_worker::__private::RateLimitDecl {
+                    name: ::core::option::Option::Some("openai"),
+                    count: 60u32,
+                    period_ms: 60000u64,
+                    burst: 5u32,
+                }),
+            }
+            .to_string()
+        )),
+        "{out}"
+    );
 }

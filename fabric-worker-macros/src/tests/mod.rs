@@ -82,6 +82,7 @@ fn expands_the_review_example_exactly() {
                     timeout_ms: ::core::option::Option::Some(30000u64),
                     handler: __fabric_handler_shim,
                     schedule: ::core::option::Option::None,
+                    rate_limit: ::core::option::Option::None,
                 }
             }
         };

@@ -2,7 +2,7 @@
 //!
 //! | role | direct mode | secure mode |
 //! | --- | --- | --- |
-//! | agent `X` | its own keys `agent:X:*`; `XADD` only on other agents' inboxes, results and reply streams; `PUBLISH` on every new-message channel | its own keys `agent:X:*` and nothing else: it sends through its outbox, the router delivers |
+//! | agent `X` | its own keys `agent:X:*`; `XADD` only on other agents' inboxes, results and reply streams; `PUBLISH` on every new-message channel; shared rate limits `fabric:ratelimit:{*}` | its own keys `agent:X:*`, and shared rate limits `fabric:ratelimit:{*}`: it sends through its outbox, the router delivers |
 //! | router | — | reads and acknowledges outboxes, dead-letters what it rejects, and appends to inboxes, results and reply streams only through `FCALL fabric_forward`; publishes new-message notifications |
 //! | MCP server | — | appends to outboxes (it sends as the agent it authenticated), consumes inboxes, reads its own reply streams |
 //! | monitor | read-only on every agent key (queue status, dashboards) | the same |
@@ -19,7 +19,7 @@
 //!
 //! let rules = acl::rules(&Role::Agent("percy".into()), Mode::Secure, "s3cret", &[]).unwrap();
 //! assert!(rules.contains(&"~agent:percy:*".to_string()));
-//! assert!(!rules.iter().any(|r| r.starts_with('(')), "no rights on other agents' keys");
+//! assert!(!rules.iter().any(|r| r.starts_with("(~agent:")), "no rights on other agents' keys");
 //! let file = acl::file(&[("percy".into(), rules)]);
 //! assert!(file.starts_with("user percy reset on >s3cret"));
 //! ```
@@ -146,6 +146,9 @@ const TOPIC_STREAMS: &[&str] = &[
     "+fcall",
 ];
 
+/// The keys of rate limits shared by name ([`keys::rate_limit_shared`]).
+const RATE_LIMIT_PATTERN: &str = "fabric:ratelimit:{*}";
+
 /// Pub/Sub commands.
 const PUBSUB: &[&str] = &[
     "+publish",
@@ -242,6 +245,10 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
             r.extend(topic_channels(topics)?);
             r.extend(strings(AGENT_OWN));
             r.extend(strings(PUBSUB));
+            // Rate limits shared by name (`rate_limit = "openai:60/m"`), in both modes: taken
+            // through `FCALL fabric_rate_limit`, which reads and writes the key (GET, SET).
+            // The agent could also SET such a key directly: see docs/security.md.
+            r.push(selector(&[RATE_LIMIT_PATTERN], &["+fcall", "+get", "+set"]));
             if mode == Mode::Direct {
                 // Write-only access to other agents' streams: XADD and nothing else, and
                 // idempotent sends (fabric_send_once and what it runs).

@@ -28,8 +28,11 @@ fn a_secure_agent_has_rights_on_its_own_keys_only() {
     ] {
         assert!(!r.iter().any(|x| x == forbidden), "{forbidden} in {r:?}");
     }
-    assert!(
-        !r.iter().any(|x| x.starts_with('(')),
+    // Its only selector: the rate limits shared by name.
+    let selectors: Vec<&String> = r.iter().filter(|x| x.starts_with('(')).collect();
+    assert_eq!(
+        selectors,
+        [&"(~fabric:ratelimit:{*} +fcall +get +set)".to_string()],
         "a secure agent has no selector on others' keys: {r:?}"
     );
     let key_patterns: Vec<&String> = r.iter().filter(|x| x.starts_with('~')).collect();
@@ -127,5 +130,25 @@ fn lane_patterns_are_the_lane_keys() {
     for (pattern, key) in LANE_PATTERNS.iter().zip(keys::lanes(&inbox)) {
         // `*` any run of characters, as in Redis' ACL key patterns.
         assert!(keys::topic_matches(pattern, &key), "{pattern} !~ {key}");
+    }
+}
+
+#[test]
+fn the_rate_limit_pattern_covers_shared_limits_and_agent_patterns_their_own() {
+    let shared = keys::rate_limit_shared("openai");
+    assert!(keys::topic_matches(RATE_LIMIT_PATTERN, &shared), "{shared}");
+    for own in [
+        keys::rate_limit_agent("x"),
+        keys::rate_limit_handler("x", "complete", None),
+        keys::rate_limit_handler("x", "", Some("analytics.*")),
+    ] {
+        assert!(keys::topic_matches("agent:x:*", &own), "{own}");
+    }
+    for mode in [Mode::Direct, Mode::Secure] {
+        let r = rules(&Role::Agent("x".into()), mode, "pw", &[]).unwrap();
+        assert!(
+            r.contains(&"(~fabric:ratelimit:{*} +fcall +get +set)".to_string()),
+            "{mode:?}: {r:?}"
+        );
     }
 }

@@ -381,3 +381,26 @@ pub use topics::*;
 
 #[cfg(test)]
 mod tests;
+
+/// A rate limit shared by name (`#[handler(rate_limit = "openai:60/m")]`):
+/// `fabric:ratelimit:{<name>}`, a string holding the limit's GCRA state (its theoretical
+/// arrival time, µs since the epoch), in its own cluster slot.
+pub fn rate_limit_shared(name: &str) -> String {
+    format!("fabric:ratelimit:{{{name}}}")
+}
+
+/// An agent's own rate limit (`WorkerBuilder::rate_limit` without a name):
+/// `agent:<agent>:ratelimit`.
+pub fn rate_limit_agent(agent: &str) -> String {
+    format!("agent:{agent}:ratelimit")
+}
+
+/// The rate limit of one handler of an agent (`rate_limit = "10/s"`, without a name):
+/// `agent:<agent>:ratelimit:type:<message type>`, or `agent:<agent>:ratelimit:topic:<pattern>`
+/// for a handler of durable topics.
+pub fn rate_limit_handler(agent: &str, message_type: &str, topic: Option<&str>) -> String {
+    match topic {
+        Some(t) => format!("agent:{agent}:ratelimit:topic:{t}"),
+        None => format!("agent:{agent}:ratelimit:type:{message_type}"),
+    }
+}

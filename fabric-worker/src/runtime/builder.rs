@@ -244,6 +244,24 @@ impl WorkerBuilder {
         self
     }
 
+    /// A rate limit on every message of each served agent, on top of the handlers' own
+    /// (`#[handler(rate_limit = "...")]`): `"10/s"` is per agent (each served agent has its
+    /// own), `"openai:60/m,burst=5"` shares the named limit with every worker and handler
+    /// that names it. Units `s`, `m`, `h`; see the README's "Rate limits". A malformed value
+    /// is an error from [`build`](WorkerBuilder::build). Env: `FABRIC_RATE_LIMIT`.
+    pub fn rate_limit(mut self, limit: impl Into<String>) -> Self {
+        self.explicit.rate_limit = Some(limit.into());
+        self
+    }
+
+    /// How far ahead a rate-limited message may reserve its turn (default 60 s, at most
+    /// 1 h): a message whose turn is further away is parked without a reservation and asks
+    /// again later. Env: `FABRIC_RATE_LIMIT_HORIZON_MS`.
+    pub fn rate_limit_horizon(mut self, d: Duration) -> Self {
+        self.explicit.rate_limit_horizon = Some(d);
+        self
+    }
+
     /// Reads the environment variable of every setting (listed on each method, and in the
     /// README) and the bus's (see [`BusBuilder::from_env`]). Settings given with a method
     /// win, before or after this call. A malformed value is an error naming the variable.

@@ -46,6 +46,10 @@ pub(crate) struct WorkerConfig {
     /// At start, how long to wait for a Redis that is unreachable or still loading its
     /// dataset before giving up (zero: give up at once).
     pub(crate) startup_wait: Duration,
+    /// The limit every served agent's messages share (per agent, or a named shared one).
+    pub(crate) rate_limit: Option<super::rate_spec::RateLimit>,
+    /// How far ahead a rate-limited message may reserve its turn (see `rate_limit.rs`).
+    pub(crate) rate_limit_horizon: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -68,6 +72,8 @@ impl Default for WorkerConfig {
             drop_expired: false,
             priority_lanes: true,
             startup_wait: Duration::from_secs(60),
+            rate_limit: None,
+            rate_limit_horizon: Duration::from_secs(60),
         }
     }
 }
@@ -114,6 +120,12 @@ impl WorkerConfig {
         if self.block > Duration::from_secs(300) {
             return Err(Error::Config("block must be at most 300 s".into()));
         }
+        if self.rate_limit_horizon > MAX_RATE_LIMIT_HORIZON {
+            return Err(Error::Config(format!(
+                "rate_limit_horizon must be at most {} s",
+                MAX_RATE_LIMIT_HORIZON.as_secs()
+            )));
+        }
         if self.backoff_base > self.backoff_max {
             return Err(Error::Config(format!(
                 "backoff base {:?} is larger than its max {:?}",
@@ -123,6 +135,9 @@ impl WorkerConfig {
         Ok(())
     }
 }
+
+/// Longest reservation horizon of rate limits (the Lua function caps it at the same).
+pub(crate) const MAX_RATE_LIMIT_HORIZON: Duration = Duration::from_secs(3600);
 
 /// Declares [`Settings`]: one optional value per setting, layered field by field.
 macro_rules! settings {
@@ -187,6 +202,10 @@ settings! {
     priority_lanes: bool,
     /// `FABRIC_STARTUP_WAIT_MS`.
     startup_wait: Duration,
+    /// `FABRIC_RATE_LIMIT`.
+    rate_limit: String,
+    /// `FABRIC_RATE_LIMIT_HORIZON_MS`.
+    rate_limit_horizon: Duration,
 }
 
 impl Settings {
@@ -217,6 +236,8 @@ impl Settings {
             drop_expired: v.bool("FABRIC_DROP_EXPIRED")?,
             priority_lanes: v.bool("FABRIC_PRIORITY_LANES")?,
             startup_wait: v.millis("FABRIC_STARTUP_WAIT_MS")?,
+            rate_limit: v.string("FABRIC_RATE_LIMIT"),
+            rate_limit_horizon: v.millis("FABRIC_RATE_LIMIT_HORIZON_MS")?,
         })
     }
 
@@ -241,6 +262,11 @@ impl Settings {
             drop_expired: self.drop_expired.unwrap_or(d.drop_expired),
             priority_lanes: self.priority_lanes.unwrap_or(d.priority_lanes),
             startup_wait: self.startup_wait.unwrap_or(d.startup_wait),
+            rate_limit: match &self.rate_limit {
+                Some(r) => Some(super::rate_spec::RateLimit::parse(r)?),
+                None => d.rate_limit,
+            },
+            rate_limit_horizon: self.rate_limit_horizon.unwrap_or(d.rate_limit_horizon),
         };
         c.check()?;
         if let Some(g) = &self.group {
@@ -306,6 +332,8 @@ mod tests {
             ("FABRIC_TRIM_INTERVAL_MS", "12"),
             ("FABRIC_RETRY_POLL_INTERVAL_MS", "13"),
             ("FABRIC_MAX_ENTRY_BYTES", "4096"),
+            ("FABRIC_RATE_LIMIT", "openai:60/m,burst=5"),
+            ("FABRIC_RATE_LIMIT_HORIZON_MS", "30000"),
         ]);
         let s = Settings::from_vars(&v).unwrap();
         assert_eq!(s.url.as_deref(), Some("redis://h:1"));
@@ -327,6 +355,12 @@ mod tests {
         assert_eq!(c.trim_interval, Duration::from_millis(12));
         assert_eq!(c.retry_poll_interval, Duration::from_millis(13));
         assert_eq!(c.max_entry_bytes, 4096);
+        let r = c.rate_limit.as_ref().unwrap();
+        assert_eq!(
+            (r.name.as_deref(), r.count, r.period_ms, r.burst),
+            (Some("openai"), 60, 60_000, 5)
+        );
+        assert_eq!(c.rate_limit_horizon, Duration::from_secs(30));
         let unset = Settings::from_vars(&from_pairs(&[]))
             .unwrap()
             .config()
@@ -362,6 +396,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("invalid consumer group"), "{e}");
+        let e = Settings::from_vars(&from_pairs(&[("FABRIC_RATE_LIMIT", "10/day")]))
+            .unwrap()
+            .config()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rate limit") && e.contains("unknown unit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -34,6 +34,8 @@ mod pause;
 mod periodic;
 mod presence;
 mod process;
+mod rate_limit;
+mod rate_spec;
 mod reader;
 mod reclaim;
 pub(crate) mod registry;

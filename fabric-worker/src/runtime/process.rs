@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tracing::{debug, error, info, warn};
 
 use super::outcome::{Ran, Verdict, decide, run_handler};
+use super::rate_limit::Gate;
 use super::stream::{Persisted, StreamState};
 use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
 use crate::bus::Mode;
@@ -152,6 +153,15 @@ impl StreamState {
             return false;
         };
         let (max_attempts, timeout) = handler.limits(&self.config);
+        match self.rate_gate(&entry, handler).await {
+            Gate::Run => {}
+            Gate::Parked | Gate::Stopped => return false,
+            Gate::Failed(error) => {
+                return self
+                    .limiter_failed(&entry, &message, &error, max_attempts, deliveries)
+                    .await;
+            }
+        }
         debug!(handler = handler.reg.name, "handling");
         let payload = message.payload.clone();
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.
@@ -271,6 +281,39 @@ impl StreamState {
                 self.send_reply(reply_to, m, "error", payload).await;
             }
         })
+    }
+
+    /// The rate limiter could not be used (an ACL, a library that cannot be loaded): the
+    /// attempt fails with that error, retried or dead-lettered like a handler's failure.
+    async fn limiter_failed(
+        &self,
+        entry: &RawEntry,
+        message: &Message,
+        error: &str,
+        max_attempts: u32,
+        deliveries: u64,
+    ) -> bool {
+        let attempt = entry.attempt();
+        if attempt < max_attempts {
+            let next = attempt + 1;
+            let delay = self.config.retry_delay(next);
+            warn!(%error, next_attempt = next, "rate limiter failed; will retry");
+            self.schedule_retry(entry, next, delay, error).await;
+        } else {
+            warn!(%error, max_attempts, "rate limiter failed; moving the message to dead letters");
+            self.dead_letter(
+                entry,
+                GiveUp {
+                    message: Some(message),
+                    reason: DeadReason::MaxAttempts,
+                    error,
+                    attempts: attempt,
+                    deliveries,
+                },
+            )
+            .await;
+        }
+        false
     }
 
     /// A message whose time was up: counted, then dead-lettered as `expired` or dropped.

@@ -121,6 +121,7 @@ mod tests {
             timeout_ms: None,
             handler: shim,
             schedule: None,
+            rate_limit: None,
         }))
     }
 

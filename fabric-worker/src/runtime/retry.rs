@@ -41,7 +41,12 @@ impl StreamState {
         let spec = &self.spec;
         let mut flat: Vec<String> = Vec::new();
         for (k, v) in &entry.fields {
-            if k == fields::ATTEMPT || k == fields::TARGET_GROUP || k == fields::LAST_ERROR {
+            if k == fields::ATTEMPT
+                || k == fields::TARGET_GROUP
+                || k == fields::LAST_ERROR
+                // The next attempt takes a new turn from its rate limits.
+                || k == super::rate_limit::RATE_RESERVED
+            {
                 continue;
             }
             flat.push(k.clone());

@@ -391,6 +391,7 @@ mod tests {
             timeout_ms: None,
             handler: shim,
             schedule: None,
+            rate_limit: None,
         }))
     }
 

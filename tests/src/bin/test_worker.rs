@@ -5,6 +5,8 @@
 //! Payload: `{"n": <any>, "sleep_ms": <u64>, "mode": "ok" | "fail" | "permanent" | "panic"
 //! | "abort" | "fail_times", "fail_times": <u32>}`.
 //!
+//! `limited` and `limited_slow` are `work` under rate limits (see each).
+//!
 //! The agent `topic_sub` also handles the durable topics `proc.*` (see `proc_events`).
 //!
 //! Periodic tasks (`tests/tests/periodic.rs`): the agent `ticker` gets a `tick` every second,
@@ -156,6 +158,19 @@ fn test_schedule() -> Option<fabric_worker::schedule::Schedule> {
     let every = Duration::from_secs(secs.parse().ok()?);
     let s = fabric_worker::schedule::Schedule::every("every-n", "scheduled", every).ok()?;
     Some(s.missed(missed.parse().ok()?))
+}
+
+/// `work` under the rate limit `rl_shared` (100 per second, 5 at once), shared by every
+/// process and agent (tests/tests/rate_limits.rs).
+#[handler(message_type = "limited", rate_limit = "rl_shared:100/s,burst=5")]
+async fn limited(ctx: Context, w: Work) -> Result<Value, HandlerError> {
+    work(ctx, w).await
+}
+
+/// `work` under a rate limit of its own per agent: 2 per second.
+#[handler(message_type = "limited_slow", rate_limit = "2/s")]
+async fn limited_slow(ctx: Context, w: Work) -> Result<Value, HandlerError> {
+    work(ctx, w).await
 }
 
 #[tokio::main]
