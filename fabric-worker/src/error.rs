@@ -201,6 +201,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A workflow failed, did not finish in time, is unknown, or cannot run here.
+    #[error(transparent)]
+    Workflow(Box<crate::workflow::WorkflowError>),
 }
 
 /// What to do about a connection that could not be made.

@@ -60,6 +60,7 @@ pub mod router;
 pub mod runtime;
 pub mod testing;
 mod time;
+pub mod workflow;
 
 #[doc(hidden)]
 #[path = "private.rs"]

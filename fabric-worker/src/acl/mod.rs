@@ -146,6 +146,15 @@ const TOPIC_STREAMS: &[&str] = &[
     "+fcall",
 ];
 
+/// Every workflow's hash ([`keys::workflow`]).
+const WORKFLOW_PATTERN: &str = "fabric:workflow:*";
+
+/// What an agent does on workflow hashes in direct mode: start one (`HSET`, `PEXPIRE`), run
+/// a step (`FCALL fabric_workflow_step` and what it runs), read one, clear the reply mark.
+const WORKFLOW_COMMANDS: &[&str] = &[
+    "+fcall", "+exists", "+hset", "+hsetnx", "+hget", "+hgetall", "+hincrby", "+hdel", "+pexpire",
+];
+
 /// Pub/Sub commands.
 const PUBSUB: &[&str] = &[
     "+publish",
@@ -260,6 +269,9 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                     &["fabric:topic_subscriptions"],
                     &["+hsetnx", "+hget"],
                 ));
+                // Workflows (direct mode only, docs/protocol.md §12): start one, run its
+                // steps (fabric_workflow_step and what it runs), read its state.
+                r.push(selector(&[WORKFLOW_PATTERN], WORKFLOW_COMMANDS));
             }
         }
         Role::Router => {
@@ -342,6 +354,8 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                         &["+xadd"],
                     ));
                     r.push(selector(&["agent:*:inbox:delayed{*}"], &["+zadd"]));
+                    // Starts workflows and reads their state for its agents.
+                    r.push(selector(&[WORKFLOW_PATTERN], WORKFLOW_COMMANDS));
                 }
             }
             // Moves an agent's due delayed messages and retries into its inbox or lanes
