@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use fabric_tests::{RedisServer, WorkerProcess, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::bus::Mode;
-use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use fabric_worker::workflow::{
     PartOutcome, Step, Workflow, WorkflowError, WorkflowId, WorkflowState,
 };
+use fabric_worker::{Error, keys};
 use serde_json::{Value, json};
 
 /// Workers that reclaim a dead worker's entries after a second.
@@ -355,4 +355,111 @@ async fn a_group_gives_every_reply_or_each_parts_error() {
         matches!(&st.parts[1], PartOutcome::Failed(f) if f.reason == "permanent_error" && f.to_agent == names[1])
     );
     assert!(matches!(&st.parts[2], PartOutcome::Succeeded { result } if result["tag"] == 2));
+}
+
+/// `FCALL fabric_workflow_step` as a worker runs it (what a redelivered step does again).
+async fn record(
+    conn: &mut redis::aio::MultiplexedConnection,
+    id: &WorkflowId,
+    step: usize,
+    part: usize,
+    value: &str,
+) -> Vec<Value> {
+    let v: redis::Value = redis::cmd("FCALL")
+        .arg("fabric_workflow_step")
+        .arg(1)
+        .arg(id.key())
+        .arg(step)
+        .arg(part)
+        .arg("ok")
+        .arg(value)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let redis::Value::Array(items) = v else {
+        panic!("{v:?}")
+    };
+    items
+        .into_iter()
+        .map(|i| match i {
+            redis::Value::Int(n) => json!(n),
+            other => json!(redis::from_redis_value::<String>(other).unwrap()),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_a_part_again_after_a_redelivery_counts_it_once_and_answers_the_same() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let mut conn = server.async_conn().await;
+    // Nobody serves these agents: the test plays the workers.
+    let (a, b, c) = (unique_agent("ra"), unique_agent("rb"), unique_agent("rc"));
+    let group = bus
+        .start_workflow(
+            "replayer",
+            Workflow::chord(
+                [Step::new(&a, "t", json!({})), Step::new(&b, "t", json!({}))],
+                Step::new(&c, "t", json!({})),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        record(&mut conn, &group, 0, 0, r#"{"x":1}"#).await,
+        [json!("wait")]
+    );
+    // The same part again (a crash before the acknowledgement): still one of two.
+    assert_eq!(
+        record(&mut conn, &group, 0, 0, r#"{"x":99}"#).await,
+        [json!("wait")]
+    );
+    let st = bus.workflow(&group).await.unwrap();
+    assert_eq!((st.state, st.step), (WorkflowState::Running, 0));
+    assert!(matches!(&st.parts[1], PartOutcome::Running));
+    let next = record(&mut conn, &group, 0, 1, r#"{"x":2}"#).await;
+    assert_eq!(next[0], "next");
+    assert_eq!(next[1], 1);
+    // The first record of a part wins; the input is in part order.
+    assert_eq!(next[2], r#"{"results":[{"x":1},{"x":2}]}"#);
+    // Either part redelivered now gets the same answer: send step 1 (sent once, as the
+    // worker sends it idempotently), and nothing is counted twice.
+    assert_eq!(
+        record(&mut conn, &group, 0, 0, r#"{"x":1}"#).await[..3],
+        next[..3]
+    );
+    assert_eq!(
+        record(&mut conn, &group, 0, 1, r#"{"x":2}"#).await[..3],
+        next[..3]
+    );
+    assert_eq!(bus.workflow(&group).await.unwrap().step, 1);
+    // The callback finishes it; a replay of it changes nothing.
+    assert_eq!(
+        record(&mut conn, &group, 1, 0, r#"{"done":true}"#).await,
+        [json!("done")]
+    );
+    assert_eq!(
+        record(&mut conn, &group, 1, 0, r#"{"done":false}"#).await,
+        [json!("done")]
+    );
+    assert_eq!(
+        bus.await_workflow(&group, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        json!({"done": true})
+    );
+    // A step that has not started is refused.
+    let e = redis::cmd("FCALL")
+        .arg("fabric_workflow_step")
+        .arg(1)
+        .arg(group.key())
+        .arg(5)
+        .arg(0)
+        .arg("ok")
+        .arg("{}")
+        .query_async::<redis::Value>(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("has not started"), "{e}");
 }

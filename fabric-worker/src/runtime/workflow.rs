@@ -116,37 +116,33 @@ impl StreamState {
                     definition,
                 }) => {
                     let window = self.keep_for(&at.id).await;
-                    let sent = self
-                        .bus
-                        .send_workflow_step(
-                            &at.id,
-                            &definition,
-                            step,
-                            Some(&input),
-                            &self.spec.agent,
-                            window,
-                        )
-                        .await;
-                    for (part, r) in sent {
-                        match r {
-                            Ok(()) => {}
-                            Err(e) if e.is_connection_error() => {
-                                // Left pending: the redelivery sends it (once) again.
-                                warn!(workflow = %at.id, step, part, error = %e, "cannot send a workflow step now; the message will be handled again");
-                                return Persisted::Stopped;
-                            }
-                            Err(e) => {
+                    let parts = definition.steps.get(step).map_or(0, Vec::len);
+                    for part in 0..parts {
+                        let sent = self
+                            .persist("sending a workflow step", || {
+                                self.bus.send_workflow_part(
+                                    &at.id,
+                                    &definition,
+                                    step,
+                                    part,
+                                    Some(&input),
+                                    &self.spec.agent,
+                                    window,
+                                )
+                            })
+                            .await;
+                        match sent {
+                            Persisted::Done => {}
+                            stopped @ Persisted::Stopped => return stopped,
+                            Persisted::Failed(e) => {
                                 warn!(workflow = %at.id, step, part, error = %e, "workflow step cannot be sent; the workflow fails");
                                 let f = send_failure(&definition, step, part, &e);
-                                todo.push((
-                                    StepRef {
-                                        id: at.id.clone(),
-                                        step,
-                                        part,
-                                    },
-                                    false,
-                                    f.to_string(),
-                                ));
+                                let at = StepRef {
+                                    id: at.id.clone(),
+                                    step,
+                                    part,
+                                };
+                                todo.push((at, false, f.to_string()));
                             }
                         }
                     }

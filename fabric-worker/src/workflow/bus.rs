@@ -81,7 +81,9 @@ impl Bus {
         }
         let _: () = redis::pipe()
             .atomic()
-            .hset_multiple(&key, &fields)
+            .cmd("HSET")
+            .arg(&key)
+            .arg(&fields)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
@@ -91,7 +93,7 @@ impl Bus {
             .await
             .map_err(|e| Error::redis("HSET", &key, e))?;
         for (part, sent) in self
-            .send_workflow_step(&id, def, 0, None, from_agent, workflow.keep_for)
+            .send_workflow_step(&id, def, 0, from_agent, workflow.keep_for)
             .await
         {
             if let Err(e) = sent {
@@ -173,33 +175,54 @@ impl Bus {
         }
     }
 
-    /// Sends the parts of step `step` (each once per workflow: an idempotent send keyed
-    /// `fabric-workflow:<id>:<step>:<part>`, so a step re-sent after a crash is queued once).
-    /// Returns each part's outcome.
+    /// Sends the parts of step `step` (each once per workflow, see
+    /// [`Bus::send_workflow_part`]). Returns each part's outcome.
     pub(crate) async fn send_workflow_step(
         &self,
         id: &WorkflowId,
         def: &Definition,
         step: usize,
-        input: Option<&Value>,
         from_agent: &str,
         window: Duration,
     ) -> Vec<(usize, Result<()>)> {
-        let Some(parts) = def.steps.get(step) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(parts.len());
-        for (part, s) in parts.iter().enumerate() {
-            let m = Message::new(from_agent, &s.to, &s.message_type, s.payload_after(input))
-                .with_correlation_id(id.as_str())
-                .with_header(WORKFLOW_HEADER, id.as_str())
-                .with_header(STEP_HEADER, step.to_string())
-                .with_header(PART_HEADER, part.to_string());
-            let key = format!("fabric-workflow:{id}:{step}:{part}");
-            let sent = self.send_once_as_is(m, &key, window).await.map(|_| ());
+        let n = def.steps.get(step).map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(n);
+        for part in 0..n {
+            let sent = self
+                .send_workflow_part(id, def, step, part, None, from_agent, window)
+                .await;
             out.push((part, sent));
         }
         out
+    }
+
+    /// Sends part `part` of step `step` with the previous step's result `input`, once per
+    /// workflow: an idempotent send keyed `fabric-workflow:<id>:<step>:<part>`, so a part
+    /// sent again after a crash is queued once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn send_workflow_part(
+        &self,
+        id: &WorkflowId,
+        def: &Definition,
+        step: usize,
+        part: usize,
+        input: Option<&Value>,
+        from_agent: &str,
+        window: Duration,
+    ) -> Result<()> {
+        let Some(s) = def.steps.get(step).and_then(|p| p.get(part)) else {
+            return Err(Error::protocol(
+                "workflow definition",
+                format!("workflow {id} has no step {step} part {part}"),
+            ));
+        };
+        let m = Message::new(from_agent, &s.to, &s.message_type, s.payload_after(input))
+            .with_correlation_id(id.as_str())
+            .with_header(WORKFLOW_HEADER, id.as_str())
+            .with_header(STEP_HEADER, step.to_string())
+            .with_header(PART_HEADER, part.to_string());
+        let key = format!("fabric-workflow:{id}:{step}:{part}");
+        self.send_once_as_is(m, &key, window).await.map(|_| ())
     }
 
     /// `FCALL fabric_workflow_step`: records part `part` of step `step` as `ok` (`value` the
