@@ -458,7 +458,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     let client = mcp_connect(&url, &["--agent", "coder"]).await;
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 10);
     for (tool, args) in [
         (
             "fabric_message_send",
