@@ -203,7 +203,7 @@ pub enum Error {
     },
     /// A workflow failed, did not finish in time, is unknown, or cannot run here.
     #[error(transparent)]
-    Workflow(Box<crate::workflow::WorkflowError>),
+    Workflow(Box<crate::workflow_error::WorkflowError>),
 }
 
 /// What to do about a connection that could not be made.
@@ -299,5 +299,11 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+impl From<crate::workflow_error::WorkflowError> for Error {
+    fn from(e: crate::workflow_error::WorkflowError) -> Error {
+        Error::Workflow(Box::new(e))
     }
 }

@@ -61,6 +61,7 @@ pub mod runtime;
 pub mod testing;
 mod time;
 pub mod workflow;
+mod workflow_error;
 
 #[doc(hidden)]
 #[path = "private.rs"]

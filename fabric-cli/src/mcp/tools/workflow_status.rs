@@ -64,7 +64,10 @@ pub(super) fn definition() -> Tool {
 }
 
 pub(super) async fn run(ctx: &CallContext<'_>, p: Params) -> Result<Value, ToolError> {
-    let id: WorkflowId = p.workflow_id.parse().map_err(ToolError::from)?;
+    let id: WorkflowId = p
+        .workflow_id
+        .parse()
+        .map_err(|e: fabric_worker::workflow::WorkflowError| ToolError(e.to_string()))?;
     let wait = Duration::from_secs(p.wait_seconds.map_or(0, |w| w.0));
     let bus = ctx.bus.get().await?;
     let deadline = tokio::time::Instant::now() + wait;
