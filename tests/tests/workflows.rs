@@ -105,7 +105,8 @@ async fn a_chain_across_three_processes_with_per_agent_users_ends_on_the_callers
     let st = bus.workflow(&id).await.unwrap();
     assert_eq!(st.state, WorkflowState::Succeeded);
     assert_eq!((st.step, st.steps), (2, 3));
-    assert!(st.finished_ms.is_some());
+    let took = st.finished_ms.unwrap() - st.created_ms;
+    eprintln!("a 3-step chain across 3 processes took {took} ms from start to finish");
     // The final reply is on the caller's reply_to: a response answering the workflow.
     let (url, stream) = (server.url(), keys::results(&caller));
     assert!(
