@@ -243,7 +243,7 @@ async fn good_tokens_work_and_agents_are_confined_to_their_inbox() {
 
     // coder, with a static token.
     let coder = connect(&s, &s.coder_token).await.unwrap();
-    assert_eq!(coder.list_all_tools().await.unwrap().len(), 8);
+    assert_eq!(coder.list_all_tools().await.unwrap().len(), 10);
     // The instructions tell the model who it is: the identity of its token.
     let instructions = coder
         .peer_info()

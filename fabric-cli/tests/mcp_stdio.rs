@@ -23,7 +23,7 @@ async fn lists_the_tools_and_calls_every_one() {
     let stop_worker = start_worker(&url, &percy).await;
     let client = mcp_connect(&url, &["--agent", &me]).await;
 
-    // tools/list: eight underscore names, each with a description and both schemas.
+    // tools/list: ten underscore names, each with a description and both schemas.
     let tools = client.list_all_tools().await.unwrap();
     let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     names.sort_unstable();
@@ -37,7 +37,9 @@ async fn lists_the_tools_and_calls_every_one() {
             "fabric_message_queue_status",
             "fabric_message_receive",
             "fabric_message_request",
-            "fabric_message_send"
+            "fabric_message_send",
+            "fabric_workflow_start",
+            "fabric_workflow_status"
         ]
     );
     for t in &tools {
@@ -456,7 +458,7 @@ async fn redis_unreachable_is_a_tool_error_not_a_crash() {
         .port();
     let url = format!("redis://127.0.0.1:{port}");
     let client = mcp_connect(&url, &["--agent", "coder"]).await;
-    assert_eq!(client.list_all_tools().await.unwrap().len(), 8);
+    assert_eq!(client.list_all_tools().await.unwrap().len(), 10);
     for (tool, args) in [
         (
             "fabric_message_send",

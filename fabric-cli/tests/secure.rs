@@ -35,7 +35,7 @@ async fn setup_router_mcp_and_status_in_secure_mode() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        out.contains("loaded the fabric function library (version 4)"),
+        out.contains("loaded the fabric function library (version 5)"),
         "{out}"
     );
     assert!(

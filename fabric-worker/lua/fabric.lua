@@ -8,7 +8,7 @@
 -- never as Lua numbers (which are doubles and lose precision above 2^53).
 
 -- Bumped whenever a function changes; a worker refuses an older library.
-local VERSION = 4
+local VERSION = 5
 
 -- Most fields an entry may have to be re-added by a function (a retry, a forward).
 local MAX_FIELDS = 64
@@ -397,4 +397,110 @@ redis.register_function('fabric_rate_limit', function(keys, args)
   new_tat = math.ceil(new_tat)
   redis.call('SET', keys[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
   return {wait, 1, due}
+end)
+
+-- fabric_workflow_step(workflow; step, part, outcome, value): records what one part of one
+-- step of a workflow (the hash `fabric:workflow:{<id>}`, docs/protocol.md §13) came to —
+-- outcome 'ok' with `value` the reply payload (JSON), or 'failed' with `value` the failure
+-- (JSON) — and says what the caller must do next. Recording the same part again (a
+-- redelivered step) changes nothing and answers the same, so the caller may run it again
+-- after a crash. Returns:
+--   {'missing'}                          no such workflow (expired, or never started)
+--   {'wait'}                             other parts of this step are still running
+--   {'next', step, input, definition}    send the parts of `step`, each with `input` (JSON)
+--   {'finish', status, value, reply_to, from_agent, parts}
+--                                        the workflow is over: write the final reply
+--                                        (`value` is the result, or the first failure and
+--                                        `parts` each part's outcome), then HDEL `reply`
+--   {'done'}                             nothing left to do
+-- Bounded: O(parts of the step) (at most 1000, checked when the workflow starts).
+local function wf_part(wf, kind, s, p)
+  return redis.call('HGET', wf, kind .. ':' .. s .. ':' .. p)
+end
+
+-- The input of the step after `s`: the one part's reply, or {"results": [...]} in part order.
+local function wf_step_input(wf, s, n)
+  if n == 1 then return wf_part(wf, 'result', s, 0) or '{}' end
+  local out = {}
+  for p = 0, n - 1 do out[#out + 1] = wf_part(wf, 'result', s, p) or 'null' end
+  return '{"results":[' .. table.concat(out, ',') .. ']}'
+end
+
+-- Each part's outcome, in part order.
+local function wf_step_parts(wf, s, n)
+  local out = {}
+  for p = 0, n - 1 do
+    local r = wf_part(wf, 'result', s, p)
+    if r then
+      out[#out + 1] = '{"status":"succeeded","result":' .. r .. '}'
+    else
+      out[#out + 1] = wf_part(wf, 'error', s, p) or '{"status":"running"}'
+    end
+  end
+  return '[' .. table.concat(out, ',') .. ']'
+end
+
+redis.register_function('fabric_workflow_step', function(keys, args)
+  local wf = keys[1]
+  local s, p, outcome, value = tonumber(args[1]), tonumber(args[2]), args[3], args[4]
+  if not s or not p or (outcome ~= 'ok' and outcome ~= 'failed') or not value then
+    return redis.error_reply('ERR fabric_workflow_step: expected step, part, ok or failed, and a JSON value')
+  end
+  if redis.call('EXISTS', wf) == 0 then return {'missing'} end
+  local n = tonumber(redis.call('HGET', wf, 'parts:' .. s))
+  local current = tonumber(redis.call('HGET', wf, 'step'))
+  if not n or not current or p < 0 or p >= n or s > current then
+    return redis.error_reply('ERR fabric_workflow_step: step ' .. s .. ' part ' .. p .. ' has not started in ' .. wf)
+  end
+  local status = redis.call('HGET', wf, 'status')
+  if status == 'running' and s == current and not wf_part(wf, 'result', s, p)
+      and not wf_part(wf, 'error', s, p) then
+    if outcome == 'ok' then
+      redis.call('HSET', wf, 'result:' .. s .. ':' .. p, value)
+    else
+      redis.call('HSET', wf, 'error:' .. s .. ':' .. p, value)
+      redis.call('HINCRBY', wf, 'failed:' .. s, 1)
+      redis.call('HSETNX', wf, 'error', value)
+    end
+    if redis.call('HINCRBY', wf, 'left:' .. s, -1) <= 0 then
+      local steps = tonumber(redis.call('HGET', wf, 'steps')) or 0
+      local finished = true
+      if tonumber(redis.call('HGET', wf, 'failed:' .. s) or '0') > 0 then
+        redis.call('HSET', wf, 'status', 'failed', 'parts', wf_step_parts(wf, s, n))
+      elseif s >= steps - 1 then
+        redis.call('HSET', wf, 'status', 'succeeded', 'result', wf_step_input(wf, s, n))
+      else
+        redis.call('HSET', wf, 'step', s + 1)
+        finished = false
+      end
+      if finished then
+        redis.call('HSET', wf, 'finished_ms', now_ms(), 'final_step', s)
+        if (redis.call('HGET', wf, 'reply_to') or '') ~= '' then
+          redis.call('HSET', wf, 'reply', 'pending')
+        end
+      end
+    end
+    local keep = tonumber(redis.call('HGET', wf, 'keep_ms'))
+    if keep and keep > 0 then redis.call('PEXPIRE', wf, keep) end
+  end
+  -- What to do now: the same answer for a part recorded before.
+  if tonumber(redis.call('HGET', wf, 'left:' .. s) or '0') > 0 then return {'wait'} end
+  status = redis.call('HGET', wf, 'status')
+  if status == 'running' then
+    if tonumber(redis.call('HGET', wf, 'step')) == s + 1 then
+      return {'next', s + 1, wf_step_input(wf, s, n), redis.call('HGET', wf, 'definition')}
+    end
+    return {'done'}
+  end
+  if tonumber(redis.call('HGET', wf, 'final_step')) ~= s
+      or redis.call('HGET', wf, 'reply') ~= 'pending' then
+    return {'done'}
+  end
+  local reply_to = redis.call('HGET', wf, 'reply_to') or ''
+  local from = redis.call('HGET', wf, 'from_agent') or ''
+  if status == 'succeeded' then
+    return {'finish', status, redis.call('HGET', wf, 'result') or '{}', reply_to, from, '[]'}
+  end
+  return {'finish', status, redis.call('HGET', wf, 'error') or '{}', reply_to, from,
+    redis.call('HGET', wf, 'parts') or '[]'}
 end)

@@ -201,6 +201,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A workflow failed, did not finish in time, is unknown, or cannot run here.
+    #[error(transparent)]
+    Workflow(Box<crate::workflow_error::WorkflowError>),
 }
 
 /// What to do about a connection that could not be made.
@@ -315,5 +318,11 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+impl From<crate::workflow_error::WorkflowError> for Error {
+    fn from(e: crate::workflow_error::WorkflowError) -> Error {
+        Error::Workflow(Box::new(e))
     }
 }

@@ -61,6 +61,8 @@ pub mod runtime;
 pub mod schedule;
 pub mod testing;
 mod time;
+pub mod workflow;
+mod workflow_error;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -148,6 +148,14 @@ const TOPIC_STREAMS: &[&str] = &[
 
 /// The keys of rate limits shared by name ([`keys::rate_limit_shared`]).
 const RATE_LIMIT_PATTERN: &str = "fabric:ratelimit:{*}";
+/// Every workflow's hash ([`keys::workflow`]).
+const WORKFLOW_PATTERN: &str = "fabric:workflow:*";
+
+/// What an agent does on workflow hashes in direct mode: start one (`HSET`, `PEXPIRE`), run
+/// a step (`FCALL fabric_workflow_step` and what it runs), read one, clear the reply mark.
+const WORKFLOW_COMMANDS: &[&str] = &[
+    "+fcall", "+exists", "+hset", "+hsetnx", "+hget", "+hgetall", "+hincrby", "+hdel", "+pexpire",
+];
 
 /// Pub/Sub commands.
 const PUBSUB: &[&str] = &[
@@ -267,6 +275,9 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                     &["fabric:topic_subscriptions"],
                     &["+hsetnx", "+hget"],
                 ));
+                // Workflows (direct mode only, docs/protocol.md §13): start one, run its
+                // steps (fabric_workflow_step and what it runs), read its state.
+                r.push(selector(&[WORKFLOW_PATTERN], WORKFLOW_COMMANDS));
             }
         }
         Role::Router => {
@@ -349,6 +360,8 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                         &["+xadd"],
                     ));
                     r.push(selector(&["agent:*:inbox:delayed{*}"], &["+zadd"]));
+                    // Starts workflows and reads their state for its agents.
+                    r.push(selector(&[WORKFLOW_PATTERN], WORKFLOW_COMMANDS));
                 }
             }
             // Moves an agent's due delayed messages and retries into its inbox or lanes

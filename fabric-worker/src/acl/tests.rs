@@ -152,3 +152,22 @@ fn the_rate_limit_pattern_covers_shared_limits_and_agent_patterns_their_own() {
         );
     }
 }
+
+#[test]
+fn direct_agents_and_the_mcp_server_may_use_workflows_secure_agents_may_not() {
+    let has_workflows = |r: &[String]| {
+        r.iter()
+            .any(|x| x.starts_with("(~fabric:workflow:* ") && x.contains("+fcall"))
+    };
+    let direct = rules(&Role::Agent("coder".into()), Mode::Direct, "pw", &[]).unwrap();
+    assert!(has_workflows(&direct), "{direct:?}");
+    let mcp = rules(&Role::McpServer, Mode::Direct, "pw", &[]).unwrap();
+    assert!(has_workflows(&mcp), "{mcp:?}");
+    let secure = rules(&Role::Agent("coder".into()), Mode::Secure, "pw", &[]).unwrap();
+    assert!(!has_workflows(&secure), "{secure:?}");
+    assert_eq!(keys::workflow("ab"), "fabric:workflow:{ab}");
+    assert!(keys::topic_matches(
+        "fabric:workflow:*",
+        &keys::workflow("ab")
+    ));
+}

@@ -10,6 +10,7 @@
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `schedules.rs` | [`Bus::schedules`] (periodic tasks) |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
+//! | `../workflow/bus.rs` | [`Bus::start_workflow`], [`Bus::workflow`], [`Bus::await_workflow`] (workflows) |
 //!
 //! Argument conventions, the same for every operation: an agent is named `agent`, a consumer
 //! group `group` (`None` means the agent's default group, `<agent>_workers`); required values

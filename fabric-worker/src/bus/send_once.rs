@@ -86,6 +86,18 @@ impl Bus {
         if message.message_type == "task" && message.reply_to.is_none() {
             message.reply_to = Some(keys::results(&message.from_agent));
         }
+        self.send_once_as_is(message, key, window).await
+    }
+
+    /// [`Bus::send_once`] in direct mode, with the message as it is (a `task` without
+    /// `reply_to` gets none: a workflow's steps reply to the workflow).
+    pub(crate) async fn send_once_as_is(
+        &self,
+        message: Message,
+        key: &str,
+        window: Duration,
+    ) -> Result<SendReceipt> {
+        check_key(key)?;
         message.validate()?;
         let data = message.to_data()?;
         let headers = message.headers_json()?;

@@ -375,6 +375,12 @@ pub(crate) fn reply_stream(agent: &str, instance: &str) -> String {
     format!("agent:{agent}:replies:{instance}")
 }
 
+/// The state of a workflow: `fabric:workflow:{<id>}` (a hash in a slot of its own; see
+/// [`crate::workflow`]).
+pub fn workflow(id: &str) -> String {
+    format!("fabric:workflow:{{{id}}}")
+}
+
 /// The hash tag Redis Cluster would use for `key` (the content of the first `{…}` if non-empty).
 mod topics;
 pub use topics::*;

@@ -45,6 +45,7 @@ mod startup;
 mod stream;
 mod topics;
 mod trim;
+mod workflow;
 
 use std::future::Future;
 use std::sync::Arc;

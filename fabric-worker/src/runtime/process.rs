@@ -185,6 +185,24 @@ impl StreamState {
         };
         match decide(ran, attempt, max_attempts, &self.config) {
             Verdict::Succeeded { reply } => {
+                match self.workflow_step_succeeded(message, &reply).await {
+                    Persisted::Done => {}
+                    Persisted::Stopped => return false,
+                    Persisted::Failed(e) => {
+                        let why = format!(
+                            "the handler succeeded but its workflow could not be carried on: {e}"
+                        );
+                        let give_up = GiveUp {
+                            message: Some(message),
+                            reason: DeadReason::ReplyFailed,
+                            error: &why,
+                            attempts: attempt,
+                            deliveries,
+                        };
+                        self.dead_letter(&entry, give_up).await;
+                        return false;
+                    }
+                }
                 if let Some(reply_to) = &message.reply_to {
                     match self.send_reply(reply_to, message, "response", reply).await {
                         Persisted::Done => {}
@@ -253,6 +271,16 @@ impl StreamState {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
             let spec = &self.spec;
+            // A workflow step fails its workflow first: a crash after would lose that.
+            if let Some(m) = give_up.message {
+                let (reason, error) = (&give_up.reason, give_up.error);
+                let r = self
+                    .workflow_step_failed(m, reason, error, give_up.attempts)
+                    .await;
+                if matches!(r, Persisted::Stopped) {
+                    return;
+                }
+            }
             let note = DeadLetterNote {
                 reason: &give_up.reason,
                 error: give_up.error,
@@ -332,6 +360,10 @@ impl StreamState {
             warn!(error = %e, "could not count an expired message");
         }
         if self.config.drop_expired {
+            let failed = self.workflow_step_failed(message, &DeadReason::Expired, &why, attempt);
+            if matches!(failed.await, Persisted::Stopped) {
+                return false;
+            }
             info!(%why, "expired message dropped");
             return self.ack(&entry.id);
         }
@@ -353,7 +385,7 @@ impl StreamState {
     /// Writes a reply (`response` or `error`) to `reply_to`, with `in_reply_to` beside the
     /// envelope: straight there in direct mode; in secure mode into this agent's outbox with
     /// `deliver_to`, for the router to deliver. Boxed, so that the per-message task stays small.
-    fn send_reply<'a>(
+    pub(super) fn send_reply<'a>(
         &'a self,
         reply_to: &'a str,
         request: &'a Message,

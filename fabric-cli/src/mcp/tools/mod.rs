@@ -11,6 +11,8 @@ mod queue_status;
 mod receive;
 mod request;
 mod send;
+mod workflow_start;
+mod workflow_status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +26,7 @@ use super::auth::Identity;
 use super::params;
 
 /// Every tool name, as listed.
-pub const TOOL_NAMES: [&str; 8] = [
+pub const TOOL_NAMES: [&str; 10] = [
     send::NAME,
     receive::NAME,
     acknowledge::NAME,
@@ -33,6 +35,8 @@ pub const TOOL_NAMES: [&str; 8] = [
     request::NAME,
     peek::NAME,
     agents::NAME,
+    workflow_start::NAME,
+    workflow_status::NAME,
 ];
 
 /// How long a message received through MCP may stay unacknowledged before it is received
@@ -80,6 +84,8 @@ pub fn definitions(visibility: Duration) -> Vec<Tool> {
         request::definition(),
         peek::definition(),
         agents::definition(),
+        workflow_start::definition(),
+        workflow_status::definition(),
     ]
 }
 
@@ -209,6 +215,8 @@ pub(crate) async fn call(
         request::NAME => request::run(ctx, parse(tool, args)?).await,
         peek::NAME => peek::run(ctx, parse(tool, args)?).await,
         agents::NAME => agents::run(ctx, parse(tool, args)?).await,
+        workflow_start::NAME => workflow_start::run(ctx, parse(tool, args)?).await,
+        workflow_status::NAME => workflow_status::run(ctx, parse(tool, args)?).await,
         other => Err(ToolError(format!(
             "unknown tool {other:?}; the tools are {}",
             TOOL_NAMES.join(", ")
@@ -276,6 +284,8 @@ mod tests {
             params::parse::<request::Params>(request::NAME, &bad).map(|_| ()),
             params::parse::<peek::Params>(peek::NAME, &bad).map(|_| ()),
             params::parse::<agents::Params>(agents::NAME, &bad).map(|_| ()),
+            params::parse::<workflow_start::Params>(workflow_start::NAME, &bad).map(|_| ()),
+            params::parse::<workflow_status::Params>(workflow_status::NAME, &bad).map(|_| ()),
         ];
         for e in errors {
             let e = e.unwrap_err().0;
