@@ -320,7 +320,7 @@ fn human_ms(ms: u64) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms % n == 0 {
+        if ms.is_multiple_of(n) {
             return format!("{}{unit}", ms / n);
         }
     }
