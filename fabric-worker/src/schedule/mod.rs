@@ -13,6 +13,7 @@
 //! ```
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo() -> fabric_worker::Result<()> {
 //! use std::time::Duration;
 //! use fabric_worker::{Worker, schedule::{Missed, Schedule}};
