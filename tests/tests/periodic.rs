@@ -11,8 +11,11 @@ use fabric_tests::{RedisServer, WorkerProcess, now_ms, records, wait_until};
 use redis::Commands;
 use serde_json::Value;
 
-/// (boundary, message id, sender pid, handled at ms) of each scheduled message handled.
-fn handled(conn: &mut redis::Connection, agent: &str) -> Vec<(u64, String, u32, u64)> {
+/// (boundary, message id, sender pid, handled at ms) of a scheduled message handled.
+type Handled = (u64, String, u32, u64);
+
+/// Every scheduled message handled.
+fn handled(conn: &mut redis::Connection, agent: &str) -> Vec<Handled> {
     records(conn, "test:done", agent)
         .into_iter()
         .map(|r| {
@@ -171,7 +174,7 @@ fn a_cron_schedule_in_a_time_zone_fires_at_its_seconds() {
 
 /// Runs `sched` with a 4 s schedule and `policy`, stops it across a boundary, starts it
 /// again; returns the boundary missed, the first start's time and what was handled.
-fn across_a_downtime(policy: &str) -> (u64, u64, Vec<(u64, String, u32, u64)>) {
+fn across_a_downtime(policy: &str) -> (u64, u64, Vec<Handled>) {
     let server = RedisServer::start();
     let url = server.url();
     let mut conn = server.client();

@@ -133,7 +133,7 @@ mod tests {
         assert!(lines[1].contains("skip"), "{text}");
         assert!(lines[1].contains("2025-11-29 02:00:00Z (in 23h"), "{text}");
         assert!(
-            lines[1].ends_with("2025-11-28 02:00:00Z (59s ago)"),
+            lines[1].ends_with("2025-11-28 02:00:00Z (60.0s ago)"),
             "{text}"
         );
     }

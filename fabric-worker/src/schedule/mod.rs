@@ -13,6 +13,7 @@
 //! ```
 //!
 //! ```no_run
+//! # #[allow(dead_code)]
 //! # async fn demo() -> fabric_worker::Result<()> {
 //! use std::time::Duration;
 //! use fabric_worker::{Worker, schedule::{Missed, Schedule}};
@@ -320,7 +321,7 @@ fn human_ms(ms: u64) -> String {
         ("m", 60_000),
         ("s", 1_000),
     ] {
-        if ms % n == 0 {
+        if ms.is_multiple_of(n) {
             return format!("{}{unit}", ms / n);
         }
     }
