@@ -72,8 +72,8 @@
 mod args;
 mod generate;
 mod handler;
-mod schedule;
 mod rate_limit;
+mod schedule;
 #[cfg(test)]
 mod tests;
 

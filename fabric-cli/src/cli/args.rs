@@ -1,0 +1,352 @@
+//! The arguments of the `fabric` subcommands (everything but the top-level [`Cli`](super::Cli)
+//! and its [`Command`](super::Command) list).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+/// `fabric setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// Register this agent: its inbox (with its group) and its outbox (with the routers' group); repeatable
+    #[arg(long = "agent", value_name = "ID")]
+    pub agents: Vec<String>,
+}
+
+/// `fabric router`.
+#[derive(Debug, Args)]
+pub struct RouterArgs {
+    /// Only let FROM send to TO (e.g. coder:percy); repeatable. Without any, everyone may send to everyone
+    #[arg(long = "allow", value_name = "FROM:TO")]
+    pub allow: Vec<String>,
+
+    /// Reject larger outbox entries (reason too_large)
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_entry_bytes: usize,
+
+    /// How long a delivered message id is remembered against double delivery
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub dedup_window_secs: u64,
+
+    /// Take over entries another router left unacknowledged this long
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pub reclaim_idle_ms: u64,
+}
+
+pub(super) const MCP_LONG_ABOUT: &str = "\
+Run the MCP server that exposes the bus to AI agents.
+
+Tools: fabric_message_send, fabric_message_receive, fabric_message_acknowledge, \
+fabric_message_publish, fabric_message_queue_status, fabric_message_request, \
+fabric_message_peek and fabric_agents. (Calls using the dotted names, e.g. \
+fabric.message.send, work too.) Every session of an agent receives through the group \
+<agent>_mcp as the consumer <agent>-mcp: what one received and did not acknowledge \
+within --visibility-timeout is received again, by it or a later session.
+
+Over stdio (the default) the caller's identity comes from --agent / FABRIC_AGENT, or \
+--admin. Over HTTP (--http) every request needs a bearer token: static per-agent tokens \
+(--tokens-file) and/or JWTs whose `sub` is the agent id (--jwt-hs256-secret-file or \
+--jwt-rs256-public-key-file). An agent may read, acknowledge and inspect its own inbox \
+only and always sends as itself; an admin may act for any agent.
+
+Redis is connected at the first tool call: the server starts even while Redis is down \
+and each call then reports that Redis is unreachable.";
+
+pub(super) const MCP_EXAMPLES: &str = "\
+Examples:
+  fabric mcp --agent coder                               # stdio, for Claude Code / Desktop
+  claude mcp add --transport stdio fabric --env REDIS_URL=redis://127.0.0.1:6379 -- fabric mcp --agent coder
+  fabric mcp --http 127.0.0.1:8765 --tokens-file tokens.json
+  fabric mcp --http --jwt-hs256-secret-file secret.key --jwt-issuer https://auth.example
+
+tokens.json maps each token to an agent id or \"admin\":
+  {\"3f1c…(32+ random chars)\": \"coder\", \"9a7d…\": \"admin\"}";
+
+/// `fabric mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Serve Streamable HTTP on this address instead of stdio (loopback only unless --allow-remote)
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::mcp::http::DEFAULT_HTTP_ADDR)]
+    pub http: Option<String>,
+
+    /// stdio: the agent id every call acts as
+    #[arg(long, env = "FABRIC_AGENT", value_name = "ID")]
+    pub agent: Option<String>,
+
+    /// stdio: act as an admin (may act for any agent; --agent then only sets the default sender)
+    #[arg(long, env = "FABRIC_ADMIN", value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    pub admin: Option<bool>,
+
+    /// Seconds a received message may stay unacknowledged before fabric_message_receive gives it out again
+    #[arg(long, env = "FABRIC_VISIBILITY_TIMEOUT_SECS", default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub visibility_timeout: u64,
+
+    /// Topic pattern agents may publish on (admins: any channel); repeatable (default analytics.*, system.*, shared:*)
+    #[arg(long = "topic", value_name = "PATTERN")]
+    pub topics: Vec<String>,
+
+    /// Blocking receives one identity may have waiting at once (each holds a Redis connection)
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_blocking_receives_per_identity: u32,
+
+    /// Blocking receives waiting at once, all identities together
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_blocking_receives: u32,
+
+    /// Tool calls per second one identity may make (bursts of twice as many)
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub calls_per_second: u32,
+
+    /// HTTP: JSON file mapping bearer tokens to agent ids or "admin"
+    #[arg(long, value_name = "FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// HTTP: accept HS256 JWTs signed with the secret in this file (sub = agent id)
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "jwt_rs256_public_key_file"
+    )]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+
+    /// HTTP: accept RS256 JWTs verified with this PEM public key (sub = agent id)
+    #[arg(long, value_name = "FILE")]
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+
+    /// HTTP: require this JWT issuer (iss); also advertised as the authorization server
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+
+    /// HTTP: require this JWT audience (aud); required with JWTs unless --jwt-any-audience
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+
+    /// HTTP: accept JWTs minted for any audience (a token for another service then works here too)
+    #[arg(long, conflicts_with = "jwt_audience")]
+    pub jwt_any_audience: bool,
+
+    /// HTTP: agent ids (token values or JWT subjects) that are admins; repeatable
+    #[arg(long = "admin-agent", value_name = "ID")]
+    pub admin_agents: Vec<String>,
+
+    /// HTTP: allow this browser Origin besides loopback ones (e.g. https://app.example.com); repeatable
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
+    /// HTTP: allow this Host header value besides loopback ones; repeatable
+    #[arg(long = "allow-host", value_name = "HOST")]
+    pub allow_hosts: Vec<String>,
+
+    /// HTTP: allow listening on a non-loopback address (with TLS in front: an https --public-url, or --insecure-http)
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// HTTP: allow a non-loopback address without TLS in front (bearer tokens then cross the network in clear)
+    #[arg(long)]
+    pub insecure_http: bool,
+
+    /// HTTP: serve POST /credentials, issuing short-lived Redis users to agents, as this admin (its Redis URL)
+    #[arg(
+        long,
+        env = "FABRIC_CREDENTIALS_ADMIN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub issue_credentials_as: Option<String>,
+
+    /// HTTP: how long issued credentials work, in seconds
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub credentials_lifetime: u64,
+
+    /// HTTP: externally visible base URL, used in the resource metadata (default http://ADDR)
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+
+    /// HTTP: authorization server to advertise in the resource metadata; repeatable
+    #[arg(long = "authorization-server", value_name = "URL")]
+    pub authorization_servers: Vec<String>,
+}
+
+/// `fabric status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
+
+    /// Consumer group the figures are for (default <agent>_workers)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+}
+
+/// `fabric workers`.
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
+}
+
+/// `fabric pause` and `fabric resume`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The agent
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+}
+
+/// `fabric schedules`.
+#[derive(Debug, Args)]
+pub struct SchedulesArgs {
+    /// Agents to show (default: every agent with an inbox)
+    #[arg(value_name = "AGENT")]
+    pub agents: Vec<String>,
+}
+
+/// `fabric send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient agent id
+    #[arg(value_name = "TO")]
+    pub to: String,
+
+    /// Payload: a JSON object, `@FILE` to read it from a file, or `-` for stdin (default {})
+    #[arg(value_name = "PAYLOAD")]
+    pub payload: Option<String>,
+
+    /// Sender agent id
+    #[arg(
+        long,
+        env = "FABRIC_AGENT",
+        default_value = "operator",
+        value_name = "ID"
+    )]
+    pub from: String,
+
+    /// Message type (what the recipient's handler dispatches on)
+    #[arg(long = "type", default_value = "task", value_name = "TYPE")]
+    pub message_type: String,
+
+    /// Task type: sends a task whose payload is {"task_type": TASK_TYPE, …PAYLOAD}
+    #[arg(long, value_name = "TASK_TYPE")]
+    pub task_type: Option<String>,
+
+    /// Priority: low, normal, high, urgent, or 1-4
+    #[arg(long, default_value = "normal", value_name = "PRIORITY")]
+    pub priority: String,
+
+    /// Stream key for the reply (a task defaults to agent:<from>:results)
+    #[arg(long, value_name = "STREAM")]
+    pub reply_to: Option<String>,
+
+    /// Correlation id (default: a fresh uuid)
+    #[arg(long, value_name = "ID")]
+    pub correlation_id: Option<String>,
+
+    /// A header to carry beside the envelope, NAME=VALUE; repeatable
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+
+    /// Send once per KEY: a second send with the same key within a day queues nothing (status duplicate)
+    #[arg(long, value_name = "KEY", conflicts_with = "wait")]
+    pub idempotency_key: Option<String>,
+    /// Deliver in this many seconds instead of now (e.g. 90, 2.5): the message waits in the
+    /// recipient's schedule, in Redis, until then.
+    #[arg(long = "in", value_name = "SECONDS", conflicts_with_all = ["at", "wait", "idempotency_key"])]
+    pub delay: Option<f64>,
+    /// Deliver at this time instead of now: RFC 3339 (2026-11-28T15:00:00Z, or with an
+    /// offset), or UTC without one (2026-11-28T15:00:00).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["wait", "idempotency_key"])]
+    pub at: Option<String>,
+
+    /// Wait up to SECONDS for the reply and print it (exit code 5 if none comes)
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "30")]
+    pub wait: Option<f64>,
+}
+
+/// `fabric tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The agent whose inbox to watch
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// Start with the entries already in the stream (default: only new ones)
+    #[arg(long, conflicts_with = "after")]
+    pub from_start: bool,
+
+    /// Start after this stream id
+    #[arg(long, value_name = "STREAM_ID")]
+    pub after: Option<String>,
+
+    /// Exit after printing this many messages
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+
+    /// Print whole payloads (default: one line, cut at 100 characters)
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `fabric pending`.
+#[derive(Debug, Args)]
+pub struct PendingArgs {
+    /// The agent whose inbox to inspect
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// Consumer group (default <agent>_workers)
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// At most this many entries, oldest first
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub count: usize,
+}
+
+/// `fabric dead-letters …`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterCommand {
+    /// List an agent's dead letters, oldest first
+    #[command(
+        after_help = "Examples:\n  fabric dead-letters list percy\n  fabric --mode secure dead-letters list percy --outbox   # what the router refused to deliver"
+    )]
+    List {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// At most this many
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        count: usize,
+        /// The agent's outbox instead: what the secure-mode router rejected, with the reason
+        #[arg(long)]
+        outbox: bool,
+    },
+    /// Put dead letters back into the inbox as fresh first attempts
+    #[command(
+        after_help = "Examples:\n  fabric dead-letters requeue percy 1732565756123-0\n  fabric dead-letters requeue percy --all"
+    )]
+    Requeue {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// Dead-letter ids (the DEAD ID column of `list`)
+        #[arg(
+            value_name = "DEAD_ID",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        ids: Vec<String>,
+        /// Requeue all of them
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete all of an agent's dead letters for good
+    Purge {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// Confirm the deletion (required)
+        #[arg(long)]
+        yes: bool,
+    },
+}
