@@ -42,7 +42,7 @@ pub struct Registration {
 }
 
 /// A schedule declared on `#[handler]` (checked by the macro; read by
-/// `schedule::Schedule::from_handler`).
+/// `runtime::schedules::from_handler`).
 #[derive(Debug)]
 pub struct HandlerSchedule {
     /// The interval in ms (`every`), or 0 for a cron schedule.

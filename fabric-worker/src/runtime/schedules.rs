@@ -5,8 +5,34 @@
 use std::collections::{HashMap, HashSet};
 
 use super::registry::HandlerTable;
+use crate::__private::HandlerSchedule;
 use crate::error::{Error, Result};
 use crate::schedule::Schedule;
+
+/// The schedule a `#[handler]` declares (checked by the macro already): named after its
+/// message type. (Here rather than in `schedule`, which must not depend on `__private`:
+/// `__private` → `context` → `bus` → `schedule` would be a cycle.)
+fn from_handler(message_type: &str, h: &HandlerSchedule) -> Result<Schedule> {
+    let s = if h.every_ms > 0 {
+        Schedule::every(
+            message_type,
+            message_type,
+            std::time::Duration::from_millis(h.every_ms),
+        )?
+    } else {
+        Schedule::cron(message_type, message_type, h.cron)?
+    };
+    let s = if h.tz.is_empty() {
+        s
+    } else {
+        s.time_zone(h.tz)?
+    };
+    Ok(if h.missed.is_empty() {
+        s
+    } else {
+        s.missed(h.missed.parse()?)
+    })
+}
 
 /// (agent, schedule) pairs, names unique per agent.
 pub(super) fn plan(
@@ -22,7 +48,7 @@ pub(super) fn plan(
         };
         for spec in table.values() {
             if let Some(hs) = &spec.reg.schedule {
-                let s = Schedule::from_handler(spec.reg.message_type, hs).map_err(|e| {
+                let s = from_handler(spec.reg.message_type, hs).map_err(|e| {
                     Error::Config(format!("the schedule of {}: {e}", spec.location()))
                 })?;
                 out.push((agent.clone(), s));

@@ -186,33 +186,6 @@ impl Schedule {
         self
     }
 
-    /// The schedule a `#[handler]` declares (checked by the macro already): named after
-    /// its message type.
-    pub(crate) fn from_handler(
-        message_type: &str,
-        h: &crate::__private::HandlerSchedule,
-    ) -> Result<Schedule> {
-        let s = if h.every_ms > 0 {
-            Schedule::every(
-                message_type,
-                message_type,
-                Duration::from_millis(h.every_ms),
-            )?
-        } else {
-            Schedule::cron(message_type, message_type, h.cron)?
-        };
-        let s = if h.tz.is_empty() {
-            s
-        } else {
-            s.time_zone(h.tz)?
-        };
-        Ok(if h.missed.is_empty() {
-            s
-        } else {
-            s.missed(h.missed.parse()?)
-        })
-    }
-
     /// Its name.
     pub fn name(&self) -> &str {
         &self.name
