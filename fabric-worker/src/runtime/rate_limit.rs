@@ -23,7 +23,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::json;
 use tracing::debug;
 
 use super::rate_spec::RateLimit;
@@ -128,7 +127,7 @@ impl StreamState {
                 missed_turn = reserved.is_some(),
                 "rate limited; parked until its turn"
             );
-            self.park(entry, Duration::from_millis(delay), taken.then_some(due))
+            self.park_limited(entry, Duration::from_millis(delay), taken.then_some(due))
                 .await
         })
     }
@@ -186,46 +185,23 @@ impl StreamState {
 
     /// Parks the entry in the retry set for `delay`, attempt unchanged, marked with its
     /// reserved turn (`due`) if it has one, and acknowledges it (`fabric_schedule_retry`).
-    async fn park(&self, entry: &RawEntry, delay: Duration, due: Option<u64>) -> Gate {
-        let spec = &self.spec;
-        let mut flat: Vec<String> = Vec::new();
-        for (k, v) in &entry.fields {
-            if k == fields::TARGET_GROUP || k == RATE_RESERVED {
-                continue;
-            }
-            flat.push(k.clone());
-            flat.push(String::from_utf8_lossy(v).into_owned());
-        }
-        flat.extend([fields::TARGET_GROUP.to_owned(), spec.group.clone()]);
+    async fn park_limited(&self, entry: &RawEntry, delay: Duration, due: Option<u64>) -> Gate {
+        let mut set = vec![(fields::TARGET_GROUP, self.spec.group.clone())];
         if let Some(due) = due {
-            flat.extend([RATE_RESERVED.to_owned(), due.to_string()]);
+            set.push((RATE_RESERVED, due.to_string()));
         }
-        let home = keys::home(&spec.stream);
-        let mut member = json!({ "fields": flat, "from": entry.id });
-        if let Some(lane) = keys::lane_of(home, &spec.stream) {
-            member["lane"] = json!(lane);
-        }
-        let member = member.to_string();
-        let retries = keys::retries(home);
+        let replaced = [fields::TARGET_GROUP, RATE_RESERVED];
         let ok = self
-            .persist("parking a rate-limited message", || async {
-                let mut cmd = fcall("fabric_schedule_retry", &[&spec.stream, &retries]);
-                cmd.arg(&spec.group)
-                    .arg(&entry.id)
-                    .arg(crate::time::millis(delay))
-                    .arg(&member);
-                let _: i64 = self
-                    .broker
-                    .call(&cmd, "FCALL fabric_schedule_retry", &spec.stream)
-                    .await?;
-                Ok(())
-            })
+            .park(
+                entry,
+                delay,
+                &replaced,
+                &set,
+                "parking a rate-limited message",
+            )
             .await;
         match ok {
-            Persisted::Done => {
-                self.retry_notify.notify_one();
-                Gate::Parked
-            }
+            Persisted::Done => Gate::Parked,
             Persisted::Stopped => Gate::Stopped,
             Persisted::Failed(e) => {
                 Gate::Failed(format!("a rate-limited message could not be parked: {e}"))

@@ -12,7 +12,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::stream::StreamState;
+use super::stream::{Persisted, StreamState};
 use crate::broker::RawEntry;
 use crate::broker::functions::fcall;
 use crate::error::Result;
@@ -38,28 +38,47 @@ impl StreamState {
         delay: Duration,
         error: &str,
     ) {
+        let set = [
+            (fields::ATTEMPT, next_attempt.to_string()),
+            (fields::TARGET_GROUP, self.spec.group.clone()),
+            (fields::LAST_ERROR, error.chars().take(2000).collect()),
+        ];
+        // The next attempt takes a new turn from its rate limits.
+        let replaced = [
+            fields::ATTEMPT,
+            fields::TARGET_GROUP,
+            fields::LAST_ERROR,
+            super::rate_limit::RATE_RESERVED,
+        ];
+        self.park(entry, delay, &replaced, &set, "scheduling a retry")
+            .await;
+    }
+
+    /// Parks `entry` in the retry set for `delay` and acknowledges it, in one atomic call
+    /// (`fabric_schedule_retry`): its fields without those named in `replaced`, then the
+    /// `set` pairs; promoted back into the lane it came from, if any. Wakes the promoter
+    /// once parked. Retries and rate-limited messages both wait this way.
+    pub(super) async fn park(
+        &self,
+        entry: &RawEntry,
+        delay: Duration,
+        replaced: &[&str],
+        set: &[(&str, String)],
+        what: &'static str,
+    ) -> Persisted {
         let spec = &self.spec;
         let mut flat: Vec<String> = Vec::new();
         for (k, v) in &entry.fields {
-            if k == fields::ATTEMPT
-                || k == fields::TARGET_GROUP
-                || k == fields::LAST_ERROR
-                // The next attempt takes a new turn from its rate limits.
-                || k == super::rate_limit::RATE_RESERVED
-            {
+            if replaced.contains(&k.as_str()) {
                 continue;
             }
             flat.push(k.clone());
             flat.push(String::from_utf8_lossy(v).into_owned());
         }
-        flat.extend([
-            fields::ATTEMPT.to_owned(),
-            next_attempt.to_string(),
-            fields::TARGET_GROUP.to_owned(),
-            spec.group.clone(),
-            fields::LAST_ERROR.to_owned(),
-            error.chars().take(2000).collect(),
-        ]);
+        for (k, v) in set {
+            flat.push((*k).to_owned());
+            flat.push(v.clone());
+        }
         let home = keys::home(&spec.stream);
         let mut member = json!({ "fields": flat, "from": entry.id });
         if let Some(lane) = keys::lane_of(home, &spec.stream) {
@@ -69,7 +88,7 @@ impl StreamState {
         let member = member.to_string();
         let retries = keys::retries(home);
         let ok = self
-            .persist("scheduling a retry", || async {
+            .persist(what, || async {
                 let mut cmd = fcall("fabric_schedule_retry", &[&spec.stream, &retries]);
                 cmd.arg(&spec.group)
                     .arg(&entry.id)
@@ -85,6 +104,7 @@ impl StreamState {
         if ok.done() {
             self.retry_notify.notify_one();
         }
+        ok
     }
 }
 
