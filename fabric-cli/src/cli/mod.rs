@@ -200,6 +200,22 @@ impl Target {
     pub(crate) async fn connect(&self) -> Result<Bus> {
         connect(&self.url, self.mode).await
     }
+
+    /// For commands that show agents (`workers`, `schedules`): checks the `named` ids,
+    /// connects, and returns the bus with the agents to show — those named, else every
+    /// agent with an inbox.
+    pub(crate) async fn agents(&self, named: &[String]) -> Result<(Bus, Vec<String>)> {
+        for a in named {
+            validate_agent(a)?;
+        }
+        let bus = self.connect().await?;
+        let agents = if named.is_empty() {
+            bus.agents().await?
+        } else {
+            named.to_vec()
+        };
+        Ok((bus, agents))
+    }
 }
 
 type BoxedRun = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;

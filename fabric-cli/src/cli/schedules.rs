@@ -5,7 +5,7 @@
 use fabric_worker::schedule::ScheduleInfo;
 use serde::Serialize;
 
-use super::{SchedulesArgs, Target, validate_agent};
+use super::{SchedulesArgs, Target};
 use crate::error::{Error, Result};
 use crate::output::{self, Table, duration_ms, now_ms};
 
@@ -62,15 +62,7 @@ pub(crate) fn render(rows: &[Row], now_ms: u64) -> String {
 }
 
 pub(crate) async fn run(at: &Target, json: bool, args: SchedulesArgs) -> Result<()> {
-    for a in &args.agents {
-        validate_agent(a)?;
-    }
-    let bus = at.connect().await?;
-    let agents = if args.agents.is_empty() {
-        bus.agents().await?
-    } else {
-        args.agents.clone()
-    };
+    let (bus, agents) = at.agents(&args.agents).await?;
     let mut no_inbox = Vec::new();
     if !args.agents.is_empty() {
         for a in &agents {

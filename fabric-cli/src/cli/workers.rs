@@ -5,7 +5,7 @@
 use fabric_worker::bus::WorkerPresence;
 use serde::Serialize;
 
-use super::{Target, WorkersArgs, validate_agent};
+use super::{Target, WorkersArgs};
 use crate::error::{Error, Result};
 use crate::output::{self, Table, duration_ms, now_ms};
 
@@ -62,15 +62,7 @@ pub(crate) fn render(rows: &[Row], now_ms: u64) -> String {
 }
 
 pub(crate) async fn run(at: &Target, json: bool, args: WorkersArgs) -> Result<()> {
-    for a in &args.agents {
-        validate_agent(a)?;
-    }
-    let bus = at.connect().await?;
-    let agents = if args.agents.is_empty() {
-        bus.agents().await?
-    } else {
-        args.agents.clone()
-    };
+    let (bus, agents) = at.agents(&args.agents).await?;
     let now = now_ms();
     let mut rows = Vec::new();
     let mut without = Vec::new();
