@@ -153,7 +153,14 @@ impl StreamState {
             return false;
         };
         let (max_attempts, timeout) = handler.limits(&self.config);
-        match self.rate_gate(&entry, handler).await {
+        // Unlimited handlers (most) skip the gate and its boxed future.
+        let limited = handler.reg.rate_limit.is_some() || self.config.rate_limit.is_some();
+        let gate = if limited {
+            self.rate_gate(&entry, handler).await
+        } else {
+            Gate::Run
+        };
+        match gate {
             Gate::Run => {}
             Gate::Parked | Gate::Stopped => return false,
             Gate::Failed(error) => {
