@@ -127,6 +127,23 @@ pub enum Error {
         /// The messages that are not.
         failed: Vec<FailedSend>,
     },
+    /// The messages are queued on the primary, but fewer replicas than
+    /// [`BusBuilder::wait_for_replicas`](crate::bus::BusBuilder::wait_for_replicas) asked for
+    /// confirmed them in time: they are delivered unless that primary fails before its
+    /// replication catches up. Sending again with [`Bus::send_once`](crate::Bus::send_once)
+    /// is safe; a plain send again would deliver them twice.
+    #[error(
+        "{} message(s) queued, but only {acked} of the {wanted} replica(s) asked for confirmed them in time (WAIT): they are lost if the primary fails now; check the replicas (INFO replication), or resend with send_once",
+        queued.len()
+    )]
+    Unreplicated {
+        /// The messages, queued on the primary.
+        queued: Vec<SendReceipt>,
+        /// Replicas that confirmed (the least over the primaries written to).
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// The fabric function library is not loaded (or is older than this code needs), and
     /// this Redis user may not load it.
     #[error(

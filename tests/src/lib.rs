@@ -748,7 +748,28 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the nodes and forms the cluster (all 16,384 slots assigned, state ok).
     pub fn start(n: usize) -> RedisCluster {
-        Self::start_with(n, None)
+        Self::start_with(n, 0, None)
+    }
+
+    /// A cluster of `masters` primaries with `replicas` replicas each, and a short
+    /// `cluster-node-timeout` (1 s) so that a killed primary's replica is promoted within a
+    /// few seconds. Returns once every replica is in sync.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
+        let cluster = Self::start_with(masters * (1 + replicas), replicas, None);
+        let wanted = format!("connected_slaves:{replicas}");
+        let ok = wait_until(Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut n.client())
+                    .unwrap_or_default();
+                // A primary with its replica online, or a replica whose link is up.
+                info.contains(&wanted) && info.contains(",state=online,")
+                    || info.contains("master_link_status:up")
+            })
+        });
+        assert!(ok, "the replicas did not sync with their primaries");
+        cluster
     }
 
     /// A cluster of TLS-only nodes (`--tls-cluster yes`: clients and the cluster bus use TLS),
@@ -758,10 +779,12 @@ impl RedisCluster {
             pki: pki.paths.clone(),
             auth_clients: false,
         };
-        Self::start_with(n, Some(&tls))
+        Self::start_with(n, 0, Some(&tls))
     }
 
-    fn start_with(n: usize, tls: Option<&ServerTls>) -> RedisCluster {
+    fn start_with(n: usize, replicas: usize, tls: Option<&ServerTls>) -> RedisCluster {
+        // Failover tests want a replica promoted quickly; the others no failover at all.
+        let node_timeout = if replicas > 0 { "1000" } else { "5000" };
         redis_server_path();
         let mut nodes = Vec::new();
         while nodes.len() < n {
@@ -794,7 +817,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "5000",
+                    node_timeout,
                 ];
                 let client_files;
                 if let Some(t) = tls {
@@ -809,7 +832,9 @@ impl RedisCluster {
                     args.push("--tls-client-key-file");
                     args.push(&client_files[1]);
                 }
-                if node.spawn_with(&args) {
+                // Kept, so that a restart (`start_again`) rejoins the cluster.
+                node.args = args.iter().map(|a| (*a).to_owned()).collect();
+                if node.spawn() {
                     started = true;
                     break;
                 }
@@ -835,7 +860,7 @@ impl RedisCluster {
                 .arg(&t.pki.client_key);
         }
         let out = cmd
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli is needed to create the cluster (apt-get install -y redis-tools)");
         assert!(
@@ -869,6 +894,43 @@ impl RedisCluster {
     /// The nodes.
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// The nodes, to stop one.
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The index in [`RedisCluster::nodes`] of the node serving `key`'s slot as primary now.
+    pub fn primary_of(&self, key: &str) -> Option<usize> {
+        let live = self.nodes.iter().find(|n| n.child.is_some())?;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut live.client())
+            .ok()?;
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut live.client())
+            .ok()?;
+        for r in ranges {
+            let redis::Value::Array(r) = r else { continue };
+            let (
+                Some(redis::Value::Int(lo)),
+                Some(redis::Value::Int(hi)),
+                Some(redis::Value::Array(primary)),
+            ) = (r.first(), r.get(1), r.get(2))
+            else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&i64::from(slot)) {
+                let Some(redis::Value::Int(port)) = primary.get(1) else {
+                    return None;
+                };
+                return self.nodes.iter().position(|n| i64::from(n.port) == *port);
+            }
+        }
+        None
     }
 }
 

@@ -70,6 +70,8 @@ const CONNECTION: &[&str] = &[
     "+multi",
     "+exec",
     "+discard",
+    // `BusBuilder::wait_for_replicas`: blocks only the caller until replicas have its writes.
+    "+wait",
 ];
 
 /// Commands an agent runs on its own keys (worker, `Bus`): streams, consumer groups,

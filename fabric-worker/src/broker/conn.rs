@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
+use super::cluster::{ClusterConn, Watched};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
 };
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 
@@ -37,7 +37,7 @@ pub(crate) enum Backend {
         certs: Option<TlsCertificates>,
     },
     Cluster {
-        conn: ClusterConnection,
+        conn: Arc<Watched>,
         client: Box<ClusterClient>,
         /// The first seed node, for Pub/Sub subscriptions.
         first: redis::Client,
@@ -67,12 +67,37 @@ pub(crate) struct Timeouts {
 pub(crate) enum Conn {
     Shared(ConnectionManager),
     Dedicated(MultiplexedConnection),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConn),
     Offline,
 }
 
 fn offline_error() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Client, NOT_CONNECTED))
+}
+
+impl Conn {
+    /// Runs `cmd` where `route` says on a cluster; on one server, there.
+    pub(crate) async fn route(
+        &mut self,
+        cmd: Cmd,
+        route: RoutingInfo,
+    ) -> redis::RedisResult<Value> {
+        match self {
+            Conn::Cluster(c) => c.route_command(cmd, route).await,
+            other => cmd.query_async(other).await,
+        }
+    }
+}
+
+/// The cluster hash slot of `key` (CRC16/XMODEM of its hash tag, or of the key, mod 16,384).
+pub(crate) fn slot(key: &str) -> u16 {
+    let tagged = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tagged.as_bytes()) % 16_384
 }
 
 impl ConnectionLike for Conn {
@@ -275,7 +300,7 @@ impl Backend {
             let conn = client.get_async_connection().await.map_err(connect_err)?;
             let first = new_client(&urls[0], certs).map_err(connect_err)?;
             return Ok(Backend::Cluster {
-                conn,
+                conn: Watched::new(conn, client.clone(), None),
                 client: Box::new(client),
                 first,
                 credentials,
@@ -312,7 +337,7 @@ impl Backend {
     pub(crate) fn conn(&self) -> Conn {
         match self {
             Backend::Single { shared, .. } => Conn::Shared(shared.clone()),
-            Backend::Cluster { conn, .. } => Conn::Cluster(conn.clone()),
+            Backend::Cluster { conn, .. } => Conn::Cluster(conn.conn()),
             Backend::Offline => Conn::Offline,
         }
     }
@@ -344,7 +369,7 @@ impl Backend {
         let Backend::Cluster { conn, .. } = self else {
             return Ok(Vec::new());
         };
-        let mut conn = conn.clone();
+        let mut conn = conn.conn();
         let v: Value = conn
             .route_command(
                 redis::cmd("CLUSTER").arg("SLOTS").clone(),
@@ -381,7 +406,7 @@ impl Backend {
     ) -> redis::RedisResult<Value> {
         match (self, node) {
             (Backend::Cluster { conn, .. }, Some(n)) => {
-                conn.clone()
+                conn.conn()
                     .route_command(
                         cmd.clone(),
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -428,9 +453,9 @@ impl Backend {
                     .set_response_timeout(block + t.response)
                     .set_connection_timeout(t.connect);
                 client
-                    .get_async_connection_with_config(cfg)
+                    .get_async_connection_with_config(cfg.clone())
                     .await
-                    .map(Conn::Cluster)
+                    .map(|c| Conn::Cluster(Watched::new(c, (**client).clone(), Some(cfg)).conn()))
                     .map_err(connect_err)
             }
         }
@@ -440,6 +465,16 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_as_redis_computes_them() {
+        // What CLUSTER KEYSLOT answers.
+        assert_eq!(slot("foo"), 12_182);
+        assert_eq!(slot("agent:percy:inbox"), slot("{agent:percy:inbox}"));
+        assert_eq!(slot("x{agent:percy:inbox}y"), slot("agent:percy:inbox"));
+        // An empty tag is no tag: the whole key.
+        assert_eq!(slot("a{}b"), 13_694);
+    }
 
     #[test]
     fn masks_passwords() {

@@ -8,6 +8,7 @@
 //! [`Context`](crate::Context) carries). The `module_graph` test checks there is no cycle.
 
 mod backoff;
+mod cluster;
 pub(crate) mod conn;
 mod dead_letter;
 pub(crate) mod functions;

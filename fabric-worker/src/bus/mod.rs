@@ -118,7 +118,15 @@ pub struct BusBuilder {
     tls_ca: Option<PathBuf>,
     tls_client: Option<(PathBuf, PathBuf)>,
     topic_retention: Option<u64>,
+    wait_replicas: Option<ReplicaWait>,
     from_env: BusEnv,
+}
+
+/// `WAIT <replicas> <timeout>` after each write that must survive a primary's failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ReplicaWait {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
 }
 
 /// Settings read from the environment (below explicit ones).
@@ -133,6 +141,8 @@ struct BusEnv {
     /// `FABRIC_CREDENTIALS_URL` and `FABRIC_AGENT_TOKEN_FILE`.
     credentials: Option<(String, PathBuf)>,
     topic_retention: Option<u64>,
+    wait_replicas: Option<u32>,
+    wait_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for BusBuilder {
@@ -178,6 +188,23 @@ impl BusBuilder {
         self
     }
 
+    /// Before [`send`](Bus::send) returns `Ok`, and before a worker counts a reply as
+    /// written (and acknowledges its request), wait until `replicas` replicas of the primary
+    /// holding the stream have the write (`WAIT`), for at most `timeout`. Without it, a
+    /// primary that dies before its asynchronous replication reached the replica that
+    /// replaces it loses writes it had acknowledged (a few milliseconds' worth; the README's
+    /// scaling section has the figures). Costs one replication round trip per send.
+    ///
+    /// A send that fewer replicas confirmed in time is
+    /// [`Error::Unreplicated`](crate::Error::Unreplicated): queued on the primary, but not
+    /// yet safe from its failure. A reply that fewer replicas confirmed leaves its request
+    /// pending, to be handled again. Env: `FABRIC_WAIT_REPLICAS` and
+    /// `FABRIC_WAIT_TIMEOUT_MS` (default 1,000).
+    pub fn wait_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait_replicas = Some(ReplicaWait { replicas, timeout });
+        self
+    }
+
     /// Treat the URL as a Redis Cluster seed node even when only one is given (several
     /// comma-separated URLs always mean a cluster). Env: `FABRIC_CLUSTER`.
     pub fn cluster(mut self, on: bool) -> Self {
@@ -218,8 +245,9 @@ impl BusBuilder {
     }
 
     /// Reads `FABRIC_MODE`, `FABRIC_NOTIFY`, `FABRIC_CLUSTER`, `FABRIC_RESPONSE_TIMEOUT_MS`,
-    /// `FABRIC_CONNECT_TIMEOUT_MS`, `FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE` and
-    /// `FABRIC_TLS_KEY_FILE` for the settings not given explicitly. (The URL is the
+    /// `FABRIC_CONNECT_TIMEOUT_MS`, `FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE`,
+    /// `FABRIC_TLS_KEY_FILE`, `FABRIC_TOPIC_RETENTION`, `FABRIC_WAIT_REPLICAS` and
+    /// `FABRIC_WAIT_TIMEOUT_MS` for the settings not given explicitly. (The URL is the
     /// one given to [`Bus::builder`]; [`Bus::from_env`] takes it from `REDIS_URL`.)
     pub fn from_env(self) -> Result<Self> {
         self.with_vars(&env::process())
@@ -241,6 +269,8 @@ impl BusBuilder {
             connect_timeout: vars.millis("FABRIC_CONNECT_TIMEOUT_MS")?,
             tls: tls_from_vars(vars)?,
             topic_retention: vars.u64("FABRIC_TOPIC_RETENTION")?,
+            wait_replicas: vars.u32("FABRIC_WAIT_REPLICAS")?,
+            wait_timeout: vars.millis("FABRIC_WAIT_TIMEOUT_MS")?,
             credentials: match (
                 vars.string("FABRIC_CREDENTIALS_URL"),
                 vars.string("FABRIC_AGENT_TOKEN_FILE"),
@@ -319,6 +349,29 @@ impl BusBuilder {
             .unwrap_or(Duration::from_secs(2))
     }
 
+    /// The replica wait in force: the explicit one, else `FABRIC_WAIT_REPLICAS` (0 = none).
+    fn replica_wait(&self) -> Result<Option<ReplicaWait>> {
+        if let Some(w) = self.wait_replicas {
+            if w.timeout.is_zero() {
+                return Err(Error::Config(
+                    "wait_for_replicas: the timeout must be above zero (WAIT 0 would block a send forever while a replica is down)".into(),
+                ));
+            }
+            return Ok((w.replicas > 0).then_some(w));
+        }
+        let timeout = self.from_env.wait_timeout.unwrap_or(Duration::from_secs(1));
+        if timeout.is_zero() {
+            return Err(Error::Config(
+                "FABRIC_WAIT_TIMEOUT_MS must be above 0 (WAIT 0 would block a send forever while a replica is down)".into(),
+            ));
+        }
+        Ok(self
+            .from_env
+            .wait_replicas
+            .filter(|n| *n > 0)
+            .map(|replicas| ReplicaWait { replicas, timeout }))
+    }
+
     /// Checks the settings without connecting: the URL (each seed of a cluster), and the TLS
     /// files — readable, well-formed, the key the client certificate's — against it (TLS
     /// files need `rediss://` URLs). [`connect`](BusBuilder::connect) does the same first;
@@ -343,6 +396,7 @@ impl BusBuilder {
                 "topic_retention (FABRIC_TOPIC_RETENTION) must be at least 1: it is how many entries each durable topic keeps".into(),
             ));
         }
+        let wait_replicas = self.replica_wait()?;
         let cluster = self.cluster.or(self.from_env.cluster).unwrap_or(false);
         let credentials = match self.credential_source()? {
             Some(source) => Some(crate::broker::renew::Renewing::start(source).await?),
@@ -366,6 +420,7 @@ impl BusBuilder {
         let mut bus = Bus::with_broker(broker, notify, mode);
         if let Some(inner) = Arc::get_mut(&mut bus.inner) {
             inner.topic_retention = retention;
+            inner.wait_replicas = wait_replicas;
         }
         Ok(bus)
     }
@@ -397,6 +452,8 @@ struct BusInner {
     mode: Mode,
     /// `MAXLEN ~` of durable topics.
     topic_retention: u64,
+    /// `WAIT` after sends and replies.
+    wait_replicas: Option<ReplicaWait>,
     /// Names this process's consumers and reply streams.
     instance: String,
     /// One reply listener per requesting agent.
@@ -430,6 +487,7 @@ impl Bus {
             tls_ca: None,
             tls_client: None,
             topic_retention: None,
+            wait_replicas: None,
             from_env: BusEnv::default(),
         }
     }
@@ -456,6 +514,7 @@ impl Bus {
                 notify,
                 mode,
                 topic_retention: durable::DEFAULT_TOPIC_RETENTION,
+                wait_replicas: None,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 replies: Mutex::new(HashMap::new()),
                 cancel: cancel.clone(),
@@ -487,6 +546,11 @@ impl Bus {
     /// The Redis layer under this bus.
     pub(crate) fn broker(&self) -> &Broker {
         &self.inner.broker
+    }
+
+    /// The `WAIT` sends and replies make, if any ([`BusBuilder::wait_for_replicas`]).
+    pub(crate) fn replica_wait(&self) -> Option<ReplicaWait> {
+        self.inner.wait_replicas
     }
 
     /// The shared connection for ordinary (non-blocking) commands (a cheap clone).

@@ -1,5 +1,6 @@
 //! Sending: [`Bus::send`] and [`Bus::send_batch`].
 
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use serde_json::json;
 
 use super::{Bus, Mode};
@@ -28,8 +29,15 @@ enum How {
     Schedule { due_ms: u64, member: String },
 }
 
-/// The outcome of one `XADD`.
+/// The outcome of one `XADD`: the entry id, or the error it failed with.
 type Written = std::result::Result<String, redis::RedisError>;
+
+/// The writes of a batch, and for each the replicas that confirmed it when a `WAIT` was
+/// asked for ([`BusBuilder::wait_for_replicas`](super::BusBuilder::wait_for_replicas)).
+struct Writes {
+    written: Vec<Written>,
+    acked: Vec<Option<u32>>,
+}
 
 impl Bus {
     /// Sends a message to `message.to_agent`'s inbox — in [`Mode::Secure`], through the
@@ -113,12 +121,13 @@ impl Bus {
             self.write_pipelined(&prepared, &notes).await?
         };
         if written
+            .written
             .iter()
             .any(|w| matches!(w, Err(e) if e.to_string().contains("Function not found")))
         {
             self.broker().library_lost();
         }
-        receipts(prepared, written)
+        receipts(prepared, written, self.replica_wait().map(|w| w.replicas))
     }
 
     /// One server: every `XADD` and `PUBLISH` in one pipeline, each command's outcome its own.
@@ -126,7 +135,7 @@ impl Bus {
         &self,
         prepared: &[Prepared],
         notes: &[(String, String)],
-    ) -> Result<Vec<Written>> {
+    ) -> Result<Writes> {
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         if self.inner.mode == Mode::Secure && prepared.len() > 1 {
@@ -137,6 +146,10 @@ impl Bus {
         for p in prepared {
             xadd(&mut pipe, p);
         }
+        let wait = self.replica_wait();
+        if let Some(w) = wait {
+            add_wait(&mut pipe, w);
+        }
         for (channel, note) in notes {
             pipe.cmd("PUBLISH").arg(channel).arg(note);
         }
@@ -144,14 +157,11 @@ impl Bus {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| Error::redis("XADD", &prepared[0].stream, e))?;
-        if replies.len() != prepared.len() + notes.len() {
+        let commands = prepared.len() + usize::from(wait.is_some()) + notes.len();
+        if replies.len() != commands {
             return Err(Error::protocol(
                 "XADD",
-                format!(
-                    "{} replies for {} commands",
-                    replies.len(),
-                    prepared.len() + notes.len()
-                ),
+                format!("{} replies for {commands} commands", replies.len()),
             ));
         }
         let mut replies = replies.into_iter();
@@ -160,21 +170,25 @@ impl Bus {
             .take(prepared.len())
             .map(entry_id)
             .collect();
+        let acked = wait.map(|_| replicas_acked(replies.next()));
+        let acked = vec![acked; written.len()];
         for ((channel, _), reply) in notes.iter().zip(replies) {
             if let redis::Value::ServerError(e) = reply {
                 log_unpublished(channel, &redis::RedisError::from(e));
             }
         }
-        Ok(written)
+        Ok(Writes { written, acked })
     }
 
     /// A cluster: a pipeline must stay in one slot, so one pipeline per inbox, concurrently;
-    /// then the notifications.
+    /// then each recipient's notification, concurrently, on the primary that took its inbox's
+    /// write (a `PUBLISH` reaches the whole cluster from any node). redis-rs would route it by
+    /// the channel's slot, whose primary may be the one that just failed.
     async fn write_per_slot(
         &self,
         prepared: &[Prepared],
         notes: &[(String, String)],
-    ) -> Result<Vec<Written>> {
+    ) -> Result<Writes> {
         let mut by_inbox: Vec<(&str, Vec<usize>)> = Vec::new();
         for (i, p) in prepared.iter().enumerate() {
             match by_inbox.iter_mut().find(|(k, _)| *k == p.stream) {
@@ -182,28 +196,46 @@ impl Bus {
                 None => by_inbox.push((&p.stream, vec![i])),
             }
         }
+        let wait = self.replica_wait();
+        // Each recipient's notification, with the pipeline of its inbox.
+        let note_of = |idx: &[usize]| {
+            let channel = keys::new_message_channel(&prepared[idx[0]].message.to_agent);
+            notes.iter().find(|(c, _)| *c == channel)
+        };
         let runs = by_inbox.iter().map(|(_, idx)| {
             let mut pipe = redis::pipe();
             pipe.ignore_errors();
             for i in idx {
                 xadd(&mut pipe, &prepared[*i]);
             }
+            if let Some(w) = wait {
+                // Keyless: the pipeline goes to the slot's primary, which waits for the
+                // replication of this connection's writes.
+                add_wait(&mut pipe, w);
+            }
             let mut conn = self.conn(); // a clone of the shared cluster connection
             async move { pipe.query_async::<Vec<redis::Value>>(&mut conn).await }
         });
         let results = futures::future::join_all(runs).await;
         let mut written: Vec<Option<Written>> = (0..prepared.len()).map(|_| None).collect();
+        let mut acked: Vec<Option<u32>> = vec![None; prepared.len()];
         for ((_, idx), r) in by_inbox.iter().zip(results) {
+            let commands = idx.len() + usize::from(wait.is_some());
             match r {
-                Ok(replies) if replies.len() == idx.len() => {
-                    for (i, reply) in idx.iter().zip(replies) {
-                        written[*i] = Some(entry_id(reply));
+                Ok(replies) if replies.len() == commands => {
+                    let mut replies = replies.into_iter();
+                    let slot: Vec<Written> =
+                        replies.by_ref().take(idx.len()).map(entry_id).collect();
+                    let confirmed = wait.map(|_| replicas_acked(replies.next()));
+                    for (i, w) in idx.iter().zip(slot) {
+                        written[*i] = Some(w);
+                        acked[*i] = confirmed;
                     }
                 }
                 Ok(replies) => {
                     return Err(Error::protocol(
                         "XADD",
-                        format!("{} replies for {} commands", replies.len(), idx.len()),
+                        format!("{} replies for {commands} commands", replies.len()),
                     ));
                 }
                 Err(e) => {
@@ -213,21 +245,27 @@ impl Bus {
                 }
             }
         }
-        let mut conn = self.conn();
-        for (channel, note) in notes {
-            if let Err(e) = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(note)
-                .query_async::<i64>(&mut conn)
-                .await
-            {
-                log_unpublished(channel, &e);
-            }
-        }
-        written
+        let publishes = by_inbox.iter().filter_map(|(inbox, idx)| {
+            let (channel, note) = note_of(idx)?;
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(note);
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+                crate::broker::conn::slot(inbox),
+                SlotAddr::Master,
+            )));
+            let mut conn = self.conn();
+            Some(async move {
+                if let Err(e) = conn.route(cmd, route).await {
+                    log_unpublished(channel, &e);
+                }
+            })
+        });
+        futures::future::join_all(publishes).await;
+        let written = written
             .into_iter()
             .map(|w| w.ok_or_else(|| Error::protocol("XADD", "a message got no reply")))
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Writes { written, acked })
     }
 }
 
@@ -298,6 +336,24 @@ fn entry_id(reply: redis::Value) -> Written {
     }
 }
 
+/// `WAIT <replicas> <timeout ms>`.
+fn add_wait(pipe: &mut redis::Pipeline, w: super::ReplicaWait) {
+    pipe.cmd("WAIT")
+        .arg(w.replicas)
+        .arg(crate::time::millis(w.timeout));
+}
+
+/// The replica count a `WAIT` replied with (0, logged, when it failed).
+pub(crate) fn replicas_acked(reply: Option<redis::Value>) -> u32 {
+    match reply {
+        Some(redis::Value::Int(n)) => u32::try_from(n).unwrap_or(0),
+        other => {
+            tracing::warn!(reply = ?other, "WAIT failed; counting no replica (is WAIT allowed to this Redis user?)");
+            0
+        }
+    }
+}
+
 fn log_unpublished(channel: &str, e: &redis::RedisError) {
     tracing::warn!(%channel, error = %e, "message queued, but its new-message notification was not published");
 }
@@ -344,16 +400,28 @@ pub(crate) fn notes_for<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<
         .collect()
 }
 
-/// The receipts, or the error: all refused → the first error; some refused → `PartlySent`.
-fn receipts(prepared: Vec<Prepared>, written: Vec<Written>) -> Result<Vec<SendReceipt>> {
+/// The receipts, or the error: all refused → the first error; some refused → `PartlySent`;
+/// all queued but fewer replicas than `wanted` confirmed some → `Unreplicated`.
+fn receipts(
+    prepared: Vec<Prepared>,
+    writes: Writes,
+    wanted: Option<u32>,
+) -> Result<Vec<SendReceipt>> {
     let mut queued = Vec::with_capacity(prepared.len());
     let mut failed = Vec::new();
     let mut first_error = None;
-    for (p, w) in prepared.into_iter().zip(written) {
+    let mut least_acked: Option<u32> = None;
+    for ((p, w), acked) in prepared.into_iter().zip(writes.written).zip(writes.acked) {
         let m = p.message;
         match w {
             Ok(stream_id) => {
                 tracing::debug!(message_id = %m.id, to_agent = %m.to_agent, stream_id = %stream_id, "message queued");
+                if let (Some(n), Some(wanted)) = (acked, wanted)
+                    && n < wanted
+                {
+                    tracing::warn!(message_id = %m.id, to_agent = %m.to_agent, replicas = n, wanted, "message queued, but too few replicas confirmed it (WAIT)");
+                    least_acked = Some(least_acked.map_or(n, |l| l.min(n)));
+                }
                 let scheduled = matches!(p.how, How::Schedule { .. });
                 queued.push(SendReceipt {
                     message_id: m.id,
@@ -374,9 +442,14 @@ fn receipts(prepared: Vec<Prepared>, written: Vec<Written>) -> Result<Vec<SendRe
             }
         }
     }
-    match first_error {
-        None => Ok(queued),
-        Some((inbox, e)) if queued.is_empty() => Err(Error::redis("XADD", &inbox, e)),
-        Some(_) => Err(Error::PartlySent { queued, failed }),
+    match (first_error, least_acked, wanted) {
+        (None, Some(acked), Some(wanted)) => Err(Error::Unreplicated {
+            queued,
+            acked,
+            wanted,
+        }),
+        (None, _, _) => Ok(queued),
+        (Some((inbox, e)), _, _) if queued.is_empty() => Err(Error::redis("XADD", &inbox, e)),
+        (Some(_), _, _) => Err(Error::PartlySent { queued, failed }),
     }
 }

@@ -439,15 +439,44 @@ impl StreamState {
             if self.bus.mode() == Mode::Secure {
                 cmd.arg(fields::DELIVER_TO).arg(reply_to);
             }
+            let wait = self.bus.replica_wait();
+            let mut pipe = redis::pipe();
+            pipe.add_command(cmd);
+            if let Some(w) = wait {
+                pipe.cmd("WAIT")
+                    .arg(w.replicas)
+                    .arg(crate::time::millis(w.timeout));
+            }
+            // The replicas that confirmed the reply (unset: no WAIT asked for).
+            let acked = std::sync::atomic::AtomicU32::new(u32::MAX);
             let ok = self
                 .persist("sending the reply", || async {
-                    let _: String = cmd
+                    let mut replies: Vec<redis::Value> = pipe
                         .query_async(&mut self.broker.conn())
                         .await
                         .map_err(|e| Error::redis("XADD", &target, e))?;
+                    if wait.is_some() {
+                        let n = crate::bus::send::replicas_acked(replies.pop());
+                        acked.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Ok(())
                 })
                 .await;
+            let n = acked.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(w) = wait
+                && ok.done()
+                && n < w.replicas
+            {
+                // Not acknowledging: the request is handled again after the reclaim idle
+                // time, rather than risk a reply lost with its primary.
+                warn!(
+                    reply_to,
+                    replicas = n,
+                    wanted = w.replicas,
+                    "reply written, but too few replicas confirmed it (WAIT); the request stays pending"
+                );
+                return Persisted::Stopped;
+            }
             if ok.done() {
                 debug!(reply_to, reply_id = %reply.id, "reply sent");
             }

@@ -61,7 +61,8 @@ pub(crate) struct StreamState {
 pub(crate) enum Persisted {
     /// Written.
     Done,
-    /// Given up because the worker is stopping at once (the entry stays pending).
+    /// Given up without failing (the entry stays pending, to be handled again): the worker
+    /// is stopping at once, or a reply was written but too few replicas confirmed it.
     Stopped,
     /// Refused for a reason retrying cannot fix (e.g. a wrong key type, an ACL).
     Failed(Error),
