@@ -9,6 +9,7 @@
 //! | `durable.rs` | [`Bus::publish_durable`] (durable topics) |
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `schedules.rs` | [`Bus::schedules`] (periodic tasks) |
+//! | `lookup.rs` | [`Bus::message`] (one message by id, wherever it is) |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //! | `../workflow/bus.rs` | [`Bus::start_workflow`], [`Bus::workflow`], [`Bus::await_workflow`] (workflows) |
 //!
@@ -25,6 +26,7 @@ mod delivery;
 mod durable;
 mod inspect;
 mod lanes;
+mod lookup;
 mod pause;
 mod presence;
 mod request;
@@ -57,6 +59,7 @@ pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
 };
 pub use lanes::LaneStatus;
+pub use lookup::{GroupView, MESSAGE_ID_SCAN_LIMIT, MessageDetails, MessageLocation};
 pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
 pub use send::{FailedSend, SendReceipt};
 pub use send_once::{DEFAULT_DEDUP_WINDOW, MAX_IDEMPOTENCY_KEY_LEN};
