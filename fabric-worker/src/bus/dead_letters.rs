@@ -1,5 +1,5 @@
 //! Dead letters by hand: [`Bus::dead_letters`], [`Bus::requeue_dead_letters`],
-//! [`Bus::purge_dead_letters`], and what the secure-mode router rejected,
+//! [`Bus::purge_dead_letters`], [`Bus::delete_dead_letter`], and what the secure-mode router rejected,
 //! [`Bus::rejected`].
 
 use serde::Serialize;
@@ -74,6 +74,18 @@ impl Bus {
         &self,
         agent: &str,
         dead_ids: Option<&[String]>,
+    ) -> Result<usize> {
+        self.requeue_dead_letters_with_progress(agent, dead_ids, |_, _| {})
+            .await
+    }
+
+    /// [`Bus::requeue_dead_letters`], calling `progress(requeued, total)` after each batch
+    /// of up to 100 (each batch one `MULTI`), for a progress display.
+    pub async fn requeue_dead_letters_with_progress(
+        &self,
+        agent: &str,
+        dead_ids: Option<&[String]>,
+        mut progress: impl FnMut(usize, usize) + Send,
     ) -> Result<usize> {
         keys::validate_agent(agent)?;
         let stream = keys::inbox(agent);
@@ -154,8 +166,39 @@ impl Bus {
                 .await
                 .map_err(|e| Error::redis("XADD", &stream, e))?;
             n += chunk.len();
+            progress(n, entries.len());
         }
         Ok(n)
+    }
+
+    /// Deletes the dead letter `dead_id` of `agent`'s inbox for good (`XDEL`). Returns it,
+    /// or `None` when there is no such dead letter.
+    pub async fn delete_dead_letter(
+        &self,
+        agent: &str,
+        dead_id: &str,
+    ) -> Result<Option<DeadLetter>> {
+        keys::validate_agent(agent)?;
+        keys::validate_stream_id(dead_id)?;
+        let dead = keys::dead_letters(&keys::inbox(agent));
+        let mut conn = self.conn();
+        let (v, n): (redis::Value, i64) = redis::pipe()
+            .atomic()
+            .cmd("XRANGE")
+            .arg(&dead)
+            .arg(dead_id)
+            .arg(dead_id)
+            .cmd("XDEL")
+            .arg(&dead)
+            .arg(dead_id)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| Error::redis("XDEL", &dead, e))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        tracing::info!(agent, dead_id, "dead letter deleted");
+        Ok(wire::parse_entries(&v)?.first().map(to_dead_letter))
     }
 
     /// Deletes all dead letters of `agent`'s inbox. Returns how many there were.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::scan::{Member, contains, glob_escape, id_le, newest_where, range_one, score_ms, zscan};
 use super::{Bus, Mode};
 use crate::broker::{Conn, DeadReason, RawEntry, wire};
 use crate::error::{Error, Result};
@@ -114,8 +115,10 @@ pub struct MessageDetails {
     pub attempt: u32,
     /// The error of the previous attempt, when one failed.
     pub last_error: Option<String>,
-    /// The envelope with its headers, if it could be decoded.
+    /// The envelope, if it could be decoded (its headers are in `headers`).
     pub message: Option<Message>,
+    /// The headers carried beside the envelope (the `headers` field).
+    pub headers: BTreeMap<String, String>,
     /// Why the envelope could not be decoded, when it could not.
     pub decode_error: Option<String>,
     /// The raw `data` field, when the envelope could not be decoded.
@@ -124,31 +127,6 @@ pub struct MessageDetails {
     pub fields: BTreeMap<String, String>,
     /// How each consumer group of the stream sees the entry (for an entry in a stream).
     pub groups: Vec<GroupView>,
-}
-
-/// A sorted-set member (retry or schedule) as `fabric_schedule_retry` writes it.
-#[derive(serde::Deserialize)]
-struct Member {
-    fields: Vec<String>,
-    #[serde(default)]
-    from: Option<String>,
-    #[serde(default)]
-    lane: Option<String>,
-    #[serde(default)]
-    id: Option<String>,
-}
-
-impl Member {
-    fn entry(&self, id: String) -> RawEntry {
-        RawEntry {
-            id,
-            fields: self
-                .fields
-                .chunks(2)
-                .filter_map(|kv| Some((kv.first()?.clone(), kv.get(1)?.clone().into_bytes())))
-                .collect(),
-        }
-    }
 }
 
 impl Bus {
@@ -249,12 +227,20 @@ impl Lookup<'_> {
                 .is_some_and(|d| contains(d, message_id.as_bytes()))
                 && e.decode().is_ok_and(|m| m.id == message_id)
         };
+        // An entry the workers acknowledged may live on as a retry or a dead letter: those
+        // come first.
+        let mut acknowledged = None;
         for (lane, stream) in keys::in_read_order(
             self.inbox.clone(),
             keys::LANES.map(|l| (l, keys::lane(&self.inbox, l))),
         ) {
             if let Some(e) = newest_where(&mut conn, &stream, &matches).await? {
-                return self.in_stream(&mut conn, lane, &stream, e).await.map(Some);
+                let d = self.in_stream(&mut conn, lane, &stream, e).await?;
+                if matches!(d.location, MessageLocation::Acknowledged { .. }) {
+                    acknowledged = Some(d);
+                    break;
+                }
+                return Ok(Some(d));
             }
         }
         for (set, retry) in [
@@ -262,7 +248,7 @@ impl Lookup<'_> {
             (keys::delayed(&self.inbox), false),
         ] {
             let pattern = format!("*{}*", glob_escape(message_id));
-            for (m, score) in zscan(&mut conn, &set, &pattern).await? {
+            for (m, _, score) in zscan(&mut conn, &set, &pattern).await? {
                 let entry = m.entry(m.from.clone().unwrap_or_default());
                 if m.id.as_deref() == Some(message_id) || matches(&entry) {
                     return Ok(Some(self.in_set(set, retry, &m, &entry, score)));
@@ -273,14 +259,14 @@ impl Lookup<'_> {
         if let Some(e) = newest_where(&mut conn, &dead, &matches).await? {
             return Ok(Some(self.dead(dead, &e)));
         }
-        Ok(None)
+        Ok(acknowledged)
     }
 
     /// The retry whose failed entry had id `from`.
     async fn retry_from(&self, conn: &mut Conn, from: &str) -> Result<Option<MessageDetails>> {
         let set = keys::retries(&self.inbox);
         let pattern = format!("*\"from\":\"{}\"*", glob_escape(from));
-        for (m, score) in zscan(conn, &set, &pattern).await? {
+        for (m, _, score) in zscan(conn, &set, &pattern).await? {
             if m.from.as_deref() == Some(from) {
                 let entry = m.entry(from.to_owned());
                 return Ok(Some(self.in_set(set, true, &m, &entry, score)));
@@ -459,6 +445,10 @@ impl Lookup<'_> {
             None
         };
         MessageDetails {
+            headers: message
+                .as_ref()
+                .map(|m| m.headers.clone())
+                .unwrap_or_default(),
             agent: self.agent.to_owned(),
             location,
             key,
@@ -476,160 +466,5 @@ impl Lookup<'_> {
                 .collect(),
             groups: Vec::new(),
         }
-    }
-}
-
-/// The entry `id` of `stream`, if it is there.
-async fn range_one(conn: &mut Conn, stream: &str, id: &str) -> Result<Option<RawEntry>> {
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg(id)
-        .arg(id)
-        .query_async(conn)
-        .await
-        .map_err(|e| Error::redis("XRANGE", stream, e))?;
-    Ok(wire::parse_entries(&v)?.into_iter().find(|e| e.id == id))
-}
-
-/// The newest entry of `stream` (among its newest [`MESSAGE_ID_SCAN_LIMIT`]) for which
-/// `want` holds.
-async fn newest_where(
-    conn: &mut Conn,
-    stream: &str,
-    want: &impl Fn(&RawEntry) -> bool,
-) -> Result<Option<RawEntry>> {
-    let mut end = "+".to_owned();
-    for _ in 0..MESSAGE_ID_SCAN_LIMIT.div_ceil(1000) {
-        let v: redis::Value = redis::cmd("XREVRANGE")
-            .arg(stream)
-            .arg(&end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(|e| Error::redis("XREVRANGE", stream, e))?;
-        let entries = wire::parse_entries(&v)?;
-        let full = entries.len() == 1000;
-        let next = entries.last().map(|e| format!("({}", e.id));
-        if let Some(found) = entries.into_iter().find(|e| want(e)) {
-            return Ok(Some(found));
-        }
-        match next {
-            Some(n) if full => end = n,
-            _ => break,
-        }
-    }
-    Ok(None)
-}
-
-/// Members of the sorted set `key` matching the glob `pattern`, with their scores
-/// (`ZSCAN … MATCH`, at most a million members looked at). Members that are not JSON
-/// members are skipped.
-async fn zscan(conn: &mut Conn, key: &str, pattern: &str) -> Result<Vec<(Member, f64)>> {
-    let mut cursor = "0".to_owned();
-    let mut out = Vec::new();
-    for _ in 0..1000 {
-        let v: redis::Value = redis::cmd("ZSCAN")
-            .arg(key)
-            .arg(&cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await
-            .map_err(|e| Error::redis("ZSCAN", key, e))?;
-        let parts = wire::as_array(&v).unwrap_or(&[]);
-        cursor = parts
-            .first()
-            .and_then(wire::as_string)
-            .unwrap_or_else(|| "0".into());
-        let items = parts.get(1).and_then(wire::as_array).unwrap_or(&[]);
-        for pair in items.chunks(2) {
-            let (Some(m), Some(s)) = (pair.first(), pair.get(1)) else {
-                continue;
-            };
-            let Some(text) = wire::as_string(m) else {
-                continue;
-            };
-            let score = wire::as_string(s)
-                .and_then(|s| s.parse::<f64>().ok())
-                .or(match s {
-                    redis::Value::Double(d) => Some(*d),
-                    _ => None,
-                })
-                .unwrap_or(0.0);
-            if let Ok(member) = serde_json::from_str::<Member>(&text) {
-                out.push((member, score));
-            }
-        }
-        if cursor == "0" {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-/// A score (ms since the epoch) as a whole number of ms.
-pub(crate) fn score_ms(score: f64) -> u64 {
-    if score.is_finite() && score > 0.0 {
-        // A due time fits easily; the conversion through text is exact for integers.
-        format!("{score:.0}").parse().unwrap_or(0)
-    } else {
-        0
-    }
-}
-
-/// `s` with the glob characters of `MATCH` escaped.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// Whether stream id `a` ≤ `b` (ms, then sequence, as numbers).
-fn id_le(a: &str, b: &str) -> bool {
-    let parse = |s: &str| {
-        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        (
-            ms.parse::<u64>().unwrap_or(0),
-            seq.parse::<u64>().unwrap_or(0),
-        )
-    };
-    parse(a) <= parse(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compares_ids_as_numbers() {
-        assert!(id_le("9-0", "10-0"));
-        assert!(id_le("10-2", "10-10"));
-        assert!(!id_le("10-11", "10-10"));
-        assert!(id_le("5-1", "5-1"));
-    }
-
-    #[test]
-    fn escapes_globs() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
-
-    #[test]
-    fn scores_to_ms() {
-        assert_eq!(score_ms(1_700_000_000_123.0), 1_700_000_000_123);
-        assert_eq!(score_ms(f64::NAN), 0);
-        assert_eq!(score_ms(-5.0), 0);
     }
 }
