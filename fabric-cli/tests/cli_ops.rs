@@ -1,19 +1,19 @@
 //! The operator's daily commands, run as the built `fabric` binary against a real
 //! redis-server: one dead letter retried or deleted by id, scheduled retries listed, run now
 //! or deleted, one message shown by id, a stuck pending entry moved or acknowledged,
-//! `status --watch`, and the progress line of long requeues and purges.
+//! `status --watch` (progress lines and bad URLs: `cli_ops_progress.rs`; secure mode:
+//! `cli_ops_secure.rs`).
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{FABRIC, fabric};
+use common::{FABRIC, expect_code, fabric, has_row, json_of, on_a_terminal, stderr, stdout};
 use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::bus::ReceiveOptions;
-use fabric_worker::keys;
 use fabric_worker::prelude::*;
 use serde_json::{Value, json};
 
@@ -40,61 +40,6 @@ async fn ops_retry(ctx: Context) -> Result<(), HandlerError> {
     }
     RETRY_HANDLED.fetch_add(1, Ordering::SeqCst);
     Ok(())
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// Whether `fabric show`'s text has the row `key  value`.
-fn has_row(out: &str, key: &str, value: &str) -> bool {
-    out.lines().any(|l| {
-        l.strip_prefix(key)
-            .is_some_and(|rest| rest.starts_with("  ") && rest.trim() == value)
-    })
-}
-
-#[track_caller]
-fn json_of(o: &Output) -> Value {
-    expect_code(o, 0);
-    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
-}
-
-/// Runs `fabric ARGS` on a pseudo-terminal (`script` from util-linux), feeding it `input`;
-/// returns what the terminal showed and the exit code.
-fn on_a_terminal(url: &str, args: &str, input: &str) -> (String, Option<i32>) {
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("{FABRIC} {args}"), "/dev/null"])
-        .env("REDIS_URL", url)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script(1) from util-linux runs the command on a pseudo-terminal");
-    let mut stdin = child.stdin.take().expect("stdin");
-    stdin.write_all(input.as_bytes()).expect("write the input");
-    let o = child.wait_with_output().expect("wait for script");
-    drop(stdin);
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        o.status.code(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +237,9 @@ async fn retries_listed_run_now_and_deleted() {
     assert_eq!(shown["attempt"], 2);
     assert_eq!(shown["last_error"], "first attempt fails on purpose");
 
-    // run one now: the worker handles it at once (attempt 2), the other still waits.
+    // run one now: in the inbox at once, for attempt 2, even with no worker running…
+    let message_id = list[0]["message"]["id"].as_str().unwrap().to_owned();
+    worker.stop().await;
     let before = RETRY_HANDLED.load(Ordering::SeqCst);
     let o = fabric(&url, &["retries", "run", &percy, &run_id]);
     expect_code(&o, 0);
@@ -300,6 +247,11 @@ async fn retries_listed_run_now_and_deleted() {
         stdout(&o).trim(),
         format!("retry of {run_id} moved into agent:{percy}:inbox now, for attempt 2")
     );
+    let shown = json_of(&fabric(&url, &["show", &percy, &message_id, "--json"]));
+    assert_eq!(shown["location"]["state"], "queued", "{shown}");
+    assert_eq!(shown["attempt"], 2, "{shown}");
+    // …and a worker handles it, while the other still waits.
+    let worker = RunningWorker::fast(&url, &percy, |b| b).await;
     assert!(
         wait_until_async(Duration::from_secs(10), || async {
             RETRY_HANDLED.load(Ordering::SeqCst) > before
@@ -472,16 +424,18 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
     let url = redis.url();
     let percy = unique_agent("percy");
     expect_code(&fabric(&url, &["send", &percy, "{}"]), 0);
-    let mut child = Command::new(FABRIC)
-        .args(["status", &percy, "--watch", "--interval", "200ms", "--json"])
-        .env("REDIS_URL", &url)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn fabric status --watch");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        Command::new(FABRIC)
+            .args(["status", &percy, "--watch", "--interval", "200ms", "--json"])
+            .env("REDIS_URL", &url)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn fabric status --watch"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut depth = || -> u64 {
         let line = lines.next().expect("a snapshot").expect("read a snapshot");
         let v: Value = serde_json::from_str(&line).expect("each snapshot is one JSON line");
@@ -502,20 +456,21 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
         Some(&2),
         "the watch never showed the new message: {seen:?}"
     );
-    child.kill().expect("stop the watch");
-    child.wait().unwrap();
+    drop(child);
 
     // The table on a pipe: successive snapshots, each under its time, no screen clearing.
-    let mut child = Command::new(FABRIC)
-        .args(["status", &percy, "-w", "--interval", "0.2"])
-        .env("REDIS_URL", &url)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn fabric status --watch");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(
+        Command::new(FABRIC)
+            .args(["status", &percy, "-w", "--interval", "0.2"])
+            .env("REDIS_URL", &url)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn fabric status --watch"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let mut headers = 0;
     let mut text = String::new();
     while headers < 3 {
@@ -526,8 +481,7 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
         text.push_str(&line);
         text.push('\n');
     }
-    child.kill().expect("stop the watch");
-    child.wait().unwrap();
+    drop(child);
     assert!(!text.contains('\x1b'), "{text}");
     assert_eq!(
         text.lines().filter(|l| l.starts_with("AGENT ")).count(),
@@ -544,112 +498,12 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
     expect_code(&fabric(&url, &["status", &ghost, "--watch"]), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_requeues_and_purges_show_progress_on_a_terminal_only() {
-    init_tracing();
-    let redis = RedisServer::start_own(false);
-    let url = redis.url();
-    let percy = unique_agent("percy");
-    let inbox = keys::inbox(&percy);
-    let dead = keys::dead_letters(&inbox);
-    let mut conn = redis.async_conn().await;
-    let add_dead = |n: usize| {
-        let mut pipe = redis::pipe();
-        for i in 0..n {
-            let data = json!({"id": format!("msg:{i}"), "from_agent": "coder", "to_agent": percy,
-                "message_type": "task", "payload": {"i": i}, "timestamp": "2026-11-28T00:00:00"});
-            pipe.cmd("XADD")
-                .arg(&dead)
-                .arg("*")
-                .arg("data")
-                .arg(data.to_string())
-                .arg("dead_reason")
-                .arg("permanent_error")
-                .arg("dead_stream")
-                .arg(&inbox)
-                .arg("dead_stream_id")
-                .arg(format!("{}-0", i + 1))
-                .ignore();
-        }
-        pipe
-    };
-    let _: () = add_dead(250).query_async(&mut conn).await.unwrap();
-    let (shown, code) = on_a_terminal(&url, &format!("dead-letters requeue {percy} --all"), "");
-    assert_eq!(code, Some(0), "{shown}");
-    assert!(
-        shown.contains(&format!("requeued 100 of 250 dead letters of {percy}")),
-        "{shown}"
-    );
-    assert!(shown.contains("[#########"), "{shown}");
-    assert!(
-        shown.contains(&format!("requeued 250 dead letters to {inbox}")),
-        "{shown}"
-    );
-    let len: u64 = redis::cmd("XLEN")
-        .arg(&inbox)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(len, 250);
-    // On a pipe, and with --json: nothing but the result.
-    let _: () = add_dead(150).query_async(&mut conn).await.unwrap();
-    let o = fabric(&url, &["dead-letters", "requeue", &percy, "--all"]);
-    expect_code(&o, 0);
-    assert_eq!(stderr(&o), "");
-    assert_eq!(
-        stdout(&o).trim(),
-        format!("requeued 150 dead letters to {inbox}")
-    );
-    let _: () = add_dead(150).query_async(&mut conn).await.unwrap();
-    let (shown, code) = on_a_terminal(
-        &url,
-        &format!("dead-letters requeue {percy} --all --json"),
-        "",
-    );
-    assert_eq!(code, Some(0), "{shown}");
-    assert!(!shown.contains(" of 150"), "{shown}");
+/// A child process killed (by its pid) and reaped when dropped, even by a failing test.
+struct KillOnDrop(std::process::Child);
 
-    // A purge of many says what is under way, on a terminal only.
-    let _: () = add_dead(1200).query_async(&mut conn).await.unwrap();
-    let (shown, code) = on_a_terminal(&url, &format!("dead-letters purge {percy} --yes"), "");
-    assert_eq!(code, Some(0), "{shown}");
-    assert!(
-        shown.contains(&format!("purging 1200 dead letters of {percy}")),
-        "{shown}"
-    );
-    assert!(
-        shown.contains(&format!("purged 1200 dead letters of {percy}")),
-        "{shown}"
-    );
-    let _: () = add_dead(1200).query_async(&mut conn).await.unwrap();
-    let o = fabric(&url, &["dead-letters", "purge", &percy, "--yes"]);
-    expect_code(&o, 0);
-    assert_eq!(stderr(&o), "");
-}
-
-/// A Redis URL that cannot be one is a usage error (exit 2) that says what is wrong.
-#[test]
-fn a_bad_redis_url_is_a_usage_error() {
-    for (url, why) in [
-        ("nope://127.0.0.1", "unknown scheme \"nope\""),
-        ("redis://127.0.0.1:99999", "\"99999\" is not a port number"),
-        ("127.0.0.1:6379", "it has no scheme"),
-        ("redis://127.0.0.1:6379/abc", "the database \"abc\""),
-    ] {
-        let o = fabric(url, &["status"]);
-        expect_code(&o, 2);
-        let err = stderr(&o);
-        assert!(
-            err.starts_with(&format!("error: invalid Redis URL \"{url}\": {why}")),
-            "{err}"
-        );
-        assert!(err.contains("expected e.g. redis://"), "{err}");
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
-    // The password stays masked; with --json the error is JSON.
-    let o = fabric("redis://me:hunter2@:6379", &["status", "--json"]);
-    expect_code(&o, 2);
-    let out = stdout(&o);
-    assert!(!out.contains("hunter2") && out.contains("no host"), "{out}");
-    let e: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(e["error"]["exit_code"], 2);
 }
