@@ -488,6 +488,24 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
         2,
         "{text}"
     );
+    // On a terminal: the screen is cleared and the table redrawn, until Ctrl-C (SIGINT).
+    let line = format!("timeout -s INT 1.5 {FABRIC} status {percy} --watch --interval 200ms");
+    let o = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("REDIS_URL", &url)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux runs the command on a pseudo-terminal");
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown
+            .matches("\x1b[H\x1b[2JEvery 200ms: fabric status")
+            .count()
+            >= 2,
+        "{shown:?}"
+    );
+    assert!(!shown.contains("--- "), "{shown:?}");
     // A bad interval or an unknown agent: usage error, not found.
     expect_code(
         &fabric(&url, &["status", "--watch", "--interval", "1ms"]),
