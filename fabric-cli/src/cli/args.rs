@@ -228,7 +228,7 @@ pub struct ShowArgs {
 pub enum RetriesCommand {
     /// List an agent's failed messages waiting for their next attempt, soonest first
     #[command(
-        after_help = "Example:\n  fabric retries list percy\n  fabric retries list percy --json | jq '.[] | {id, due_in_ms, last_error}'"
+        after_help = "Examples:\n  fabric retries list percy\n  fabric retries list percy --json | jq '.[] | {id, due_in_ms, last_error}'"
     )]
     List {
         /// The agent

@@ -146,7 +146,7 @@ pub enum Command {
     /// List failed messages waiting for their next attempt; run one now or delete one
     #[command(subcommand)]
     Retries(RetriesCommand),
-    /// Inspect, requeue or purge dead letters (messages that failed for good)
+    /// Inspect dead letters (messages that failed for good); requeue, retry or delete one, or purge them
     #[command(subcommand, name = "dead-letters", visible_alias = "dlq")]
     DeadLetters(DeadLetterCommand),
     /// Load the function library and register agents (an admin step; safe to run again)
@@ -305,5 +305,44 @@ mod tests {
             panic!()
         };
         assert_eq!(s.wait, Some(30.0));
+        // `pending AGENT` lists; `pending claim|ack …` act on one entry.
+        let c = Cli::try_parse_from(["fabric", "pending", "percy", "--count", "5"]).unwrap();
+        let Command::Pending(p) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            (p.agent.as_deref(), p.action.is_none()),
+            (Some("percy"), true)
+        );
+        let c = Cli::try_parse_from(["fabric", "pending", "claim", "percy", "1-1", "--to", "w2"])
+            .unwrap();
+        let Command::Pending(p) = c.command else {
+            panic!()
+        };
+        assert!(matches!(p.action, Some(PendingCommand::Claim { ref to, .. }) if to == "w2"));
+        assert!(Cli::try_parse_from(["fabric", "pending", "claim", "percy", "1-1"]).is_err());
+        assert!(Cli::try_parse_from(["fabric", "pending"]).is_err());
+        let c = Cli::try_parse_from(["fabric", "status", "-w", "--interval", "500ms"]).unwrap();
+        let Command::Status(s) = c.command else {
+            panic!()
+        };
+        assert!(s.watch);
+        assert_eq!(s.interval, std::time::Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["fabric", "status", "--interval", "5s"]).is_err());
+    }
+
+    #[test]
+    fn intervals() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_interval("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_interval(" 250ms ").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(parse_interval("50ms").unwrap_err().contains("out of range"));
+        assert!(parse_interval("2h").unwrap_err().contains("not a duration"));
+        assert!(parse_interval("NaN").is_err());
     }
 }
