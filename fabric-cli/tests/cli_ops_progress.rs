@@ -37,16 +37,16 @@ async fn long_requeues_and_purges_show_progress_on_a_terminal_only() {
         }
         pipe
     };
-    let _: () = add_dead(250).query_async(&mut conn).await.unwrap();
+    let _: () = add_dead(2500).query_async(&mut conn).await.unwrap();
     let (shown, code) = on_a_terminal(&url, &format!("dead-letters requeue {percy} --all"), "");
     assert_eq!(code, Some(0), "{shown}");
     assert!(
-        shown.contains(&format!("requeued 100 of 250 dead letters of {percy}")),
+        shown.contains(&format!("requeued 100 of 2500 dead letters of {percy}")),
         "{shown}"
     );
     assert!(shown.contains("[#########"), "{shown}");
     assert!(
-        shown.contains(&format!("requeued 250 dead letters to {inbox}")),
+        shown.contains(&format!("requeued 2500 dead letters to {inbox}")),
         "{shown}"
     );
     let len: u64 = redis::cmd("XLEN")
@@ -54,7 +54,7 @@ async fn long_requeues_and_purges_show_progress_on_a_terminal_only() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(len, 250);
+    assert_eq!(len, 2500);
     // On a pipe, and with --json: nothing but the result.
     let _: () = add_dead(150).query_async(&mut conn).await.unwrap();
     let o = fabric(&url, &["dead-letters", "requeue", &percy, "--all"]);
