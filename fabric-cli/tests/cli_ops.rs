@@ -456,6 +456,13 @@ async fn status_watch_prints_snapshots_that_follow_changes() {
         Some(&2),
         "the watch never showed the new message: {seen:?}"
     );
+    // The reader goes away: the watch ends by itself (exit 0) at its next snapshot.
+    drop(lines);
+    let ended = fabric_tests::wait_until(Duration::from_secs(5), || {
+        child.0.try_wait().is_ok_and(|s| s.is_some())
+    });
+    assert!(ended, "the watch kept running with nobody reading it");
+    assert_eq!(child.0.wait().unwrap().code(), Some(0));
     drop(child);
 
     // The table on a pipe: successive snapshots, each under its time, no screen clearing.
