@@ -384,9 +384,15 @@ async fn pending_entries_claimed_and_acknowledged() {
     let (shown, code) = on_a_terminal(&url, &format!("pending ack {percy} {}", ids[1]), "n\n");
     assert_eq!(code, Some(2), "{shown}");
     assert!(
-        shown.contains("will NOT be processed") && shown.contains("Acknowledge it? [y/N]"),
+        shown.contains("(held by ops-stuck, delivered 1 time)")
+            && shown.contains("will NOT be processed")
+            && shown.contains("Acknowledge it? [y/N]"),
         "{shown}"
     );
+    // An entry that is not pending is "no such entry" before any question.
+    let (shown, code) = on_a_terminal(&url, &format!("pending ack {percy} 1-1"), "y\n");
+    assert_eq!(code, Some(4), "{shown}");
+    assert!(!shown.contains("[y/N]"), "{shown}");
     assert_eq!(bus.pending(&percy, None, 10).await.unwrap().len(), 2);
     let (shown, code) = on_a_terminal(&url, &format!("pending ack {percy} {}", ids[1]), "y\n");
     assert_eq!(code, Some(0), "{shown}");

@@ -102,10 +102,21 @@ async fn act(at: &Target, json: bool, cmd: PendingCommand) -> Result<()> {
             let bus = at.connect().await?;
             super::status::require_inbox(&bus, &agent).await?;
             let group = group.unwrap_or_else(|| fabric_worker::keys::default_group(&agent));
-            let warning = format!(
-                "acknowledging {id} marks it done in {agent}'s group {group}: the message will NOT be processed (a handler running it now may still finish)"
-            );
             if !yes {
+                // Say who holds it before asking (and "no such entry" rather than a question
+                // about an entry that is not pending).
+                let held = bus
+                    .message(&agent, &id)
+                    .await?
+                    .and_then(|d| d.groups.into_iter().find(|g| g.group == group))
+                    .filter(|g| g.state == "pending")
+                    .ok_or_else(|| not_pending(&agent, &id, &group))?;
+                let warning = format!(
+                    "acknowledging {id} (held by {}, delivered {} time{}) marks it done in {agent}'s group {group}: the message will NOT be processed (a handler running it now may still finish)",
+                    held.consumer.unwrap_or_default(),
+                    held.deliveries.unwrap_or(0),
+                    if held.deliveries == Some(1) { "" } else { "s" },
+                );
                 if !std::io::stdin().is_terminal() || json {
                     return Err(Error::Usage(format!(
                         "{warning}; run again with --yes to confirm"
