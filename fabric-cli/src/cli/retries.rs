@@ -9,15 +9,8 @@ use crate::output::{self, Table, duration_ms};
 
 pub(crate) fn render(retries: &[ScheduledRetry]) -> String {
     let mut t = Table::new(
-        &[
-            "ID",
-            "DUE IN",
-            "ATTEMPT",
-            "TYPE",
-            "MESSAGE ID",
-            "LAST ERROR",
-        ],
-        &["DUE IN", "ATTEMPT"],
+        &["ID", "DUE", "ATTEMPT", "TYPE", "MESSAGE ID", "LAST ERROR"],
+        &["ATTEMPT"],
     );
     for r in retries {
         let (ty, mid) = match &r.message {
@@ -36,10 +29,10 @@ pub(crate) fn render(retries: &[ScheduledRetry]) -> String {
         };
         t.row(vec![
             id,
-            if r.due_in_ms == 0 {
-                "due".into()
-            } else {
-                duration_ms(r.due_in_ms)
+            match (r.due_at_ms, r.due_in_ms) {
+                (0, _) => "now".into(),
+                (at, 0) => format!("{} (due)", super::schedules::utc(at)),
+                (at, d) => format!("{} (in {})", super::schedules::utc(at), duration_ms(d)),
             },
             r.attempt.to_string(),
             ty,
