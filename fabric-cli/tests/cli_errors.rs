@@ -41,6 +41,16 @@ fn no_such_agent_is_exit_4_everywhere_and_json_with_json() {
         vec!["dead-letters", "purge", ghost.as_str(), "--yes"],
         vec!["pause", ghost.as_str()],
         vec!["resume", ghost.as_str()],
+        vec!["show", ghost.as_str(), "1-1"],
+        vec!["show", ghost.as_str(), "msg:1"],
+        vec!["retries", "list", ghost.as_str()],
+        vec!["retries", "run", ghost.as_str(), "1-1"],
+        vec!["retries", "delete", ghost.as_str(), "1-1"],
+        vec!["dead-letters", "retry", ghost.as_str(), "1-1"],
+        vec!["dead-letters", "delete", ghost.as_str(), "1-1"],
+        vec!["pending", "claim", ghost.as_str(), "1-1", "--to", "c"],
+        vec!["pending", "ack", ghost.as_str(), "1-1", "--yes"],
+        vec!["status", ghost.as_str(), "--watch"],
     ] {
         let o = fabric(&url, &args);
         expect_code(&o, 4);

@@ -176,6 +176,87 @@ pub struct StatusArgs {
     /// Consumer group the figures are for (default <agent>_workers)
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+
+    /// Refresh the table until Ctrl-C (on a terminal the screen is redrawn; on a pipe each snapshot follows the last, with --json one JSON line each)
+    #[arg(long, short = 'w')]
+    pub watch: bool,
+
+    /// With --watch: time between snapshots (e.g. 2s, 500ms, 1m; a bare number is seconds)
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_interval, requires = "watch")]
+    pub interval: std::time::Duration,
+}
+
+/// A `--interval`: `500ms`, `2s`, `1.5s`, `1m`, or a bare number of seconds; 100 ms to 1 h.
+pub(crate) fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (t, 1000.0)
+    };
+    let ms = num
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(|v| v * unit_ms)
+        .ok_or_else(|| format!("{s:?} is not a duration; expected e.g. 2s, 500ms or 1m"))?;
+    if !(100.0..=3_600_000.0).contains(&ms) {
+        return Err(format!("{s:?} is out of range: from 100ms to 60m"));
+    }
+    Ok(std::time::Duration::from_secs_f64(ms / 1000.0))
+}
+
+/// `fabric show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The agent
+    #[arg(value_name = "AGENT")]
+    pub agent: String,
+
+    /// A stream id (from tail or pending; urgent/ID for a lane), a dead-letter id, a retry's id, or a message id (msg:…)
+    #[arg(value_name = "ID")]
+    pub id: String,
+}
+
+/// `fabric retries …`.
+#[derive(Debug, Subcommand)]
+pub enum RetriesCommand {
+    /// List an agent's failed messages waiting for their next attempt, soonest first
+    #[command(
+        after_help = "Examples:\n  fabric retries list percy\n  fabric retries list percy --json | jq '.[] | {id, due_in_ms, last_error}'"
+    )]
+    List {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// At most this many
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        count: usize,
+    },
+    /// Run one retry now instead of at its due time (it keeps its attempt number)
+    #[command(visible_alias = "now")]
+    Run {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The retry's id (the ID column of `retries list`)
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Delete one retry for good: the message is not attempted again
+    Delete {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The retry's id (the ID column of `retries list`)
+        #[arg(value_name = "ID")]
+        id: String,
+    },
 }
 
 /// `fabric workers`.
@@ -289,10 +370,15 @@ pub struct TailArgs {
 
 /// `fabric pending`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PendingArgs {
+    /// Move or acknowledge one pending entry (without one: list them)
+    #[command(subcommand)]
+    pub action: Option<PendingCommand>,
+
     /// The agent whose inbox to inspect
-    #[arg(value_name = "AGENT")]
-    pub agent: String,
+    #[arg(value_name = "AGENT", required = true)]
+    pub agent: Option<String>,
 
     /// Consumer group (default <agent>_workers)
     #[arg(long, value_name = "GROUP")]
@@ -301,6 +387,47 @@ pub struct PendingArgs {
     /// At most this many entries, oldest first
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub count: usize,
+}
+
+/// `fabric pending claim|ack`.
+#[derive(Debug, Subcommand)]
+pub enum PendingCommand {
+    /// Give a stuck pending entry to another consumer (XCLAIM; its delivery count stays)
+    #[command(
+        after_help = "Example:\n  fabric pending claim percy 1732565756123-0 --to percy-spare"
+    )]
+    Claim {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The entry's stream id (the STREAM ID column of `pending`; urgent/ID for a lane)
+        #[arg(value_name = "STREAM_ID")]
+        id: String,
+        /// The consumer to give it to
+        #[arg(long, value_name = "CONSUMER")]
+        to: String,
+        /// Consumer group (default <agent>_workers)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// Acknowledge a stuck pending entry without handling it: the message will NOT be processed
+    #[command(
+        after_help = "Without --yes, asks for confirmation on a terminal and refuses otherwise.\n\nExample:\n  fabric pending ack percy 1732565756123-0 --yes"
+    )]
+    Ack {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The entry's stream id (the STREAM ID column of `pending`; urgent/ID for a lane)
+        #[arg(value_name = "STREAM_ID")]
+        id: String,
+        /// Consumer group (default <agent>_workers)
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+        /// Confirm that the message will not be processed
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `fabric dead-letters …`.
@@ -339,6 +466,26 @@ pub enum DeadLetterCommand {
         /// Requeue all of them
         #[arg(long)]
         all: bool,
+    },
+    /// Put one dead letter back into the inbox as a fresh first attempt
+    #[command(after_help = "Example:\n  fabric dead-letters retry percy 1732565756123-0")]
+    Retry {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The dead-letter id (the DEAD ID column of `list`)
+        #[arg(value_name = "DEAD_ID")]
+        id: String,
+    },
+    /// Delete one dead letter for good
+    #[command(after_help = "Example:\n  fabric dead-letters delete percy 1732565756123-0")]
+    Delete {
+        /// The agent
+        #[arg(value_name = "AGENT")]
+        agent: String,
+        /// The dead-letter id (the DEAD ID column of `list`)
+        #[arg(value_name = "DEAD_ID")]
+        id: String,
     },
     /// Delete all of an agent's dead letters for good
     Purge {

@@ -1,4 +1,4 @@
-//! `fabric dead-letters list|requeue|purge AGENT`.
+//! `fabric dead-letters list|requeue|retry|delete|purge AGENT`.
 
 use fabric_worker::bus::DeadLetter;
 use serde_json::json;
@@ -30,6 +30,17 @@ pub(crate) fn render(letters: &[DeadLetter]) -> String {
         ]);
     }
     t.render()
+}
+
+/// A dead-letter id on the command line: an entry id.
+fn check_id(id: &str) -> Result<()> {
+    fabric_worker::keys::validate_stream_id(id).map_err(|e| Error::Usage(e.to_string()))
+}
+
+fn no_such_dead_letter(agent: &str, id: &str) -> Error {
+    Error::NotFound(format!(
+        "no such entry: {agent} has no dead letter {id} (see `fabric dead-letters list {agent}`)"
+    ))
 }
 
 pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Result<()> {
@@ -67,7 +78,17 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
             let bus = at.connect().await?;
             super::status::require_inbox(&bus, &agent).await?;
             let wanted = (!all).then_some(ids);
-            let n = bus.requeue_dead_letters(&agent, wanted.as_deref()).await?;
+            let mut progress = super::progress::Progress::new(json);
+            let n = bus
+                .requeue_dead_letters_with_progress(&agent, wanted.as_deref(), |done, total| {
+                    progress.show(
+                        &format!("requeued {done} of {total} dead letters of {agent}"),
+                        done,
+                        total,
+                    );
+                })
+                .await?;
+            progress.finish();
             let inbox = fabric_worker::keys::inbox(&agent);
             if json {
                 output::print_json(&json!({"agent_id": agent, "requeued": n, "stream": inbox}))?;
@@ -86,6 +107,49 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
                 _ => Ok(()),
             }
         }
+        DeadLetterCommand::Retry { agent, id } => {
+            validate_agent(&agent)?;
+            check_id(&id)?;
+            let bus = at.connect().await?;
+            super::status::require_inbox(&bus, &agent).await?;
+            let n = bus
+                .requeue_dead_letters(&agent, Some(std::slice::from_ref(&id)))
+                .await?;
+            if n == 0 {
+                return Err(no_such_dead_letter(&agent, &id));
+            }
+            let inbox = fabric_worker::keys::inbox(&agent);
+            if json {
+                output::print_json(
+                    &json!({"agent_id": agent, "dead_id": id, "requeued": n, "stream": inbox}),
+                )
+            } else {
+                output::println(&format!(
+                    "dead letter {id} of {agent} is back in {inbox} as a fresh first attempt"
+                ))
+            }
+        }
+        DeadLetterCommand::Delete { agent, id } => {
+            validate_agent(&agent)?;
+            check_id(&id)?;
+            let bus = at.connect().await?;
+            super::status::require_inbox(&bus, &agent).await?;
+            let Some(d) = bus.delete_dead_letter(&agent, &id).await? else {
+                return Err(no_such_dead_letter(&agent, &id));
+            };
+            if json {
+                output::print_json(&json!({"agent_id": agent, "deleted": d}))
+            } else {
+                let what = d.message.as_ref().map_or_else(
+                    || "an undecodable entry".to_owned(),
+                    |m| format!("{} {} from {}", m.message_type, m.id, m.from_agent),
+                );
+                output::println(&format!(
+                    "deleted dead letter {id} of {agent} ({what}, {})",
+                    d.reason
+                ))
+            }
+        }
         DeadLetterCommand::Purge { agent, yes } => {
             validate_agent(&agent)?;
             let bus = at.connect().await?;
@@ -97,7 +161,14 @@ pub(crate) async fn run(at: &Target, json: bool, cmd: DeadLetterCommand) -> Resu
                     if n == 1 { "" } else { "s" }
                 )));
             }
+            let mut progress = super::progress::Progress::new(json);
+            let total = bus.queue_status(&agent, None).await?.dead_letters;
+            if total >= 1000 {
+                // One atomic DEL: the line says what is under way until it returns.
+                progress.show(&format!("purging {total} dead letters of {agent}…"), 0, 1);
+            }
             let n = bus.purge_dead_letters(&agent).await?;
+            progress.finish();
             if json {
                 output::print_json(&json!({"agent_id": agent, "purged": n}))
             } else {

@@ -1,5 +1,6 @@
 //! The command line: `fabric mcp`, `fabric status`, `fabric send`, `fabric tail`,
-//! `fabric pending`, `fabric dead-letters list|requeue|purge`.
+//! `fabric pending [claim|ack]`, `fabric show`, `fabric retries list|run|delete`,
+//! `fabric dead-letters list|requeue|retry|delete|purge`, …
 
 // The argument structs' doc comments are clap's help texts, printed in a terminal as
 // written: `<agent>` and bare URLs are meant literally there.
@@ -11,12 +12,16 @@ mod dead;
 mod mcp;
 mod pause;
 mod pending;
+mod progress;
+mod retries;
 mod router;
 mod schedules;
 mod send;
 mod setup;
+mod show;
 mod status;
 mod tail;
+mod url;
 mod workers;
 
 use clap::{Parser, Subcommand};
@@ -34,7 +39,8 @@ Exit codes:
   1  runtime error (a Redis command failed, the server stopped on an error)
   2  usage error (bad arguments, invalid agent id, unreadable config file)
   3  Redis unreachable
-  4  not found (no inbox for the agent, no agents at all, unknown dead-letter ids)
+  4  not found (no inbox for the agent, no agents at all, no such entry: an unknown
+     dead-letter, retry, pending or message id)
   5  no reply in time (send --wait)
   6  Redis refused the credentials (wrong user name or password in the URL)
 
@@ -102,7 +108,7 @@ pub enum Command {
     Mcp(McpArgs),
     /// Show inboxes: queue depth, pending, consumers and their idle time, oldest pending age, dead letters
     #[command(
-        after_help = "Examples:\n  fabric status                 # every agent with an inbox (found with SCAN)\n  fabric status percy coder     # just these\n  fabric status --json | jq '.[].queue_depth'"
+        after_help = "Examples:\n  fabric status                 # every agent with an inbox (found with SCAN)\n  fabric status percy coder     # just these\n  fabric status --watch --interval 1s   # refresh until Ctrl-C\n  fabric status --json | jq '.[].queue_depth'"
     )]
     Status(StatusArgs),
     /// Show the worker processes serving each agent: host, pid, uptime, last seen, what they handle, live or gone
@@ -127,10 +133,20 @@ pub enum Command {
         after_help = "Examples:\n  fabric tail percy                  # new messages as they arrive\n  fabric tail percy --from-start     # everything still in the stream, then new ones\n  fabric tail percy --json --limit 5 # five messages as JSON lines, then exit"
     )]
     Tail(TailArgs),
-    /// List messages delivered to a consumer and not yet acknowledged
-    #[command(after_help = "Example:\n  fabric pending percy --group percy_workers")]
+    /// List messages delivered to a consumer and not yet acknowledged; move (claim) or acknowledge one
+    #[command(
+        after_help = "Examples:\n  fabric pending percy --group percy_workers\n  fabric pending claim percy 1732565756123-0 --to percy-spare\n  fabric pending ack percy 1732565756123-0 --yes   # the message will not be processed"
+    )]
     Pending(PendingArgs),
-    /// Inspect, requeue or purge dead letters (messages that failed for good)
+    /// Show one message by id: where it is (queued, pending, retry, scheduled, dead letter), its envelope, headers and attempts
+    #[command(
+        after_help = "Examples:\n  fabric show percy 1732565756123-0      # an inbox entry, dead letter or retry, by stream id\n  fabric show percy urgent/1732565756123-0\n  fabric show percy msg:6b1c…            # by message id (the newest 10000 entries of each place)\n  fabric show percy 1732565756123-0 --json"
+    )]
+    Show(ShowArgs),
+    /// List failed messages waiting for their next attempt; run one now or delete one
+    #[command(subcommand)]
+    Retries(RetriesCommand),
+    /// Inspect dead letters (messages that failed for good); requeue, retry or delete one, or purge them
     #[command(subcommand, name = "dead-letters", visible_alias = "dlq")]
     DeadLetters(DeadLetterCommand),
     /// Load the function library and register agents (an admin step; safe to run again)
@@ -173,6 +189,21 @@ impl Cli {
 /// of the environment (`FABRIC_TLS_CA_FILE`, `FABRIC_TLS_CERT_FILE`, `FABRIC_TLS_KEY_FILE`,
 /// `FABRIC_CLUSTER`, …) are read as `BusBuilder::from_env` does; the command line's win.
 pub(crate) async fn connect(url: &str, mode: Mode) -> Result<Bus> {
+    if let Err(e) = fabric_worker::bus::validate_url(url) {
+        // Say which mistake it is when it is a usual one (the URL parser only says "did
+        // not parse").
+        return Err(url
+            .split(',')
+            .find_map(|u| {
+                url::problem(u).map(|why| {
+                    Error::Usage(format!(
+                        "invalid Redis URL \"{}\": {why}; expected e.g. redis://127.0.0.1:6379 or rediss://host:6380",
+                        url::mask(u.trim())
+                    ))
+                })
+            })
+            .unwrap_or(Error::Bus(e)));
+    }
     Ok(Bus::builder(url)
         .from_env()?
         .notify(true)
@@ -238,6 +269,8 @@ pub fn run(cli: Cli) -> BoxedRun {
         Command::Tail(args) => Box::pin(async move { tail::run(&at, json, args).await }),
         Command::Pending(args) => Box::pin(async move { pending::run(&at, json, args).await }),
         Command::DeadLetters(cmd) => Box::pin(async move { dead::run(&at, json, cmd).await }),
+        Command::Show(args) => Box::pin(async move { show::run(&at, json, args).await }),
+        Command::Retries(cmd) => Box::pin(async move { retries::run(&at, json, cmd).await }),
         Command::Setup(args) => Box::pin(async move { setup::run(&at, json, args).await }),
         Command::Router(args) => Box::pin(async move { router::run(&at, args).await }),
         Command::Acl(cmd) => Box::pin(async move { acl::run(&at, cmd).await }),
@@ -272,5 +305,44 @@ mod tests {
             panic!()
         };
         assert_eq!(s.wait, Some(30.0));
+        // `pending AGENT` lists; `pending claim|ack …` act on one entry.
+        let c = Cli::try_parse_from(["fabric", "pending", "percy", "--count", "5"]).unwrap();
+        let Command::Pending(p) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            (p.agent.as_deref(), p.action.is_none()),
+            (Some("percy"), true)
+        );
+        let c = Cli::try_parse_from(["fabric", "pending", "claim", "percy", "1-1", "--to", "w2"])
+            .unwrap();
+        let Command::Pending(p) = c.command else {
+            panic!()
+        };
+        assert!(matches!(p.action, Some(PendingCommand::Claim { ref to, .. }) if to == "w2"));
+        assert!(Cli::try_parse_from(["fabric", "pending", "claim", "percy", "1-1"]).is_err());
+        assert!(Cli::try_parse_from(["fabric", "pending"]).is_err());
+        let c = Cli::try_parse_from(["fabric", "status", "-w", "--interval", "500ms"]).unwrap();
+        let Command::Status(s) = c.command else {
+            panic!()
+        };
+        assert!(s.watch);
+        assert_eq!(s.interval, std::time::Duration::from_millis(500));
+        assert!(Cli::try_parse_from(["fabric", "status", "--interval", "5s"]).is_err());
+    }
+
+    #[test]
+    fn intervals() {
+        use std::time::Duration;
+        assert_eq!(parse_interval("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_interval("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_interval("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_interval(" 250ms ").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert!(parse_interval("50ms").unwrap_err().contains("out of range"));
+        assert!(parse_interval("2h").unwrap_err().contains("not a duration"));
+        assert!(parse_interval("NaN").is_err());
     }
 }

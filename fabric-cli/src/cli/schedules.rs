@@ -17,7 +17,7 @@ pub(crate) struct Row {
 }
 
 /// `2026-11-28 16:00:00Z` for ms since the epoch.
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     i64::try_from(ms)
         .ok()
         .and_then(chrono::DateTime::from_timestamp_millis)

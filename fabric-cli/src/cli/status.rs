@@ -1,4 +1,6 @@
-//! `fabric status [AGENT…]`.
+//! `fabric status [AGENT…] [--watch]`.
+
+use std::io::{IsTerminal, Write};
 
 use fabric_worker::bus::QueueStatus;
 
@@ -114,6 +116,15 @@ pub(crate) async fn run(at: &Target, json: bool, args: StatusArgs) -> Result<()>
     for a in &agents {
         statuses.push(bus.queue_status(a, args.group.as_deref()).await?);
     }
+    if args.watch {
+        if let Some(missing) = statuses.iter().find(|s| !exists(s)) {
+            return Err(Error::NotFound(format!(
+                "no inbox for {}: nothing has been sent to it yet (check the id with `fabric status`)",
+                missing.agent
+            )));
+        }
+        return watch(&bus, json, &args, statuses).await;
+    }
     if json {
         output::print_json(&statuses)?;
     } else {
@@ -132,6 +143,84 @@ pub(crate) async fn run(at: &Target, json: bool, args: StatusArgs) -> Result<()>
         )));
     }
     Ok(())
+}
+
+/// `status --watch`: a snapshot every `--interval` until Ctrl-C (or the reader of a pipe
+/// goes away). On a terminal the screen is cleared and the table redrawn; on a pipe the
+/// snapshots follow each other, each after a line with its time (with `--json`, one JSON
+/// array per line). A failed refresh is reported on stderr and tried again.
+async fn watch(
+    bus: &fabric_worker::Bus,
+    json: bool,
+    args: &StatusArgs,
+    first: Vec<QueueStatus>,
+) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    let mut statuses = first;
+    let mut tick = tokio::time::interval(args.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+        let text = if json {
+            let line = serde_json::to_string(&statuses)
+                .map_err(|e| Error::Server(format!("cannot encode JSON output: {e}")))?;
+            format!("{line}\n")
+        } else if tty {
+            format!(
+                "\x1b[H\x1b[2JEvery {:?}: fabric status    {now}    (Ctrl-C to stop)\n\n{}",
+                args.interval,
+                output::terminal_safe(&render(&statuses))
+            )
+        } else {
+            format!(
+                "--- {now} ---\n{}\n",
+                output::terminal_safe(&render(&statuses))
+            )
+        };
+        let written = {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        };
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(Error::io("cannot write to stdout", e)),
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+        loop {
+            match snapshot(bus, args).await {
+                Ok(s) => {
+                    statuses = s;
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("error: {e} (trying again in {:?})", args.interval);
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The statuses of the named agents, or of every agent with an inbox.
+async fn snapshot(bus: &fabric_worker::Bus, args: &StatusArgs) -> Result<Vec<QueueStatus>> {
+    let agents = if args.agents.is_empty() {
+        bus.agents().await?
+    } else {
+        args.agents.clone()
+    };
+    let mut statuses = Vec::with_capacity(agents.len());
+    for a in &agents {
+        statuses.push(bus.queue_status(a, args.group.as_deref()).await?);
+    }
+    Ok(statuses)
 }
 
 #[cfg(test)]

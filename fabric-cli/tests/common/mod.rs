@@ -1,6 +1,7 @@
 //! Helpers shared by the `fabric` tests: running the binary, MCP clients, tool calls.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -131,4 +132,65 @@ pub(crate) fn blocked_readers(url: &str) -> usize {
                     .any(|kv| kv.starts_with("flags=") && kv.contains('b'))
         })
         .count()
+}
+
+// The helpers of the operator-command tests (cli_ops*.rs).
+
+/// What a command wrote on stdout.
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What a command wrote on stderr.
+pub(crate) fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Checks the exit code, showing both outputs when it is not the one expected.
+#[track_caller]
+pub(crate) fn expect_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Whether `fabric show`'s text has the row `key  value`.
+pub(crate) fn has_row(out: &str, key: &str, value: &str) -> bool {
+    out.lines().any(|l| {
+        l.strip_prefix(key)
+            .is_some_and(|rest| rest.starts_with("  ") && rest.trim() == value)
+    })
+}
+
+/// The JSON a successful command printed.
+#[track_caller]
+pub(crate) fn json_of(o: &Output) -> Value {
+    expect_code(o, 0);
+    serde_json::from_str(&stdout(o)).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+/// Runs `fabric ARGS` on a pseudo-terminal (`script` from util-linux), feeding it `input`;
+/// returns what the terminal showed and the exit code.
+pub(crate) fn on_a_terminal(url: &str, args: &str, input: &str) -> (String, Option<i32>) {
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("{FABRIC} {args}"), "/dev/null"])
+        .env("REDIS_URL", url)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux runs the command on a pseudo-terminal");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write the input");
+    let o = child.wait_with_output().expect("wait for script");
+    drop(stdin);
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        o.status.code(),
+    )
 }

@@ -9,6 +9,9 @@
 //! | `durable.rs` | [`Bus::publish_durable`] (durable topics) |
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `schedules.rs` | [`Bus::schedules`] (periodic tasks) |
+//! | `retries.rs` | [`Bus::retries`], [`Bus::retry_now`], [`Bus::delete_retry`] |
+//! | `claim.rs` | [`Bus::claim_pending`], [`Bus::ack_pending`] |
+//! | `lookup.rs` | [`Bus::message`] (one message by id, wherever it is) |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //! | `../workflow/bus.rs` | [`Bus::start_workflow`], [`Bus::workflow`], [`Bus::await_workflow`] (workflows) |
 //!
@@ -18,6 +21,7 @@
 //! with a `Default`.
 
 mod admin;
+mod claim;
 mod consume;
 mod credentials;
 mod dead_letters;
@@ -25,9 +29,12 @@ mod delivery;
 mod durable;
 mod inspect;
 mod lanes;
+mod lookup;
 mod pause;
 mod presence;
 mod request;
+mod retries;
+mod scan;
 mod schedules;
 pub(crate) mod send;
 mod send_once;
@@ -57,7 +64,9 @@ pub use inspect::{
     ConsumerStatus, GroupStatus, PeekedEntry, PendingEntry, QueueStatus, StreamInfo,
 };
 pub use lanes::LaneStatus;
+pub use lookup::{GroupView, MESSAGE_ID_SCAN_LIMIT, MessageDetails, MessageLocation};
 pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
+pub use retries::ScheduledRetry;
 pub use send::{FailedSend, SendReceipt};
 pub use send_once::{DEFAULT_DEDUP_WINDOW, MAX_IDEMPOTENCY_KEY_LEN};
 pub use topics::{Subscription, TopicEvent};
