@@ -110,11 +110,14 @@ impl HttpServer {
     }
 }
 
-struct Guard {
+/// The protection of an HTTP server of `fabric` (`mcp --http`, `dashboard`): `Host` and
+/// `Origin` validation against DNS rebinding and foreign pages, and bearer authentication.
+pub(crate) struct Guard {
     auth: Authenticator,
     allowed_origins: Vec<String>,
     allowed_hosts: Vec<String>,
-    metadata_url: String,
+    /// Where the Protected Resource Metadata is, named in `WWW-Authenticate` (if served).
+    metadata_url: Option<String>,
     metadata: serde_json::Value,
 }
 
@@ -136,6 +139,73 @@ fn host_only(authority: &str) -> &str {
 }
 
 impl Guard {
+    /// A guard accepting `auth`'s identities, loopback hosts and origins, and these.
+    pub(crate) fn new(
+        auth: Authenticator,
+        allowed_origins: Vec<String>,
+        allowed_hosts: Vec<String>,
+    ) -> Guard {
+        Guard {
+            auth,
+            allowed_origins,
+            allowed_hosts,
+            metadata_url: None,
+            metadata: json!({}),
+        }
+    }
+
+    /// `403` for a request whose `Host` is not allowed (DNS rebinding) or that carries an
+    /// `Origin` that is not allowed (a foreign web page); `None` when it may go on.
+    pub(crate) fn check_host_and_origin(&self, req: &Request) -> Option<Response> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(std::string::ToString::to_string));
+        match host {
+            Some(h) if self.host_allowed(&h) => {}
+            Some(h) => {
+                tracing::warn!(host = %h, "request with a Host that is not allowed refused");
+                return Some(forbidden(
+                    "Host header is not allowed (only loopback hosts unless --allow-host is given)",
+                ));
+            }
+            None => return Some(forbidden("missing Host header")),
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let ok = origin.to_str().is_ok_and(|o| self.origin_allowed(o));
+            if !ok {
+                tracing::warn!(origin = ?origin, "request with an Origin that is not allowed refused");
+                return Some(forbidden(
+                    "Origin is not allowed (only loopback origins unless --allow-origin is given)",
+                ));
+            }
+        }
+        None
+    }
+
+    /// The identity of the request's bearer token, or the `401` to answer.
+    pub(crate) fn authenticate(
+        &self,
+        req: &Request,
+    ) -> std::result::Result<super::Identity, Response> {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|h| h.to_str().unwrap_or("\u{0}invalid"));
+        match self.auth.authenticate_header(header) {
+            Ok(identity) => {
+                tracing::debug!(%identity, path = req.uri().path(), "authenticated");
+                Ok(identity)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, path = req.uri().path(), "request refused: 401");
+                Err(self.unauthorized(&e))
+            }
+        }
+    }
+
     fn host_allowed(&self, host: &str) -> bool {
         let h = host_only(host);
         is_loopback_host(h)
@@ -162,10 +232,10 @@ impl Guard {
     }
 
     fn unauthorized(&self, err: &AuthError) -> Response {
-        let mut challenge = format!(
-            "Bearer realm=\"fabric\", resource_metadata=\"{}\"",
-            self.metadata_url
-        );
+        let mut challenge = String::from("Bearer realm=\"fabric\"");
+        if let Some(url) = &self.metadata_url {
+            challenge.push_str(&format!(", resource_metadata=\"{url}\""));
+        }
         let code = match err {
             AuthError::Missing => None,
             AuthError::Malformed => Some("invalid_request"),
@@ -192,7 +262,8 @@ impl Guard {
     }
 }
 
-fn forbidden(text: &str) -> Response {
+/// `403` with a JSON body saying why.
+pub(crate) fn forbidden(text: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         axum::Json(json!({"error": "forbidden", "error_description": text})),
@@ -201,30 +272,8 @@ fn forbidden(text: &str) -> Response {
 }
 
 async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(std::string::ToString::to_string));
-    match host {
-        Some(h) if g.host_allowed(&h) => {}
-        Some(h) => {
-            tracing::warn!(host = %h, "request with a Host that is not allowed refused");
-            return forbidden(
-                "Host header is not allowed (only loopback hosts unless --allow-host is given)",
-            );
-        }
-        None => return forbidden("missing Host header"),
-    }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let ok = origin.to_str().is_ok_and(|o| g.origin_allowed(o));
-        if !ok {
-            tracing::warn!(origin = ?origin, "request with an Origin that is not allowed refused");
-            return forbidden(
-                "Origin is not allowed (only loopback origins unless --allow-origin is given)",
-            );
-        }
+    if let Some(refused) = g.check_host_and_origin(&req) {
+        return refused;
     }
     if req.uri().path().starts_with(RESOURCE_METADATA_PATH) {
         return next.run(req).await;
@@ -238,20 +287,12 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         // read as "your token was refused".
         return (StatusCode::NOT_FOUND, "Not Found: the MCP endpoint is /mcp").into_response();
     }
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|h| h.to_str().unwrap_or("\u{0}invalid"));
-    match g.auth.authenticate_header(header) {
+    match g.authenticate(&req) {
         Ok(identity) => {
-            tracing::debug!(%identity, path = req.uri().path(), "authenticated");
             req.extensions_mut().insert(identity);
             next.run(req).await
         }
-        Err(e) => {
-            tracing::info!(error = %e, path = req.uri().path(), "request refused: 401");
-            g.unauthorized(&e)
-        }
+        Err(refused) => refused,
     }
 }
 
@@ -394,33 +435,48 @@ async fn resource_metadata(State(g): State<Arc<Guard>>) -> Response {
         .into_response()
 }
 
-/// Binds `addr` and serves MCP over Streamable HTTP in a background task.
-///
-/// Refuses a non-loopback address unless `config.allow_remote`, and a configuration
-/// without any way to authenticate.
-pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
-    if !addr.ip().is_loopback() && !config.allow_remote {
+/// Refuses a non-loopback `addr` unless `allow_remote`; there, plain HTTP unless TLS is in
+/// front (an https `public_url`) or `insecure_http`; and the unspecified address without a
+/// `public_url`.
+pub(crate) fn check_exposure(
+    addr: SocketAddr,
+    allow_remote: bool,
+    public_url: Option<&str>,
+    insecure_http: bool,
+) -> Result<()> {
+    if !addr.ip().is_loopback() && !allow_remote {
         return Err(Error::Usage(format!(
             "refusing to listen on {addr}: not a loopback address; use 127.0.0.1:PORT, or pass --allow-remote (with --allow-host) if you really mean it"
         )));
     }
     if !addr.ip().is_loopback() {
-        let behind_tls = config
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
-        if !behind_tls && !config.insecure_http {
+        let behind_tls = public_url.is_some_and(|u| u.starts_with("https://"));
+        if !behind_tls && !insecure_http {
             return Err(Error::Usage(format!(
                 "refusing to serve plain HTTP on {addr}: bearer tokens would cross the network in clear. Put TLS in front (a reverse proxy) and pass its address as --public-url https://…, or pass --insecure-http if you really mean it"
             )));
         }
-        if addr.ip().is_unspecified() && config.public_url.is_none() {
+        if addr.ip().is_unspecified() && public_url.is_none() {
             return Err(Error::Usage(format!(
                 "listening on {addr} needs --public-url: the address clients use (it is advertised in the resource metadata, and {} is not one)",
                 addr.ip()
             )));
         }
     }
+    Ok(())
+}
+
+/// Binds `addr` and serves MCP over Streamable HTTP in a background task.
+///
+/// Refuses a non-loopback address unless `config.allow_remote`, and a configuration
+/// without any way to authenticate.
+pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
+    check_exposure(
+        addr,
+        config.allow_remote,
+        config.public_url.as_deref(),
+        config.insecure_http,
+    )?;
     if config.auth.is_empty() {
         return Err(Error::Usage(
             "the HTTP transport needs authentication: pass --tokens-file FILE and/or --jwt-hs256-secret-file FILE / --jwt-rs256-public-key-file FILE".into(),
@@ -459,7 +515,7 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         auth: config.auth.clone(),
         allowed_origins: config.allowed_origins.clone(),
         allowed_hosts: config.allowed_hosts.clone(),
-        metadata_url: format!("{base_url}{RESOURCE_METADATA_PATH}"),
+        metadata_url: Some(format!("{base_url}{RESOURCE_METADATA_PATH}")),
         metadata,
     });
 
@@ -544,7 +600,7 @@ mod tests {
             auth: Authenticator::new(),
             allowed_origins: vec!["https://app.example.com".into()],
             allowed_hosts: vec!["mcp.example.com".into()],
-            metadata_url: "http://127.0.0.1:1/.well-known/oauth-protected-resource".into(),
+            metadata_url: Some("http://127.0.0.1:1/.well-known/oauth-protected-resource".into()),
             metadata: json!({}),
         }
     }
