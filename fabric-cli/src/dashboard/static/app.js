@@ -33,6 +33,30 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// Keeps one row per key in `tbody`, in the order of `items`: a row whose key stays is kept
+// (so a click or focus on it is never lost to a refresh); new keys get a row from `make`;
+// `fill`, if given, (re)fills every row's cells; rows of keys gone are removed.
+function syncRows(tbody, items, key, make, fill) {
+  const old = new Map();
+  for (const tr of tbody.children) old.set(tr.dataset.key, tr);
+  const rows = items.map((item) => {
+    const k = key(item);
+    let tr = old.get(k);
+    if (tr) {
+      old.delete(k);
+    } else {
+      tr = make(item);
+      tr.dataset.key = k;
+    }
+    if (fill) fill(tr, item);
+    return tr;
+  });
+  for (const tr of old.values()) tr.remove();
+  rows.forEach((tr, i) => {
+    if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+  });
+}
+
 // ---------- formatting ----------
 function fmtDuration(ms) {
   if (ms === null || ms === undefined) return "–";
@@ -180,11 +204,19 @@ function newSpark(cls) {
   s.setAttribute("class", cls);
   return s;
 }
+// Per second at each sample, averaged over the trailing few seconds (at least 5 s or three
+// samples): a handful of events per sample would otherwise draw a comb.
 function perSecond(series, key) {
+  const t = series.t_ms, v = series[key];
+  const window = Math.max(5000, 3 * state.interval);
   const out = [];
-  for (let i = 0; i < series.t_ms.length; i++) {
-    const dt = i > 0 ? (series.t_ms[i] - series.t_ms[i - 1]) / 1000 : state.interval / 1000;
-    out.push(dt > 0 ? series[key][i] / dt : 0);
+  let lo = 0, sum = 0;
+  for (let i = 0; i < t.length; i++) {
+    sum += v[i];
+    while (lo < i && t[i] - t[lo] >= window) { sum -= v[lo]; lo++; }
+    const start = lo > 0 ? t[lo - 1] : (series.start_ms || t[0] - state.interval);
+    const dt = (t[i] - start) / 1000;
+    out.push(dt > 0 ? sum / dt : 0);
   }
   return out;
 }
@@ -216,6 +248,26 @@ function consumersCell(a) {
     }, `${c.host ? `${c.host}:${c.pid}` : c.name.slice(0, 18)} · ${fmtDuration(c.idle_ms)}`));
   if (a.consumers.length > 6) chips.push(el("span", { class: "chip", text: `+${a.consumers.length - 6}` }));
   return el("td", {}, el("div", { class: "consumers" }, chips));
+}
+
+function fillAgentRow(tr, a) {
+  const rate = rateOf(a.last_minute);
+  const fail = failureOf(a.last_minute);
+  tr.replaceChildren(
+    el("td", {}, el("span", { class: "agent-name", "data-field": "agent", text: a.agent })),
+    el("td", { "data-field": "state" }, agentState(a)),
+    numCell("depth", a.depth, a.depth > 0 ? "hot" : null),
+    numCell("pending", a.pending),
+    numCell("lag", a.lag),
+    numCell("dead", a.dead_letters, "dead-hot"),
+    el("td", {}, el("div", { class: "rate" },
+      sparkline(newSpark("spark"), perSecond(a.series, "processed"), { title: "processed per second" }),
+      el("span", { class: "n", "data-field": "rate", text: `${fmtRate(rate)}/s` }))),
+    el("td", {}, el("div", { class: "rate" },
+      sparkline(newSpark("spark"), perSecond(a.series, "failed"), { bad: true, min: 0.5, title: "dead-lettered per second" }),
+      el("span", { class: "n", "data-field": "failure", text: fmtPct(fail) }))),
+    consumersCell(a),
+  );
 }
 
 function renderOverview(o) {
@@ -256,36 +308,14 @@ function renderOverview(o) {
   const mins = Math.round((o.total.series.t_ms.length * state.interval) / 60000);
   $("legend-window").textContent = mins >= 1 ? `${mins} min` : "few seconds";
 
-  const body = $("agents-body");
-  const rows = agents.map((a) => {
-    const tr = el("tr", {
-      "data-agent": a.agent,
-      class: a.agent === state.selected ? "selected" : null,
-      tabindex: "0",
-      title: "Click for dead letters, messages and workers",
-      onclick: () => select(a.agent),
-      onkeydown: (ev) => { if (ev.key === "Enter") select(a.agent); },
-    });
-    const rate = rateOf(a.last_minute);
-    const fail = failureOf(a.last_minute);
-    tr.append(
-      el("td", {}, el("span", { class: "agent-name", "data-field": "agent", text: a.agent })),
-      el("td", { "data-field": "state" }, agentState(a)),
-      numCell("depth", a.depth, a.depth > 0 ? "hot" : null),
-      numCell("pending", a.pending),
-      numCell("lag", a.lag),
-      numCell("dead", a.dead_letters, "dead-hot"),
-      el("td", {}, el("div", { class: "rate" },
-        sparkline(newSpark("spark"), perSecond(a.series, "processed"), { title: "processed per second" }),
-        el("span", { class: "n", "data-field": "rate", text: `${fmtRate(rate)}/s` }))),
-      el("td", {}, el("div", { class: "rate" },
-        sparkline(newSpark("spark"), perSecond(a.series, "failed"), { bad: true, min: 0.5, title: "dead-lettered per second" }),
-        el("span", { class: "n", "data-field": "failure", text: fmtPct(fail) }))),
-      consumersCell(a),
-    );
-    return tr;
-  });
-  body.replaceChildren(...rows);
+  syncRows($("agents-body"), agents, (a) => a.agent, (a) => el("tr", {
+    "data-agent": a.agent,
+    tabindex: "0",
+    title: "Click for dead letters, messages and workers",
+    onclick: () => select(a.agent),
+    onkeydown: (ev) => { if (ev.key === "Enter") select(a.agent); },
+  }), fillAgentRow);
+  for (const tr of $("agents-body").children) tr.classList.toggle("selected", tr.dataset.key === state.selected);
   $("agents-table").hidden = agents.length === 0;
   $("agents-empty").hidden = agents.length !== 0 || !o.redis.ok;
   if (state.selected && !agents.some((a) => a.agent === state.selected)) closeDetail();
@@ -367,7 +397,8 @@ function renderDead(d) {
     : `${plural(d.total, "dead letter")}, oldest first`;
   $("requeue-all").disabled = d.total === 0;
   $("purge-all").disabled = d.total === 0;
-  const rows = d.items.map((x) => {
+  // A dead letter never changes: its row is kept as long as it is there.
+  syncRows($("dead-body"), d.items, (x) => x.dead_id, (x) => {
     const m = x.message || {};
     const tr = el("tr", { "data-dead-id": x.dead_id },
       el("td", { class: "mono", text: x.dead_at ? x.dead_at.replace("T", " ").slice(0, 19) : "–" }),
@@ -387,13 +418,12 @@ function renderDead(d) {
       })));
     return clickable(tr, d.agent, x.dead_id);
   });
-  $("dead-body").replaceChildren(...rows);
   $("dead-table").hidden = d.items.length === 0;
   $("dead-empty").hidden = d.items.length !== 0;
 }
 
 function renderWaiting(d) {
-  const rows = d.waiting.map((w) => {
+  syncRows($("waiting-body"), d.waiting, (w) => w.stream_id, (w) => {
     const m = w.message || {};
     return clickable(el("tr", {},
       el("td", { class: "mono", text: w.stream_id }),
@@ -403,19 +433,18 @@ function renderWaiting(d) {
       el("td", { class: "num", text: w.attempt }),
       el("td", { class: "payload-cell", text: m.payload !== undefined ? preview(m.payload, 120) : preview(w.raw_data || "", 120) })), d.agent, w.stream_id);
   });
-  $("waiting-body").replaceChildren(...rows);
-  $("waiting-empty").hidden = rows.length !== 0;
+  $("waiting-empty").hidden = d.waiting.length !== 0;
 }
 
 function renderPending(d) {
-  const rows = d.pending.map((p) => clickable(el("tr", {},
-    el("td", { class: "mono", text: p.stream_id }),
-    el("td", { class: "mono", text: p.consumer }),
-    el("td", { class: "num", text: fmtDuration(p.idle_ms) }),
-    el("td", { class: "num", text: p.deliveries }),
-    el("td", { class: "num", text: fmtDuration(p.age_ms) })), d.agent, p.stream_id));
-  $("pending-body").replaceChildren(...rows);
-  $("pending-empty").hidden = rows.length !== 0;
+  syncRows($("pending-body"), d.pending, (p) => p.stream_id, (p) => clickable(el("tr", {}), d.agent, p.stream_id),
+    (tr, p) => tr.replaceChildren(
+      el("td", { class: "mono", text: p.stream_id }),
+      el("td", { class: "mono", text: p.consumer }),
+      el("td", { class: "num", text: fmtDuration(p.idle_ms) }),
+      el("td", { class: "num", text: p.deliveries }),
+      el("td", { class: "num", text: fmtDuration(p.age_ms) })));
+  $("pending-empty").hidden = d.pending.length !== 0;
 }
 
 function renderWorkers(a) {
