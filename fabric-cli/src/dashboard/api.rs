@@ -231,7 +231,7 @@ pub(super) async fn requeue(
     Path(agent): Path<String>,
     body: Result<Json<RequeueBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let Json(body) = body.map_err(bad_body)?;
+    let Json(body) = body.map_err(|e| bad_body(&e))?;
     let ids = match (body.ids, body.all) {
         (Some(ids), false) if !ids.is_empty() && ids.len() <= 10_000 => Some(ids),
         (None, true) => None,
@@ -273,7 +273,7 @@ pub(super) async fn purge(
     Path(agent): Path<String>,
     body: Result<Json<PurgeBody>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult {
-    let Json(body) = body.map_err(bad_body)?;
+    let Json(body) = body.map_err(|e| bad_body(&e))?;
     let bus = bus_for(&state, &identity, &agent).await?;
     if body.confirm != agent {
         return Err(ApiError::new(
@@ -310,7 +310,7 @@ pub(super) async fn resume(
     Ok(Json(json!({"agent": agent, "paused": false})))
 }
 
-fn bad_body(e: axum::extract::rejection::JsonRejection) -> ApiError {
+fn bad_body(e: &axum::extract::rejection::JsonRejection) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
 }
 

@@ -55,7 +55,7 @@ pub(super) async fn api_guard(
     let identity = if state.require_auth {
         match state.guard.authenticate(&req) {
             Ok(identity) => identity,
-            Err(refused) => return refused,
+            Err(e) => return state.guard.unauthorized(&e),
         }
     } else {
         Identity::Admin(ADMIN.to_owned())

@@ -185,11 +185,12 @@ impl Guard {
         None
     }
 
-    /// The identity of the request's bearer token, or the `401` to answer.
+    /// The identity of the request's bearer token; on an error, answer
+    /// [`Guard::unauthorized`].
     pub(crate) fn authenticate(
         &self,
         req: &Request,
-    ) -> std::result::Result<super::Identity, Response> {
+    ) -> std::result::Result<super::Identity, AuthError> {
         let header = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -201,7 +202,7 @@ impl Guard {
             }
             Err(e) => {
                 tracing::info!(error = %e, path = req.uri().path(), "request refused: 401");
-                Err(self.unauthorized(&e))
+                Err(e)
             }
         }
     }
@@ -231,7 +232,8 @@ impl Guard {
             && uri.host().is_some_and(is_loopback_host)
     }
 
-    fn unauthorized(&self, err: &AuthError) -> Response {
+    /// `401` with a bearer challenge saying why.
+    pub(crate) fn unauthorized(&self, err: &AuthError) -> Response {
         let mut challenge = String::from("Bearer realm=\"fabric\"");
         if let Some(url) = &self.metadata_url {
             challenge.push_str(&format!(", resource_metadata=\"{url}\""));
@@ -292,7 +294,7 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
             req.extensions_mut().insert(identity);
             next.run(req).await
         }
-        Err(refused) => refused,
+        Err(e) => g.unauthorized(&e),
     }
 }
 
