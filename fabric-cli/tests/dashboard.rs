@@ -3,7 +3,8 @@
 //! workers run, updates them live without a reload, pauses an agent, and its Requeue button
 //! moves a dead letter back into the inbox.
 //!
-//! Set `FABRIC_DASHBOARD_SCREENSHOT=docs/dashboard.png` to refresh the README's screenshot.
+//! Without Chromium it fails, saying how to install it. Set
+//! `FABRIC_DASHBOARD_SCREENSHOT=docs/dashboard.png` to refresh the README's screenshot.
 
 mod common;
 
@@ -20,8 +21,14 @@ use fabric_worker::prelude::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Debian's paths; `FABRIC_CHROMIUM` and `FABRIC_CHROMEDRIVER` name others.
+fn chromium() -> String {
+    std::env::var("FABRIC_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+fn chromedriver() -> String {
+    std::env::var("FABRIC_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into())
+}
 
 /// Flags for Chromium on a machine without network or display.
 const CHROMIUM_ARGS: &[&str] = &[
@@ -69,9 +76,12 @@ fn free_port() -> u16 {
 }
 
 fn require_browser() {
-    for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
+    for (path, package) in [
+        (chromium(), "chromium"),
+        (chromedriver(), "chromium-driver"),
+    ] {
         assert!(
-            Path::new(path).exists(),
+            Path::new(&path).exists(),
             "{path} is missing: this test drives headless Chromium through chromedriver. Install them with `apt-get install -y chromium chromium-driver` (Debian; package {package}) and run it again"
         );
     }
@@ -188,7 +198,7 @@ async fn the_dashboard_in_chromium_shows_live_figures_and_requeues_a_dead_letter
     );
     let driver_port = free_port();
     let _driver = Child(
-        Command::new(CHROMEDRIVER)
+        Command::new(chromedriver())
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -208,7 +218,7 @@ async fn the_dashboard_in_chromium_shows_live_figures_and_requeues_a_dead_letter
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({"binary": CHROMIUM, "args": args}),
+        json!({"binary": chromium(), "args": args}),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)

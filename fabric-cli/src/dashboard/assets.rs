@@ -5,6 +5,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 const INDEX_HTML: &str = include_str!("static/index.html");
+const CORE_JS: &str = include_str!("static/core.js");
+const DETAIL_JS: &str = include_str!("static/detail.js");
 const APP_JS: &str = include_str!("static/app.js");
 const APP_CSS: &str = include_str!("static/app.css");
 
@@ -22,8 +24,18 @@ pub(super) async fn index() -> Response {
     asset(INDEX_HTML, "text/html; charset=utf-8")
 }
 
-/// `GET /app.js`.
-pub(super) async fn script() -> Response {
+/// `GET /core.js`: state, DOM helpers, formatting, the API client, sparklines.
+pub(super) async fn core_script() -> Response {
+    asset(CORE_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /detail.js`: an agent's details and the actions on them.
+pub(super) async fn detail_script() -> Response {
+    asset(DETAIL_JS, "text/javascript; charset=utf-8")
+}
+
+/// `GET /app.js`: the overview and polling.
+pub(super) async fn app_script() -> Response {
     asset(APP_JS, "text/javascript; charset=utf-8")
 }
 

@@ -1,5 +1,5 @@
 //! Who may see the dashboard and act through it: the `Host`/`Origin` checks and bearer
-//! authentication of `fabric mcp --http` ([`Guard`](crate::mcp::http::Guard)), and for
+//! authentication of `fabric mcp --http` (`mcp::guard::Guard`), and for
 //! actions (`POST`) an `Origin` that is the dashboard's own with a JSON body, so that no other
 //! web page can make a browser act (CSRF).
 
@@ -12,7 +12,7 @@ use axum::response::Response;
 
 use super::AppState;
 use crate::mcp::auth::{ADMIN, Identity};
-use crate::mcp::http::forbidden;
+use crate::mcp::guard::forbidden;
 
 /// The security headers of every response: the page loads nothing but its own files, cannot
 /// be framed, and leaks no referrer.

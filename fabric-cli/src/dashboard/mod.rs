@@ -9,7 +9,7 @@
 //! entries-read and pending, the dead-letter count) every few seconds and keeps a short
 //! history, which the page polls and draws as sparklines.
 //!
-//! Protection is the one of `fabric mcp --http` ([`crate::mcp::http`]): only loopback `Host`s
+//! Protection is the one of `fabric mcp --http` (`mcp::guard`): only loopback `Host`s
 //! and `Origin`s unless allowed; beyond loopback, bearer tokens or JWTs are required (and TLS
 //! in front, or `--insecure-http`). Actions are `POST`s whose `Origin` must be the dashboard's
 //! own; nothing changes on a `GET`.
@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::mcp::auth::Authenticator;
-use crate::mcp::http::{Guard, check_exposure};
+use crate::mcp::guard::{Guard, check_exposure};
 use crate::mcp::tools::BusCell;
 
 /// Default address of `fabric dashboard`.
@@ -168,7 +168,9 @@ fn routes(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     Router::new()
         .route("/", get(assets::index))
-        .route("/app.js", get(assets::script))
+        .route("/core.js", get(assets::core_script))
+        .route("/detail.js", get(assets::detail_script))
+        .route("/app.js", get(assets::app_script))
         .route("/app.css", get(assets::style))
         .merge(api)
         .layer(axum::middleware::from_fn_with_state(
