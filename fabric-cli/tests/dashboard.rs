@@ -254,6 +254,16 @@ async fn the_dashboard_in_chromium_shows_live_figures_and_requeues_a_dead_letter
             .await
             .map(drop);
         }
+        if result.is_ok() {
+            // The restarted server kept nothing: a fresh agent to look at.
+            let bus = Bus::connect(&url).await.expect("connect after the restart");
+            for i in 0..2 {
+                bus.send(Message::new("ops", "auditor", "audit", json!({ "i": i })))
+                    .await
+                    .expect("send to auditor after the restart");
+            }
+            result = sign_in(&client, &url).await;
+        }
     }
     let _ = client.close().await;
     let _ = std::fs::remove_dir_all(&profile);
@@ -474,6 +484,106 @@ async fn drive(
         "the message's envelope and headers",
     )
     .await?;
+    click(c, "#close-drawer").await?;
+
+    // Purge asks first: Cancel keeps them, Delete for good removes them.
+    let left = xlen(conn, &dead_key).await;
+    if left == 0 {
+        return Err("no dead letter left to purge".into());
+    }
+    click(c, "#purge-all").await?;
+    wait_text(
+        c,
+        "#modal-text",
+        |t| t.contains(&format!("{left} dead letter")) && t.contains("for good"),
+        "the purge confirmation",
+    )
+    .await?;
+    click(c, "#modal-cancel").await?;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    if xlen(conn, &dead_key).await != left {
+        return Err("Cancel purged the dead letters".into());
+    }
+    click(c, "#purge-all").await?;
+    wait_text(
+        c,
+        "#modal-ok",
+        |t| t == "Delete for good",
+        "the confirm button",
+    )
+    .await?;
+    click(c, "#modal-ok").await?;
+    let purged = wait_until_async(Duration::from_secs(10), || async {
+        xlen(&mut conn.clone(), &dead_key).await == 0
+    })
+    .await;
+    if !purged {
+        return Err("confirming the purge did not delete the dead letters".into());
+    }
+    wait_text(
+        c,
+        "#dead-empty",
+        |t| t.starts_with("No dead letters"),
+        "the empty dead-letter list",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn click(c: &Client, css: &str) -> Result<(), String> {
+    c.find(Locator::Css(css))
+        .await
+        .map_err(|e| format!("find {css}: {e}"))?
+        .click()
+        .await
+        .map_err(|e| format!("click {css}: {e}"))
+}
+
+/// A dashboard that requires a token (one was given, even on loopback) shows a sign-in form,
+/// and the figures once the admin token is entered.
+async fn sign_in(c: &Client, url: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("fabric-dash-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let tokens = dir.join("tokens.json");
+    let token = "dash-admin-0123456789abcdefghijklmnop";
+    std::fs::write(&tokens, json!({ token: "admin" }).to_string()).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let _dashboard = Child(
+        Command::new(FABRIC)
+            .args([
+                "dashboard",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--tokens-file",
+            ])
+            .arg(&tokens)
+            .env("REDIS_URL", url)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start fabric dashboard --tokens-file"),
+    );
+    wait_port(port, "fabric dashboard --tokens-file").await;
+    c.goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .map_err(|e| format!("open the protected dashboard: {e}"))?;
+    wait_text(c, "#login h2", |t| t == "Sign in", "the sign-in form").await?;
+    c.find(Locator::Css("#token"))
+        .await
+        .map_err(|e| format!("token field: {e}"))?
+        .send_keys(token)
+        .await
+        .map_err(|e| format!("type the token: {e}"))?;
+    click(c, "#login-form button").await?;
+    wait_text(
+        c,
+        r#"tr[data-agent="auditor"] [data-field="depth"]"#,
+        |t| t == "2",
+        "auditor's depth after signing in",
+    )
+    .await?;
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
