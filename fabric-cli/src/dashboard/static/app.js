@@ -77,13 +77,16 @@ function renderOverview(o) {
   const totalDepth = agents.reduce((s, a) => s + a.depth, 0);
   const totalDead = agents.reduce((s, a) => s + a.dead_letters, 0);
   const live = agents.reduce((s, a) => s + a.live_workers, 0);
-  $("stat-agents").textContent = fmtNum(agents.length);
-  $("stat-workers").textContent = `${plural(live, "live worker")}`;
-  $("stat-depth").textContent = fmtNum(totalDepth);
-  $("stat-dead").textContent = fmtNum(totalDead);
+  // Before the first successful sample there is nothing to count: dashes, not zeros.
+  const never = !o.redis.last_sample_ms;
+  const show = (text) => (never ? "–" : text);
+  $("stat-agents").textContent = show(fmtNum(agents.length));
+  $("stat-workers").textContent = show(plural(live, "live worker"));
+  $("stat-depth").textContent = show(fmtNum(totalDepth));
+  $("stat-dead").textContent = show(fmtNum(totalDead));
   const lm = o.total.last_minute;
-  $("stat-rate").textContent = fmtRate(rateOf(lm));
-  $("stat-fail").textContent = fmtPct(failureOf(lm));
+  $("stat-rate").textContent = show(fmtRate(rateOf(lm)));
+  $("stat-fail").textContent = show(fmtPct(failureOf(lm)));
   sparkline($("spark-processed"), perSecond(o.total.series, "processed"), { title: "processed per second" });
   sparkline($("spark-failed"), perSecond(o.total.series, "failed"), { bad: true, min: 0.5, title: "dead-lettered per second" });
   const mins = Math.round((o.total.series.t_ms.length * state.interval) / 60000);
@@ -99,6 +102,7 @@ function renderOverview(o) {
   for (const tr of $("agents-body").children) tr.classList.toggle("selected", tr.dataset.key === state.selected);
   $("agents-table").hidden = agents.length === 0;
   $("agents-empty").hidden = agents.length !== 0 || !o.redis.ok;
+  $("agents-nodata").hidden = !never || !o.redis.error;
   if (state.selected && !agents.some((a) => a.agent === state.selected)) closeDetail();
   if (state.selected) renderDetailHeader();
 }
