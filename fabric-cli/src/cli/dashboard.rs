@@ -27,3 +27,70 @@ pub(crate) async fn run(at: &Target, args: DashboardArgs) -> Result<()> {
     });
     server.wait().await
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    #[test]
+    fn dashboard_and_mcp_share_the_protection_flags() {
+        let c = Cli::try_parse_from(["fabric", "dashboard"]).unwrap();
+        let Command::Dashboard(d) = c.command else {
+            panic!()
+        };
+        assert_eq!(d.listen, crate::dashboard::DEFAULT_ADDR);
+        assert_eq!(d.sample_interval_ms, 2000);
+        assert!(!d.protection.allow_remote);
+        let c = Cli::try_parse_from([
+            "fabric",
+            "dashboard",
+            "--listen",
+            "0.0.0.0:9000",
+            "--allow-remote",
+            "--allow-host",
+            "ops.example.com",
+            "--tokens-file",
+            "t.json",
+            "--public-url",
+            "https://ops.example.com",
+        ])
+        .unwrap();
+        let Command::Dashboard(d) = c.command else {
+            panic!()
+        };
+        assert!(d.protection.allow_remote);
+        assert_eq!(d.protection.allow_hosts, ["ops.example.com"]);
+        assert_eq!(
+            d.protection.tokens_file.as_deref(),
+            Some(std::path::Path::new("t.json"))
+        );
+        assert!(
+            Cli::try_parse_from(["fabric", "dashboard", "--sample-interval-ms", "10"]).is_err()
+        );
+        // The same flags, flattened, still parse for mcp.
+        let c = Cli::try_parse_from([
+            "fabric",
+            "mcp",
+            "--http",
+            "--tokens-file",
+            "t.json",
+            "--allow-origin",
+            "https://app.example.com",
+        ])
+        .unwrap();
+        let Command::Mcp(m) = c.command else { panic!() };
+        assert_eq!(m.protection.allow_origins, ["https://app.example.com"]);
+        assert!(
+            Cli::try_parse_from([
+                "fabric",
+                "mcp",
+                "--jwt-hs256-secret-file",
+                "a",
+                "--jwt-rs256-public-key-file",
+                "b"
+            ])
+            .is_err()
+        );
+    }
+}

@@ -337,6 +337,7 @@ async fn sample_agent(
 }
 
 async fn sample(state: &AppState) -> fabric_worker::Result<()> {
+    let started = std::time::Instant::now();
     let bus = state.bus.bus().await?;
     let agents = bus.agents().await?;
     let now = now_ms();
@@ -345,6 +346,19 @@ async fn sample(state: &AppState) -> fabric_worker::Result<()> {
         out.push(sample_agent(&bus, a, now).await?);
     }
     state.history.record(now, bus.url().to_owned(), out);
+    let took = started.elapsed();
+    tracing::debug!(
+        agents = agents.len(),
+        took_ms = took.as_millis(),
+        "dashboard: inboxes sampled"
+    );
+    if took > state.history.interval {
+        tracing::warn!(
+            agents = agents.len(),
+            took_ms = took.as_millis(),
+            "dashboard: sampling takes longer than --sample-interval-ms; the charts get fewer points"
+        );
+    }
     Ok(())
 }
 
