@@ -103,6 +103,12 @@ function renderOverview(o) {
   $("agents-table").hidden = agents.length === 0;
   $("agents-empty").hidden = agents.length !== 0 || !o.redis.ok;
   $("agents-nodata").hidden = !never || !o.redis.error;
+  if (!state.hashRead && o.redis.last_sample_ms) {
+    state.hashRead = true;
+    const m = /^#agent=(.+)$/.exec(location.hash);
+    const wanted = m && decodeURIComponent(m[1]);
+    if (wanted && agents.some((a) => a.agent === wanted)) select(wanted);
+  }
   if (state.selected && !agents.some((a) => a.agent === state.selected)) closeDetail();
   if (state.selected) renderDetailHeader();
 }
@@ -111,7 +117,7 @@ function renderOverview(o) {
 async function poll() {
   clearTimeout(state.timer);
   try {
-    const o = await api("/api/overview");
+    const o = await api("api/overview");
     renderOverview(o);
     if (state.selected && o.redis.ok) await refreshDetail();
   } catch (e) {

@@ -13,7 +13,7 @@ const state = {
   dead: null,
   timer: null,
   interval: 2000,
-  busy: false,
+  hashRead: false,
 };
 
 const $ = (id) => document.getElementById(id);

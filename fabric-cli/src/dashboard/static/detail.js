@@ -9,6 +9,8 @@ function selectedRow() {
 
 function select(agent) {
   state.selected = agent;
+  // The address names the agent: a reload or a shared link opens it again.
+  history.replaceState(null, "", `#agent=${encodeURIComponent(agent)}`);
   state.detail = null;
   state.dead = null;
   $("detail").hidden = false;
@@ -21,6 +23,7 @@ function select(agent) {
 
 function closeDetail() {
   state.selected = null;
+  history.replaceState(null, "", location.pathname + location.search);
   $("detail").hidden = true;
   document.querySelectorAll("#agents-body tr.selected").forEach((tr) => tr.classList.remove("selected"));
 }
@@ -49,8 +52,8 @@ async function refreshDetail() {
   const enc = encodeURIComponent(agent);
   try {
     const [detail, dead] = await Promise.all([
-      api(`/api/agents/${enc}`),
-      api(`/api/agents/${enc}/dead-letters?count=200`),
+      api(`api/agents/${enc}`),
+      api(`api/agents/${enc}/dead-letters?count=200`),
     ]);
     if (state.selected !== agent) return;
     state.detail = detail;
@@ -153,7 +156,7 @@ async function requeue(ids) {
   const agent = state.selected;
   const body = ids ? { ids } : { all: true };
   try {
-    const r = await api(`/api/agents/${encodeURIComponent(agent)}/dead-letters/requeue`, { body });
+    const r = await api(`api/agents/${encodeURIComponent(agent)}/dead-letters/requeue`, { body });
     toast(`Requeued ${plural(r.requeued, "message")} into ${r.stream}${r.not_found ? ` (${r.not_found} no longer there)` : ""}`);
   } catch (e) {
     toast(`Requeue failed: ${e.message}`, true);
@@ -174,7 +177,7 @@ $("purge-all").addEventListener("click", () => {
     `This deletes ${plural(d ? d.total : 0, "dead letter")} for good. They cannot be requeued or inspected afterwards.`,
     "Delete for good", true, async () => {
       try {
-        const r = await api(`/api/agents/${encodeURIComponent(agent)}/dead-letters/purge`, { body: { confirm: agent } });
+        const r = await api(`api/agents/${encodeURIComponent(agent)}/dead-letters/purge`, { body: { confirm: agent } });
         toast(`Purged ${plural(r.purged, "dead letter")} of ${agent}`);
       } catch (e) {
         toast(`Purge failed: ${e.message}`, true);
@@ -188,7 +191,7 @@ $("pause-btn").addEventListener("click", async () => {
   if (!a) return;
   const verb = a.paused ? "resume" : "pause";
   try {
-    await api(`/api/agents/${encodeURIComponent(a.agent)}/${verb}`, { body: {} });
+    await api(`api/agents/${encodeURIComponent(a.agent)}/${verb}`, { body: {} });
     toast(a.paused ? `${a.agent} resumed: its workers read again` : `${a.agent} paused: its workers start no new messages`);
   } catch (e) {
     toast(`Could not ${verb}: ${e.message}`, true);
@@ -238,7 +241,7 @@ async function openMessage(agent, id) {
   const body = $("drawer-body");
   body.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
   try {
-    const d = await api(`/api/agents/${encodeURIComponent(agent)}/message?id=${encodeURIComponent(id)}`);
+    const d = await api(`api/agents/${encodeURIComponent(agent)}/message?id=${encodeURIComponent(id)}`);
     const m = d.message || {};
     const loc = d.location || {};
     const parts = [
