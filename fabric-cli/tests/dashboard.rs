@@ -392,8 +392,17 @@ async fn drive(
         "percy's state",
     )
     .await?;
-    // Workers honour a pause within a second; the last sends are handled by then.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Workers honour a pause within a second: its consumer stops reading (idle grows past
+    // its 500 ms read block); the last sends are handled by then.
+    let stopped = wait_until_async(Duration::from_secs(15), || async {
+        bus.queue_status("percy", None)
+            .await
+            .is_ok_and(|st| st.consumers.iter().all(|c| c.idle_ms >= 1500))
+    })
+    .await;
+    if !stopped {
+        return Err("percy's worker kept reading while paused".into());
+    }
 
     let dead_key = keys::dead_letters(&keys::inbox("percy"));
     let dead = stream_entries(conn, &dead_key).await;

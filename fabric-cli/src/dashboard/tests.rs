@@ -341,8 +341,17 @@ async fn the_api_shows_redis_figures_and_acts_on_dead_letters() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(bus.is_paused("percy").await.unwrap());
-    // Workers honour a pause within a second.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Workers honour a pause within a second: its consumer stops reading (idle grows past
+    // its 500 ms read block).
+    assert!(
+        wait_until_async(Duration::from_secs(15), || async {
+            bus.queue_status("percy", None)
+                .await
+                .is_ok_and(|st| st.consumers.iter().all(|c| c.idle_ms >= 1500))
+        })
+        .await,
+        "percy's worker kept reading while paused"
+    );
     let (s, r) = post(
         &http,
         &format!("{base}/api/agents/percy/dead-letters/requeue"),
