@@ -41,6 +41,8 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
     "--window-size=1440,1080",
 ];
 
@@ -56,6 +58,34 @@ async fn dash_fail() -> Result<(), HandlerError> {
     Err(HandlerError::permanent(
         "review service rejected the patch: missing tests",
     ))
+}
+
+/// The browser's profile directory; when dropped (the test passed, failed or panicked), the
+/// Chromium processes started with it are killed by pid (chromedriver leaves them running
+/// when it is killed itself) and the directory is removed.
+struct Profile(PathBuf);
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let marker = format!("--user-data-dir={}", self.0.display());
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+                let ours = cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == marker.as_bytes());
+                if ours {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", &pid.to_string()])
+                        .status();
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A child process killed (by its pid) and reaped when dropped.
@@ -208,12 +238,12 @@ async fn the_dashboard_in_chromium_shows_live_figures_and_requeues_a_dead_letter
     wait_port(port, "fabric dashboard").await;
     wait_port(driver_port, "chromedriver").await;
 
-    let profile = std::env::temp_dir().join(format!(
+    let profile = Profile(std::env::temp_dir().join(format!(
         "fabric-dashboard-chromium-{}",
         uuid::Uuid::new_v4().simple()
-    ));
+    )));
     let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
-    args.push(format!("--user-data-dir={}", profile.display()));
+    args.push(format!("--user-data-dir={}", profile.0.display()));
     let mut caps = serde_json::Map::new();
     caps.insert("browserName".into(), json!("chrome"));
     caps.insert(
@@ -266,7 +296,7 @@ async fn the_dashboard_in_chromium_shows_live_figures_and_requeues_a_dead_letter
         }
     }
     let _ = client.close().await;
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(profile);
     if let Err(e) = result {
         panic!("{e}");
     }
