@@ -583,6 +583,12 @@ async fn click(c: &Client, css: &str) -> Result<(), String> {
 async fn sign_in(c: &Client, url: &str) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("fabric-dash-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let result = sign_in_with(c, url, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn sign_in_with(c: &Client, url: &str, dir: &Path) -> Result<(), String> {
     let tokens = dir.join("tokens.json");
     let token = "dash-admin-0123456789abcdefghijklmnop";
     std::fs::write(&tokens, json!({ token: "admin" }).to_string()).map_err(|e| e.to_string())?;
@@ -622,7 +628,6 @@ async fn sign_in(c: &Client, url: &str) -> Result<(), String> {
         "auditor's depth after signing in",
     )
     .await?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
