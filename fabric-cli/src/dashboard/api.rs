@@ -4,7 +4,7 @@
 //!
 //! | route | answers |
 //! | --- | --- |
-//! | `GET /api/overview` | every agent (depth, pending, lag, consumers, workers, paused, dead letters) with its counters per interval, the totals, and whether Redis answers |
+//! | `GET /api/overview[?points=N]` | every agent (depth, pending, lag, consumers, workers, paused, dead letters) with its counters per interval (at most N points, default 90), the totals, and whether Redis answers |
 //! | `GET /api/agents/{agent}` | the next messages waiting and those pending (delivered, not acknowledged) |
 //! | `GET /api/agents/{agent}/dead-letters` | its dead letters, oldest first, with reason, error, attempts and envelope |
 //! | `GET /api/agents/{agent}/message?id=ID` | one message wherever it is (`Bus::message`) |
@@ -93,11 +93,19 @@ fn counts(s: &Series, window_ms: u64) -> Value {
     json!({"arrived": arrived, "processed": processed, "failed": failed, "covered_ms": covered_ms})
 }
 
+/// `?points=N`: at most this many points per chart (default 90).
+#[derive(Debug, Deserialize)]
+pub(super) struct PointsQuery {
+    points: Option<usize>,
+}
+
 /// `GET /api/overview`.
 pub(super) async fn overview(
     State(state): State<Arc<AppState>>,
     Extension(identity): Extension<Identity>,
+    Query(q): Query<PointsQuery>,
 ) -> Json<Value> {
+    let points = q.points.unwrap_or(90).clamp(2, 10_000);
     let snap = state.history.snapshot(|a| may_access(&identity, a));
     let agents: Vec<Value> = snap
         .rows
@@ -105,7 +113,7 @@ pub(super) async fn overview(
         .map(|(row, series)| {
             let mut v = serde_json::to_value(row).unwrap_or_else(|_| json!({}));
             if let Some(o) = v.as_object_mut() {
-                o.insert("series".into(), json!(series));
+                o.insert("series".into(), json!(series.downsample(points)));
                 o.insert("last_minute".into(), counts(series, 60_000));
             }
             v
@@ -125,7 +133,10 @@ pub(super) async fn overview(
         "identity": {"name": identity.name(), "admin": identity.is_admin()},
         "sample_interval_ms": interval_ms,
         "agents": agents,
-        "total": {"series": snap.total, "last_minute": counts(&snap.total, 60_000)},
+        "total": {
+            "series": snap.total.downsample(points),
+            "last_minute": counts(&snap.total, 60_000),
+        },
     }))
 }
 

@@ -114,6 +114,34 @@ impl Series {
         s
     }
 
+    /// At most `max` intervals: consecutive ones summed into one (the oldest bucket may be
+    /// shorter), so that a long history stays a small answer.
+    pub(crate) fn downsample(&self, max: usize) -> Series {
+        let n = self.t_ms.len();
+        if n <= max || max == 0 {
+            return self.clone();
+        }
+        let size = n.div_ceil(max);
+        let mut out = Series {
+            start_ms: self.start_ms,
+            ..Series::default()
+        };
+        let mut end = n;
+        let mut buckets = Vec::new();
+        while end > 0 {
+            let start = end.saturating_sub(size);
+            buckets.push(start..end);
+            end = start;
+        }
+        for r in buckets.into_iter().rev() {
+            out.t_ms.push(self.t_ms[r.end - 1]);
+            out.arrived.push(self.arrived[r.clone()].iter().sum());
+            out.processed.push(self.processed[r.clone()].iter().sum());
+            out.failed.push(self.failed[r].iter().sum());
+        }
+        out
+    }
+
     /// Adds `other` interval by interval (aligned on the latest).
     fn add(&mut self, other: &Series) {
         self.start_ms = match (self.start_ms, other.start_ms) {
@@ -407,6 +435,20 @@ mod tests {
         assert_eq!(s.failed, vec![1, 0, 0]);
         assert_eq!(s.recent(60_000), (5, 11, 1, 6000));
         assert_eq!(s.recent(3000), (0, 7, 0, 4000));
+    }
+
+    #[test]
+    fn downsampling_sums_buckets_ending_at_the_latest() {
+        let pts: VecDeque<Point> = (0..=7).map(|i| p(i * 10, i, i * 2, 0)).collect();
+        let s = Series::from_points(&pts);
+        assert_eq!(s.t_ms.len(), 7);
+        let d = s.downsample(3);
+        assert_eq!(d.t_ms, vec![10, 40, 70]);
+        assert_eq!(d.arrived, vec![1, 3, 3]);
+        assert_eq!(d.processed, vec![2, 6, 6]);
+        assert_eq!(d.start_ms, Some(0));
+        assert_eq!(s.downsample(10), s);
+        assert_eq!(s.recent(1000), d.recent(1000));
     }
 
     #[test]

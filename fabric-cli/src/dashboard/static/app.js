@@ -89,7 +89,9 @@ function renderOverview(o) {
   $("stat-fail").textContent = show(fmtPct(failureOf(lm)));
   sparkline($("spark-processed"), perSecond(o.total.series, "processed"), { title: "processed per second" });
   sparkline($("spark-failed"), perSecond(o.total.series, "failed"), { bad: true, min: 0.5, title: "dead-lettered per second" });
-  const mins = Math.round((o.total.series.t_ms.length * state.interval) / 60000);
+  const ts = o.total.series;
+  const spanMs = ts.t_ms.length ? ts.t_ms[ts.t_ms.length - 1] - (ts.start_ms || ts.t_ms[0]) : 0;
+  const mins = Math.round(spanMs / 60000);
   $("legend-window").textContent = mins >= 1 ? `${mins} min` : "few seconds";
 
   syncRows($("agents-body"), agents, (a) => a.agent, (a) => el("tr", {
