@@ -61,6 +61,18 @@ Examples:
 tokens.json maps each token to an agent id or \"admin\":
   {\"3f1c…(32+ random chars)\": \"coder\", \"9a7d…\": \"admin\"}";
 
+pub(super) const DASHBOARD_EXAMPLES: &str = "\
+Open the printed address in a browser. On loopback (the default) no token is needed; beyond \
+it, pass --allow-remote with --allow-host, TLS in front (--public-url https://…) and \
+--tokens-file: the page then asks for a token (an \"admin\" token sees every agent, an \
+agent's token its own inbox).
+
+Examples:
+  fabric dashboard                                   # http://127.0.0.1:8787/
+  fabric dashboard --listen 127.0.0.1:9000 --sample-interval-ms 1000
+  fabric dashboard --listen 0.0.0.0:8787 --allow-remote --allow-host ops.example.com \\
+      --public-url https://ops.example.com --tokens-file tokens.json";
+
 /// `fabric mcp`.
 #[derive(Debug, Args)]
 pub struct McpArgs {
@@ -96,6 +108,32 @@ pub struct McpArgs {
     #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub calls_per_second: u32,
 
+    /// Who may call, and from where
+    #[command(flatten)]
+    pub protection: HttpProtectionArgs,
+
+    /// HTTP: serve POST /credentials, issuing short-lived Redis users to agents, as this admin (its Redis URL)
+    #[arg(
+        long,
+        env = "FABRIC_CREDENTIALS_ADMIN_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub issue_credentials_as: Option<String>,
+
+    /// HTTP: how long issued credentials work, in seconds
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub credentials_lifetime: u64,
+
+    /// HTTP: authorization server to advertise in the resource metadata; repeatable
+    #[arg(long = "authorization-server", value_name = "URL")]
+    pub authorization_servers: Vec<String>,
+}
+
+/// How an HTTP server of `fabric` (`mcp --http`, `dashboard`) is protected: bearer tokens
+/// or JWTs, allowed `Host`s and `Origin`s, and what it takes to listen beyond loopback.
+#[derive(Debug, Args)]
+pub struct HttpProtectionArgs {
     /// HTTP: JSON file mapping bearer tokens to agent ids or "admin"
     #[arg(long, value_name = "FILE")]
     pub tokens_file: Option<PathBuf>,
@@ -144,26 +182,29 @@ pub struct McpArgs {
     #[arg(long)]
     pub insecure_http: bool,
 
-    /// HTTP: serve POST /credentials, issuing short-lived Redis users to agents, as this admin (its Redis URL)
-    #[arg(
-        long,
-        env = "FABRIC_CREDENTIALS_ADMIN_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub issue_credentials_as: Option<String>,
-
-    /// HTTP: how long issued credentials work, in seconds
-    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub credentials_lifetime: u64,
-
-    /// HTTP: externally visible base URL, used in the resource metadata (default http://ADDR)
+    /// HTTP: externally visible base URL, e.g. https://fabric.example.com behind a TLS proxy (default http://ADDR)
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
+}
 
-    /// HTTP: authorization server to advertise in the resource metadata; repeatable
-    #[arg(long = "authorization-server", value_name = "URL")]
-    pub authorization_servers: Vec<String>,
+/// `fabric dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Address to serve the page on (loopback only unless --allow-remote)
+    #[arg(long, default_value = crate::dashboard::DEFAULT_ADDR, value_name = "ADDR")]
+    pub listen: String,
+
+    /// How often the inboxes are sampled for the live figures and charts, in milliseconds
+    #[arg(long, default_value_t = 2000, value_name = "MS", value_parser = clap::value_parser!(u64).range(200..=60_000))]
+    pub sample_interval_ms: u64,
+
+    /// Minutes of history the charts keep
+    #[arg(long, default_value_t = 10, value_name = "MINUTES", value_parser = clap::value_parser!(u64).range(1..=240))]
+    pub history_minutes: u64,
+
+    /// Who may look and act, and from where (needed beyond loopback)
+    #[command(flatten)]
+    pub protection: HttpProtectionArgs,
 }
 
 /// `fabric status`.

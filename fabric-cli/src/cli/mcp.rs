@@ -2,7 +2,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
-use super::{McpArgs, Target};
+use super::{HttpProtectionArgs, McpArgs, Target};
 use crate::error::{Error, Result};
 use crate::mcp::auth::{ADMIN, Authenticator, Identity, JwtConfig};
 use crate::mcp::http::{self, HttpConfig};
@@ -13,8 +13,8 @@ fn read_file(path: &std::path::Path, what: &str) -> Result<Vec<u8>> {
         .map_err(|e| Error::Config(format!("cannot read {what} {}: {e}", path.display())))
 }
 
-/// The authenticator described by the HTTP flags.
-pub(crate) fn authenticator(args: &McpArgs) -> Result<Authenticator> {
+/// The authenticator described by the HTTP flags (of `mcp --http` and `dashboard`).
+pub(crate) fn authenticator(args: &HttpProtectionArgs) -> Result<Authenticator> {
     let mut auth = Authenticator::new().with_admins(args.admin_agents.iter().cloned());
     if let Some(path) = &args.tokens_file {
         let n = auth.load_tokens_file(path)?;
@@ -70,14 +70,15 @@ fn stdio_identity(args: &McpArgs) -> Result<Identity> {
     }
 }
 
-fn parse_addr(s: &str) -> Result<SocketAddr> {
+/// An address to listen on (`HOST:PORT`, or `HOST` with `default_port`).
+pub(crate) fn parse_addr(s: &str, default_port: u16, flag: &str) -> Result<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
     let with_port = if s.contains(':') {
         s.to_owned()
     } else {
-        format!("{s}:8765")
+        format!("{s}:{default_port}")
     };
     with_port
         .to_socket_addrs()
@@ -85,7 +86,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr> {
         .and_then(|mut it| it.next())
         .ok_or_else(|| {
             Error::Usage(format!(
-                "--http {s:?}: expected an address like 127.0.0.1:8765"
+                "{flag} {s:?}: expected an address like 127.0.0.1:{default_port}"
             ))
         })
 }
@@ -122,9 +123,9 @@ pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
     };
     match &args.http {
         None => {
-            if args.tokens_file.is_some()
-                || args.jwt_hs256_secret_file.is_some()
-                || args.jwt_rs256_public_key_file.is_some()
+            if args.protection.tokens_file.is_some()
+                || args.protection.jwt_hs256_secret_file.is_some()
+                || args.protection.jwt_rs256_public_key_file.is_some()
                 || args.issue_credentials_as.is_some()
             {
                 return Err(Error::Usage(
@@ -140,14 +141,15 @@ pub(crate) async fn run(at: &Target, args: McpArgs) -> Result<()> {
             }
         }
         Some(addr) => {
-            let addr = parse_addr(addr)?;
-            let mut cfg = HttpConfig::new(config, authenticator(&args)?);
-            cfg.allowed_origins = args.allow_origins.clone();
-            cfg.allowed_hosts = args.allow_hosts.clone();
-            cfg.public_url = args.public_url.clone();
+            let addr = parse_addr(addr, 8765, "--http")?;
+            let p = &args.protection;
+            let mut cfg = HttpConfig::new(config, authenticator(p)?);
+            cfg.allowed_origins = p.allow_origins.clone();
+            cfg.allowed_hosts = p.allow_hosts.clone();
+            cfg.public_url = p.public_url.clone();
             cfg.authorization_servers = args.authorization_servers.clone();
-            cfg.allow_remote = args.allow_remote;
-            cfg.insecure_http = args.insecure_http;
+            cfg.allow_remote = p.allow_remote;
+            cfg.insecure_http = p.insecure_http;
             if let Some(admin_url) = &args.issue_credentials_as {
                 fabric_worker::bus::validate_url(admin_url)
                     .map_err(|e| Error::Usage(format!("--issue-credentials-as: {e}")))?;
@@ -201,8 +203,14 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(parse_addr("127.0.0.1:9").unwrap().port(), 9);
-        assert!(parse_addr("localhost:9").unwrap().ip().is_loopback());
-        assert!(parse_addr("not an address").is_err());
+        assert_eq!(parse_addr("127.0.0.1:9", 1, "--http").unwrap().port(), 9);
+        assert_eq!(parse_addr("127.0.0.1", 1, "--http").unwrap().port(), 1);
+        assert!(
+            parse_addr("localhost:9", 1, "--http")
+                .unwrap()
+                .ip()
+                .is_loopback()
+        );
+        assert!(parse_addr("not an address", 1, "--http").is_err());
     }
 }

@@ -8,6 +8,7 @@
 
 mod acl;
 mod args;
+mod dashboard;
 mod dead;
 mod mcp;
 mod pause;
@@ -162,6 +163,9 @@ pub enum Command {
         after_help = "Examples:\n  fabric router                                      # everyone may send to everyone\n  fabric router --allow coder:percy --allow percy:coder   # only these pairs"
     )]
     Router(RouterArgs),
+    /// Serve a live web dashboard: every agent's queue, workers, throughput, failures and dead letters
+    #[command(after_help = args::DASHBOARD_EXAMPLES)]
+    Dashboard(DashboardArgs),
     /// Show the periodic tasks of each agent: name, message type, spec, next run, last run
     #[command(
         after_help = "Examples:\n  fabric schedules              # every agent with an inbox\n  fabric schedules memory       # just memory's\n  fabric schedules --json | jq '.[] | {name, next_run_ms, last_ms}'"
@@ -275,6 +279,7 @@ pub fn run(cli: Cli) -> BoxedRun {
         Command::Router(args) => Box::pin(async move { router::run(&at, args).await }),
         Command::Acl(cmd) => Box::pin(async move { acl::run(&at, cmd).await }),
         Command::Schedules(args) => Box::pin(async move { schedules::run(&at, json, args).await }),
+        Command::Dashboard(args) => Box::pin(async move { dashboard::run(&at, args).await }),
     }
 }
 

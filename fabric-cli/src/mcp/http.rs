@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{AuthError, Authenticator};
+use super::auth::Authenticator;
+use super::guard::{Guard, check_exposure};
 use super::{FabricMcp, McpConfig};
 use crate::error::{Error, Result};
 
@@ -110,121 +111,9 @@ impl HttpServer {
     }
 }
 
-struct Guard {
-    auth: Authenticator,
-    allowed_origins: Vec<String>,
-    allowed_hosts: Vec<String>,
-    metadata_url: String,
-    metadata: serde_json::Value,
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let h = host.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost")
-        || h.parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The host part of a `Host` header value (`127.0.0.1:8765` → `127.0.0.1`, `[::1]:80` → `[::1]`).
-fn host_only(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .find(']')
-            .map_or(authority, |end| &authority[..=end]);
-    }
-    authority.split(':').next().unwrap_or(authority)
-}
-
-impl Guard {
-    fn host_allowed(&self, host: &str) -> bool {
-        let h = host_only(host);
-        is_loopback_host(h)
-            || self
-                .allowed_hosts
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(h))
-    }
-
-    fn origin_allowed(&self, origin: &str) -> bool {
-        let origin = origin.trim().trim_end_matches('/');
-        if self
-            .allowed_origins
-            .iter()
-            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin))
-        {
-            return true;
-        }
-        let Ok(uri) = origin.parse::<axum::http::Uri>() else {
-            return false;
-        };
-        matches!(uri.scheme_str(), Some("http" | "https"))
-            && uri.host().is_some_and(is_loopback_host)
-    }
-
-    fn unauthorized(&self, err: &AuthError) -> Response {
-        let mut challenge = format!(
-            "Bearer realm=\"fabric\", resource_metadata=\"{}\"",
-            self.metadata_url
-        );
-        let code = match err {
-            AuthError::Missing => None,
-            AuthError::Malformed => Some("invalid_request"),
-            AuthError::Invalid(_) | AuthError::Expired => Some("invalid_token"),
-        };
-        let description = err.to_string().replace(['"', '\\'], "'");
-        if let Some(code) = code {
-            challenge.push_str(&format!(
-                ", error=\"{code}\", error_description=\"{description}\""
-            ));
-        }
-        let mut resp = (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({
-                "error": code.unwrap_or("unauthorized"),
-                "error_description": description,
-            })),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        resp
-    }
-}
-
-fn forbidden(text: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        axum::Json(json!({"error": "forbidden", "error_description": text})),
-    )
-        .into_response()
-}
-
 async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(std::string::ToString::to_string));
-    match host {
-        Some(h) if g.host_allowed(&h) => {}
-        Some(h) => {
-            tracing::warn!(host = %h, "request with a Host that is not allowed refused");
-            return forbidden(
-                "Host header is not allowed (only loopback hosts unless --allow-host is given)",
-            );
-        }
-        None => return forbidden("missing Host header"),
-    }
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
-        let ok = origin.to_str().is_ok_and(|o| g.origin_allowed(o));
-        if !ok {
-            tracing::warn!(origin = ?origin, "request with an Origin that is not allowed refused");
-            return forbidden(
-                "Origin is not allowed (only loopback origins unless --allow-origin is given)",
-            );
-        }
+    if let Some(refused) = g.check_host_and_origin(&req) {
+        return refused;
     }
     if req.uri().path().starts_with(RESOURCE_METADATA_PATH) {
         return next.run(req).await;
@@ -238,20 +127,12 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         // read as "your token was refused".
         return (StatusCode::NOT_FOUND, "Not Found: the MCP endpoint is /mcp").into_response();
     }
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|h| h.to_str().unwrap_or("\u{0}invalid"));
-    match g.auth.authenticate_header(header) {
+    match g.authenticate(&req) {
         Ok(identity) => {
-            tracing::debug!(%identity, path = req.uri().path(), "authenticated");
             req.extensions_mut().insert(identity);
             next.run(req).await
         }
-        Err(e) => {
-            tracing::info!(error = %e, path = req.uri().path(), "request refused: 401");
-            g.unauthorized(&e)
-        }
+        Err(e) => g.unauthorized(&e),
     }
 }
 
@@ -399,28 +280,12 @@ async fn resource_metadata(State(g): State<Arc<Guard>>) -> Response {
 /// Refuses a non-loopback address unless `config.allow_remote`, and a configuration
 /// without any way to authenticate.
 pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
-    if !addr.ip().is_loopback() && !config.allow_remote {
-        return Err(Error::Usage(format!(
-            "refusing to listen on {addr}: not a loopback address; use 127.0.0.1:PORT, or pass --allow-remote (with --allow-host) if you really mean it"
-        )));
-    }
-    if !addr.ip().is_loopback() {
-        let behind_tls = config
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
-        if !behind_tls && !config.insecure_http {
-            return Err(Error::Usage(format!(
-                "refusing to serve plain HTTP on {addr}: bearer tokens would cross the network in clear. Put TLS in front (a reverse proxy) and pass its address as --public-url https://…, or pass --insecure-http if you really mean it"
-            )));
-        }
-        if addr.ip().is_unspecified() && config.public_url.is_none() {
-            return Err(Error::Usage(format!(
-                "listening on {addr} needs --public-url: the address clients use (it is advertised in the resource metadata, and {} is not one)",
-                addr.ip()
-            )));
-        }
-    }
+    check_exposure(
+        addr,
+        config.allow_remote,
+        config.public_url.as_deref(),
+        config.insecure_http,
+    )?;
     if config.auth.is_empty() {
         return Err(Error::Usage(
             "the HTTP transport needs authentication: pass --tokens-file FILE and/or --jwt-hs256-secret-file FILE / --jwt-rs256-public-key-file FILE".into(),
@@ -459,7 +324,7 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         auth: config.auth.clone(),
         allowed_origins: config.allowed_origins.clone(),
         allowed_hosts: config.allowed_hosts.clone(),
-        metadata_url: format!("{base_url}{RESOURCE_METADATA_PATH}"),
+        metadata_url: Some(format!("{base_url}{RESOURCE_METADATA_PATH}")),
         metadata,
     });
 
@@ -533,54 +398,4 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         shutdown,
         task,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn guard() -> Guard {
-        Guard {
-            auth: Authenticator::new(),
-            allowed_origins: vec!["https://app.example.com".into()],
-            allowed_hosts: vec!["mcp.example.com".into()],
-            metadata_url: "http://127.0.0.1:1/.well-known/oauth-protected-resource".into(),
-            metadata: json!({}),
-        }
-    }
-
-    #[test]
-    fn hosts_and_origins() {
-        let g = guard();
-        assert!(g.host_allowed("127.0.0.1:8765"));
-        assert!(g.host_allowed("localhost"));
-        assert!(g.host_allowed("[::1]:8765"));
-        assert!(g.host_allowed("mcp.example.com:443"));
-        assert!(!g.host_allowed("evil.example.com"));
-        assert!(!g.host_allowed("127.0.0.1.evil.com:80"));
-        assert!(g.origin_allowed("http://localhost:3000"));
-        assert!(g.origin_allowed("http://127.0.0.1"));
-        assert!(g.origin_allowed("http://[::1]:5173"));
-        assert!(g.origin_allowed("https://app.example.com/"));
-        assert!(!g.origin_allowed("https://evil.example.com"));
-        assert!(!g.origin_allowed("null"));
-        assert!(!g.origin_allowed("file://"));
-        assert!(!g.origin_allowed("http://localhost.evil.com"));
-    }
-
-    #[test]
-    fn challenge_header() {
-        let g = guard();
-        let r = g.unauthorized(&AuthError::Missing);
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert_eq!(
-            h,
-            "Bearer realm=\"fabric\", resource_metadata=\"http://127.0.0.1:1/.well-known/oauth-protected-resource\""
-        );
-        let r = g.unauthorized(&AuthError::Expired);
-        let h = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
-        assert!(h.contains("error=\"invalid_token\""), "{h}");
-        assert!(h.contains("expired"), "{h}");
-    }
 }

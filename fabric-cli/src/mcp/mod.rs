@@ -7,6 +7,7 @@
 pub mod auth;
 mod authz;
 pub mod credentials;
+pub(crate) mod guard;
 pub mod http;
 pub mod limits;
 pub(crate) mod params;

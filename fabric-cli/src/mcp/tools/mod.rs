@@ -134,16 +134,16 @@ impl BusCell {
 
     /// The bus, connecting it if needed.
     pub(crate) async fn get(&self) -> Result<Bus, ToolError> {
+        self.bus().await.map_err(ToolError::from)
+    }
+
+    /// The bus, connecting it if needed (a failed connection is tried again next time).
+    pub(crate) async fn bus(&self) -> fabric_worker::Result<Bus> {
         let mut slot = self.slot.lock().await;
         if let Some(bus) = slot.as_ref() {
             return Ok(bus.clone());
         }
-        let bus = self
-            .builder
-            .clone()
-            .connect()
-            .await
-            .map_err(ToolError::from)?;
+        let bus = self.builder.clone().connect().await?;
         *slot = Some(bus.clone());
         Ok(bus)
     }
