@@ -42,8 +42,8 @@ use crate::report::{Machine, Report};
 use crate::scenarios::{Shared, Sizes};
 use crate::server::RedisServer;
 
-const SCENARIOS: [&str; 8] = [
-    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed",
+const SCENARIOS: [&str; 9] = [
+    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed", "replicas",
 ];
 
 /// Benchmarks fabric-worker against a hand-written raw-Redis consumer and producer.
@@ -57,7 +57,7 @@ struct Cli {
     #[arg(long)]
     json: bool,
     /// Only these scenarios (comma-separated): drain, enqueue, latency, secure, scale, growth,
-    /// memory, delayed.
+    /// memory, delayed, replicas.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Use this Redis instead of starting one (its data is left alone except the
@@ -161,6 +161,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "growth" => scenarios::growth(&env, &sizes, &mut report).await?,
                 "memory" => scenarios::memory(&env, &sizes, &mut report, &mut shared).await?,
                 "delayed" => scenarios::delayed(&env, cli.quick, &mut report).await?,
+                "replicas" => {
+                    scenarios::replicas(&env, &sizes, &cli.redis_server, &mut report).await?
+                }
                 _ => unreachable!(),
             }
         }

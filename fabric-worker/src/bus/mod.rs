@@ -202,7 +202,10 @@ impl BusBuilder {
     /// holding the stream have the write (`WAIT`), for at most `timeout`. Without it, a
     /// primary that dies before its asynchronous replication reached the replica that
     /// replaces it loses writes it had acknowledged (a few milliseconds' worth; the README's
-    /// scaling section has the figures). Costs one replication round trip per send.
+    /// Redis Cluster section has the figures). `WAIT` holds the connection it runs on until
+    /// the replicas answer, so what is queued behind it waits too: `fabric-bench --only
+    /// replicas` measured 0.27× the sends per second of the same primary without the wait, and
+    /// while a replica is down every send waits the whole `timeout`.
     ///
     /// A send that fewer replicas confirmed in time is
     /// [`Error::Unreplicated`](crate::Error::Unreplicated): queued on the primary, but not
