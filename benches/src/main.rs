@@ -162,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "memory" => scenarios::memory(&env, &sizes, &mut report, &mut shared).await?,
                 "delayed" => scenarios::delayed(&env, cli.quick, &mut report).await?,
                 "replicas" => {
-                    scenarios::replicas(&env, &sizes, &cli.redis_server, &mut report).await?
+                    scenarios::replicas(&env, &sizes, &cli.redis_server, &mut report).await?;
                 }
                 _ => unreachable!(),
             }
