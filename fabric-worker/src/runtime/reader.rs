@@ -47,6 +47,11 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let mut busy = vec![false; n];
     let mut idle = true;
     let mut narrow_reads: u64 = 0;
+    let beat = crate::metrics::Beat::register(
+        &spec.agent,
+        &spec.stream,
+        crate::metrics::liveness_bound(block),
+    );
     loop {
         // Wait for capacity before reading, and read no more than can start at once.
         // Permits are taken per entry after the read, so a blocked read holds none (the
@@ -66,6 +71,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 drain_own(l).await;
             }
         }
+        beat.reading();
         let count = main
             .sem
             .available_permits()
@@ -75,6 +81,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             None => match main.broker.dedicated(block).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
+                    crate::metrics::redis_error(&spec.agent, "connect");
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     if !failing {
                         warn!(agent = %spec.agent, stream = %spec.stream, error = %e, "cannot reach Redis; retrying with backoff");
@@ -113,7 +120,9 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         };
         match reply {
             Ok((full, mut got)) => {
+                beat.read_done();
                 if failing {
+                    crate::metrics::reconnected(&spec.agent);
                     info!(agent = %spec.agent, stream = %spec.stream, "reconnected to Redis; reading again");
                     failing = false;
                 }
@@ -148,6 +157,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 }
             }
             Err(e) => {
+                crate::metrics::redis_error(&spec.agent, "read");
                 conn = None;
                 idle = true;
                 let d = backoff.next().unwrap_or(Duration::from_secs(5));

@@ -188,6 +188,7 @@ impl StreamState {
             // Already being handled here (e.g. reclaimed from ourselves): nothing to do.
             return;
         }
+        crate::metrics::in_flight(&self.spec.agent, true);
         let st = self.clone();
         let span = info_span!(
             "message",
@@ -206,6 +207,7 @@ impl StreamState {
                 if !acked {
                     st.done(&id);
                 }
+                crate::metrics::in_flight(&st.spec.agent, false);
                 drop(permit);
             }
             .instrument(span),
@@ -230,6 +232,7 @@ impl StreamState {
             match op().await {
                 Ok(()) => return Persisted::Done,
                 Err(e) if e.is_connection_error() => {
+                    crate::metrics::redis_error(&self.spec.agent, what);
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in_ms = crate::time::millis(d), "{what} failed; retrying");
                     tokio::select! {
