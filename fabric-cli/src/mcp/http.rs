@@ -116,6 +116,8 @@ struct Guard {
     allowed_hosts: Vec<String>,
     metadata_url: String,
     metadata: serde_json::Value,
+    /// `/metrics`, `/healthz`, `/readyz` without a token (on a loopback address only).
+    observe_open: bool,
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -230,7 +232,12 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if path != MCP_PATH
+    let observe = super::observe::PATHS.contains(&path);
+    if observe && g.observe_open {
+        return next.run(req).await;
+    }
+    if !observe
+        && path != MCP_PATH
         && !path.starts_with(&format!("{MCP_PATH}/"))
         && path != super::credentials::CREDENTIALS_PATH
     {
@@ -461,6 +468,7 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         allowed_hosts: config.allowed_hosts.clone(),
         metadata_url: format!("{base_url}{RESOURCE_METADATA_PATH}"),
         metadata,
+        observe_open: local.ip().is_loopback(),
     });
 
     let shutdown = CancellationToken::new();
@@ -507,7 +515,10 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
             axum::routing::post(super::credentials::issue).with_state(issuer),
         );
     }
+    let observe = super::observe::Observe::new(&config.mcp.redis_url, config.mcp.mode)?;
+    observe.spawn_sampler(shutdown.child_token());
     let router = router
+        .merge(super::observe::routes(&observe))
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             &format!("{RESOURCE_METADATA_PATH}{MCP_PATH}"),
@@ -546,6 +557,7 @@ mod tests {
             allowed_hosts: vec!["mcp.example.com".into()],
             metadata_url: "http://127.0.0.1:1/.well-known/oauth-protected-resource".into(),
             metadata: json!({}),
+            observe_open: true,
         }
     }
 

@@ -9,6 +9,7 @@ mod authz;
 pub mod credentials;
 pub mod http;
 pub mod limits;
+mod observe;
 pub(crate) mod params;
 pub mod tools;
 
