@@ -38,7 +38,11 @@ fn mcp_http_serves_metrics_and_health() {
     let dir = std::env::temp_dir().join(format!("fabric-metrics-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let tokens = dir.join("tokens.json");
-    std::fs::write(&tokens, json!({"tok-metrics-test": "admin"}).to_string()).unwrap();
+    std::fs::write(
+        &tokens,
+        json!({ format!("tok-{}", uuid::Uuid::new_v4().simple()): "admin" }).to_string(),
+    )
+    .unwrap();
     let addr = free_loopback_addr();
     let _mcp = Killed(
         Command::new(FABRIC)

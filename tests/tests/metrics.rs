@@ -235,18 +235,24 @@ fn health_goes_unhealthy_without_redis_and_healthy_again_after_it_returns() {
 
 /// Runs `test_worker` with `FABRIC_METRICS_ADDR=addr` and returns its exit code and stderr.
 fn run_with_addr(url: &str, addr: &str) -> (Option<i32>, String) {
-    let out = Command::new(test_worker_bin())
+    let child = Command::new(test_worker_bin())
         .env("REDIS_URL", url)
         .env("FABRIC_AGENTS", unique_agent("addr"))
         .env("FABRIC_METRICS_ADDR", addr)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut w = WorkerProcess { child };
+    // A worker that accepted the address would run until stopped: give up after 20 s.
+    let code = w.wait_timeout(Duration::from_secs(20));
+    w.kill();
+    let mut err = String::new();
+    if let Some(mut e) = w.child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    (code, err)
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod enqueue;
 mod growth;
 mod latency;
 mod memory;
+mod metrics;
 mod scale;
 mod secure;
 
@@ -16,6 +17,7 @@ pub(crate) use enqueue::enqueue;
 pub(crate) use growth::growth;
 pub(crate) use latency::latency;
 pub(crate) use memory::memory;
+pub(crate) use metrics::metrics;
 pub(crate) use scale::scale;
 pub(crate) use secure::secure;
 

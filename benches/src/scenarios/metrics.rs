@@ -1,0 +1,67 @@
+//! Metrics cost: the same drain with metrics off (the default) and on
+//! (`FABRIC_METRICS_ADDR`, the Prometheus recorder installed and every message counted),
+//! alternating in one run.
+
+use serde_json::json;
+
+use super::{Sizes, drain_once, n_fmt, timed_json};
+use crate::harness::{self, Env, MsgKind, median};
+use crate::procs::{self, Kind};
+use crate::report::{Report, Row, Target, Unit};
+
+/// Drain `sz.drain` queued messages with metrics off and on, `env.repeat` times each.
+pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
+    let n = sz.drain;
+    let (mut off, mut on, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..env.repeat {
+        let order = if r % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for metrics_on in order {
+            let label = if metrics_on {
+                "metrics on"
+            } else {
+                "metrics off"
+            };
+            eprintln!(
+                "  drain {n} messages, {label} (run {}/{})",
+                r + 1,
+                env.repeat
+            );
+            // Port 0: any free port; the recorder and server run as in production.
+            procs::set_ours_env(metrics_on.then(|| ("FABRIC_METRICS_ADDR", "127.0.0.1:0")));
+            let t = drain_once(env, sz, report, Kind::Ours, 1, 1, n, MsgKind::Bench).await;
+            procs::set_ours_env(None);
+            let t = t?;
+            let rate = t.rate(n as u64);
+            eprintln!("    {rate:.0} msg/s");
+            if metrics_on {
+                on.push(rate)
+            } else {
+                off.push(rate)
+            }
+            runs.push(json!({"metrics": metrics_on, "run": r + 1, "result": timed_json(&t, n)}));
+        }
+    }
+    let ratio = harness::paired_ratio(&on, &off);
+    report.push(
+        Row::new(
+            "metrics",
+            format!(
+                "Drain {} queued with metrics on (FABRIC_METRICS_ADDR) (median of {})",
+                n_fmt(n),
+                env.repeat
+            ),
+            Unit::MsgPerSec,
+            Some(median(on)),
+            Some(median(off)),
+            "the same worker and drain with metrics off (the default)",
+        )
+        .paired_ratio(ratio)
+        .target(Target::RatioAtLeast(0.95)),
+    );
+    report.detail("metrics", json!({"messages": n, "runs": runs}));
+    Ok(())
+}
