@@ -13,6 +13,8 @@ use crate::report::{Report, Row, Target, Unit};
 pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow::Result<()> {
     let n = sz.drain;
     let (mut off, mut on, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+    // Consumer CPU per message (µs): steadier than the rate on a shared machine.
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
     for r in 0..env.repeat {
         let order = if r % 2 == 0 {
             [false, true]
@@ -36,11 +38,14 @@ pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyho
             procs::set_ours_env(None);
             let t = t?;
             let rate = t.rate(n as u64);
-            eprintln!("    {rate:.0} msg/s");
+            let cpu = t.consumer_cpu_ms * 1e3 / n as f64;
+            eprintln!("    {rate:.0} msg/s, {cpu:.2} µs consumer CPU per message");
             if metrics_on {
-                on.push(rate)
+                on.push(rate);
+                cpu_on.push(cpu);
             } else {
-                off.push(rate)
+                off.push(rate);
+                cpu_off.push(cpu);
             }
             runs.push(json!({"metrics": metrics_on, "run": r + 1, "result": timed_json(&t, n)}));
         }
@@ -61,6 +66,19 @@ pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyho
         )
         .paired_ratio(ratio)
         .target(Target::RatioAtLeast(0.95)),
+    );
+    let cpu_ratio = harness::paired_ratio(&cpu_on, &cpu_off);
+    report.push(
+        Row::new(
+            "metrics",
+            "Drain: consumer process CPU per message, metrics on",
+            Unit::Micros,
+            Some(median(cpu_on)),
+            Some(median(cpu_off)),
+            "the same with metrics off",
+        )
+        .paired_ratio(cpu_ratio)
+        .target(Target::RatioAtMost(1.05)),
     );
     report.detail("metrics", json!({"messages": n, "runs": runs}));
     Ok(())

@@ -28,6 +28,10 @@ pub(crate) fn liveness_bound(block: Duration) -> Duration {
 
 struct BeatInner {
     agent: String,
+    /// The loop's handler slots, and how many there are: the slots taken are the messages
+    /// in flight (sampled into `fabric_messages_in_flight`, not counted per message).
+    slots: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
     stream: String,
     bound: Duration,
     /// When the loop started trying to read without success since (ms since the epoch);
@@ -42,10 +46,19 @@ static BEATS: Mutex<Vec<Weak<BeatInner>>> = Mutex::new(Vec::new());
 pub(crate) struct Beat(Arc<BeatInner>);
 
 impl Beat {
-    /// Registers a loop of `agent` reading `stream` (trying from now on).
-    pub(crate) fn register(agent: &str, stream: &str, bound: Duration) -> Beat {
+    /// Registers a loop of `agent` reading `stream` (trying from now on), whose handlers
+    /// take `slots` (`capacity` in all).
+    pub(crate) fn register(
+        agent: &str,
+        stream: &str,
+        bound: Duration,
+        slots: Arc<tokio::sync::Semaphore>,
+        capacity: usize,
+    ) -> Beat {
         let inner = Arc::new(BeatInner {
             agent: agent.to_owned(),
+            slots,
+            capacity,
             stream: stream.to_owned(),
             bound,
             busy_since: AtomicU64::new(crate::time::now_ms().max(1)),
@@ -70,6 +83,16 @@ impl Beat {
     pub(crate) fn read_done(&self) {
         self.0.busy_since.store(0, Ordering::Relaxed);
     }
+}
+
+/// Messages in flight per agent: the handler slots taken in every read loop of this process.
+pub(crate) fn in_flight() -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for b in crate::broker::lock(&BEATS).iter().filter_map(Weak::upgrade) {
+        let used = b.capacity.saturating_sub(b.slots.available_permits());
+        *out.entry(b.agent.clone()).or_insert(0) += used;
+    }
+    out
 }
 
 /// The answer of a health check: whether it passed, and a small JSON body saying why.

@@ -1,105 +1,171 @@
 //! The recording calls the runtime makes at its event points: one short call each, a no-op
 //! (one relaxed load) unless metrics are enabled.
+//!
+//! The per-message metrics' handles are registered once per (agent, message type) and kept,
+//! so a message costs a map lookup and a few atomic operations, not a search of the
+//! recorder's registry with freshly allocated labels per metric.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use ::metrics::{Counter, Histogram};
 
 use super::{enabled, names};
 
 /// The `message_type` label of a message: its type when the agent registered a handler for
 /// it, else `other` (senders choose types; the series must not grow with them).
-pub(crate) fn type_label<'a>(known: bool, message_type: &'a str) -> &'a str {
+pub(crate) fn type_label(known: bool, message_type: &str) -> &str {
     if known { message_type } else { "other" }
 }
 
-fn labels(agent: &str, message_type: &str) -> [(&'static str, String); 2] {
-    [
-        ("agent", agent.to_owned()),
-        ("message_type", message_type.to_owned()),
-    ]
+/// The handles of one agent's metrics for one message type.
+struct TypeMetrics {
+    handled: Counter,
+    failed: Counter,
+    retried: Counter,
+    reclaimed: Counter,
+    expired: Counter,
+    duration: Histogram,
+    latency: Histogram,
+    payload: Histogram,
 }
 
-/// A message handled successfully.
-pub(crate) fn handled(agent: &str, message_type: &str) {
-    if enabled() {
-        ::metrics::counter!(names::HANDLED, &labels(agent, message_type)).increment(1);
-    }
+thread_local! {
+    /// Handles registered so far by this thread, per agent and message type: a message costs a lookup in a map of this thread (no lock,
+    /// no shared reference count) and the metric operations themselves. Filled only while
+    /// recording is on, so they belong to the recorder installed then (an application
+    /// bringing its own installs it before building its workers).
+    static TYPES: RefCell<HashMap<String, HashMap<String, Arc<TypeMetrics>>>> =
+        RefCell::new(HashMap::new());
 }
 
-/// A handler attempt that failed.
-pub(crate) fn failed(agent: &str, message_type: &str) {
-    if enabled() {
-        ::metrics::counter!(names::FAILED, &labels(agent, message_type)).increment(1);
-    }
+/// Runs `f` with the handles of `agent`'s metrics for `message_type`.
+fn with<R>(agent: &str, message_type: &str, f: impl FnOnce(&TypeMetrics) -> R) -> R {
+    f(&handles(agent, message_type))
+}
+
+/// The handles of `agent`'s metrics for `message_type` (registered at first use).
+fn handles(agent: &str, message_type: &str) -> Arc<TypeMetrics> {
+    let found = TYPES.with_borrow(|t| t.get(agent).and_then(|m| m.get(message_type)).cloned());
+    let m = found.unwrap_or_else(|| {
+        let l = [
+            ("agent", agent.to_owned()),
+            ("message_type", message_type.to_owned()),
+        ];
+        let m = Arc::new(TypeMetrics {
+            handled: ::metrics::counter!(names::HANDLED, &l),
+            failed: ::metrics::counter!(names::FAILED, &l),
+            retried: ::metrics::counter!(names::RETRIED, &l),
+            reclaimed: ::metrics::counter!(names::RECLAIMED, &l),
+            expired: ::metrics::counter!(names::EXPIRED, &l),
+            duration: ::metrics::histogram!(names::HANDLER_DURATION, &l),
+            latency: ::metrics::histogram!(names::SEND_TO_START, &l),
+            payload: ::metrics::histogram!(names::PAYLOAD, &l),
+        });
+        TYPES.with_borrow_mut(|t| {
+            t.entry(agent.to_owned())
+                .or_default()
+                .insert(message_type.to_owned(), m.clone());
+        });
+        m
+    });
+    m
 }
 
 /// A retry scheduled.
 pub(crate) fn retried(agent: &str, message_type: &str) {
     if enabled() {
-        ::metrics::counter!(names::RETRIED, &labels(agent, message_type)).increment(1);
+        with(agent, message_type, |m| m.retried.increment(1));
     }
 }
 
-/// A message moved to dead letters.
+/// A message moved to dead letters (rare: registered on the spot).
 pub(crate) fn dead_lettered(agent: &str, message_type: &str, reason: &str) {
     if enabled() {
-        let [a, t] = labels(agent, message_type);
-        ::metrics::counter!(names::DEAD_LETTERED, &[a, t, ("reason", reason.to_owned())])
-            .increment(1);
+        let l = [
+            ("agent", agent.to_owned()),
+            ("message_type", message_type.to_owned()),
+            ("reason", reason.to_owned()),
+        ];
+        ::metrics::counter!(names::DEAD_LETTERED, &l).increment(1);
     }
 }
 
 /// A stalled entry taken over.
 pub(crate) fn reclaimed(agent: &str, message_type: &str) {
     if enabled() {
-        ::metrics::counter!(names::RECLAIMED, &labels(agent, message_type)).increment(1);
+        with(agent, message_type, |m| m.reclaimed.increment(1));
     }
 }
 
 /// A message reached after its time to live.
 pub(crate) fn expired(agent: &str, message_type: &str) {
     if enabled() {
-        ::metrics::counter!(names::EXPIRED, &labels(agent, message_type)).increment(1);
+        with(agent, message_type, |m| m.expired.increment(1));
     }
 }
 
-/// A handler's run time.
-pub(crate) fn handler_duration(agent: &str, message_type: &str, d: Duration) {
-    if enabled() {
-        ::metrics::histogram!(names::HANDLER_DURATION, &labels(agent, message_type))
-            .record(d.as_secs_f64());
+/// The metrics of one message being handled, looked up once when it starts (nothing when
+/// recording is off).
+pub(crate) struct MessageMetrics(Option<Arc<TypeMetrics>>);
+
+impl MessageMetrics {
+    /// Its handler ran for `d`.
+    pub(crate) fn handler_ran(&self, d: Duration) {
+        if let Some(m) = &self.0 {
+            m.duration.record(d.as_secs_f64());
+        }
+    }
+
+    /// It was handled successfully.
+    pub(crate) fn handled(&self) {
+        if let Some(m) = &self.0 {
+            m.handled.increment(1);
+        }
+    }
+
+    /// Its attempt failed; `retry` when another is scheduled.
+    pub(crate) fn failed(&self, retry: bool) {
+        if let Some(m) = &self.0 {
+            m.failed.increment(1);
+            if retry {
+                m.retried.increment(1);
+            }
+        }
     }
 }
 
-/// A message starting: its size, and how long it waited since `stream_id` (`<ms>-<seq>`,
-/// the time Redis enqueued it) was given.
-pub(crate) fn started(agent: &str, message_type: &str, stream_id: &str, size: usize) {
+/// A message's handler starting: records its size and how long it waited since `stream_id`
+/// (`<ms>-<seq>`, the time Redis enqueued it) was given, and returns its metrics.
+pub(crate) fn started(
+    agent: &str,
+    message_type: &str,
+    stream_id: &str,
+    size: usize,
+) -> MessageMetrics {
     if !enabled() {
-        return;
+        return MessageMetrics(None);
     }
-    let l = labels(agent, message_type);
-    // f64 holds every size a stream entry can have exactly enough for a histogram.
-    #[allow(clippy::cast_precision_loss)]
-    ::metrics::histogram!(names::PAYLOAD, &l).record(size as f64);
+    let m = handles(agent, message_type);
+    m.payload
+        .record(as_f64(u64::try_from(size).unwrap_or(u64::MAX)));
     if let Some(enqueued) = stream_id
         .split_once('-')
         .and_then(|(ms, _)| ms.parse::<u64>().ok())
     {
         let waited = crate::time::now_ms().saturating_sub(enqueued);
-        ::metrics::histogram!(names::SEND_TO_START, &l)
+        m.latency
             .record(Duration::from_millis(waited).as_secs_f64());
     }
+    MessageMetrics(Some(m))
 }
 
-/// One more (`true`) or one fewer (`false`) message in flight.
-pub(crate) fn in_flight(agent: &str, more: bool) {
-    if enabled() {
-        let g = ::metrics::gauge!(names::IN_FLIGHT, "agent" => agent.to_owned());
-        if more {
-            g.increment(1.0)
-        } else {
-            g.decrement(1.0)
-        }
-    }
+/// The messages in flight for `agent` (sampled).
+pub(crate) fn in_flight(agent: &str, n: usize) {
+    ::metrics::gauge!(names::IN_FLIGHT, "agent" => agent.to_owned())
+        .set(as_f64(u64::try_from(n).unwrap_or(u64::MAX)));
 }
 
 /// A Redis command of the runtime failed (`operation` says which: `read`, `reclaim`, …).
@@ -127,7 +193,7 @@ pub(crate) fn queue(agent: &str, depth: u64, pending: u64, lag: u64, oldest_age:
         .set(oldest_age.as_secs_f64());
 }
 
-/// A count as a gauge value (exact below 2^53, far beyond any queue).
+/// A count as a metric value (exact below 2^53, far beyond any queue or entry size).
 #[allow(clippy::cast_precision_loss)]
 fn as_f64(n: u64) -> f64 {
     n as f64

@@ -184,7 +184,7 @@ impl StreamState {
         let kept = ctx.clone();
         let message = kept.message();
         let mt = self.type_label(&message.message_type);
-        crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
+        let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
         let began = std::time::Instant::now();
         let ran: Ran = tokio::select! {
             r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
@@ -193,7 +193,7 @@ impl StreamState {
                 return false;
             }
         };
-        crate::metrics::handler_duration(&spec.agent, mt, began.elapsed());
+        mm.handler_ran(began.elapsed());
         match decide(ran, attempt, max_attempts, &self.config) {
             Verdict::Succeeded { reply } => {
                 match self.workflow_step_succeeded(message, &reply).await {
@@ -241,7 +241,7 @@ impl StreamState {
                     }
                 }
                 debug!("handled");
-                crate::metrics::handled(&spec.agent, mt);
+                mm.handled();
                 self.ack(&entry.id)
             }
             Verdict::Retry {
@@ -251,15 +251,14 @@ impl StreamState {
                 ..
             } => {
                 warn!(%error, next_attempt, delay_ms = crate::time::millis(delay), "attempt failed; will retry");
-                crate::metrics::failed(&spec.agent, mt);
-                crate::metrics::retried(&spec.agent, mt);
+                mm.failed(true);
                 self.schedule_retry(&entry, next_attempt, delay, &error)
                     .await;
                 false
             }
             Verdict::DeadLettered { reason, error } => {
                 warn!(%error, %reason, max_attempts, "moving the message to dead letters");
-                crate::metrics::failed(&spec.agent, mt);
+                mm.failed(false);
                 self.dead_letter(
                     &entry,
                     GiveUp {

@@ -51,6 +51,8 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         &spec.agent,
         &spec.stream,
         crate::metrics::liveness_bound(block),
+        main.sem.clone(),
+        main.config.concurrency,
     );
     loop {
         // Wait for capacity before reading, and read no more than can start at once.
@@ -114,6 +116,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             _ = stop.cancelled() => return,
             _ = pause::paused(&main.pause) => {
                 conn = None;
+                beat.read_done(); // paused on purpose: not stalled
                 continue;
             }
             r = read => r,

@@ -188,7 +188,6 @@ impl StreamState {
             // Already being handled here (e.g. reclaimed from ourselves): nothing to do.
             return;
         }
-        crate::metrics::in_flight(&self.spec.agent, true);
         let st = self.clone();
         let span = info_span!(
             "message",
@@ -207,7 +206,6 @@ impl StreamState {
                 if !acked {
                     st.done(&id);
                 }
-                crate::metrics::in_flight(&st.spec.agent, false);
                 drop(permit);
             }
             .instrument(span),
