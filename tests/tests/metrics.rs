@@ -57,6 +57,9 @@ fn start_worker(
     w
 }
 
+/// A metric, the labels its sample must have, its value.
+type Expected<'a> = (&'a str, Vec<(&'a str, &'a str)>, f64);
+
 #[test]
 fn counters_histograms_and_gauges_have_exact_values_after_known_traffic() {
     let server = RedisServer::start();
@@ -88,7 +91,7 @@ fn counters_histograms_and_gauges_have_exact_values_after_known_traffic() {
     );
     let a = agent.as_str();
     let work = [("agent", a), ("message_type", "work")];
-    let expected: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+    let expected: Vec<Expected<'_>> = vec![
         ("fabric_messages_handled_total", work.to_vec(), 6.0),
         ("fabric_messages_failed_total", work.to_vec(), 4.0),
         ("fabric_messages_retried_total", work.to_vec(), 1.0),

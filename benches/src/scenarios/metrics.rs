@@ -33,7 +33,7 @@ pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyho
                 env.repeat
             );
             // Port 0: any free port; the recorder and server run as in production.
-            procs::set_ours_env(metrics_on.then(|| ("FABRIC_METRICS_ADDR", "127.0.0.1:0")));
+            procs::set_ours_env(metrics_on.then_some(("FABRIC_METRICS_ADDR", "127.0.0.1:0")));
             let t = drain_once(env, sz, report, Kind::Ours, 1, 1, n, MsgKind::Bench).await;
             procs::set_ours_env(None);
             let t = t?;

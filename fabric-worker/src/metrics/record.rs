@@ -49,7 +49,7 @@ fn with<R>(agent: &str, message_type: &str, f: impl FnOnce(&TypeMetrics) -> R) -
 /// The handles of `agent`'s metrics for `message_type` (registered at first use).
 fn handles(agent: &str, message_type: &str) -> Arc<TypeMetrics> {
     let found = TYPES.with_borrow(|t| t.get(agent).and_then(|m| m.get(message_type)).cloned());
-    let m = found.unwrap_or_else(|| {
+    found.unwrap_or_else(|| {
         let l = [
             ("agent", agent.to_owned()),
             ("message_type", message_type.to_owned()),
@@ -70,8 +70,7 @@ fn handles(agent: &str, message_type: &str) -> Arc<TypeMetrics> {
                 .insert(message_type.to_owned(), m.clone());
         });
         m
-    });
-    m
+    })
 }
 
 /// A retry scheduled.

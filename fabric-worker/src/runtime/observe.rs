@@ -62,7 +62,8 @@ impl Observe {
             }
             return Ok(Observe {
                 on: record,
-                ..Observe::default()
+                #[cfg(feature = "prometheus")]
+                listener: None,
             });
         };
         #[cfg(feature = "prometheus")]
