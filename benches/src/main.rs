@@ -42,8 +42,9 @@ use crate::report::{Machine, Report};
 use crate::scenarios::{Shared, Sizes};
 use crate::server::RedisServer;
 
-const SCENARIOS: [&str; 9] = [
-    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed", "replicas",
+const SCENARIOS: [&str; 10] = [
+    "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed", "metrics",
+    "replicas",
 ];
 
 /// Benchmarks fabric-worker against a hand-written raw-Redis consumer and producer.
@@ -161,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "growth" => scenarios::growth(&env, &sizes, &mut report).await?,
                 "memory" => scenarios::memory(&env, &sizes, &mut report, &mut shared).await?,
                 "delayed" => scenarios::delayed(&env, cli.quick, &mut report).await?,
+                "metrics" => scenarios::metrics(&env, &sizes, &mut report).await?,
                 "replicas" => {
                     scenarios::replicas(&env, &sizes, &cli.redis_server, &mut report).await?;
                 }

@@ -28,6 +28,17 @@ impl Kind {
     }
 }
 
+/// An extra environment variable for the next `Kind::Ours` consumers (the metrics scenario).
+static OURS_ENV: std::sync::Mutex<Option<(&'static str, &'static str)>> =
+    std::sync::Mutex::new(None);
+
+/// Sets (or, with `None`, clears) the extra variable of our next consumers.
+pub(crate) fn set_ours_env(var: Option<(&'static str, &'static str)>) {
+    *OURS_ENV
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = var;
+}
+
 /// A running consumer process; killed (SIGKILL) if dropped while running.
 #[derive(Debug)]
 pub(crate) struct Consumer {
@@ -81,6 +92,12 @@ pub(crate) fn spawn(
     match kind {
         Kind::Ours => {
             cmd.arg("__worker").env("FABRIC_AGENTS", agents.join(","));
+            let extra = *OURS_ENV
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((k, v)) = extra {
+                cmd.env(k, v);
+            }
         }
         Kind::Raw => {
             let streams: Vec<String> = agents

@@ -218,9 +218,34 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics address (`metrics_addr`, `FABRIC_METRICS_ADDR`) cannot be listened on.
+    #[error("cannot serve metrics on {addr}: {source}; {}", listen_hint(source))]
+    MetricsListen {
+        /// The address asked for.
+        addr: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A workflow failed, did not finish in time, is unknown, or cannot run here.
     #[error(transparent)]
     Workflow(Box<crate::workflow_error::WorkflowError>),
+}
+
+/// What to do about a metrics address that cannot be listened on.
+fn listen_hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "the address is already in use (another worker on this port?): choose another FABRIC_METRICS_ADDR port, or port 0 for any free one"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "this machine has no such address: use 127.0.0.1:PORT, or 0.0.0.0:PORT to listen on every interface"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges): choose a port above 1024"
+        }
+        _ => "check FABRIC_METRICS_ADDR / metrics_addr",
+    }
 }
 
 /// What to do about a connection that could not be made.

@@ -53,6 +53,7 @@ mod error;
 pub mod handler;
 pub mod keys;
 pub mod message;
+pub mod metrics;
 mod mode;
 mod priority;
 mod receipt;

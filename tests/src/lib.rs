@@ -6,6 +6,7 @@
 //! existing server instead (tests that restart or kill Redis always start their own).
 
 pub mod handlers;
+pub mod scrape;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -22,6 +22,8 @@ pub(crate) struct Guard {
     pub(super) metadata_url: Option<String>,
     /// The Protected Resource Metadata document (`mcp --http`).
     pub(super) metadata: serde_json::Value,
+    /// `/metrics`, `/healthz`, `/readyz` without a token (`mcp --http` on a loopback address).
+    pub(super) observe_open: bool,
 }
 
 fn is_loopback_host(host: &str) -> bool {
@@ -54,6 +56,7 @@ impl Guard {
             allowed_hosts,
             metadata_url: None,
             metadata: json!({}),
+            observe_open: false,
         }
     }
 
@@ -218,6 +221,7 @@ mod tests {
             allowed_hosts: vec!["mcp.example.com".into()],
             metadata_url: Some("http://127.0.0.1:1/.well-known/oauth-protected-resource".into()),
             metadata: json!({}),
+            observe_open: true,
         }
     }
 

@@ -119,7 +119,12 @@ async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if path != MCP_PATH
+    let observe = super::observe::PATHS.contains(&path);
+    if observe && g.observe_open {
+        return next.run(req).await;
+    }
+    if !observe
+        && path != MCP_PATH
         && !path.starts_with(&format!("{MCP_PATH}/"))
         && path != super::credentials::CREDENTIALS_PATH
     {
@@ -326,6 +331,7 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
         allowed_hosts: config.allowed_hosts.clone(),
         metadata_url: Some(format!("{base_url}{RESOURCE_METADATA_PATH}")),
         metadata,
+        observe_open: local.ip().is_loopback(),
     });
 
     let shutdown = CancellationToken::new();
@@ -372,7 +378,10 @@ pub async fn bind(config: HttpConfig, addr: SocketAddr) -> Result<HttpServer> {
             axum::routing::post(super::credentials::issue).with_state(issuer),
         );
     }
+    let observe = super::observe::Observe::new(&config.mcp.redis_url, config.mcp.mode)?;
+    observe.spawn_sampler(shutdown.child_token());
     let router = router
+        .merge(super::observe::routes(&observe))
         .route(RESOURCE_METADATA_PATH, get(resource_metadata))
         .route(
             &format!("{RESOURCE_METADATA_PATH}{MCP_PATH}"),

@@ -10,6 +10,7 @@ pub mod credentials;
 pub(crate) mod guard;
 pub mod http;
 pub mod limits;
+mod observe;
 pub(crate) mod params;
 pub mod tools;
 

@@ -262,6 +262,24 @@ impl WorkerBuilder {
         self
     }
 
+    /// Serve Prometheus metrics at `addr` (e.g. `127.0.0.1:9464`; port 0 for any free
+    /// port), with `/healthz` (liveness) and `/readyz` (readiness) beside `/metrics`; see
+    /// [`crate::metrics`] and `docs/observability.md`. Installs a Prometheus recorder as the
+    /// process's global `metrics` recorder. Needs the `prometheus` feature. An address in
+    /// use is an error from [`build`](WorkerBuilder::build). Env: `FABRIC_METRICS_ADDR`.
+    pub fn metrics_addr(mut self, addr: std::net::SocketAddr) -> Self {
+        self.explicit.metrics_addr = Some(addr);
+        self
+    }
+
+    /// Record metrics through the [`metrics`](https://docs.rs/metrics) facade into the
+    /// recorder the application installed (any exporter), without serving them (default
+    /// off, unless a [`metrics_addr`](WorkerBuilder::metrics_addr) is set).
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.explicit.metrics = Some(on);
+        self
+    }
+
     /// Reads the environment variable of every setting (listed on each method, and in the
     /// README) and the bus's (see [`BusBuilder::from_env`]). Settings given with a method
     /// win, before or after this call. A malformed value is an error naming the variable.
@@ -391,6 +409,9 @@ impl WorkerBuilder {
             Vec::new()
         };
         let schedules = super::schedules::plan(&agents, &inbox_agents, &tables, self.schedules)?;
+        let observe =
+            super::observe::Observe::prepare(settings.metrics_addr, settings.metrics == Some(true))
+                .await?;
         if streams.is_empty() && topics.is_none() {
             return Err(Error::invalid(
                 "consume_inbox",
@@ -404,6 +425,8 @@ impl WorkerBuilder {
             config,
             topics,
             schedules,
+            observe,
+            group: settings.group.clone(),
         })
     }
 

@@ -206,6 +206,10 @@ settings! {
     rate_limit: String,
     /// `FABRIC_RATE_LIMIT_HORIZON_MS`.
     rate_limit_horizon: Duration,
+    /// `FABRIC_METRICS_ADDR`.
+    metrics_addr: std::net::SocketAddr,
+    /// Record metrics without serving them (`WorkerBuilder::metrics`).
+    metrics: bool,
 }
 
 impl Settings {
@@ -238,6 +242,8 @@ impl Settings {
             startup_wait: v.millis("FABRIC_STARTUP_WAIT_MS")?,
             rate_limit: v.string("FABRIC_RATE_LIMIT"),
             rate_limit_horizon: v.millis("FABRIC_RATE_LIMIT_HORIZON_MS")?,
+            metrics_addr: super::observe::addr_from(v)?,
+            metrics: None,
         })
     }
 

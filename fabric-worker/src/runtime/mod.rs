@@ -21,6 +21,7 @@
 //! | `startup.rs` | waiting for a Redis that is unreachable or still loading, at start |
 //! | `topics.rs` | durable topic handlers: finding matching topics, serving their streams |
 //! | `periodic.rs` | periodic tasks: one loop per schedule, sending each period once |
+//! | `observe.rs` | metrics and health: the server and the queue sampler of a worker |
 
 mod acker;
 mod builder;
@@ -29,6 +30,7 @@ mod janitor;
 mod lanes;
 mod lease;
 mod notes;
+mod observe;
 pub(crate) mod outcome;
 mod pause;
 mod periodic;
@@ -96,6 +98,10 @@ pub struct Worker {
     topics: Option<topics::Topics>,
     /// The periodic schedules this process runs, with their agent.
     schedules: Vec<(String, crate::schedule::Schedule)>,
+    /// Metrics and health, when enabled.
+    observe: observe::Observe,
+    /// The consumer group set with `group` / `FABRIC_GROUP` (for the queue gauges).
+    group: Option<String>,
 }
 
 impl Worker {
@@ -169,6 +175,14 @@ impl Worker {
         let mut background = Vec::new();
         let mut ackers = Vec::new();
         let mut states = Vec::new();
+        let stop_observe = CancellationToken::new();
+        let _stop_observe_on_error = stop_observe.clone().drop_guard();
+        let observed = self.observe.start(
+            &self.bus,
+            inbox_agents(&self.streams),
+            self.group.clone(),
+            &stop_observe,
+        );
         let broker = self.bus.broker();
         let wait = self.config.startup_wait;
         startup::wait_for_redis(wait, "loading the function library", || {
@@ -336,6 +350,8 @@ impl Worker {
         stop_background.cancel();
         join_all(background).await;
         join_all(topic_watch.into_iter().collect()).await;
+        stop_observe.cancel();
+        join_all(observed).await;
         info!("worker stopped");
         Ok(())
     }
@@ -399,6 +415,17 @@ async fn lane_names(inbox: &StreamState, on: bool) -> Result<Vec<(usize, String)
         out.push((i, key));
     }
     Ok(out)
+}
+
+/// The agents whose inbox is served (for the queue gauges).
+fn inbox_agents(streams: &[StreamSpec]) -> Vec<String> {
+    let mut agents: Vec<String> = streams
+        .iter()
+        .filter(|s| s.stream == crate::keys::inbox(&s.agent))
+        .map(|s| s.agent.clone())
+        .collect();
+    agents.dedup();
+    agents
 }
 
 async fn join_all(handles: Vec<JoinHandle<()>>) {

@@ -183,6 +183,9 @@ impl StreamState {
         );
         let kept = ctx.clone();
         let message = kept.message();
+        let mt = self.type_label(&message.message_type);
+        let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
+        let began = std::time::Instant::now();
         let ran: Ran = tokio::select! {
             r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
             _ = self.hard_stop.cancelled() => {
@@ -190,6 +193,7 @@ impl StreamState {
                 return false;
             }
         };
+        mm.handler_ran(began.elapsed());
         match decide(ran, attempt, max_attempts, &self.config) {
             Verdict::Succeeded { reply } => {
                 match self.workflow_step_succeeded(message, &reply).await {
@@ -237,6 +241,7 @@ impl StreamState {
                     }
                 }
                 debug!("handled");
+                mm.handled();
                 self.ack(&entry.id)
             }
             Verdict::Retry {
@@ -246,12 +251,14 @@ impl StreamState {
                 ..
             } => {
                 warn!(%error, next_attempt, delay_ms = crate::time::millis(delay), "attempt failed; will retry");
+                mm.failed(true);
                 self.schedule_retry(&entry, next_attempt, delay, &error)
                     .await;
                 false
             }
             Verdict::DeadLettered { reason, error } => {
                 warn!(%error, %reason, max_attempts, "moving the message to dead letters");
+                mm.failed(false);
                 self.dead_letter(
                     &entry,
                     GiveUp {
@@ -304,6 +311,10 @@ impl StreamState {
                 // reclaim idle time (or it was stopped by shutdown).
                 return;
             }
+            let mt = give_up
+                .message
+                .map_or("other", |m| self.type_label(&m.message_type));
+            crate::metrics::dead_lettered(&spec.agent, mt, give_up.reason.as_str());
             if let Some(m) = give_up.message
                 && let Some(reply_to) = &m.reply_to
             {
@@ -333,6 +344,7 @@ impl StreamState {
             let next = attempt + 1;
             let delay = self.config.retry_delay(next);
             warn!(%error, next_attempt = next, "rate limiter failed; will retry");
+            crate::metrics::retried(&self.spec.agent, self.type_label(&message.message_type));
             self.schedule_retry(entry, next, delay, error).await;
         } else {
             warn!(%error, max_attempts, "rate limiter failed; moving the message to dead letters");
@@ -363,6 +375,7 @@ impl StreamState {
             "ttl_seconds {} passed (sent {}) before a worker reached it; not handled",
             message.ttl_seconds, message.timestamp
         );
+        crate::metrics::expired(&self.spec.agent, self.type_label(&message.message_type));
         if let Err(e) = crate::broker::count_expired(&self.broker, &self.spec.stream).await {
             warn!(error = %e, "could not count an expired message");
         }

@@ -47,6 +47,13 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let mut busy = vec![false; n];
     let mut idle = true;
     let mut narrow_reads: u64 = 0;
+    let beat = crate::metrics::Beat::register(
+        &spec.agent,
+        &spec.stream,
+        crate::metrics::liveness_bound(block),
+        main.sem.clone(),
+        main.config.concurrency,
+    );
     loop {
         // Wait for capacity before reading, and read no more than can start at once.
         // Permits are taken per entry after the read, so a blocked read holds none (the
@@ -66,6 +73,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 drain_own(l).await;
             }
         }
+        beat.reading();
         let count = main
             .sem
             .available_permits()
@@ -75,6 +83,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             None => match main.broker.dedicated(block).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
+                    crate::metrics::redis_error(&spec.agent, "connect");
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     if !failing {
                         warn!(agent = %spec.agent, stream = %spec.stream, error = %e, "cannot reach Redis; retrying with backoff");
@@ -107,13 +116,16 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             _ = stop.cancelled() => return,
             _ = pause::paused(&main.pause) => {
                 conn = None;
+                beat.read_done(); // paused on purpose: not stalled
                 continue;
             }
             r = read => r,
         };
         match reply {
             Ok((full, mut got)) => {
+                beat.read_done();
                 if failing {
+                    crate::metrics::reconnected(&spec.agent);
                     info!(agent = %spec.agent, stream = %spec.stream, "reconnected to Redis; reading again");
                     failing = false;
                 }
@@ -148,6 +160,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 }
             }
             Err(e) => {
+                crate::metrics::redis_error(&spec.agent, "read");
                 conn = None;
                 idle = true;
                 let d = backoff.next().unwrap_or(Duration::from_secs(5));

@@ -44,6 +44,7 @@ pub(super) async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                     }
                     for (entry, deliveries) in claimed {
                         info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
+                        crate::metrics::reclaimed(&spec.agent, &st.type_label_of(&entry));
                         let Ok(p) = st.sem.clone().acquire_owned().await else {
                             return;
                         };
@@ -56,6 +57,7 @@ pub(super) async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
                     }
                 }
                 Err(e) => {
+                    crate::metrics::redis_error(&spec.agent, "reclaim");
                     if e.is_connection_error() {
                         debug!(stream = %spec.stream, error = %e, "reclaim failed");
                     } else {

@@ -231,6 +231,7 @@ impl StreamState {
             match op().await {
                 Ok(()) => return Persisted::Done,
                 Err(e) if e.is_connection_error() => {
+                    crate::metrics::redis_error(&self.spec.agent, what);
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in_ms = crate::time::millis(d), "{what} failed; retrying");
                     tokio::select! {

@@ -279,6 +279,8 @@ async fn watch_inner(
                 config: config.clone(),
                 topics: None,
                 schedules: Vec::new(),
+                observe: Default::default(),
+                group: None,
             };
             let (stop, hard, served) = (stop.clone(), hard.clone(), served.clone());
             running.push(tokio::spawn(async move {
