@@ -56,6 +56,12 @@ impl PrometheusExporter {
 /// call returns the same) and turns recording on. Fails if the application installed
 /// another recorder: then build workers with `metrics(true)` and serve that exporter.
 pub fn install_prometheus() -> Result<PrometheusExporter> {
+    // One installation at a time: two racing callers (two servers started at once) would
+    // otherwise see the loser's install fail before the winner has recorded its handle.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = INSTALLED.get() {
         return Ok(PrometheusExporter { handle: h.clone() });
     }
@@ -66,10 +72,6 @@ pub fn install_prometheus() -> Result<PrometheusExporter> {
     let handle = match builder.install_recorder() {
         Ok(h) => h,
         Err(e) => {
-            // Two threads racing here: the one that lost sees the winner's handle.
-            if let Some(h) = INSTALLED.get() {
-                return Ok(PrometheusExporter { handle: h.clone() });
-            }
             return Err(Error::Config(format!(
                 "cannot install the Prometheus metrics recorder: {e}; another `metrics` recorder is already installed in this process (by the application?): build the worker with `metrics(true)` instead of a metrics address, and serve that recorder's exporter"
             )));
