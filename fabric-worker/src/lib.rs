@@ -51,9 +51,12 @@ pub mod credentials;
 mod env;
 mod error;
 pub mod handler;
+pub mod hooks;
 pub mod keys;
 pub mod message;
 mod mode;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod priority;
 mod receipt;
 pub mod router;
@@ -61,6 +64,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod testing;
 mod time;
+pub mod trace_context;
 pub mod workflow;
 mod workflow_error;
 

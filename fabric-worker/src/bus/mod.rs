@@ -9,6 +9,7 @@
 //! | `durable.rs` | [`Bus::publish_durable`] (durable topics) |
 //! | `inspect.rs` | [`Bus::queue_status`], [`Bus::pending`], [`Bus::peek`], [`Bus::agents`], [`Bus::groups`], [`Bus::stream_info`], [`Bus::create_group`] |
 //! | `schedules.rs` | [`Bus::schedules`] (periodic tasks) |
+//! | `hooks.rs` | [`Bus::with_hook`], [`Bus::hook_stats`] |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //! | `../workflow/bus.rs` | [`Bus::start_workflow`], [`Bus::workflow`], [`Bus::await_workflow`] (workflows) |
 //!
@@ -23,6 +24,7 @@ mod credentials;
 mod dead_letters;
 mod delivery;
 mod durable;
+mod hooks;
 mod inspect;
 mod lanes;
 mod pause;
@@ -389,6 +391,8 @@ impl BusBuilder {
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<BusInner>,
+    /// Told about what this bus sends and its worker handles (`hooks.rs`).
+    hooks: crate::hooks::Hooks,
 }
 
 struct BusInner {
@@ -461,6 +465,7 @@ impl Bus {
                 cancel: cancel.clone(),
                 _guard: cancel.drop_guard(),
             }),
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 

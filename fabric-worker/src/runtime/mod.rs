@@ -24,6 +24,7 @@
 
 mod acker;
 mod builder;
+mod hooks;
 pub(crate) mod config;
 mod janitor;
 mod lanes;
@@ -336,6 +337,8 @@ impl Worker {
         stop_background.cancel();
         join_all(background).await;
         join_all(topic_watch.into_iter().collect()).await;
+        // The hooks' queued events (hooks.rs), at most the shutdown timeout.
+        self.bus.hooks().flush(timeout).await;
         info!("worker stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
 use crate::bus::Mode;
 use crate::context::Context;
 use crate::error::Error;
+use crate::hooks::Outcome;
 use crate::keys;
 use crate::message::{Message, fields, new_message_id, now_timestamp};
 
@@ -170,6 +171,7 @@ impl StreamState {
             }
         }
         debug!(handler = handler.reg.name, "handling");
+        let hooked = self.hook_before(&entry, &message, attempt, deliveries);
         let payload = message.payload.clone();
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.
         let ctx = Context::new(
@@ -187,6 +189,7 @@ impl StreamState {
             r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
             _ = self.hard_stop.cancelled() => {
                 warn!("handler cancelled by shutdown; the message stays pending for another worker");
+                self.hook_after(hooked.as_ref(), Outcome::Stopped);
                 return false;
             }
         };
@@ -207,6 +210,8 @@ impl StreamState {
                             deliveries,
                         };
                         self.dead_letter(&entry, give_up).await;
+                        let (reason, error) = (DeadReason::ReplyFailed, why);
+                        self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                         return false;
                     }
                 }
@@ -232,12 +237,16 @@ impl StreamState {
                                 },
                             )
                             .await;
+                            let (reason, error) = (DeadReason::ReplyFailed, why);
+                            self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                             return false;
                         }
                     }
                 }
                 debug!("handled");
-                self.ack(&entry.id)
+                let acked = self.ack(&entry.id);
+                self.hook_after(hooked.as_ref(), Outcome::Ok);
+                acked
             }
             Verdict::Retry {
                 next_attempt,
@@ -248,6 +257,12 @@ impl StreamState {
                 warn!(%error, next_attempt, delay_ms = crate::time::millis(delay), "attempt failed; will retry");
                 self.schedule_retry(&entry, next_attempt, delay, &error)
                     .await;
+                let retry = Outcome::Retry {
+                    next_attempt,
+                    delay,
+                    error,
+                };
+                self.hook_after(hooked.as_ref(), retry);
                 false
             }
             Verdict::DeadLettered { reason, error } => {
@@ -256,13 +271,14 @@ impl StreamState {
                     &entry,
                     GiveUp {
                         message: Some(message),
-                        reason,
+                        reason: reason.clone(),
                         error: &error,
                         attempts: attempt,
                         deliveries,
                     },
                 )
                 .await;
+                self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                 false
             }
         }
@@ -304,6 +320,8 @@ impl StreamState {
                 // reclaim idle time (or it was stopped by shutdown).
                 return;
             }
+            let (message, reason) = (give_up.message, &give_up.reason);
+            self.hook_dead(entry, message, reason, give_up.error, give_up.attempts);
             if let Some(m) = give_up.message
                 && let Some(reply_to) = &m.reply_to
             {
@@ -400,7 +418,7 @@ impl StreamState {
         payload: Value,
     ) -> Pin<Box<dyn Future<Output = Persisted> + Send + 'a>> {
         Box::pin(async move {
-            let reply = Message {
+            let mut reply = Message {
                 id: new_message_id(),
                 from_agent: self.spec.agent.clone(),
                 to_agent: request.from_agent.clone(),
@@ -418,6 +436,8 @@ impl StreamState {
                 sender: None,
                 deliver_at_ms: None,
             };
+            // The handler span's trace context (trace_context.rs).
+            crate::trace_context::propagate(&mut reply.headers);
             let data = match reply.to_data() {
                 Ok(d) => d,
                 Err(e) => {
@@ -436,6 +456,9 @@ impl StreamState {
                 .arg(&data)
                 .arg(fields::IN_REPLY_TO)
                 .arg(&request.id);
+            if let Ok(Some(h)) = reply.headers_json() {
+                cmd.arg(fields::HEADERS).arg(h);
+            }
             if self.bus.mode() == Mode::Secure {
                 cmd.arg(fields::DELIVER_TO).arg(reply_to);
             }
@@ -450,6 +473,7 @@ impl StreamState {
                 .await;
             if ok.done() {
                 debug!(reply_to, reply_id = %reply.id, "reply sent");
+                self.hook_sent(&reply);
             }
             ok
         })

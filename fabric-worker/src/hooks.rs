@@ -1,0 +1,535 @@
+//! Hooks: your code told about every message a worker handles, sends or dead-letters — for
+//! telemetry, archiving, auditing — without being able to lose or hold up a message.
+//!
+//! Implement [`Hook`] (every method has a no-op default) and give it to a worker with
+//! [`WorkerBuilder::hook`](crate::runtime::WorkerBuilder::hook) or to a bus with
+//! [`Bus::with_hook`](crate::Bus::with_hook). A worker's hooks are its bus's hooks: they see
+//! what its handlers send too.
+//!
+//! # A failing or slow hook cannot lose or block messages
+//!
+//! Hooks are observers, called **after the fact and off the message path**:
+//!
+//! - Each event is put on the hook's own bounded queue (default 10,000 events,
+//!   [`HookOptions::queue`]) with a non-blocking push; one task per hook drains it, calling
+//!   the hook for one event at a time. Handling, acknowledging and sending never wait for a
+//!   hook.
+//! - Each call is bounded by a timeout (default 2 s, [`HookOptions::timeout`]): a call that
+//!   takes longer is abandoned and logged (`warn`, with the hook's name, the event and the
+//!   message id), and the next event is delivered.
+//! - An error returned by a hook, or a panic in it, is logged the same way and counted;
+//!   the message is not affected.
+//! - When a hook's queue is full (it falls behind), new events for that hook are dropped and
+//!   counted ([`HookStats::dropped`]), with a `warn` on the first drop and every 1,000th.
+//! - When a worker stops, it waits (at most its shutdown timeout) for its hooks' queues to
+//!   drain, so a clean shutdown loses no event.
+//!
+//! So a hook sees every event unless it falls a whole queue behind; it never sees an event
+//! before the fact it describes (e.g. `after_handle` follows the acknowledgement or the
+//! retry being scheduled).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+
+use crate::broker::DeadReason;
+use crate::message::Message;
+
+/// What a hook method returns: an error is logged (with the hook's name) and counted, and
+/// has no other effect.
+pub type HookResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// An observer of a worker's or a bus's messages. Every method has a no-op default;
+/// implement those you need with `#[async_trait::async_trait]`.
+///
+/// See [the module docs](self) for how hooks are called: off the message path, one event at
+/// a time per hook, each call bounded by [`HookOptions::timeout`]; errors, panics and
+/// timeouts are logged and counted and never affect a message.
+///
+/// ```
+/// use fabric_worker::hooks::{Delivery, Handled, Hook, HookResult};
+///
+/// struct Latency;
+///
+/// #[async_trait::async_trait]
+/// impl Hook for Latency {
+///     async fn after_handle(&self, d: &Delivery, h: &Handled) -> HookResult {
+///         println!("{} {} took {:?}: {}", d.agent, d.message.id, h.duration, h.outcome);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Hook: Send + Sync + 'static {
+    /// The name logs give this hook (default: its type's name).
+    fn name(&self) -> &str {
+        std::any::type_name::<Self>()
+    }
+
+    /// A worker is about to run a handler for `delivery`.
+    async fn before_handle(&self, delivery: &Delivery) -> HookResult {
+        let _ = delivery;
+        Ok(())
+    }
+
+    /// A handler ran for `delivery`, with this outcome (after the acknowledgement, or after
+    /// the retry or dead letter was written).
+    async fn after_handle(&self, delivery: &Delivery, handled: &Handled) -> HookResult {
+        let _ = (delivery, handled);
+        Ok(())
+    }
+
+    /// A message was queued by [`Bus::send`](crate::Bus::send) or
+    /// [`Bus::send_batch`](crate::Bus::send_batch), or a worker wrote a reply.
+    async fn on_send(&self, sent: &Sent) -> HookResult {
+        let _ = sent;
+        Ok(())
+    }
+
+    /// A worker moved an entry to its agent's dead letters.
+    async fn on_dead_letter(&self, dead: &DeadLettered) -> HookResult {
+        let _ = dead;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for dyn Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hook({})", self.name())
+    }
+}
+
+/// How a hook is called: see [the module docs](self).
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct HookOptions {
+    /// Longest one call may take before it is abandoned (default 2 s).
+    pub timeout: Duration,
+    /// Events waiting for the hook before new ones are dropped (default 10,000; at least 1).
+    pub queue: usize,
+}
+
+impl Default for HookOptions {
+    fn default() -> Self {
+        HookOptions {
+            timeout: Duration::from_secs(2),
+            queue: 10_000,
+        }
+    }
+}
+
+impl HookOptions {
+    /// These options with `timeout` per call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// These options with a queue of `n` events.
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+}
+
+/// A message a worker handles.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The agent whose handler runs.
+    pub agent: String,
+    /// The stream it was read from (`agent:<id>:inbox`, …).
+    pub stream: String,
+    /// Its entry id in that stream.
+    pub stream_id: String,
+    /// The message, with its headers.
+    pub message: Arc<Message>,
+    /// The 1-based attempt.
+    pub attempt: u32,
+    /// How many times Redis delivered this entry (1 unless reclaimed).
+    pub delivery_count: u64,
+    /// When the handler started.
+    pub started_at: SystemTime,
+}
+
+/// The outcome of a handler run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It succeeded (and its reply, if any, was written).
+    Ok,
+    /// It failed and will run again (attempt `next_attempt`, after `delay`).
+    Retry {
+        /// The attempt that will run.
+        next_attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+        /// What failed.
+        error: String,
+    },
+    /// It failed for good; the message went to dead letters.
+    DeadLetter {
+        /// Why.
+        reason: DeadReason,
+        /// What failed.
+        error: String,
+    },
+    /// The worker stopped while it ran; the message stays pending for another worker.
+    Stopped,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Ok => f.write_str("ok"),
+            Outcome::Retry {
+                next_attempt,
+                error,
+                ..
+            } => write!(f, "retry (attempt {next_attempt} next): {error}"),
+            Outcome::DeadLetter { reason, error } => write!(f, "dead letter ({reason}): {error}"),
+            Outcome::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// How a handler run ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Handled {
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// How long the handler ran.
+    pub duration: Duration,
+}
+
+/// A message queued by a send or a reply.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Sent {
+    /// The sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// Its `message_type`.
+    pub message_type: String,
+    /// Its id.
+    pub message_id: String,
+    /// The size of its payload, JSON-encoded, in bytes.
+    pub payload_size: usize,
+    /// The entry id it got (empty when scheduled for later).
+    pub stream_id: String,
+    /// Its correlation id.
+    pub correlation_id: Option<String>,
+    /// Its `traceparent` header, if any.
+    pub traceparent: Option<String>,
+}
+
+/// An entry moved to dead letters.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct DeadLettered {
+    /// The agent.
+    pub agent: String,
+    /// The stream it was read from.
+    pub stream: String,
+    /// Its entry id there.
+    pub stream_id: String,
+    /// The message, when the entry could be decoded.
+    pub message: Option<Arc<Message>>,
+    /// Why.
+    pub reason: DeadReason,
+    /// The error text stored with it.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+/// Counters of one hook (since the process started).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HookStats {
+    /// The hook's name.
+    pub name: String,
+    /// Calls that returned `Ok`.
+    pub delivered: u64,
+    /// Calls that returned an error.
+    pub failed: u64,
+    /// Calls that panicked.
+    pub panicked: u64,
+    /// Calls abandoned after the timeout.
+    pub timed_out: u64,
+    /// Events dropped because the hook's queue was full.
+    pub dropped: u64,
+}
+
+/// One event for a hook.
+enum Event {
+    Before(Arc<Delivery>),
+    After(Arc<Delivery>, Handled),
+    Send(Arc<Sent>),
+    Dead(Arc<DeadLettered>),
+}
+
+impl Event {
+    fn kind(&self) -> &'static str {
+        match self {
+            Event::Before(_) => "before_handle",
+            Event::After(..) => "after_handle",
+            Event::Send(_) => "on_send",
+            Event::Dead(_) => "on_dead_letter",
+        }
+    }
+
+    fn message_id(&self) -> &str {
+        match self {
+            Event::Before(d) | Event::After(d, _) => &d.message.id,
+            Event::Send(s) => &s.message_id,
+            Event::Dead(d) => d.message.as_ref().map_or(d.stream_id.as_str(), |m| &m.id),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    timed_out: AtomicU64,
+    dropped: AtomicU64,
+    /// Events queued and not yet finished.
+    waiting: AtomicU64,
+}
+
+/// One hook, its queue (started at the first event, inside the runtime) and its counters.
+struct Slot {
+    hook: Arc<dyn Hook>,
+    options: HookOptions,
+    tx: OnceLock<mpsc::Sender<Event>>,
+    counters: Arc<Counters>,
+}
+
+impl Slot {
+    fn push(&self, event: Event) {
+        let tx = self.tx.get_or_init(|| self.start());
+        self.counters.waiting.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = tx.try_send(event) {
+            self.counters.waiting.fetch_sub(1, Ordering::SeqCst);
+            let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == 1 || n % 1000 == 0 {
+                let event = match &e {
+                    mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
+                        ev.kind()
+                    }
+                };
+                tracing::warn!(
+                    hook = self.hook.name(),
+                    event,
+                    dropped_total = n,
+                    queue = self.options.queue,
+                    "hook falls behind: its queue is full, event dropped (the message is not affected)"
+                );
+            }
+        }
+    }
+
+    fn start(&self) -> mpsc::Sender<Event> {
+        let (tx, mut rx) = mpsc::channel::<Event>(self.options.queue.max(1));
+        let hook = self.hook.clone();
+        let counters = self.counters.clone();
+        let timeout = self.options.timeout;
+        let run = async move {
+            while let Some(event) = rx.recv().await {
+                call(&*hook, &event, timeout, &counters).await;
+                counters.waiting.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(run);
+            }
+            Err(_) => tracing::warn!(
+                hook = self.hook.name(),
+                "no Tokio runtime: this hook's events are dropped"
+            ),
+        }
+        tx
+    }
+}
+
+async fn call(hook: &dyn Hook, event: &Event, timeout: Duration, counters: &Counters) {
+    let fut = match event {
+        Event::Before(d) => hook.before_handle(d),
+        Event::After(d, h) => hook.after_handle(d, h),
+        Event::Send(s) => hook.on_send(s),
+        Event::Dead(d) => hook.on_dead_letter(d),
+    };
+    let r = tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(fut).catch_unwind()).await;
+    let (kind, message_id, name) = (event.kind(), event.message_id(), hook.name());
+    match r {
+        Ok(Ok(Ok(()))) => {
+            counters.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(Ok(Err(error))) => {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(hook = name, event = kind, message_id, %error, "hook failed (the message is not affected)");
+        }
+        Ok(Err(panic)) => {
+            counters.panicked.fetch_add(1, Ordering::Relaxed);
+            let why = panic_text(panic.as_ref());
+            tracing::warn!(hook = name, event = kind, message_id, panic = %why, "hook panicked (the message is not affected)");
+        }
+        Err(_) => {
+            counters.timed_out.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(hook = name, event = kind, message_id, timeout_ms = crate::time::millis(timeout), "hook call timed out and was abandoned (the message is not affected)");
+        }
+    }
+}
+
+/// The hooks of a bus (shared by its worker). Cheap to clone.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    slots: Arc<[Arc<Slot>]>,
+}
+
+impl Hooks {
+    /// These hooks and `hook`.
+    pub(crate) fn with(&self, hook: Arc<dyn Hook>, options: HookOptions) -> Hooks {
+        let mut slots: Vec<Arc<Slot>> = self.slots.iter().cloned().collect();
+        slots.push(Arc::new(Slot {
+            hook,
+            options,
+            tx: OnceLock::new(),
+            counters: Arc::default(),
+        }));
+        Hooks {
+            slots: slots.into(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn push(&self, make: impl Fn() -> Event) {
+        for s in self.slots.iter() {
+            s.push(make());
+        }
+    }
+
+    pub(crate) fn before(&self, d: &Arc<Delivery>) {
+        self.push(|| Event::Before(d.clone()));
+    }
+
+    pub(crate) fn after(&self, d: &Arc<Delivery>, outcome: Outcome) {
+        let duration = d.started_at.elapsed().unwrap_or_default();
+        let handled = Handled { outcome, duration };
+        self.push(|| Event::After(d.clone(), handled.clone()));
+    }
+
+    pub(crate) fn sent(&self, s: Sent) {
+        let s = Arc::new(s);
+        self.push(|| Event::Send(s.clone()));
+    }
+
+    pub(crate) fn dead(&self, d: DeadLettered) {
+        let d = Arc::new(d);
+        self.push(|| Event::Dead(d.clone()));
+    }
+
+    /// Waits until every queued event was handled by its hook, or `timeout` passed.
+    /// Returns whether they all were.
+    pub(crate) async fn flush(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting: u64 = self
+                .slots
+                .iter()
+                .map(|s| s.counters.waiting.load(Ordering::SeqCst))
+                .sum();
+            if waiting == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    waiting,
+                    "hook events still queued at shutdown were not delivered"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Vec<HookStats> {
+        self.slots
+            .iter()
+            .map(|s| {
+                let c = &s.counters;
+                HookStats {
+                    name: s.hook.name().to_owned(),
+                    delivered: c.delivered.load(Ordering::Relaxed),
+                    failed: c.failed.load(Ordering::Relaxed),
+                    panicked: c.panicked.load(Ordering::Relaxed),
+                    timed_out: c.timed_out.load(Ordering::Relaxed),
+                    dropped: c.dropped.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.slots.iter().map(|s| s.hook.name()))
+            .finish()
+    }
+}
+
+/// The size of `payload` JSON-encoded, for [`Sent::payload_size`].
+pub(crate) fn payload_size(payload: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, payload);
+    c.0
+}
+
+/// The `Sent` event of a message queued as `stream_id`.
+pub(crate) fn sent_event(m: &Message, stream_id: &str) -> Sent {
+    Sent {
+        from: m.from_agent.clone(),
+        to: m.to_agent.clone(),
+        message_type: m.message_type.clone(),
+        message_id: m.id.clone(),
+        payload_size: payload_size(&m.payload),
+        stream_id: stream_id.to_owned(),
+        correlation_id: m.correlation_id.clone(),
+        traceparent: m
+            .headers
+            .get(crate::trace_context::TRACEPARENT)
+            .cloned(),
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(non-string panic payload)".into()
+    }
+}
