@@ -99,22 +99,30 @@ where
 }
 
 /// Installs the global `tracing` subscriber: logs to stderr filtered by `RUST_LOG` (default
-/// `info`), plus, when an OTLP endpoint is configured ([`endpoint_configured`]), the spans
-/// exported by [`layer`]. Fails when a global subscriber is already set.
+/// `info`; colours only on a terminal), plus, when an OTLP endpoint is configured
+/// ([`endpoint_configured`]), the spans at level `info` and above exported by [`layer`]
+/// (whatever `RUST_LOG` says: the handlers' `message` spans are `info`). Fails when a global
+/// subscriber is already set.
 pub fn init(service_name: &str) -> Result<OtelGuard> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(fmt);
     let installed = if endpoint_configured() {
         let (otel, guard) = layer(service_name)?;
-        registry.with(otel).try_init().map(|()| guard)
-    } else {
         registry
+            .with(otel.with_filter(LevelFilter::INFO))
             .try_init()
-            .map(|()| OtelGuard { provider: None })
+            .map(|()| guard)
+    } else {
+        registry.try_init().map(|()| OtelGuard { provider: None })
     };
     installed.map_err(|e| Error::Config(format!("cannot install the tracing subscriber: {e}")))
 }
