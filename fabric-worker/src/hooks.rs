@@ -22,7 +22,10 @@
 //! - When a hook's queue is full (it falls behind), new events for that hook are dropped and
 //!   counted ([`HookStats::dropped`]), with a `warn` on the first drop and every 1,000th.
 //! - When a worker stops, it waits (at most its shutdown timeout) for its hooks' queues to
-//!   drain, so a clean shutdown loses no event.
+//!   drain, so a clean shutdown loses no event — except a hook whose calls time out during
+//!   that wait: it is not waited for.
+//! - Failures are logged at `warn` (the first of each kind for a hook and every 100th, with
+//!   the running total; `debug` in between), with the fields `hook`, `event`, `message_id`.
 //!
 //! So a hook sees every event unless it falls a whole queue behind; it never sees an event
 //! before the fact it describes (e.g. `after_handle` follows the acknowledgement or the
@@ -369,22 +372,38 @@ async fn call(hook: &dyn Hook, event: &Event, timeout: Duration, counters: &Coun
     };
     let r = tokio::time::timeout(timeout, std::panic::AssertUnwindSafe(fut).catch_unwind()).await;
     let (kind, message_id, name) = (event.kind(), event.message_id(), hook.name());
+    // Each failure is logged; a hook failing on every event is logged at `warn` on its
+    // first failure of a kind and every 100th, at `debug` in between.
+    let loud = |n: u64| n == 1 || n % 100 == 0;
     match r {
         Ok(Ok(Ok(()))) => {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
         }
         Ok(Ok(Err(error))) => {
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(hook = name, event = kind, message_id, %error, "hook failed (the message is not affected)");
+            let n = counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            if loud(n) {
+                tracing::warn!(hook = name, event = kind, message_id, %error, failed_total = n, "hook failed (the message is not affected)");
+            } else {
+                tracing::debug!(hook = name, event = kind, message_id, %error, "hook failed");
+            }
         }
         Ok(Err(panic)) => {
-            counters.panicked.fetch_add(1, Ordering::Relaxed);
+            let n = counters.panicked.fetch_add(1, Ordering::Relaxed) + 1;
             let why = panic_text(panic.as_ref());
-            tracing::warn!(hook = name, event = kind, message_id, panic = %why, "hook panicked (the message is not affected)");
+            if loud(n) {
+                tracing::warn!(hook = name, event = kind, message_id, panic = %why, panicked_total = n, "hook panicked (the message is not affected)");
+            } else {
+                tracing::debug!(hook = name, event = kind, message_id, panic = %why, "hook panicked");
+            }
         }
         Err(_) => {
-            counters.timed_out.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(hook = name, event = kind, message_id, timeout_ms = crate::time::millis(timeout), "hook call timed out and was abandoned (the message is not affected)");
+            let n = counters.timed_out.fetch_add(1, Ordering::Relaxed) + 1;
+            let timeout_ms = crate::time::millis(timeout);
+            if loud(n) {
+                tracing::warn!(hook = name, event = kind, message_id, timeout_ms, timed_out_total = n, "hook call timed out and was abandoned (the message is not affected)");
+            } else {
+                tracing::debug!(hook = name, event = kind, message_id, timeout_ms, "hook call timed out");
+            }
         }
     }
 }
@@ -440,25 +459,36 @@ impl Hooks {
         self.push(|| Event::Dead(d.clone()));
     }
 
-    /// Waits until every queued event was handled by its hook, or `timeout` passed.
-    /// Returns whether they all were.
+    /// Waits until every queued event was handled by its hook, or `timeout` passed; a hook
+    /// whose calls time out meanwhile is not waited for (its events would take a timeout
+    /// each). Returns whether every event was delivered.
     pub(crate) async fn flush(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out_before: Vec<u64> = self
+            .slots
+            .iter()
+            .map(|s| s.counters.timed_out.load(Ordering::Relaxed))
+            .collect();
         loop {
-            let waiting: u64 = self
-                .slots
-                .iter()
-                .map(|s| s.counters.waiting.load(Ordering::SeqCst))
-                .sum();
-            if waiting == 0 {
-                return true;
+            let mut waiting = 0;
+            let mut abandoned = 0;
+            for (s, before) in self.slots.iter().zip(&timed_out_before) {
+                let w = s.counters.waiting.load(Ordering::SeqCst);
+                if s.counters.timed_out.load(Ordering::Relaxed) > *before {
+                    abandoned += w;
+                } else {
+                    waiting += w;
+                }
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    waiting,
-                    "hook events still queued at shutdown were not delivered"
-                );
-                return false;
+            if waiting == 0 || tokio::time::Instant::now() >= deadline {
+                let lost = waiting + abandoned;
+                if lost > 0 {
+                    tracing::warn!(
+                        events = lost,
+                        "hook events still queued at shutdown are not delivered (a hook timing out, or the shutdown timeout reached)"
+                    );
+                }
+                return lost == 0;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
