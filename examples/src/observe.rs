@@ -15,9 +15,10 @@
 //!   `outcome`, `archived_at_ms`; `memory:tag:<tag>` — a set of message ids per tag;
 //!   `memory:timeline` — a sorted set of ids by archive time (ms).
 
-use async_trait::async_trait;
 use fabric_worker::Message;
-use fabric_worker::hooks::{DeadLettered, Delivery, Handled, Hook, HookResult, Outcome};
+use fabric_worker::hooks::{
+    DeadLettered, Delivery, Handled, Hook, HookResult, Outcome, async_trait,
+};
 use fabric_worker::trace_context::TraceContext;
 use redis::aio::ConnectionManager;
 
@@ -70,7 +71,13 @@ impl TelemetryRecorder {
         })
     }
 
-    async fn record(&self, m: &Message, latency_ms: i64, outcome: &str, duration_ms: u128) -> HookResult {
+    async fn record(
+        &self,
+        m: &Message,
+        latency_ms: i64,
+        outcome: &str,
+        duration_ms: u128,
+    ) -> HookResult {
         let payload_size = serde_json::to_vec(&m.payload)?.len();
         let trace_id = TraceContext::from_headers(&m.headers)
             .map(|c| c.trace_id_hex())

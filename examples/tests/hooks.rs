@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use examples::observe::{MemoryArchiver, TELEMETRY_STREAM, TelemetryRecorder};
 use fabric_tests::{RedisServer, RunningWorker, WorkerProcess, test_bin, wait_until};
-use fabric_worker::hooks::{Delivery, Handled, Hook, HookOptions, HookResult, Sent};
+use fabric_worker::hooks::{Delivery, Handled, Hook, HookOptions, HookResult, Sent, async_trait};
 use fabric_worker::{Bus, Message, Worker};
 use redis::Commands;
 use serde_json::json;
@@ -39,7 +39,11 @@ fn tasks(n: usize, bad_every: usize) -> Vec<Message> {
             } else {
                 json!({"text": format!("message {i} {}", "word ".repeat(i % 7))})
             };
-            let kind = if bad_every > 0 && i % bad_every == 0 { "code_review" } else { "summarize" };
+            let kind = if bad_every > 0 && i % bad_every == 0 {
+                "code_review"
+            } else {
+                "summarize"
+            };
             Message::task("coder", "percy", kind, payload)
         })
         .collect()
@@ -76,7 +80,10 @@ async fn telemetry_and_memory_record_every_message_of_a_1000_message_run() {
         c.xlen(TELEMETRY_STREAM).unwrap(),
         c.zcard("memory:timeline").unwrap(),
     );
-    assert!(recorded, "telemetry has {t} events and memory {a} messages of {N}");
+    assert!(
+        recorded,
+        "telemetry has {t} events and memory {a} messages of {N}"
+    );
     worker.signal("TERM");
     assert_eq!(worker.wait_timeout(Duration::from_secs(20)), Some(0));
 
@@ -98,7 +105,11 @@ async fn telemetry_and_memory_record_every_message_of_a_1000_message_run() {
         *seen.entry(e["outcome"].clone()).or_insert(0) += 1;
     }
     assert_eq!(seen.get("ok"), Some(&990), "{seen:?}");
-    assert_eq!(seen.get("dead_letter:permanent_error"), Some(&10), "{seen:?}");
+    assert_eq!(
+        seen.get("dead_letter:permanent_error"),
+        Some(&10),
+        "{seen:?}"
+    );
 
     // Memory: every message stored with its tags, its envelope intact.
     for tag in ["a2a", "coder", "percy"] {
@@ -117,7 +128,7 @@ async fn telemetry_and_memory_record_every_message_of_a_1000_message_run() {
 
 /// Fails every call.
 struct Failing(Arc<AtomicU64>);
-#[async_trait::async_trait]
+#[async_trait]
 impl Hook for Failing {
     async fn before_handle(&self, _d: &Delivery) -> HookResult {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +144,7 @@ impl Hook for Failing {
 
 /// Panics in every call.
 struct Panicking;
-#[async_trait::async_trait]
+#[async_trait]
 impl Hook for Panicking {
     async fn before_handle(&self, d: &Delivery) -> HookResult {
         panic!("hook bug on {}", d.message.id);
@@ -145,7 +156,7 @@ impl Hook for Panicking {
 
 /// Hangs far beyond its bound in every call.
 struct Hanging;
-#[async_trait::async_trait]
+#[async_trait]
 impl Hook for Hanging {
     async fn before_handle(&self, _d: &Delivery) -> HookResult {
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -215,7 +226,11 @@ async fn failing_panicking_and_hanging_hooks_lose_nothing_and_stall_nothing() {
     let stop = Instant::now();
     worker.stop().await;
     // Stopping waits for the hooks' queues, but not for a hook timing out.
-    assert!(stop.elapsed() < Duration::from_secs(3), "{:?}", stop.elapsed());
+    assert!(
+        stop.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        stop.elapsed()
+    );
 
     let stats = bus.hook_stats();
     let by: HashMap<&str, &fabric_worker::hooks::HookStats> =
@@ -229,10 +244,17 @@ async fn failing_panicking_and_hanging_hooks_lose_nothing_and_stall_nothing() {
     assert_eq!(panicking.panicked, 2 * N as u64, "{panicking:?}");
     let hanging = by["hooks::Hanging"];
     assert!(hanging.timed_out >= 1, "{hanging:?}");
-    assert!(hanging.dropped > 0, "a hook a whole queue behind drops: {hanging:?}");
+    assert!(
+        hanging.dropped > 0,
+        "a hook a whole queue behind drops: {hanging:?}"
+    );
     for name in ["telemetry", "memory"] {
         let s = by[name];
-        assert_eq!((s.failed, s.panicked, s.timed_out, s.dropped), (0, 0, 0, 0), "{s:?}");
+        assert_eq!(
+            (s.failed, s.panicked, s.timed_out, s.dropped),
+            (0, 0, 0, 0),
+            "{s:?}"
+        );
     }
     let t = by["telemetry"];
     // after_handle for each message, and the default no-op calls for the rest.

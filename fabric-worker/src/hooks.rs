@@ -41,29 +41,37 @@ use tokio::sync::mpsc;
 use crate::broker::DeadReason;
 use crate::message::Message;
 
+/// The attribute to implement [`Hook`] with (re-exported from `async-trait`).
+pub use async_trait::async_trait;
+
 /// What a hook method returns: an error is logged (with the hook's name) and counted, and
 /// has no other effect.
 pub type HookResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 /// An observer of a worker's or a bus's messages. Every method has a no-op default;
-/// implement those you need with `#[async_trait::async_trait]`.
+/// implement those you need under [`#[async_trait]`](macro@async_trait) (re-exported here).
 ///
 /// See [the module docs](self) for how hooks are called: off the message path, one event at
 /// a time per hook, each call bounded by [`HookOptions::timeout`]; errors, panics and
 /// timeouts are logged and counted and never affect a message.
 ///
 /// ```
-/// use fabric_worker::hooks::{Delivery, Handled, Hook, HookResult};
+/// use fabric_worker::hooks::{Delivery, Handled, Hook, HookResult, async_trait};
 ///
 /// struct Latency;
 ///
-/// #[async_trait::async_trait]
+/// #[async_trait]
 /// impl Hook for Latency {
 ///     async fn after_handle(&self, d: &Delivery, h: &Handled) -> HookResult {
 ///         println!("{} {} took {:?}: {}", d.agent, d.message.id, h.duration, h.outcome);
 ///         Ok(())
 ///     }
 /// }
+///
+/// # #[allow(dead_code)]
+/// # async fn demo() -> fabric_worker::Result<()> {
+/// fabric_worker::Worker::builder("percy").hook(Latency).run().await
+/// # }
 /// ```
 #[async_trait::async_trait]
 pub trait Hook: Send + Sync + 'static {
@@ -322,7 +330,7 @@ impl Slot {
         if let Err(e) = tx.try_send(event) {
             self.counters.waiting.fetch_sub(1, Ordering::SeqCst);
             let n = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == 1 || n % 1000 == 0 {
+            if n == 1 || n.is_multiple_of(1000) {
                 let event = match &e {
                     mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
                         ev.kind()
@@ -374,7 +382,7 @@ async fn call(hook: &dyn Hook, event: &Event, timeout: Duration, counters: &Coun
     let (kind, message_id, name) = (event.kind(), event.message_id(), hook.name());
     // Each failure is logged; a hook failing on every event is logged at `warn` on its
     // first failure of a kind and every 100th, at `debug` in between.
-    let loud = |n: u64| n == 1 || n % 100 == 0;
+    let loud = |n: u64| n == 1 || n.is_multiple_of(100);
     match r {
         Ok(Ok(Ok(()))) => {
             counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -400,9 +408,22 @@ async fn call(hook: &dyn Hook, event: &Event, timeout: Duration, counters: &Coun
             let n = counters.timed_out.fetch_add(1, Ordering::Relaxed) + 1;
             let timeout_ms = crate::time::millis(timeout);
             if loud(n) {
-                tracing::warn!(hook = name, event = kind, message_id, timeout_ms, timed_out_total = n, "hook call timed out and was abandoned (the message is not affected)");
+                tracing::warn!(
+                    hook = name,
+                    event = kind,
+                    message_id,
+                    timeout_ms,
+                    timed_out_total = n,
+                    "hook call timed out and was abandoned (the message is not affected)"
+                );
             } else {
-                tracing::debug!(hook = name, event = kind, message_id, timeout_ms, "hook call timed out");
+                tracing::debug!(
+                    hook = name,
+                    event = kind,
+                    message_id,
+                    timeout_ms,
+                    "hook call timed out"
+                );
             }
         }
     }
@@ -547,10 +568,7 @@ pub(crate) fn sent_event(m: &Message, stream_id: &str) -> Sent {
         payload_size: payload_size(&m.payload),
         stream_id: stream_id.to_owned(),
         correlation_id: m.correlation_id.clone(),
-        traceparent: m
-            .headers
-            .get(crate::trace_context::TRACEPARENT)
-            .cloned(),
+        traceparent: m.headers.get(crate::trace_context::TRACEPARENT).cloned(),
     }
 }
 

@@ -88,8 +88,7 @@ impl TraceContext {
             return None;
         }
         let version = hex::<1>(&tp[0..2])?[0];
-        if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-')
-        {
+        if version == 0xff || (version == 0 && b.len() != 55) || (b.len() > 55 && b[55] != b'-') {
             return None;
         }
         let trace_id = hex::<16>(&tp[3..35])?;

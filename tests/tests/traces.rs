@@ -137,9 +137,8 @@ fn start_worker(url: &str, agent: &str, endpoint: &str, service: &str) -> Worker
     }
 }
 
-/// The `message` span (a handler's) of the message of type `message_type` with this
-/// correlation id, or whose id is `message_id`.
-fn handler_span<'a>(spans: &'a [Span], pick: impl Fn(&Span) -> bool) -> Option<&'a Span> {
+/// The first handler span (`message`) that `pick` accepts.
+fn handler_span(spans: &[Span], pick: impl Fn(&Span) -> bool) -> Option<&Span> {
     spans.iter().find(|s| s.name == "message" && pick(s))
 }
 
@@ -231,9 +230,15 @@ async fn one_trace_links_the_sender_percy_and_the_reply_across_processes() {
         traces.push((sender.trace_id.clone(), sender.parent.clone()));
     }
     // Without trace context: each run is a new trace, its first span a root.
-    assert_eq!(traces[0].1, "", "a message without traceparent starts a root span");
+    assert_eq!(
+        traces[0].1, "",
+        "a message without traceparent starts a root span"
+    );
     assert_eq!(traces[1].1, "");
-    assert_ne!(traces[0].0, traces[1].0, "each message without context is its own trace");
+    assert_ne!(
+        traces[0].0, traces[1].0,
+        "each message without context is its own trace"
+    );
     // The Python sender's header: coder's span joins that trace as its parent's child.
     assert_eq!(traces[2], (py_trace.to_owned(), py_parent.to_owned()));
 }

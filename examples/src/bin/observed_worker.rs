@@ -25,12 +25,14 @@ async fn run() -> anyhow::Result<()> {
     let url = std::env::var("OBSERVE_REDIS_URL")
         .or_else(|_| std::env::var("REDIS_URL"))
         .unwrap_or_else(|_| fabric_worker::bus::DEFAULT_REDIS_URL.to_owned());
-    let telemetry = TelemetryRecorder::connect(&url)
-        .await
-        .map_err(|e| anyhow::anyhow!("the telemetry recorder cannot connect to OBSERVE_REDIS_URL or REDIS_URL: {e}"))?;
-    let memory = MemoryArchiver::connect(&url)
-        .await
-        .map_err(|e| anyhow::anyhow!("the memory archiver cannot connect to OBSERVE_REDIS_URL or REDIS_URL: {e}"))?;
+    let telemetry = TelemetryRecorder::connect(&url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "the telemetry recorder cannot connect to OBSERVE_REDIS_URL or REDIS_URL: {e}"
+        )
+    })?;
+    let memory = MemoryArchiver::connect(&url).await.map_err(|e| {
+        anyhow::anyhow!("the memory archiver cannot connect to OBSERVE_REDIS_URL or REDIS_URL: {e}")
+    })?;
     Worker::builder(percy::AGENT)
         .from_env()?
         .hook(telemetry)

@@ -35,7 +35,10 @@ pub struct WorkerBuilder {
     /// Periodic tasks registered in code.
     schedules: Vec<crate::schedule::Schedule>,
     /// Hooks added to the worker's bus (`crate::hooks`).
-    hooks: Vec<(std::sync::Arc<dyn crate::hooks::Hook>, crate::hooks::HookOptions)>,
+    hooks: Vec<(
+        std::sync::Arc<dyn crate::hooks::Hook>,
+        crate::hooks::HookOptions,
+    )>,
 }
 
 impl WorkerBuilder {

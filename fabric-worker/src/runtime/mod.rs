@@ -24,8 +24,8 @@
 
 mod acker;
 mod builder;
-mod hooks;
 pub(crate) mod config;
+mod hooks;
 mod janitor;
 mod lanes;
 mod lease;
