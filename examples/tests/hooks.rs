@@ -154,6 +154,17 @@ impl Hook for Panicking {
     }
 }
 
+/// Keeps every `on_send` event.
+#[derive(Clone, Default)]
+struct SentLog(Arc<std::sync::Mutex<Vec<Sent>>>);
+#[async_trait]
+impl Hook for SentLog {
+    async fn on_send(&self, s: &Sent) -> HookResult {
+        self.0.lock().unwrap().push(s.clone());
+        Ok(())
+    }
+}
+
 /// Hangs far beyond its bound in every call.
 struct Hanging;
 #[async_trait]
@@ -174,9 +185,11 @@ async fn failing_panicking_and_hanging_hooks_lose_nothing_and_stall_nothing() {
     let redis = RedisServer::start();
     let url = redis.url();
     let failing_calls = Arc::new(AtomicU64::new(0));
+    let replies_sent = SentLog::default();
     let bus = Bus::connect(&url)
         .await
         .unwrap()
+        .with_hook(replies_sent.clone())
         .with_hook(Failing(failing_calls.clone()))
         .with_hook(Panicking)
         .with_hook_options(
@@ -194,9 +207,14 @@ async fn failing_panicking_and_hanging_hooks_lose_nothing_and_stall_nothing() {
             .block(Duration::from_millis(200)),
     )
     .await;
-    let sender = Bus::connect(&url).await.unwrap();
+    let tasks_sent = SentLog::default();
+    let sender = Bus::connect(&url)
+        .await
+        .unwrap()
+        .with_hook(tasks_sent.clone());
+    let messages = tasks(N, 0);
     let t0 = Instant::now();
-    for chunk in tasks(N, 0).chunks(100) {
+    for chunk in messages.chunks(100) {
         sender.send_batch(chunk.to_vec()).await.unwrap();
     }
     let mut c = redis.client();
@@ -254,6 +272,34 @@ async fn failing_panicking_and_hanging_hooks_lose_nothing_and_stall_nothing() {
             (s.failed, s.panicked, s.timed_out, s.dropped),
             (0, 0, 0, 0),
             "{s:?}"
+        );
+    }
+    // on_send: every task the sender queued, every reply the worker wrote (these carry
+    // the handler span's trace context).
+    let tasks_sent = tasks_sent.0.lock().unwrap().clone();
+    assert_eq!(tasks_sent.len(), N);
+    for (s, m) in tasks_sent.iter().zip(&messages) {
+        assert_eq!(
+            (s.message_id.as_str(), s.from.as_str(), s.to.as_str()),
+            (m.id.as_str(), "coder", "percy")
+        );
+        assert_eq!(
+            s.payload_size,
+            serde_json::to_vec(&m.payload).unwrap().len()
+        );
+        assert!(!s.stream_id.is_empty());
+        assert_eq!(s.traceparent, None, "sent outside any handler or span");
+    }
+    let replies = replies_sent.0.lock().unwrap().clone();
+    assert_eq!(replies.len(), N);
+    for r in &replies {
+        assert_eq!(
+            (r.from.as_str(), r.to.as_str(), r.message_type.as_str()),
+            ("percy", "coder", "response")
+        );
+        assert!(
+            r.traceparent.as_deref().is_some_and(|t| t.len() == 55),
+            "{r:?}"
         );
     }
     let t = by["telemetry"];

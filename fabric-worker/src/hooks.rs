@@ -93,8 +93,9 @@ pub trait Hook: Send + Sync + 'static {
         Ok(())
     }
 
-    /// A message was queued by [`Bus::send`](crate::Bus::send) or
-    /// [`Bus::send_batch`](crate::Bus::send_batch), or a worker wrote a reply.
+    /// A message was queued by [`Bus::send`](crate::Bus::send),
+    /// [`Bus::send_batch`](crate::Bus::send_batch) or
+    /// [`Bus::send_once`](crate::Bus::send_once) (not a duplicate), or a worker wrote a reply.
     async fn on_send(&self, sent: &Sent) -> HookResult {
         let _ = sent;
         Ok(())
@@ -213,7 +214,8 @@ impl std::fmt::Display for Outcome {
 pub struct Handled {
     /// Its outcome.
     pub outcome: Outcome,
-    /// How long the handler ran.
+    /// From the handler's start until its outcome was written (reply, retry or dead
+    /// letter).
     pub duration: Duration,
 }
 

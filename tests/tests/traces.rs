@@ -242,3 +242,94 @@ async fn one_trace_links_the_sender_percy_and_the_reply_across_processes() {
     // The Python sender's header: coder's span joins that trace as its parent's child.
     assert_eq!(traces[2], (py_trace.to_owned(), py_parent.to_owned()));
 }
+
+/// Without any OpenTelemetry layer (plain propagation, what every build does): the reply to
+/// a Python-style message with a `traceparent` header continues its trace, with the handler
+/// span's own id as the parent; a message without one gets a reply in a fresh trace.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_continue_the_senders_trace_without_an_exporter() {
+    fabric_tests::init_tracing();
+    let redis = RedisServer::start();
+    let agent = unique_agent("tplain");
+    let worker = fabric_tests::RunningWorker::serve(&redis.url(), &agent).await;
+    let mut conn = redis.async_conn().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let mut ids = Vec::new();
+    for (i, headers) in [
+        Some(json!({"traceparent": format!("00-{trace}-{parent}-01"), "tracestate": "congo=t61rcWkgMzE"})),
+        None,
+        None,
+        // Malformed (upper case): ignored, a new trace.
+        Some(json!({"traceparent": format!("00-{}-{parent}-01", trace.to_uppercase())})),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("msg:{}", uuid::Uuid::new_v4());
+        let env = json!({
+            "id": id, "from_agent": "pycoder", "to_agent": agent, "message_type": "echo",
+            "payload": {"i": i}, "timestamp": "2030-01-01T00:00:00.000000", "priority": 2,
+            "ttl_seconds": 0, "reply_to": "agent:pycoder:results", "correlation_id": null,
+        });
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(fabric_worker::keys::inbox(&agent))
+            .arg("*")
+            .arg("data")
+            .arg(env.to_string());
+        if let Some(h) = headers {
+            cmd.arg("headers").arg(h.to_string());
+        }
+        let _: String = cmd.query_async(&mut conn).await.unwrap();
+        ids.push(id);
+    }
+    let replied = fabric_tests::wait_until_async(Duration::from_secs(20), || {
+        let mut conn = conn.clone();
+        async move {
+            fabric_tests::stream_entries(&mut conn, "agent:pycoder:results")
+                .await
+                .len()
+                == 4
+        }
+    })
+    .await;
+    assert!(replied, "four replies");
+    let entries = fabric_tests::stream_entries(&mut conn, "agent:pycoder:results").await;
+    let mut by_request = HashMap::new();
+    for (_, fields) in &entries {
+        let request = fabric_tests::entry_field(fields, "in_reply_to")
+            .unwrap()
+            .to_owned();
+        let headers: HashMap<String, String> =
+            serde_json::from_str(fabric_tests::entry_field(fields, "headers").expect("headers"))
+                .unwrap();
+        by_request.insert(request, headers);
+    }
+    let parts = |h: &HashMap<String, String>| -> Vec<String> {
+        h["traceparent"].split('-').map(str::to_owned).collect()
+    };
+    let joined = parts(&by_request[&ids[0]]);
+    assert_eq!(joined[0], "00");
+    assert_eq!(joined[1], trace, "the reply stays in the sender's trace");
+    assert_ne!(
+        joined[2], parent,
+        "its parent is percy's handler span, not the sender's"
+    );
+    assert_eq!(joined[2].len(), 16);
+    assert_eq!(joined[3], "01");
+    assert_eq!(by_request[&ids[0]]["tracestate"], "congo=t61rcWkgMzE");
+    let fresh: Vec<String> = ids[1..]
+        .iter()
+        .map(|id| parts(&by_request[id])[1].clone())
+        .collect();
+    assert!(
+        fresh.iter().all(|t| t != trace && t.len() == 32),
+        "{fresh:?}"
+    );
+    assert_ne!(
+        fresh[0], fresh[1],
+        "each message without context starts its own trace"
+    );
+    assert_ne!(fresh[1], fresh[2]);
+    worker.stop().await;
+}

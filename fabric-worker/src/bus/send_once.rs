@@ -136,6 +136,9 @@ impl Bus {
                     }
                 }
             }
+            if !self.hooks().is_empty() {
+                self.hooks().sent(crate::hooks::sent_event(&message, &what));
+            }
             return Ok(SendReceipt {
                 message_id: message.id,
                 status: "queued",
