@@ -184,17 +184,15 @@ impl TraceContext {
         })
     }
 
-    /// The context sends made now carry: the running handler's span, else (feature `otel`)
-    /// the current OpenTelemetry span, else none.
+    /// The context sends made now carry: with the feature `otel` and an OpenTelemetry layer
+    /// installed, the current span's (a span a handler opens inside its own is then the
+    /// parent of what it sends); else the running handler's span; else none.
     pub fn current() -> Option<TraceContext> {
-        if let Ok(cx) = CURRENT.try_with(Clone::clone) {
-            return Some(cx);
-        }
         #[cfg(feature = "otel")]
         if let Some(cx) = otel_glue::current_span_context(&tracing::Span::current()) {
             return Some(cx);
         }
-        None
+        CURRENT.try_with(Clone::clone).ok()
     }
 
     /// Runs `fut` with this context as the current one (what sends made in it carry).
