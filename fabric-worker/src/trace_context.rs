@@ -227,14 +227,14 @@ pub(crate) fn handler_context(span: &tracing::Span, headers_field: Option<&[u8]>
             }
             parsed
         });
-    #[cfg(feature = "otel")]
-    let own = otel_glue::adopt_parent(span, parent.as_ref());
-    #[cfg(not(feature = "otel"))]
-    let own: Option<TraceContext> = None;
-    let own = own.unwrap_or_else(|| match &parent {
+    let plain = || match &parent {
         Some(p) => p.child(),
         None => TraceContext::new_root(),
-    });
+    };
+    #[cfg(feature = "otel")]
+    let own = otel_glue::adopt_parent(span, parent.as_ref()).unwrap_or_else(plain);
+    #[cfg(not(feature = "otel"))]
+    let own = plain();
     if !span.is_disabled() {
         span.record("trace_id", tracing::field::display(Hex(&own.trace_id)));
         span.record("span_id", tracing::field::display(Hex(&own.span_id)));
