@@ -1,5 +1,7 @@
-//! Shared set-up for the example binaries, and percy's handlers.
+//! Shared set-up for the example binaries, percy's handlers, and the hooks of the seed
+//! plan's telemetry and memory services (`observe`).
 
+pub mod observe;
 pub mod percy;
 
 /// Logs to stderr (`RUST_LOG` filters; default `info`).

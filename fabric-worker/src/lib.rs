@@ -51,10 +51,13 @@ pub mod credentials;
 mod env;
 mod error;
 pub mod handler;
+pub mod hooks;
 pub mod keys;
 pub mod message;
 pub mod metrics;
 mod mode;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod priority;
 mod receipt;
 pub mod router;
@@ -62,6 +65,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod testing;
 mod time;
+pub mod trace_context;
 pub mod workflow;
 mod workflow_error;
 

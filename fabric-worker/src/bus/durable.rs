@@ -171,7 +171,8 @@ impl Bus {
     /// # Ok(()) }
     /// ```
     pub async fn publish_durable(&self, event: TopicMessage) -> Result<TopicReceipt> {
-        let message = event.envelope()?;
+        let mut message = event.envelope()?;
+        crate::trace_context::propagate(&mut message.headers);
         let data = message.to_data()?;
         let headers = message.headers_json()?;
         let topic = event.topic;

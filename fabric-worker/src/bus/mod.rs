@@ -12,6 +12,7 @@
 //! | `retries.rs` | [`Bus::retries`], [`Bus::retry_now`], [`Bus::delete_retry`] |
 //! | `claim.rs` | [`Bus::claim_pending`], [`Bus::ack_pending`] |
 //! | `lookup.rs` | [`Bus::message`] (one message by id, wherever it is) |
+//! | `hooks.rs` | [`Bus::with_hook`], [`Bus::hook_stats`] |
 //! | `dead_letters.rs` | [`Bus::dead_letters`], [`Bus::requeue_dead_letters`], [`Bus::purge_dead_letters`] |
 //! | `../workflow/bus.rs` | [`Bus::start_workflow`], [`Bus::workflow`], [`Bus::await_workflow`] (workflows) |
 //!
@@ -27,6 +28,7 @@ mod credentials;
 mod dead_letters;
 mod delivery;
 mod durable;
+mod hooks;
 mod inspect;
 mod lanes;
 mod lookup;
@@ -456,6 +458,8 @@ impl BusBuilder {
 #[derive(Clone)]
 pub struct Bus {
     inner: Arc<BusInner>,
+    /// Told about what this bus sends and its worker handles (`hooks.rs`).
+    hooks: crate::hooks::Hooks,
 }
 
 struct BusInner {
@@ -532,6 +536,7 @@ impl Bus {
                 cancel: cancel.clone(),
                 _guard: cancel.drop_guard(),
             }),
+            hooks: crate::hooks::Hooks::default(),
         }
     }
 

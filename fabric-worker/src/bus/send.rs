@@ -73,6 +73,7 @@ impl Bus {
                 m.reply_to = Some(keys::results(&m.from_agent));
             }
             m.validate()?;
+            crate::trace_context::propagate(&mut m.headers);
             let data = m.to_data()?;
             let headers = m.headers_json()?;
             // A delivery time already past delivers at once.
@@ -126,6 +127,14 @@ impl Bus {
             .any(|w| matches!(w, Err(e) if e.to_string().contains("Function not found")))
         {
             self.broker().library_lost();
+        }
+        if !self.hooks().is_empty() {
+            for (p, w) in prepared.iter().zip(&written.written) {
+                if let Ok(stream_id) = w {
+                    let event = crate::hooks::sent_event(&p.message, stream_id);
+                    self.hooks().sent(event);
+                }
+            }
         }
         receipts(prepared, written, self.replica_wait().map(|w| w.replicas))
     }

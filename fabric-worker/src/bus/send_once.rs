@@ -93,12 +93,13 @@ impl Bus {
     /// `reply_to` gets none: a workflow's steps reply to the workflow).
     pub(crate) async fn send_once_as_is(
         &self,
-        message: Message,
+        mut message: Message,
         key: &str,
         window: Duration,
     ) -> Result<SendReceipt> {
         check_key(key)?;
         message.validate()?;
+        crate::trace_context::propagate(&mut message.headers);
         let data = message.to_data()?;
         let headers = message.headers_json()?;
         let stream = keys::inbox(&message.to_agent);
@@ -134,6 +135,9 @@ impl Bus {
                         tracing::warn!(%channel, error = %e, "message queued, but its new-message notification was not published");
                     }
                 }
+            }
+            if !self.hooks().is_empty() {
+                self.hooks().sent(crate::hooks::sent_event(&message, &what));
             }
             return Ok(SendReceipt {
                 message_id: message.id,

@@ -34,6 +34,11 @@ pub struct WorkerBuilder {
     env: Option<(Settings, Vec<String>, BusBuilder)>,
     /// Periodic tasks registered in code.
     schedules: Vec<crate::schedule::Schedule>,
+    /// Hooks added to the worker's bus (`crate::hooks`).
+    hooks: Vec<(
+        std::sync::Arc<dyn crate::hooks::Hook>,
+        crate::hooks::HookOptions,
+    )>,
 }
 
 impl WorkerBuilder {
@@ -46,7 +51,28 @@ impl WorkerBuilder {
             credentials: None,
             env: None,
             schedules: Vec::new(),
+            hooks: Vec::new(),
         }
+    }
+
+    /// Tell `hook` about every message this worker handles, dead-letters or sends (its
+    /// handlers' sends and replies included), with the default [`HookOptions`]
+    /// (2 s per call, 10,000 events queued). See [`crate::hooks`]: a failing or slow hook
+    /// cannot lose or block messages.
+    ///
+    /// [`HookOptions`]: crate::hooks::HookOptions
+    pub fn hook(self, hook: impl crate::hooks::Hook) -> Self {
+        self.hook_with_options(hook, crate::hooks::HookOptions::default())
+    }
+
+    /// [`hook`](WorkerBuilder::hook) with other options.
+    pub fn hook_with_options(
+        mut self,
+        hook: impl crate::hooks::Hook,
+        options: crate::hooks::HookOptions,
+    ) -> Self {
+        self.hooks.push((std::sync::Arc::new(hook), options));
+        self
     }
 
     /// Also run this periodic task (besides those declared with `#[handler(every = …)]` or
@@ -356,6 +382,10 @@ impl WorkerBuilder {
                 .await?
             }
         };
+        let bus = self
+            .hooks
+            .into_iter()
+            .fold(bus, |bus, (hook, options)| bus.with_hook_arc(hook, options));
         let prefix = settings
             .consumer
             .clone()

@@ -26,6 +26,7 @@
 mod acker;
 mod builder;
 pub(crate) mod config;
+mod hooks;
 mod janitor;
 mod lanes;
 mod lease;
@@ -352,6 +353,8 @@ impl Worker {
         join_all(topic_watch.into_iter().collect()).await;
         stop_observe.cancel();
         join_all(observed).await;
+        // The hooks' queued events (hooks.rs), at most the shutdown timeout.
+        self.bus.hooks().flush(timeout).await;
         info!("worker stopped");
         Ok(())
     }

@@ -15,6 +15,7 @@ use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
 use crate::bus::Mode;
 use crate::context::Context;
 use crate::error::Error;
+use crate::hooks::Outcome;
 use crate::keys;
 use crate::message::{Message, fields, new_message_id, now_timestamp};
 
@@ -170,6 +171,7 @@ impl StreamState {
             }
         }
         debug!(handler = handler.reg.name, "handling");
+        let hooked = self.hook_before(&entry, &message, attempt, deliveries);
         let payload = message.payload.clone();
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.
         let ctx = Context::new(
@@ -190,6 +192,7 @@ impl StreamState {
             r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
             _ = self.hard_stop.cancelled() => {
                 warn!("handler cancelled by shutdown; the message stays pending for another worker");
+                self.hook_after(hooked.as_ref(), Outcome::Stopped);
                 return false;
             }
         };
@@ -211,6 +214,8 @@ impl StreamState {
                             deliveries,
                         };
                         self.dead_letter(&entry, give_up).await;
+                        let (reason, error) = (DeadReason::ReplyFailed, why);
+                        self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                         return false;
                     }
                 }
@@ -236,13 +241,17 @@ impl StreamState {
                                 },
                             )
                             .await;
+                            let (reason, error) = (DeadReason::ReplyFailed, why);
+                            self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                             return false;
                         }
                     }
                 }
                 debug!("handled");
                 mm.handled();
-                self.ack(&entry.id)
+                let acked = self.ack(&entry.id);
+                self.hook_after(hooked.as_ref(), Outcome::Ok);
+                acked
             }
             Verdict::Retry {
                 next_attempt,
@@ -254,6 +263,12 @@ impl StreamState {
                 mm.failed(true);
                 self.schedule_retry(&entry, next_attempt, delay, &error)
                     .await;
+                let retry = Outcome::Retry {
+                    next_attempt,
+                    delay,
+                    error,
+                };
+                self.hook_after(hooked.as_ref(), retry);
                 false
             }
             Verdict::DeadLettered { reason, error } => {
@@ -263,13 +278,14 @@ impl StreamState {
                     &entry,
                     GiveUp {
                         message: Some(message),
-                        reason,
+                        reason: reason.clone(),
                         error: &error,
                         attempts: attempt,
                         deliveries,
                     },
                 )
                 .await;
+                self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
                 false
             }
         }
@@ -315,6 +331,8 @@ impl StreamState {
                 .message
                 .map_or("other", |m| self.type_label(&m.message_type));
             crate::metrics::dead_lettered(&spec.agent, mt, give_up.reason.as_str());
+            let (message, reason) = (give_up.message, &give_up.reason);
+            self.hook_dead(entry, message, reason, give_up.error, give_up.attempts);
             if let Some(m) = give_up.message
                 && let Some(reply_to) = &m.reply_to
             {
@@ -413,7 +431,7 @@ impl StreamState {
         payload: Value,
     ) -> Pin<Box<dyn Future<Output = Persisted> + Send + 'a>> {
         Box::pin(async move {
-            let reply = Message {
+            let mut reply = Message {
                 id: new_message_id(),
                 from_agent: self.spec.agent.clone(),
                 to_agent: request.from_agent.clone(),
@@ -431,6 +449,8 @@ impl StreamState {
                 sender: None,
                 deliver_at_ms: None,
             };
+            // The handler span's trace context (trace_context.rs).
+            crate::trace_context::propagate(&mut reply.headers);
             let data = match reply.to_data() {
                 Ok(d) => d,
                 Err(e) => {
@@ -449,6 +469,9 @@ impl StreamState {
                 .arg(&data)
                 .arg(fields::IN_REPLY_TO)
                 .arg(&request.id);
+            if let Ok(Some(h)) = reply.headers_json() {
+                cmd.arg(fields::HEADERS).arg(h);
+            }
             if self.bus.mode() == Mode::Secure {
                 cmd.arg(fields::DELIVER_TO).arg(reply_to);
             }
@@ -492,6 +515,7 @@ impl StreamState {
             }
             if ok.done() {
                 debug!(reply_to, reply_id = %reply.id, "reply sent");
+                self.hook_sent(&reply);
             }
             ok
         })

@@ -199,18 +199,24 @@ impl StreamState {
             message_type = tracing::field::Empty,
             attempt = tracing::field::Empty,
             delivery = deliveries,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
         );
-        self.tracker.spawn(
-            async move {
-                let id = entry.id.clone();
-                let acked = st.process(entry, deliveries).await;
-                if !acked {
-                    st.done(&id);
-                }
-                drop(permit);
+        // Child of the sender's span (`traceparent` header) or a new trace (trace_context.rs).
+        let headers = entry.get(crate::message::fields::HEADERS);
+        let trace = crate::trace_context::handler_context(&span, headers);
+        let run = async move {
+            let id = entry.id.clone();
+            let acked = st.process(entry, deliveries).await;
+            if !acked {
+                st.done(&id);
             }
-            .instrument(span),
-        );
+            drop(permit);
+        };
+        // Boxed: the task-local wrapper around the (large) future in place cost ~0.4 µs a message.
+        self.tracker
+            .spawn(trace.scope(Box::pin(run)).instrument(span));
     }
 
     /// Hands `id` to the acker, which clears its in-flight mark once acknowledged.
