@@ -34,6 +34,7 @@ mod lanes;
 mod lookup;
 mod pause;
 mod presence;
+mod replicas;
 mod request;
 mod retries;
 mod scan;
@@ -68,6 +69,7 @@ pub use inspect::{
 pub use lanes::LaneStatus;
 pub use lookup::{GroupView, MESSAGE_ID_SCAN_LIMIT, MessageDetails, MessageLocation};
 pub use presence::{AgentInfo, MCP_LIVE_FOR, PRESENCE_INTERVAL, PRESENCE_LIVE_FOR, WorkerPresence};
+pub(crate) use replicas::ReplicaWait;
 pub use retries::ScheduledRetry;
 pub use send::{FailedSend, SendReceipt};
 pub use send_once::{DEFAULT_DEDUP_WINDOW, MAX_IDEMPOTENCY_KEY_LEN};
@@ -131,13 +133,6 @@ pub struct BusBuilder {
     topic_retention: Option<u64>,
     wait_replicas: Option<ReplicaWait>,
     from_env: BusEnv,
-}
-
-/// `WAIT <replicas> <timeout>` after each write that must survive a primary's failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ReplicaWait {
-    pub(crate) replicas: u32,
-    pub(crate) timeout: Duration,
 }
 
 /// Settings read from the environment (below explicit ones).
@@ -210,7 +205,7 @@ impl BusBuilder {
     /// while a replica is down every send waits the whole `timeout`.
     ///
     /// A send that fewer replicas confirmed in time is
-    /// [`Error::Unreplicated`](crate::Error::Unreplicated): queued on the primary, but not
+    /// [`Error::Unreplicated`]: queued on the primary, but not
     /// yet safe from its failure. A reply that fewer replicas confirmed leaves its request
     /// pending, to be handled again. Env: `FABRIC_WAIT_REPLICAS` and
     /// `FABRIC_WAIT_TIMEOUT_MS` (default 1,000).
@@ -361,29 +356,6 @@ impl BusBuilder {
         self.connect_timeout
             .or(self.from_env.connect_timeout)
             .unwrap_or(Duration::from_secs(2))
-    }
-
-    /// The replica wait in force: the explicit one, else `FABRIC_WAIT_REPLICAS` (0 = none).
-    fn replica_wait(&self) -> Result<Option<ReplicaWait>> {
-        if let Some(w) = self.wait_replicas {
-            if w.timeout.is_zero() {
-                return Err(Error::Config(
-                    "wait_for_replicas: the timeout must be above zero (WAIT 0 would block a send forever while a replica is down)".into(),
-                ));
-            }
-            return Ok((w.replicas > 0).then_some(w));
-        }
-        let timeout = self.from_env.wait_timeout.unwrap_or(Duration::from_secs(1));
-        if timeout.is_zero() {
-            return Err(Error::Config(
-                "FABRIC_WAIT_TIMEOUT_MS must be above 0 (WAIT 0 would block a send forever while a replica is down)".into(),
-            ));
-        }
-        Ok(self
-            .from_env
-            .wait_replicas
-            .filter(|n| *n > 0)
-            .map(|replicas| ReplicaWait { replicas, timeout }))
     }
 
     /// Checks the settings without connecting: the URL (each seed of a cluster), and the TLS
