@@ -32,7 +32,19 @@ async fn enq_ours_send(env: &Env, n: usize, tasks: usize) -> anyhow::Result<f64>
     for h in hs {
         h.await??;
     }
-    let chunks = split(messages(env, &agent, n, MsgKind::Bench), tasks);
+    let rate = send_from_tasks(&bus, messages(env, &agent, n, MsgKind::Bench), tasks).await?;
+    env.cleanup(std::slice::from_ref(&agent)).await?;
+    Ok(rate)
+}
+
+/// Messages per second of `bus.send` of `msgs`, one at a time from `tasks` concurrent tasks.
+pub(super) async fn send_from_tasks(
+    bus: &Bus,
+    msgs: Vec<Message>,
+    tasks: usize,
+) -> anyhow::Result<f64> {
+    let n = msgs.len();
+    let chunks = split(msgs, tasks);
     let t = Instant::now();
     let hs: Vec<_> = chunks
         .into_iter()
@@ -49,9 +61,7 @@ async fn enq_ours_send(env: &Env, n: usize, tasks: usize) -> anyhow::Result<f64>
     for h in hs {
         h.await??;
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
-    env.cleanup(std::slice::from_ref(&agent)).await?;
-    Ok(rate)
+    Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
 /// Raw `XADD` (serialize + one command), one at a time from `tasks` concurrent tasks

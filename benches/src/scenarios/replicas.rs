@@ -26,30 +26,9 @@ async fn send_rate(
     }
     let bus = b.connect().await?;
     let agent = env.agent("rep");
-    let msgs = messages(env, &agent, n, MsgKind::Bench);
-    let per = n.div_ceil(tasks.max(1)).max(1);
-    let mut chunks = Vec::new();
-    let mut it = msgs.into_iter().peekable();
-    while it.peek().is_some() {
-        chunks.push(it.by_ref().take(per).collect::<Vec<_>>());
-    }
-    let t = Instant::now();
-    let hs: Vec<_> = chunks
-        .into_iter()
-        .map(|chunk| {
-            let b = bus.clone();
-            tokio::spawn(async move {
-                for m in chunk {
-                    b.send(m).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for h in hs {
-        h.await??;
-    }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let rate =
+        super::enqueue::send_from_tasks(&bus, messages(env, &agent, n, MsgKind::Bench), tasks)
+            .await?;
     let mut conn = harness::connect(url).await?;
     let _: i64 = redis::cmd("DEL")
         .arg(keys::inbox(&agent))
