@@ -112,3 +112,65 @@ fn topic_retention_comes_from_the_method_over_the_environment() {
         .to_string();
     assert!(e.contains("FABRIC_TOPIC_RETENTION"), "{e}");
 }
+
+#[test]
+fn the_replica_wait_comes_from_the_method_over_the_environment() {
+    let vars = env::from_pairs(&[
+        ("FABRIC_WAIT_REPLICAS", "2"),
+        ("FABRIC_WAIT_TIMEOUT_MS", "250"),
+    ]);
+    let env_only = Bus::builder("redis://x").with_vars(&vars).unwrap();
+    assert_eq!(
+        env_only.replica_wait().unwrap(),
+        Some(ReplicaWait {
+            replicas: 2,
+            timeout: Duration::from_millis(250)
+        })
+    );
+    let both = Bus::builder("redis://x")
+        .wait_for_replicas(1, Duration::from_secs(3))
+        .with_vars(&vars)
+        .unwrap();
+    assert_eq!(
+        both.replica_wait().unwrap(),
+        Some(ReplicaWait {
+            replicas: 1,
+            timeout: Duration::from_secs(3)
+        })
+    );
+    // The default timeout; 0 replicas is no wait.
+    let default = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_WAIT_REPLICAS", "1")]))
+        .unwrap();
+    assert_eq!(
+        default.replica_wait().unwrap().map(|w| w.timeout),
+        Some(Duration::from_secs(1))
+    );
+    let none = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_WAIT_REPLICAS", "0")]))
+        .unwrap();
+    assert_eq!(none.replica_wait().unwrap(), None);
+    assert_eq!(Bus::builder("redis://x").replica_wait().unwrap(), None);
+    // A zero timeout would block a send forever while a replica is down: refused.
+    let e = Bus::builder("redis://x")
+        .wait_for_replicas(1, Duration::ZERO)
+        .replica_wait()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("above zero"), "{e}");
+    let e = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[
+            ("FABRIC_WAIT_REPLICAS", "1"),
+            ("FABRIC_WAIT_TIMEOUT_MS", "0"),
+        ]))
+        .unwrap()
+        .replica_wait()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FABRIC_WAIT_TIMEOUT_MS"), "{e}");
+    let e = Bus::builder("redis://x")
+        .with_vars(&env::from_pairs(&[("FABRIC_WAIT_REPLICAS", "one")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("FABRIC_WAIT_REPLICAS"), "{e}");
+}
