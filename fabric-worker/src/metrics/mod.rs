@@ -19,7 +19,10 @@
 //! | `health.rs` | liveness (read loops completing reads) and readiness (Redis answering `PING`) |
 //! | `sampler.rs` | the loop sampling queue depth, pending, lag and oldest-pending age |
 //! | `server.rs` | the Prometheus recorder and the HTTP server (feature `prometheus`) |
+//! | `buckets.rs` | the per-message histograms under that recorder, counted into buckets |
 
+#[cfg(feature = "prometheus")]
+mod buckets;
 mod health;
 mod record;
 mod sampler;

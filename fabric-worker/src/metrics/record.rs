@@ -27,9 +27,50 @@ struct TypeMetrics {
     retried: Counter,
     reclaimed: Counter,
     expired: Counter,
-    duration: Histogram,
-    latency: Histogram,
-    payload: Histogram,
+    duration: Hist,
+    latency: Hist,
+    payload: Hist,
+}
+
+/// A per-message histogram: counted into its buckets under our Prometheus exporter
+/// (`buckets.rs`), else recorded through the facade into the application's recorder.
+enum Hist {
+    Facade(Histogram),
+    #[cfg(feature = "prometheus")]
+    Native(prometheus_client::metrics::histogram::Histogram),
+}
+
+impl Hist {
+    fn record(&self, v: f64) {
+        match self {
+            Hist::Facade(h) => h.record(v),
+            #[cfg(feature = "prometheus")]
+            Hist::Native(h) => h.observe(v),
+        }
+    }
+}
+
+/// The three histograms of `labels`.
+fn histograms(l: &[(&'static str, String); 2]) -> (Hist, Hist, Hist) {
+    #[cfg(feature = "prometheus")]
+    {
+        let labels: super::buckets::Labels = l
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        if let Some(n) = super::buckets::handles(&labels) {
+            return (
+                Hist::Native(n.duration),
+                Hist::Native(n.latency),
+                Hist::Native(n.payload),
+            );
+        }
+    }
+    (
+        Hist::Facade(::metrics::histogram!(names::HANDLER_DURATION, l)),
+        Hist::Facade(::metrics::histogram!(names::SEND_TO_START, l)),
+        Hist::Facade(::metrics::histogram!(names::PAYLOAD, l)),
+    )
 }
 
 thread_local! {
@@ -54,15 +95,16 @@ fn handles(agent: &str, message_type: &str) -> Arc<TypeMetrics> {
             ("agent", agent.to_owned()),
             ("message_type", message_type.to_owned()),
         ];
+        let (duration, latency, payload) = histograms(&l);
         let m = Arc::new(TypeMetrics {
             handled: ::metrics::counter!(names::HANDLED, &l),
             failed: ::metrics::counter!(names::FAILED, &l),
             retried: ::metrics::counter!(names::RETRIED, &l),
             reclaimed: ::metrics::counter!(names::RECLAIMED, &l),
             expired: ::metrics::counter!(names::EXPIRED, &l),
-            duration: ::metrics::histogram!(names::HANDLER_DURATION, &l),
-            latency: ::metrics::histogram!(names::SEND_TO_START, &l),
-            payload: ::metrics::histogram!(names::PAYLOAD, &l),
+            duration,
+            latency,
+            payload,
         });
         TYPES.with_borrow_mut(|t| {
             t.entry(agent.to_owned())

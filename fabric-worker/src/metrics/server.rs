@@ -19,12 +19,12 @@ use crate::bus::Bus;
 use crate::error::{Error, Result};
 
 /// Buckets of the `_seconds` histograms: 1 ms to 10 min.
-const SECONDS_BUCKETS: &[f64] = &[
+pub(super) const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 600.0,
 ];
 /// Buckets of the `_bytes` histograms: 64 B to 1 MiB (the default entry size limit).
-const BYTES_BUCKETS: &[f64] = &[
+pub(super) const BYTES_BUCKETS: &[f64] = &[
     64.0,
     256.0,
     1024.0,
@@ -48,7 +48,9 @@ pub struct PrometheusExporter {
 impl PrometheusExporter {
     /// The metrics, in the Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        super::buckets::render(&mut text);
+        text
     }
 }
 
@@ -78,6 +80,7 @@ pub fn install_prometheus() -> Result<PrometheusExporter> {
         }
     };
     let handle = INSTALLED.get_or_init(|| handle).clone();
+    super::buckets::install();
     describe();
     super::enable();
     Ok(PrometheusExporter { handle })
@@ -85,7 +88,7 @@ pub fn install_prometheus() -> Result<PrometheusExporter> {
 
 /// The help text of each metric (`# HELP` lines).
 fn describe() {
-    use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    use ::metrics::{Unit, describe_counter, describe_gauge};
     describe_counter!(names::HANDLED, "Messages handled successfully");
     describe_counter!(names::FAILED, "Handler attempts that failed");
     describe_counter!(names::RETRIED, "Retries scheduled after a failed attempt");
@@ -98,13 +101,7 @@ fn describe() {
         "Stalled entries taken over from another consumer"
     );
     describe_counter!(names::EXPIRED, "Messages reached after their ttl_seconds");
-    describe_histogram!(names::HANDLER_DURATION, Unit::Seconds, "Handler run time");
-    describe_histogram!(
-        names::SEND_TO_START,
-        Unit::Seconds,
-        "From enqueue (the entry's stream id) to the handler's start"
-    );
-    describe_histogram!(names::PAYLOAD, Unit::Bytes, "Size of the entries handled");
+    // The per-message histograms are described where they are kept (buckets.rs).
     describe_gauge!(names::IN_FLIGHT, "Messages being handled by this process");
     describe_gauge!(
         names::QUEUE_DEPTH,
