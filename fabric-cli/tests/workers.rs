@@ -15,6 +15,15 @@ async fn probe() -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// Released by the test: a message its handler holds is in flight meanwhile.
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+#[handler(message_type = "workers_hold")]
+async fn hold() -> Result<(), HandlerError> {
+    RELEASE.notified().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_live_and_stopped_workers_with_their_handlers() {
     init_tracing();
@@ -42,7 +51,32 @@ async fn lists_live_and_stopped_workers_with_their_handlers() {
     assert!(lines[1].starts_with(&format!("{agent}  live")), "{out}");
     assert!(lines[1].contains("workers_probe"), "{out}");
     assert!(lines[1].contains(&std::process::id().to_string()), "{out}");
+    assert!(lines[0].contains("IN FLIGHT"), "{out}");
 
+    // A message being handled shows in the record's in_flight from the next refresh on (every
+    // 10 s).
+    let bus = Bus::connect(&url).await.unwrap();
+    bus.send(Message::new(
+        "tester",
+        &agent,
+        "workers_hold",
+        serde_json::json!({}),
+    ))
+    .await
+    .unwrap();
+    let in_flight = |url: &str| {
+        let o = fabric(url, &["--json", "workers", &agent]);
+        let rows: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap_or_default();
+        rows.first().and_then(|r| r["in_flight"].as_u64())
+    };
+    assert!(
+        fabric_tests::wait_until(Duration::from_secs(15), || in_flight(&url) == Some(1)),
+        "the held message never showed as in flight: {:?}",
+        in_flight(&url)
+    );
+    RELEASE.notify_waiters();
+
+    // Stopped gracefully: its last record says nothing is in flight.
     worker.stop().await;
     let o = fabric(&url, &["--json", "workers", &agent]);
     assert_eq!(o.status.code(), Some(0));
@@ -50,6 +84,7 @@ async fn lists_live_and_stopped_workers_with_their_handlers() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["agent"], agent.as_str());
     assert_eq!(rows[0]["state"], "stopped");
+    assert_eq!(rows[0]["in_flight"], 0, "{rows:?}");
     assert_eq!(rows[0]["pid"], std::process::id());
     assert!(
         rows[0]["message_types"]

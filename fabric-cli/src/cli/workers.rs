@@ -40,9 +40,10 @@ pub(crate) fn render(rows: &[Row], now_ms: u64) -> String {
             "PID",
             "UP",
             "LAST SEEN",
+            "IN FLIGHT",
             "HANDLES",
         ],
-        &["PID", "UP", "LAST SEEN"],
+        &["PID", "UP", "LAST SEEN", "IN FLIGHT"],
     );
     for r in rows {
         let w = &r.worker;
@@ -55,6 +56,7 @@ pub(crate) fn render(rows: &[Row], now_ms: u64) -> String {
             w.pid.to_string(),
             duration_ms(until.saturating_sub(w.started_ms)),
             format!("{} ago", duration_ms(now_ms.saturating_sub(w.seen_ms))),
+            w.in_flight.to_string(),
             w.message_types.join(", "),
         ]);
     }

@@ -45,6 +45,10 @@ pub struct WorkerPresence {
     /// The fabric-worker version it runs.
     #[serde(default)]
     pub version: String,
+    /// Messages its handlers were running at its last refresh (0 in records of older
+    /// versions, which did not write it).
+    #[serde(default)]
+    pub in_flight: u64,
 }
 
 impl WorkerPresence {
@@ -201,6 +205,7 @@ mod tests {
             seen_ms: 100_000,
             stopped_ms: None,
             version: "0".into(),
+            in_flight: 0,
         };
         assert!(p.is_live(100_000 + 30_000));
         assert!(!p.is_live(100_000 + 30_001));

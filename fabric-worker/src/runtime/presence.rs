@@ -28,6 +28,7 @@ fn record(st: &StreamState, started_ms: u64, stopped: bool) -> WorkerPresence {
         seen_ms: now,
         stopped_ms: stopped.then_some(now),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        in_flight: u64::try_from(st.in_flight_len()).unwrap_or(u64::MAX),
     }
 }
 
