@@ -10,6 +10,7 @@
 //! client and every later command uses it. A command in flight on the old one ends with its
 //! timeout, as it would have.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ pub(crate) struct Watched {
     client: ClusterClient,
     /// The settings it was made with, if not the client's own.
     config: Option<ClusterConfig>,
+    /// Whether a timeout came back since the last answer (`health` says since when).
+    timing_out: AtomicBool,
     health: Mutex<Health>,
 }
 
@@ -50,6 +53,7 @@ impl Watched {
             current: RwLock::new(conn),
             client,
             config,
+            timing_out: AtomicBool::new(false),
             health: Mutex::new(Health::default()),
         })
     }
@@ -66,14 +70,24 @@ impl Watched {
         }
     }
 
+    /// Called with every command's outcome: on the answered path (nearly every command) one
+    /// relaxed load; the lock only while commands are timing out.
     fn record<T>(self: &Arc<Self>, outcome: &RedisResult<T>) {
-        let now = Instant::now();
-        let Ok(mut h) = self.health.lock() else {
-            return;
-        };
         match outcome {
-            Ok(_) => h.timing_out_since = None,
+            Ok(_) => {
+                if self.timing_out.load(Ordering::Relaxed) {
+                    if let Ok(mut h) = self.health.lock() {
+                        h.timing_out_since = None;
+                    }
+                    self.timing_out.store(false, Ordering::Relaxed);
+                }
+            }
             Err(e) if e.is_timeout() => {
+                let now = Instant::now();
+                let Ok(mut h) = self.health.lock() else {
+                    return;
+                };
+                self.timing_out.store(true, Ordering::Relaxed);
                 let since = *h.timing_out_since.get_or_insert(now);
                 let due = h.last_replaced.is_none_or(|t| now - t >= STALL);
                 if now - since >= STALL && due && !h.replacing {
@@ -114,6 +128,7 @@ impl Watched {
                 h.timing_out_since = None;
                 h.last_replaced = Some(Instant::now());
             }
+            me.timing_out.store(false, Ordering::Relaxed);
         });
     }
 }

@@ -206,10 +206,16 @@ impl Bus {
             }
         }
         let wait = self.replica_wait();
-        // Each recipient's notification, with the pipeline of its inbox.
+        // Each recipient's notification, for the pipeline of its inbox.
+        let by_channel: std::collections::HashMap<&str, &str> = notes
+            .iter()
+            .map(|(c, n)| (c.as_str(), n.as_str()))
+            .collect();
         let note_of = |idx: &[usize]| {
             let channel = keys::new_message_channel(&prepared[idx[0]].message.to_agent);
-            notes.iter().find(|(c, _)| *c == channel)
+            by_channel
+                .get_key_value(channel.as_str())
+                .map(|(c, n)| (*c, *n))
         };
         let runs = by_inbox.iter().map(|(_, idx)| {
             let mut pipe = redis::pipe();
@@ -346,7 +352,7 @@ fn entry_id(reply: redis::Value) -> Written {
 }
 
 /// `WAIT <replicas> <timeout ms>`.
-fn add_wait(pipe: &mut redis::Pipeline, w: super::ReplicaWait) {
+pub(crate) fn add_wait(pipe: &mut redis::Pipeline, w: super::ReplicaWait) {
     pipe.cmd("WAIT")
         .arg(w.replicas)
         .arg(crate::time::millis(w.timeout));

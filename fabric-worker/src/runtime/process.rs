@@ -479,9 +479,7 @@ impl StreamState {
             let mut pipe = redis::pipe();
             pipe.add_command(cmd);
             if let Some(w) = wait {
-                pipe.cmd("WAIT")
-                    .arg(w.replicas)
-                    .arg(crate::time::millis(w.timeout));
+                crate::bus::send::add_wait(&mut pipe, w);
             }
             // The replicas that confirmed the reply (unset: no WAIT asked for).
             let acked = std::sync::atomic::AtomicU32::new(u32::MAX);
