@@ -295,13 +295,8 @@ async fn send_wait_and_dead_letters() {
     let o = fabric(&url, &["send", &percy, "{}", "--type", "cli_fail"]);
     expect_code(&o, 0);
     let bus = Bus::connect(url.clone()).await.unwrap();
-    let p = percy.clone();
     assert!(
-        wait_until_async(Duration::from_secs(10), || {
-            let (bus, p) = (bus.clone(), p.clone());
-            async move { bus.dead_letters(&p, 10).await.is_ok_and(|d| d.len() == 1) }
-        })
-        .await,
+        common::dead_letters_reach(&bus, &percy, 1).await,
         "no dead letter appeared"
     );
     let o = fabric(&url, &["dead-letters", "list", &percy]);

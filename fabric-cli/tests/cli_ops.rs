@@ -67,13 +67,8 @@ async fn dead_letters_retried_and_deleted_one_by_one() {
         );
         expect_code(&o, 0);
     }
-    let p = percy.clone();
     assert!(
-        wait_until_async(Duration::from_secs(10), || {
-            let (bus, p) = (bus.clone(), p.clone());
-            async move { bus.dead_letters(&p, 10).await.is_ok_and(|d| d.len() == 2) }
-        })
-        .await,
+        common::dead_letters_reach(&bus, &percy, 2).await,
         "no dead letters appeared"
     );
     let dead = json_of(&fabric(&url, &["dead-letters", "list", &percy, "--json"]));

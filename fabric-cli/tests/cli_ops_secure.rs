@@ -67,13 +67,8 @@ async fn per_message_commands_work_for_the_admin_in_secure_mode() {
         ))
         .await
         .unwrap();
-    let (b, p) = (admin_bus.clone(), percy.clone());
     assert!(
-        wait_until_async(Duration::from_secs(10), || {
-            let (b, p) = (b.clone(), p.clone());
-            async move { b.dead_letters(&p, 10).await.is_ok_and(|d| d.len() == 1) }
-        })
-        .await,
+        common::dead_letters_reach(&admin_bus, &percy, 1).await,
         "no dead letter"
     );
     let dead_id = admin_bus.dead_letters(&percy, 1).await.unwrap()[0]
@@ -113,9 +108,11 @@ async fn per_message_commands_work_for_the_admin_in_secure_mode() {
         .await
         .unwrap();
     assert!(
-        wait_until_async(Duration::from_secs(10), || {
-            let (b, p) = (b.clone(), p.clone());
-            async move { b.retries(&p, 10).await.is_ok_and(|r| r.len() == 1) }
+        wait_until_async(Duration::from_secs(10), || async {
+            admin_bus
+                .retries(&percy, 10)
+                .await
+                .is_ok_and(|r| r.len() == 1)
         })
         .await,
         "no retry scheduled"

@@ -194,3 +194,13 @@ pub(crate) fn on_a_terminal(url: &str, args: &str, input: &str) -> (String, Opti
         o.status.code(),
     )
 }
+
+/// Waits up to 10 s until `agent` has exactly `n` dead letters (read through `bus`).
+pub(crate) async fn dead_letters_reach(bus: &Bus, agent: &str, n: usize) -> bool {
+    fabric_tests::wait_until_async(Duration::from_secs(10), move || async move {
+        bus.dead_letters(agent, 10)
+            .await
+            .is_ok_and(|d| d.len() == n)
+    })
+    .await
+}
