@@ -683,7 +683,17 @@ pub struct RunningWorker {
 
 impl RunningWorker {
     /// Builds the worker and runs it in the background.
+    ///
+    /// With `FABRIC_TEST_SHARED_READS` set (to anything), the worker reads on its shared
+    /// connection woken by notifications, as a process serving many agents does, whatever the
+    /// number of agents: `FABRIC_TEST_SHARED_READS=1 cargo test -p fabric-tests` runs the
+    /// suites that way.
     pub async fn start(builder: fabric_worker::runtime::WorkerBuilder) -> RunningWorker {
+        let builder = if std::env::var_os("FABRIC_TEST_SHARED_READS").is_some() {
+            builder.blocking_readers(0)
+        } else {
+            builder
+        };
         let worker = builder.build().await.expect("build the worker");
         let token = tokio_util::sync::CancellationToken::new();
         let handle = tokio::spawn(worker.run_until(token.clone().cancelled_owned()));

@@ -70,7 +70,10 @@ pub(super) async fn acker(
                 Ok(())
             })
             .await;
-        if !ok.done() {
+        if ok.done() {
+            st.acked_since_trim
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        } else {
             warn!(
                 count = ids.len(),
                 "entries not acknowledged; they will be handled again after the reclaim idle time"

@@ -1,6 +1,7 @@
 //! [`WorkerBuilder`]: settings given in code or read from the environment.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Worker;
@@ -280,6 +281,36 @@ impl WorkerBuilder {
         self
     }
 
+    /// The most handlers running at once in this process, over every agent and stream it
+    /// serves (default: no process-wide limit; each served stream still has its own,
+    /// [`concurrency`](Self::concurrency)). Streams wait their turn for a free slot in
+    /// order, so one agent with a deep backlog does not starve the others.
+    /// Env: `FABRIC_MAX_IN_FLIGHT`.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.explicit.max_in_flight = Some(n);
+        self
+    }
+
+    /// A process serving at most `n` inboxes (default 16) reads each on a blocking
+    /// connection of its own, the lowest latency. Serving more, it keeps a bounded number of
+    /// connections: it reads every inbox on its shared connection when the inbox's
+    /// `agent.<id>.new_message` notification arrives (one Pub/Sub connection for all), and
+    /// every [`read_poll_interval`](Self::read_poll_interval) otherwise. Zero: always so.
+    /// Env: `FABRIC_BLOCKING_READERS`.
+    pub fn blocking_readers(mut self, n: usize) -> Self {
+        self.explicit.blocking_readers = Some(n);
+        self
+    }
+
+    /// With shared reads (see [`blocking_readers`](Self::blocking_readers)), how often an
+    /// idle inbox is read without a notification (default 5 s): the safety net for
+    /// messages written without one (`notify(false)`, a plain `XADD`, a lost notification).
+    /// Env: `FABRIC_READ_POLL_MS`.
+    pub fn read_poll_interval(mut self, d: Duration) -> Self {
+        self.explicit.read_poll_interval = Some(d);
+        self
+    }
+
     /// How far ahead a rate-limited message may reserve its turn (default 60 s, at most
     /// 1 h): a message whose turn is further away is parked without a reservation and asks
     /// again later. Env: `FABRIC_RATE_LIMIT_HORIZON_MS`.
@@ -449,7 +480,11 @@ impl WorkerBuilder {
                 "with consume_results off too there is nothing to serve: keep the inbox, or turn consume_results on",
             ));
         }
+        let slots = config
+            .max_in_flight
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
         Ok(Worker {
+            slots,
             bus,
             streams,
             config,

@@ -50,6 +50,16 @@ pub(crate) struct WorkerConfig {
     pub(crate) rate_limit: Option<super::rate_spec::RateLimit>,
     /// How far ahead a rate-limited message may reserve its turn (see `rate_limit.rs`).
     pub(crate) rate_limit_horizon: Duration,
+    /// Handlers running at once in the whole process, over every served stream (`None`: only
+    /// the per-stream limit).
+    pub(crate) max_in_flight: Option<usize>,
+    /// A process serving at most this many inboxes reads each on a blocking connection of its
+    /// own; serving more, it reads them all on its shared connection when a notification (or
+    /// the read poll) says there is something to read (`reader.rs`).
+    pub(crate) blocking_readers: usize,
+    /// With shared reads, how often an inbox is read when no notification came (the safety
+    /// net for messages written without one); also the promoter's poll then.
+    pub(crate) read_poll_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -74,6 +84,9 @@ impl Default for WorkerConfig {
             startup_wait: Duration::from_secs(60),
             rate_limit: None,
             rate_limit_horizon: Duration::from_secs(60),
+            max_in_flight: None,
+            blocking_readers: 16,
+            read_poll_interval: Duration::from_secs(5),
         }
     }
 }
@@ -117,6 +130,8 @@ impl WorkerConfig {
         positive("reclaim_idle", !self.reclaim_idle.is_zero())?;
         positive("block", !self.block.is_zero())?;
         positive("max_entry_bytes", self.max_entry_bytes > 0)?;
+        positive("max_in_flight", self.max_in_flight != Some(0))?;
+        positive("read_poll_interval", !self.read_poll_interval.is_zero())?;
         if self.block > Duration::from_secs(300) {
             return Err(Error::Config("block must be at most 300 s".into()));
         }
@@ -210,6 +225,12 @@ settings! {
     metrics_addr: std::net::SocketAddr,
     /// Record metrics without serving them (`WorkerBuilder::metrics`).
     metrics: bool,
+    /// `FABRIC_MAX_IN_FLIGHT`.
+    max_in_flight: usize,
+    /// `FABRIC_BLOCKING_READERS`.
+    blocking_readers: usize,
+    /// `FABRIC_READ_POLL_MS`.
+    read_poll_interval: Duration,
 }
 
 impl Settings {
@@ -244,6 +265,9 @@ impl Settings {
             rate_limit_horizon: v.millis("FABRIC_RATE_LIMIT_HORIZON_MS")?,
             metrics_addr: super::observe::addr_from(v)?,
             metrics: None,
+            max_in_flight: v.usize("FABRIC_MAX_IN_FLIGHT")?,
+            blocking_readers: v.usize("FABRIC_BLOCKING_READERS")?,
+            read_poll_interval: v.millis("FABRIC_READ_POLL_MS")?,
         })
     }
 
@@ -273,6 +297,9 @@ impl Settings {
                 None => d.rate_limit,
             },
             rate_limit_horizon: self.rate_limit_horizon.unwrap_or(d.rate_limit_horizon),
+            max_in_flight: self.max_in_flight.or(d.max_in_flight),
+            blocking_readers: self.blocking_readers.unwrap_or(d.blocking_readers),
+            read_poll_interval: self.read_poll_interval.unwrap_or(d.read_poll_interval),
         };
         c.check()?;
         if let Some(g) = &self.group {
@@ -340,6 +367,9 @@ mod tests {
             ("FABRIC_MAX_ENTRY_BYTES", "4096"),
             ("FABRIC_RATE_LIMIT", "openai:60/m,burst=5"),
             ("FABRIC_RATE_LIMIT_HORIZON_MS", "30000"),
+            ("FABRIC_MAX_IN_FLIGHT", "250"),
+            ("FABRIC_BLOCKING_READERS", "0"),
+            ("FABRIC_READ_POLL_MS", "700"),
         ]);
         let s = Settings::from_vars(&v).unwrap();
         assert_eq!(s.url.as_deref(), Some("redis://h:1"));
@@ -367,6 +397,9 @@ mod tests {
             (Some("openai"), 60, 60_000, 5)
         );
         assert_eq!(c.rate_limit_horizon, Duration::from_secs(30));
+        assert_eq!(c.max_in_flight, Some(250));
+        assert_eq!(c.blocking_readers, 0);
+        assert_eq!(c.read_poll_interval, Duration::from_millis(700));
         let unset = Settings::from_vars(&from_pairs(&[]))
             .unwrap()
             .config()

@@ -103,6 +103,8 @@ pub struct Worker {
     observe: observe::Observe,
     /// The consumer group set with `group` / `FABRIC_GROUP` (for the queue gauges).
     group: Option<String>,
+    /// The process-wide handler slots (`max_in_flight`), shared with the topics' streams.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Worker {
@@ -205,21 +207,43 @@ impl Worker {
                 bus,
                 config,
                 t,
+                self.slots.clone(),
                 stop_topics.clone(),
                 hard.clone(),
             ))
         });
+        // Serving more inboxes than `blocking_readers`: shared reads, woken by notifications
+        // (reader.rs), so that the connections do not grow with the agents.
+        let inboxes = self
+            .streams
+            .iter()
+            .filter(|s| s.stream == crate::keys::inbox(&s.agent))
+            .count();
+        let shared_reads = inboxes > self.config.blocking_readers;
+        if shared_reads {
+            info!(
+                inboxes,
+                blocking_readers = self.config.blocking_readers,
+                poll_ms = crate::time::millis(self.config.read_poll_interval),
+                "reading the inboxes on the shared connection, woken by their notifications"
+            );
+        }
         for spec in self.streams {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
-            let st = Arc::new(StreamState::new(
+            let is_inbox = spec.stream == crate::keys::inbox(&spec.agent);
+            let mut st = StreamState::new(
                 spec,
                 self.bus.clone(),
                 self.config.clone(),
                 ack_tx,
                 tracker.clone(),
                 hard.clone(),
-            ));
-            let is_inbox = st.spec.stream == crate::keys::inbox(&st.spec.agent);
+            );
+            st.global = self.slots.clone();
+            if shared_reads && is_inbox {
+                st.read_wake = Some(Arc::new(tokio::sync::Notify::new()));
+            }
+            let st = Arc::new(st);
             if is_inbox {
                 let started = crate::time::now_ms();
                 if let Err(e) = presence::register(&st, started).await {
@@ -239,7 +263,13 @@ impl Worker {
                         warn!(agent = %st.spec.agent, error = %e, "cannot check whether the agent is paused; the pause watcher checks again");
                     }
                 }
-                wake.push((st.spec.agent.clone(), st.retry_notify.clone()));
+                wake.push((
+                    st.spec.agent.clone(),
+                    notes::Wake {
+                        promoter: st.retry_notify.clone(),
+                        reader: st.read_wake.clone(),
+                    },
+                ));
                 pausable.push((st.spec.agent.clone(), st.pause.clone()));
             }
             // The lanes read with this stream, in priority order (the stream itself is the
@@ -255,13 +285,6 @@ impl Worker {
                         rx,
                         acks_done.clone(),
                     )));
-                    spawn_loops(
-                        &lane,
-                        &stop_reading,
-                        &stop_background,
-                        &mut readers,
-                        &mut background,
-                    );
                     lanes.push((crate::keys::LANES[i], lane.clone()));
                     states.push(lane);
                 }
@@ -285,11 +308,12 @@ impl Worker {
                 acks_done.clone(),
             )));
             readers.push(tokio::spawn(reader::reader(
-                read_with,
+                read_with.clone(),
                 stop_reading.clone(),
             )));
+            // One set of housekeeping loops for the inbox and its lanes.
             spawn_loops(
-                &st,
+                read_with.clone(),
                 &stop_reading,
                 &stop_background,
                 &mut readers,
@@ -360,25 +384,25 @@ impl Worker {
     }
 }
 
-/// The loops every served stream (and lane) has besides its reader and acker: reclaim,
-/// lease renewal, trimming.
+/// The loops every served stream has besides its reader and acker: reclaim, lease renewal,
+/// trimming; one set for an inbox and its lanes (`streams`).
 fn spawn_loops(
-    st: &Arc<StreamState>,
+    streams: Vec<Arc<StreamState>>,
     stop_reading: &CancellationToken,
     stop_background: &CancellationToken,
     readers: &mut Vec<JoinHandle<()>>,
     background: &mut Vec<JoinHandle<()>>,
 ) {
     readers.push(tokio::spawn(reclaim::reclaimer(
-        st.clone(),
+        streams.clone(),
         stop_reading.clone(),
     )));
     background.push(tokio::spawn(lease::leaser(
-        st.clone(),
+        streams.clone(),
         stop_background.clone(),
     )));
     background.push(tokio::spawn(trim::trimmer(
-        st.clone(),
+        streams,
         stop_background.clone(),
     )));
 }

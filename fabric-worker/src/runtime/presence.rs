@@ -77,9 +77,12 @@ pub(super) async fn register(st: &StreamState, started_ms: u64) -> Result<()> {
 /// Refreshes the record every [`PRESENCE_INTERVAL`]; marks it stopped when `stop` fires.
 /// The record stays (stopped) so that a restart keeps the worker's message types.
 pub(super) async fn refresher(st: Arc<StreamState>, started_ms: u64, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(PRESENCE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
+    // Serving many inboxes: refreshed in phases (see `housekeeping_interval`).
+    let shared = st.read_wake.is_some();
+    let mut tick = crate::time::housekeeping_interval(PRESENCE_INTERVAL, shared);
+    if !shared {
+        tick.tick().await; // registered just now
+    }
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,

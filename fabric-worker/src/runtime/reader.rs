@@ -1,7 +1,15 @@
-//! The reader: `XREADGROUP … BLOCK` for new entries, on a connection of its own, taking a
-//! permit per entry so that no more are read than can start at once. An inbox with priority
-//! lanes is read as one: each read shares its free slots among the lanes (`lanes.rs`) and
-//! dispatches urgent entries first.
+//! The reader: `XREADGROUP` for new entries, taking a slot per entry so that no more are
+//! read than can start at once. An inbox with priority lanes is read as one: each read
+//! shares its free slots among the lanes (`lanes.rs`) and dispatches urgent entries first.
+//!
+//! Two ways to wait for entries (`WorkerConfig::blocking_readers`):
+//! - **blocking** (a process serving few inboxes): `XREADGROUP … BLOCK` on a connection of
+//!   the reader's own, the lowest latency;
+//! - **shared** (a process serving many): non-blocking reads on the process's shared
+//!   connection, issued when the inbox's `agent.<id>.new_message` notification arrives
+//!   (`notes.rs`: one Pub/Sub connection for the process), when the promoter moved entries
+//!   in, or every `read_poll_interval` otherwise. The connections do not grow with the
+//!   number of agents served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +45,10 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     };
     let spec = &main.spec;
     let block = main.config.block;
+    // Shared reads: woken by notifications, the promoter or the poll; never blocking.
+    let wake = main.read_wake.clone();
+    let poll = main.config.read_poll_interval;
+    let mut poll_tick = crate::time::housekeeping_interval(poll, true);
     let n = lanes.len();
     let mut conn: Option<Conn> = None;
     let mut backoff = reconnect_backoff();
@@ -50,7 +62,11 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let beat = crate::metrics::Beat::register(
         &spec.agent,
         &spec.stream,
-        crate::metrics::liveness_bound(block),
+        crate::metrics::liveness_bound(if wake.is_some() {
+            poll.max(block)
+        } else {
+            block
+        }),
         main.sem.clone(),
         main.config.concurrency,
     );
@@ -60,7 +76,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         // reclaimer needs them too).
         tokio::select! {
             _ = stop.cancelled() => return,
-            p = main.sem.acquire() => match p { Ok(p) => drop(p), Err(_) => return },
+            p = main.slot() => if p.is_none() { return },
         }
         // Paused by an operator: read nothing until resumed.
         if *main.pause.borrow() {
@@ -73,14 +89,27 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 drain_own(l).await;
             }
         }
+        if let Some(wake) = &wake
+            && idle
+        {
+            // Drained at the last read: wait for a reason to read again.
+            beat.read_done(); // waiting on purpose: not stalled
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = pause::paused(&main.pause) => continue,
+                _ = wake.notified() => {}
+                _ = poll_tick.tick() => {}
+            }
+        }
         beat.reading();
-        let count = main
-            .sem
-            .available_permits()
-            .clamp(1, main.config.batch_size);
+        let count = main.free_slots().clamp(1, main.config.batch_size);
+        if wake.is_some() && conn.is_none() {
+            conn = Some(main.broker.conn());
+        }
+        let block = if wake.is_some() { None } else { Some(block) };
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match main.broker.dedicated(block).await {
+            None => match main.broker.dedicated(main.config.block).await {
                 Ok(c) => conn.insert(c),
                 Err(e) => {
                     crate::metrics::redis_error(&spec.agent, "connect");
@@ -142,7 +171,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                     }
                     for entry in entries {
                         // Normally free at once (we read no more than were available).
-                        let Ok(p) = main.sem.clone().acquire_owned().await else {
+                        let Some(p) = main.slot().await else {
                             return;
                         };
                         lanes[i].dispatch(entry, 1, p);
@@ -162,7 +191,9 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
             Err(e) => {
                 crate::metrics::redis_error(&spec.agent, "read");
                 conn = None;
-                idle = true;
+                // Blocking: the next read blocks. Shared: read again after the backoff,
+                // without waiting for a notification.
+                idle = wake.is_none();
                 let d = backoff.next().unwrap_or(Duration::from_secs(5));
                 if !failing {
                     warn!(agent = %spec.agent, stream = %spec.stream, error = %e, retry_in_ms = crate::time::millis(d), "read failed; reconnecting with backoff");
@@ -202,17 +233,19 @@ fn by_lane(lanes: &[Arc<StreamState>], v: &redis::Value) -> redis::RedisResult<G
         .collect())
 }
 
-/// One `XREADGROUP … BLOCK` over every lane, up to `per_lane` entries from each.
+/// One `XREADGROUP` over every lane, up to `per_lane` entries from each, blocking for up to
+/// `block` when given.
 async fn read_blocking(
     c: &mut Conn,
     lanes: &[Arc<StreamState>],
     per_lane: usize,
-    block: Duration,
+    block: Option<Duration>,
 ) -> redis::RedisResult<Got> {
     let mut cmd = xreadgroup(&lanes[0], per_lane);
-    cmd.arg("BLOCK")
-        .arg(crate::time::millis(block))
-        .arg("STREAMS");
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(crate::time::millis(block));
+    }
+    cmd.arg("STREAMS");
     for l in lanes {
         cmd.arg(&l.spec.stream);
     }
@@ -309,7 +342,7 @@ pub(super) async fn drain_own(st: &Arc<StreamState>) {
             continue;
         }
         info!(stream = %spec.stream, stream_id = %entry.id, "handling an entry read as the worker stopped");
-        let Ok(p) = st.sem.clone().acquire_owned().await else {
+        let Some(p) = st.slot().await else {
             return;
         };
         st.dispatch(entry, 1, p);

@@ -16,62 +16,77 @@ use crate::error::{Error, Result};
 const RECLAIM_CALLS_PER_TICK: usize = 10;
 
 /// Reclaims entries whose consumer stopped renewing their lease (crashed, killed, stuck),
-/// walking the whole pending list with `XAUTOCLAIM`, and removes long-gone consumers.
-pub(super) async fn reclaimer(st: Arc<StreamState>, stop: CancellationToken) {
-    let spec = &st.spec;
-    let mut tick = tokio::time::interval(st.config.reclaim_every());
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sweeps: u64 = 0;
-    // The cursor survives across ticks: each tick walks at most RECLAIM_CALLS_PER_TICK steps
-    // (each scans up to 10 x COUNT pending entries), so a huge pending list costs a bounded
-    // amount per tick, and the walk starts over once it reaches the end.
-    let mut cursor = "0-0".to_string();
+/// walking the whole pending list with `XAUTOCLAIM`, and removes long-gone consumers: for
+/// each of `streams` in turn at every tick (one stream; or, serving many inboxes, an inbox
+/// and its lanes, so that a process has one such loop per agent, not per stream).
+pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: CancellationToken) {
+    let Some(first) = streams.first().cloned() else {
+        return;
+    };
+    let period = first.config.reclaim_every();
+    let mut tick = crate::time::housekeeping_interval(period, first.read_wake.is_some());
+    // Per stream: the cursor survives across ticks: each tick walks at most
+    // RECLAIM_CALLS_PER_TICK steps (each scans up to 10 x COUNT pending entries), so a huge
+    // pending list costs a bounded amount per tick, and the walk starts over once it
+    // reaches the end; and the sweeps done.
+    let mut walks: Vec<(String, u64)> = vec![("0-0".to_string(), 0); streams.len()];
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
-        if *st.pause.borrow() {
+        if *first.pause.borrow() {
             // Paused by an operator: take nothing over either.
             continue;
         }
-        for _ in 0..RECLAIM_CALLS_PER_TICK {
-            let free = st.sem.available_permits().min(st.config.batch_size);
-            if free == 0 || stop.is_cancelled() {
-                break;
+        for (st, (cursor, sweeps)) in streams.iter().zip(walks.iter_mut()) {
+            if !sweep(st, cursor, &stop).await {
+                return;
             }
-            match reclaim_once(&st, &cursor, free).await {
-                Ok((next, claimed, deleted)) => {
-                    if !deleted.is_empty() {
-                        warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
-                    }
-                    for (entry, deliveries) in claimed {
-                        info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
-                        crate::metrics::reclaimed(&spec.agent, &st.type_label_of(&entry));
-                        let Ok(p) = st.sem.clone().acquire_owned().await else {
-                            return;
-                        };
-                        st.dispatch(entry, deliveries, p);
-                    }
-                    let at_end = next == "0-0";
-                    cursor = next;
-                    if at_end {
-                        break;
-                    }
+            *sweeps += 1;
+            if *sweeps % 20 == 1 {
+                remove_dead_consumers(st).await;
+            }
+        }
+    }
+}
+
+/// One tick's walk of `st`'s pending list from `cursor`; false when the worker is closing.
+async fn sweep(st: &Arc<StreamState>, cursor: &mut String, stop: &CancellationToken) -> bool {
+    let spec = &st.spec;
+    for _ in 0..RECLAIM_CALLS_PER_TICK {
+        let free = st.free_slots().min(st.config.batch_size);
+        if free == 0 || stop.is_cancelled() {
+            break;
+        }
+        match reclaim_once(st, cursor, free).await {
+            Ok((next, claimed, deleted)) => {
+                if !deleted.is_empty() {
+                    warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
                 }
-                Err(e) => {
-                    crate::metrics::redis_error(&spec.agent, "reclaim");
-                    if e.is_connection_error() {
-                        debug!(stream = %spec.stream, error = %e, "reclaim failed");
-                    } else {
-                        warn!(stream = %spec.stream, error = %e, "reclaim failed");
-                    }
+                for (entry, deliveries) in claimed {
+                    info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
+                    crate::metrics::reclaimed(&spec.agent, &st.type_label_of(&entry));
+                    let Some(p) = st.slot().await else {
+                        return false;
+                    };
+                    st.dispatch(entry, deliveries, p);
+                }
+                let at_end = next == "0-0";
+                *cursor = next;
+                if at_end {
                     break;
                 }
             }
-        }
-        sweeps += 1;
-        if sweeps % 20 == 1 {
-            remove_dead_consumers(&st).await;
+            Err(e) => {
+                crate::metrics::redis_error(&spec.agent, "reclaim");
+                if e.is_connection_error() {
+                    debug!(stream = %spec.stream, error = %e, "reclaim failed");
+                } else {
+                    warn!(stream = %spec.stream, error = %e, "reclaim failed");
+                }
+                break;
+            }
         }
     }
+    true
 }
 
 type Reclaimed = (String, Vec<(RawEntry, u64)>, Vec<String>);

@@ -114,6 +114,18 @@ impl StreamState {
 pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
     let spec = &st.spec;
     let poll = st.config.retry_poll_interval.max(Duration::from_millis(5));
+    // Nothing scheduled: what is announced (delayed messages) or scheduled here (retries,
+    // rate-limited parks) wakes the promoter. Serving many inboxes, the poll for the rest
+    // (another worker's retries when it died, a lost notification) is the reclaim cadence,
+    // at which a dead worker's pending entries are taken over too.
+    let shared = st.read_wake.is_some();
+    let empty_poll = if shared {
+        poll.max(st.config.reclaim_every())
+    } else {
+        poll
+    };
+    // Serving many inboxes, their promoters poll in phases (see `housekeeping_interval`).
+    let mut idle_tick = crate::time::housekeeping_interval(empty_poll, true);
     let cmd = crate::broker::functions::promote(&spec.stream);
     loop {
         let r: Result<(i64, i64, i64)> = st
@@ -124,6 +136,9 @@ pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
             Ok((moved, next, failed)) => {
                 if moved > 0 {
                     debug!(stream = %spec.stream, moved, "retries and delayed messages due; in the stream");
+                    if let Some(r) = &st.read_wake {
+                        r.notify_one();
+                    }
                 }
                 if failed > 0 {
                     warn!(stream = %spec.stream, failed, "retries that could not be put back in the stream were moved to dead letters (reason promote_failed)");
@@ -133,7 +148,7 @@ pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
                 } else if next >= 0 {
                     Duration::from_millis(u64::try_from(next).unwrap_or(0)).min(poll)
                 } else {
-                    poll
+                    empty_poll
                 }
             }
             Err(e) if e.is_connection_error() => {
@@ -145,9 +160,11 @@ pub(super) async fn promoter(st: Arc<StreamState>, stop: CancellationToken) {
                 poll
             }
         };
+        let idle = shared && wait == empty_poll;
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait), if !idle => {}
+            _ = idle_tick.tick(), if idle => {}
             _ = st.retry_notify.notified() => {}
         }
     }

@@ -41,6 +41,11 @@ pub(crate) struct StreamState {
     pub(crate) config: WorkerConfig,
     /// One permit per running handler.
     pub(crate) sem: Arc<Semaphore>,
+    /// The process-wide handler slots every served stream shares (`max_in_flight`), if set.
+    pub(crate) global: Option<Arc<Semaphore>>,
+    /// Wakes the reader of a shared-read inbox (shared by its lanes): a notification came,
+    /// or the promoter moved entries in. `None`: the reader blocks on its own connection.
+    pub(crate) read_wake: Option<Arc<Notify>>,
     in_flight: Mutex<HashSet<String>>,
     ack_tx: mpsc::UnboundedSender<String>,
     /// Wakes the promoter (of the inbox, shared by its lanes) when a retry was scheduled or a
@@ -54,6 +59,18 @@ pub(crate) struct StreamState {
     mcp_group: Mutex<Option<(std::time::Instant, bool)>>,
     /// Whether an operator paused the agent (shared by the inbox and its lanes).
     pub(crate) pause: super::pause::PauseSwitch,
+    /// Set by the acker, cleared by the trimmer: something was acknowledged since the last
+    /// trim.
+    pub(crate) acked_since_trim: std::sync::atomic::AtomicBool,
+    /// Notified when an entry starts being handled (the leaser waits for it while idle);
+    /// shared by an inbox and its lanes.
+    pub(crate) started: Arc<Notify>,
+}
+
+/// A handler's slot: a permit of its stream's limit and, when set, of the process-wide one.
+pub(crate) struct Slot {
+    _stream: OwnedSemaphorePermit,
+    _process: Option<OwnedSemaphorePermit>,
 }
 
 /// How a write to Redis ended.
@@ -95,6 +112,8 @@ impl StreamState {
             broker: bus.broker().clone(),
             bus,
             sem: Arc::new(Semaphore::new(config.concurrency)),
+            global: None,
+            read_wake: None,
             config,
             in_flight: Mutex::new(HashSet::new()),
             ack_tx,
@@ -103,6 +122,8 @@ impl StreamState {
             hard_stop,
             mcp_group: Mutex::new(None),
             pause: super::pause::switch(),
+            acked_since_trim: std::sync::atomic::AtomicBool::new(false),
+            started: Arc::new(Notify::new()),
         }
     }
 
@@ -126,8 +147,11 @@ impl StreamState {
             home.hard_stop.clone(),
         );
         st.sem = home.sem.clone();
+        st.global = home.global.clone();
+        st.read_wake = home.read_wake.clone();
         st.retry_notify = home.retry_notify.clone();
         st.pause = home.pause.clone();
+        st.started = home.started.clone();
         st
     }
 
@@ -156,12 +180,41 @@ impl StreamState {
         yes
     }
 
+    /// Waits for a handler slot: one of this stream's, then one of the process's (in turn
+    /// with the other streams: the semaphore is fair, so a stream with a deep backlog does
+    /// not starve the others). `None` when the worker is closing.
+    pub(crate) async fn slot(&self) -> Option<Slot> {
+        let stream = self.sem.clone().acquire_owned().await.ok()?;
+        let process = match &self.global {
+            Some(g) => Some(g.clone().acquire_owned().await.ok()?),
+            None => None,
+        };
+        Some(Slot {
+            _stream: stream,
+            _process: process,
+        })
+    }
+
+    /// How many handlers could start now.
+    pub(crate) fn free_slots(&self) -> usize {
+        let own = self.sem.available_permits();
+        match &self.global {
+            Some(g) => own.min(g.available_permits()),
+            None => own,
+        }
+    }
+
     pub(crate) fn in_flight_len(&self) -> usize {
         lock(&self.in_flight).len()
     }
 
     fn mark_in_flight(&self, id: &str) -> bool {
-        lock(&self.in_flight).insert(id.to_owned())
+        let mut set = lock(&self.in_flight);
+        if set.is_empty() {
+            // The leaser may be waiting for a first entry (a kept permit if not).
+            self.started.notify_one();
+        }
+        set.insert(id.to_owned())
     }
 
     /// Whether `id` is being handled here.
@@ -179,12 +232,7 @@ impl StreamState {
     }
 
     /// Hands an entry to a handler task holding `permit`. `deliveries` is its delivery count.
-    pub(crate) fn dispatch(
-        self: &Arc<Self>,
-        entry: RawEntry,
-        deliveries: u64,
-        permit: OwnedSemaphorePermit,
-    ) {
+    pub(crate) fn dispatch(self: &Arc<Self>, entry: RawEntry, deliveries: u64, permit: Slot) {
         if !self.mark_in_flight(&entry.id) {
             // Already being handled here (e.g. reclaimed from ourselves): nothing to do.
             return;

@@ -248,16 +248,18 @@ pub(super) fn watch(
     bus: Bus,
     config: WorkerConfig,
     topics: Topics,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     stop: CancellationToken,
     hard: CancellationToken,
 ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-    Box::pin(watch_inner(bus, config, topics, stop, hard))
+    Box::pin(watch_inner(bus, config, topics, slots, stop, hard))
 }
 
 async fn watch_inner(
     bus: Bus,
     config: WorkerConfig,
     topics: Topics,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     stop: CancellationToken,
     hard: CancellationToken,
 ) {
@@ -281,6 +283,7 @@ async fn watch_inner(
                 schedules: Vec::new(),
                 observe: Default::default(),
                 group: None,
+                slots: slots.clone(),
             };
             let (stop, hard, served) = (stop.clone(), hard.clone(), served.clone());
             running.push(tokio::spawn(async move {

@@ -2,6 +2,7 @@
 //! acknowledged (never an unread or pending one).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -11,22 +12,38 @@ use super::stream::StreamState;
 use crate::broker::functions::fcall;
 use crate::error::Result;
 
-/// Trims entries every group has been delivered and acknowledged.
-pub(super) async fn trimmer(st: Arc<StreamState>, stop: CancellationToken) {
-    let spec = &st.spec;
-    let mut tick = tokio::time::interval(st.config.trim_interval.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let cmd = fcall("fabric_trim", &[&spec.stream]);
+/// With shared reads, a stream this worker acknowledged nothing in is trimmed every this
+/// many ticks only.
+const SPARSE_TRIM_EVERY: u64 = 6;
+
+/// Trims entries every group has been delivered and acknowledged, in each of `streams` (one
+/// stream; or, serving many inboxes, an inbox and its lanes).
+pub(super) async fn trimmer(streams: Vec<Arc<StreamState>>, stop: CancellationToken) {
+    let Some(first) = streams.first().cloned() else {
+        return;
+    };
+    let shared = first.read_wake.is_some();
+    let period = first.config.trim_interval.max(Duration::from_millis(10));
+    let mut tick = crate::time::housekeeping_interval(period, shared);
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
-        let r: Result<i64> = st
-            .broker
-            .call(&cmd, "FCALL fabric_trim", &spec.stream)
-            .await;
-        match r {
-            Ok(n) if n > 0 => debug!(stream = %spec.stream, trimmed = n, "trimmed handled entries"),
-            Ok(_) => {}
-            Err(e) => debug!(stream = %spec.stream, error = %e, "trim failed"),
+        ticks += 1;
+        for st in &streams {
+            // Serving many inboxes: trim only after this worker acknowledged something, and
+            // every SPARSE_TRIM_EVERY ticks for what other groups (MCP sessions) acknowledged.
+            let acked = st.acked_since_trim.swap(false, Ordering::Relaxed);
+            if shared && !acked && !ticks.is_multiple_of(SPARSE_TRIM_EVERY) {
+                continue;
+            }
+            let stream = &st.spec.stream;
+            let cmd = fcall("fabric_trim", &[stream]);
+            let r: Result<i64> = st.broker.call(&cmd, "FCALL fabric_trim", stream).await;
+            match r {
+                Ok(n) if n > 0 => debug!(%stream, trimmed = n, "trimmed handled entries"),
+                Ok(_) => {}
+                Err(e) => debug!(%stream, error = %e, "trim failed"),
+            }
         }
     }
 }

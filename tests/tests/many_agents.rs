@@ -1,0 +1,323 @@
+//! One process serving many agents (issue 13): a bounded number of Redis connections
+//! whatever the agent count, a wake-up within milliseconds for a message to any of them
+//! (their `agent.<id>.new_message` notifications, one Pub/Sub connection), the read poll as
+//! the safety net for messages sent without a notification, few Redis commands while idle,
+//! and a process-wide handler limit under which one agent's deep backlog does not starve
+//! the others.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
+use fabric_worker::prelude::*;
+use serde_json::{Value, json};
+
+/// When each message (by id) started its handler.
+static STARTED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
+/// Handlers of `many_slow` running now, and the most ever at once.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static MOST: AtomicUsize = AtomicUsize::new(0);
+
+/// Records when it started.
+#[handler(message_type = "many_ping")]
+async fn many_ping(ctx: Context) -> Result<(), HandlerError> {
+    let id = ctx.message().id.clone();
+    STARTED.lock().unwrap().insert(id, Instant::now());
+    Ok(())
+}
+
+/// Records when it started, counts how many run at once, takes `ms` milliseconds.
+#[handler(message_type = "many_slow")]
+async fn many_slow(ctx: Context, p: Value) -> Result<(), HandlerError> {
+    let id = ctx.message().id.clone();
+    STARTED.lock().unwrap().insert(id, Instant::now());
+    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+    MOST.fetch_max(now, Ordering::SeqCst);
+    let ms = p.get("ms").and_then(Value::as_u64).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    RUNNING.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+fn started(id: &str) -> Option<Instant> {
+    STARTED.lock().unwrap().get(id).copied()
+}
+
+/// The clients connected to `server` now.
+async fn clients(conn: &mut redis::aio::MultiplexedConnection) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(conn)
+        .await
+        .unwrap();
+    list.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// Calls so far per command (`INFO commandstats`; commands run by functions included).
+async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// Waits until the worker registered its presence for every agent (it does so before its
+/// first read; consumers appear only when an entry is delivered), then a little longer.
+async fn all_served(conn: &redis::aio::MultiplexedConnection, agents: &[String]) -> bool {
+    let ok = wait_until_async(Duration::from_secs(60), || {
+        let mut c = conn.clone();
+        let agents = agents.to_vec();
+        async move {
+            let mut pipe = redis::pipe();
+            for a in &agents {
+                pipe.cmd("EXISTS").arg(fabric_worker::keys::workers(a));
+            }
+            let r: Vec<i64> = pipe.query_async(&mut c).await.unwrap();
+            r.iter().all(|n| *n == 1)
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ok
+}
+
+/// This process's user + system CPU time so far.
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // The fields after the command name (which may hold spaces) end with ") ".
+    let rest = &stat[stat.rfind(") ").unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
+
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    sorted[(sorted.len() - 1) * pct / 100]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_agents_share_a_few_connections_and_wake_within_milliseconds() {
+    init_tracing();
+    let server = RedisServer::start_own(false); // its own: the connections are counted
+    let url = server.url();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let sender = unique_agent("many-sender");
+    let agents: Vec<String> = (0..1000)
+        .map(|i| format!("{}-{i}", unique_agent("many")))
+        .collect();
+    let before = clients(&mut conn).await;
+
+    let poll = Duration::from_millis(1500);
+    let mut builder = Worker::builder(&agents[0])
+        .url(&url)
+        .read_poll_interval(poll);
+    for a in &agents[1..] {
+        builder = builder.agent(a);
+    }
+    let started_at = Instant::now();
+    let worker = RunningWorker::start(builder).await;
+    assert!(
+        all_served(&conn, &agents).await,
+        "the worker never served every inbox"
+    );
+    eprintln!("1,000 agents served after {:?}", started_at.elapsed());
+
+    // Bounded connections: the shared one, the notification subscriber, and what the Bus
+    // opens besides (none per agent).
+    let held = clients(&mut conn).await - before;
+    eprintln!("connections held by a worker serving 1,000 agents: {held}");
+    assert!(
+        held <= 4,
+        "a worker serving 1,000 agents holds {held} connections: they must not grow with the agents"
+    );
+
+    // Idle: few commands a second (the safety-net polls, spread out), not thousands.
+    let c0 = commands(&mut conn).await;
+    let cpu0 = own_cpu();
+    let idle_for = Duration::from_secs(10); // the reclaim and trim period
+    tokio::time::sleep(idle_for).await;
+    let c1 = commands(&mut conn).await;
+    let cpu = (own_cpu() - cpu0).as_secs_f64() / idle_for.as_secs_f64() * 100.0;
+    eprintln!("CPU of this process (the worker; debug build) while 1,000 agents idle: {cpu:.1} %");
+    let mut by_command: Vec<(String, f64)> = c1
+        .iter()
+        .filter(|(k, _)| !k.starts_with("info"))
+        .map(|(k, v)| {
+            let d = v - c0.get(k).copied().unwrap_or(0);
+            (k.clone(), d as f64 / idle_for.as_secs_f64())
+        })
+        .filter(|(_, r)| *r > 0.0)
+        .collect();
+    by_command.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let per_s: f64 = by_command.iter().map(|(_, r)| r).sum();
+    eprintln!(
+        "Redis commands per second while 1,000 agents idle: {per_s:.0} ({})",
+        by_command
+            .iter()
+            .map(|(k, r)| format!("{k} {r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        per_s < 2500.0,
+        "{per_s:.0} commands/s while idle: the idle polls of 1,000 agents must stay bounded"
+    );
+
+    // Wake-up: a message to any agent starts its handler within milliseconds (the poll is
+    // 1.5 s: only the notification can be this quick).
+    let bus = Bus::connect(&url).await.unwrap();
+    let mut lat = Vec::new();
+    for i in 0..300usize {
+        let to = &agents[(i * 7919) % agents.len()];
+        let m = Message::new(&sender, to, "many_ping", json!({"i": i}));
+        let id = m.id.clone();
+        let t0 = Instant::now();
+        bus.send(m).await.unwrap();
+        let deadline = t0 + Duration::from_secs(10);
+        let at = loop {
+            if let Some(at) = started(&id) {
+                break at;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "message {i} to {to} never handled"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        lat.push(at.saturating_duration_since(t0));
+    }
+    lat.sort();
+    let (p50, p99) = (percentile(&lat, 50), percentile(&lat, 99));
+    eprintln!("wake-up across 1,000 agents (debug build): p50 {p50:?}, p99 {p99:?}");
+    assert!(
+        p99 < Duration::from_millis(200),
+        "wake-up p99 {p99:?}: notifications did not wake the readers (the poll is {poll:?})"
+    );
+
+    // The safety net: messages sent without a notification are read at the poll.
+    let quiet = Bus::builder(&url).notify(false).connect().await.unwrap();
+    let mut ids = Vec::new();
+    for to in agents.iter().step_by(97) {
+        let m = Message::new(&sender, to, "many_ping", json!({}));
+        ids.push(m.id.clone());
+        quiet.send(m).await.unwrap();
+    }
+    let t0 = Instant::now();
+    let all = wait_until_async(poll * 3, || {
+        let ids = ids.clone();
+        async move { ids.iter().all(|id| started(id).is_some()) }
+    })
+    .await;
+    assert!(
+        all,
+        "messages sent without a notification were not read at the poll"
+    );
+    eprintln!(
+        "{} messages sent without notification handled within {:?}",
+        ids.len(),
+        t0.elapsed()
+    );
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agents_deep_backlog_does_not_starve_the_others_under_the_process_limit() {
+    init_tracing();
+    let server = RedisServer::start();
+    let url = server.url();
+    let sender = unique_agent("fair-sender");
+    let hot = unique_agent("fair-hot");
+    let others: Vec<String> = (0..40)
+        .map(|i| format!("{}-{i}", unique_agent("fair")))
+        .collect();
+    let bus = Bus::connect(&url).await.unwrap();
+
+    // The hot agent's backlog: 20,000 × 2 ms with 8 slots takes about 5 s.
+    let backlog = 20_000usize;
+    for chunk in (0..backlog).collect::<Vec<_>>().chunks(1000) {
+        let batch = chunk
+            .iter()
+            .map(|i| Message::new(&sender, &hot, "many_slow", json!({"ms": 2, "i": i})))
+            .collect();
+        bus.send_batch(batch).await.unwrap();
+    }
+    let limit = 8;
+    let mut builder = Worker::builder(&hot)
+        .url(&url)
+        .max_in_flight(limit)
+        .block(Duration::from_millis(500));
+    for a in &others {
+        builder = builder.agent(a);
+    }
+    let worker = RunningWorker::start(builder).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut all: Vec<String> = others.clone();
+    all.push(hot.clone());
+    assert!(all_served(&conn, &all).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // While the backlog drains, one message to each other agent, 20 ms apart.
+    let mut sent = Vec::new();
+    for a in &others {
+        let m = Message::new(&sender, a, "many_slow", json!({"ms": 2}));
+        sent.push((m.id.clone(), Instant::now()));
+        bus.send(m).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ok = wait_until_async(Duration::from_secs(10), || {
+        let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+        async move { ids.iter().all(|id| started(id).is_some()) }
+    })
+    .await;
+    assert!(
+        ok,
+        "the other agents' messages waited for the hot agent's backlog"
+    );
+    let waits: Vec<Duration> = sent
+        .iter()
+        .map(|(id, t)| started(id).unwrap().saturating_duration_since(*t))
+        .collect();
+    let worst = waits.iter().max().copied().unwrap();
+    let left = bus.queue_status(&hot, None).await.unwrap().queue_depth;
+    eprintln!(
+        "others' worst wait {worst:?} (of {}), hot backlog left {left} of {backlog}; most handlers at once {}",
+        waits.len(),
+        MOST.load(Ordering::SeqCst)
+    );
+    assert!(
+        left > backlog as u64 / 4,
+        "the backlog drained before the others were served: the test proves nothing (left {left})"
+    );
+    assert!(
+        worst < Duration::from_millis(1000),
+        "another agent's message waited {worst:?} behind the hot agent's backlog"
+    );
+    assert!(
+        MOST.load(Ordering::SeqCst) <= limit,
+        "{} handlers ran at once over the process limit {limit}",
+        MOST.load(Ordering::SeqCst)
+    );
+    assert!(
+        MOST.load(Ordering::SeqCst) >= limit / 2,
+        "the limit was never approached: the test proves nothing"
+    );
+    worker.stop().await;
+}
