@@ -11,21 +11,30 @@ use fabric_worker::bus::GroupStatus;
 use fabric_worker::{Bus, Message, keys};
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use serde_json::json;
 
 use crate::procs::{self, Consumer, Kind};
 use crate::stats::{ProcStats, now_us};
+use crate::watch::HARNESS_COMMANDS;
+pub(crate) use crate::watch::{RedisUsage, blocked_readers, redis_usage, wait_readers_blocked};
 
 /// The benchmark's environment: where Redis is and how big the run is.
 #[derive(Debug)]
 pub(crate) struct Env {
+    /// The URL consumers get (`REDIS_URL`): one server, or a cluster's comma-separated seeds.
     pub url: String,
+    /// A connection to the server (to a cluster's first node: unkeyed commands only).
     pub conn: MultiplexedConnection,
     /// The library's bus, for what it offers (creating groups).
     pub bus: Bus,
     pub quick: bool,
     pub repeat: usize,
     pub tmp: PathBuf,
+    /// One connection per server (a cluster's every node), for `INFO`.
+    nodes: Vec<MultiplexedConnection>,
+    /// A cluster connection, for keyed commands, when `url` is a cluster.
+    cluster: Option<ClusterConn>,
     run_id: String,
     seq: AtomicU32,
 }
@@ -34,19 +43,79 @@ impl Env {
     pub(crate) async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
         let conn = connect(&url).await?;
         let bus = Bus::connect(&url).await?;
+        Env::with(url, conn, bus, quick, repeat)
+    }
+
+    /// The environment of a Redis Cluster whose nodes are `seeds` (every node's URL).
+    pub(crate) async fn cluster(
+        seeds: &[String],
+        quick: bool,
+        repeat: usize,
+    ) -> anyhow::Result<Env> {
+        let first = seeds.first().context("a cluster without nodes")?;
+        let url = seeds.join(",");
+        let conn = connect(first).await?;
+        let bus = Bus::builder(url.as_str()).cluster(true).connect().await?;
+        let mut env = Env::with(url, conn, bus, quick, repeat)?;
+        env.nodes.clear();
+        for s in seeds {
+            env.nodes.push(connect(s).await?);
+        }
+        let client = redis::cluster::ClusterClient::builder(seeds.to_vec())
+            .response_timeout(Duration::from_secs(120))
+            .build()?;
+        env.cluster = Some(ClusterConn(client.get_async_connection().await?));
+        Ok(env)
+    }
+
+    fn with(
+        url: String,
+        conn: MultiplexedConnection,
+        bus: Bus,
+        quick: bool,
+        repeat: usize,
+    ) -> anyhow::Result<Env> {
         let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
         let tmp = std::env::temp_dir().join(format!("fabric-bench-{run_id}"));
         std::fs::create_dir_all(&tmp)?;
         Ok(Env {
             url,
+            nodes: vec![conn.clone()],
             conn,
             bus,
             quick,
             repeat,
             tmp,
+            cluster: None,
             run_id,
             seq: AtomicU32::new(0),
         })
+    }
+
+    /// Whether `url` is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// A new bus of its own (cluster or not, as `url` is), for watching.
+    pub(crate) async fn new_bus(&self) -> anyhow::Result<Bus> {
+        Ok(Bus::builder(self.url.as_str())
+            .cluster(self.is_cluster())
+            .connect()
+            .await?)
+    }
+
+    /// Redis' CPU time and command counts so far, summed over every node of a cluster.
+    pub(crate) async fn redis_usage(&self) -> anyhow::Result<RedisUsage> {
+        let mut total = RedisUsage::default();
+        for c in &self.nodes {
+            let u = redis_usage(&mut c.clone()).await?;
+            total.cpu_s += u.cpu_s;
+            for (k, v) in u.calls {
+                *total.calls.entry(k).or_default() += v;
+            }
+        }
+        Ok(total)
     }
 
     /// A fresh agent id for one measurement: `fb<run>-<label>-<n>`.
@@ -67,25 +136,58 @@ impl Env {
 
     /// Removes every key of `agent` the benchmark or the worker may have written.
     pub(crate) async fn cleanup(&self, agents: &[String]) -> anyhow::Result<()> {
+        let keys_of = |a: &String| {
+            let inbox = keys::inbox(a);
+            let mut all = vec![
+                keys::dead_letters(&inbox),
+                keys::retries(&inbox),
+                keys::delayed(&inbox),
+                keys::results(a),
+                keys::workers(a),
+            ];
+            all.extend(keys::lanes(&inbox).iter().cloned());
+            all.push(inbox);
+            all
+        };
+        if let Some(c) = &self.cluster {
+            // Not every key of an agent shares its slot, and a cluster pipeline stays in
+            // one slot: one UNLINK per key, 64 at a time.
+            let all: Vec<String> = agents.iter().flat_map(keys_of).collect();
+            let results: Vec<anyhow::Result<()>> = futures::stream::iter(all)
+                .map(|k| {
+                    let mut conn = c.0.clone();
+                    async move {
+                        redis::cmd("UNLINK")
+                            .arg(k)
+                            .query_async::<()>(&mut conn)
+                            .await?;
+                        Ok(())
+                    }
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            return results.into_iter().collect();
+        }
         let mut conn = self.conn.clone();
         for chunk in agents.chunks(100) {
             let mut pipe = redis::pipe();
             for a in chunk {
-                let inbox = keys::inbox(a);
-                pipe.cmd("UNLINK")
-                    .arg(&inbox)
-                    .arg(keys::dead_letters(&inbox))
-                    .arg(keys::retries(&inbox))
-                    .arg(keys::delayed(&inbox))
-                    .arg(keys::results(a))
-                    .ignore();
-                pipe.cmd("UNLINK")
-                    .arg(keys::lanes(&inbox).to_vec())
-                    .ignore();
+                pipe.cmd("UNLINK").arg(keys_of(a)).ignore();
             }
             pipe.query_async::<()>(&mut conn).await?;
         }
         Ok(())
+    }
+}
+
+/// A cluster connection (redis-rs' has no `Debug`).
+#[derive(Clone)]
+struct ClusterConn(ClusterConnection);
+
+impl std::fmt::Debug for ClusterConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterConnection")
     }
 }
 
@@ -153,13 +255,23 @@ pub(crate) fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Res
 }
 
 /// Appends `total` entries `data=<datas[i % len]>` to `stream`: pipelined XADD, batches
-/// of 1000, four batches in flight.
+/// of 1000, four batches in flight (through the cluster connection on a cluster).
 pub(crate) async fn fill(
     env: &Env,
     stream: &str,
     datas: &[String],
     total: usize,
 ) -> anyhow::Result<()> {
+    match &env.cluster {
+        Some(c) => fill_on(&c.0, stream, datas, total).await,
+        None => fill_on(&env.conn, stream, datas, total).await,
+    }
+}
+
+async fn fill_on<C>(conn: &C, stream: &str, datas: &[String], total: usize) -> anyhow::Result<()>
+where
+    C: redis::aio::ConnectionLike + Clone + Send,
+{
     if datas.is_empty() || total == 0 {
         return Ok(());
     }
@@ -169,7 +281,7 @@ pub(crate) async fn fill(
         .collect();
     let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
         .map(|(s, e)| {
-            let mut conn = env.conn.clone();
+            let mut conn = conn.clone();
             async move {
                 let mut pipe = redis::pipe();
                 for i in s..e {
@@ -248,7 +360,7 @@ pub(crate) fn acked(g: &GroupStatus) -> u64 {
 }
 
 /// Whether every entry of the agent's inbox was delivered to the group and acknowledged.
-async fn drained(bus: &Bus, agent: &str, g: &GroupStatus) -> anyhow::Result<bool> {
+pub(crate) async fn drained(bus: &Bus, agent: &str, g: &GroupStatus) -> anyhow::Result<bool> {
     if g.pending > 0 {
         return Ok(false);
     }
@@ -294,9 +406,6 @@ pub(crate) struct Timed {
     pub redis_calls: BTreeMap<String, u64>,
 }
 
-/// Commands the benchmark itself runs while watching (not the consumer's).
-const HARNESS_COMMANDS: [&str; 4] = ["xinfo|groups", "xinfo|stream", "info", "client|list"];
-
 impl Timed {
     /// Redis commands the consumers ran per message (the harness' own polling left out).
     pub(crate) fn commands_per_msg(&self, messages: u64) -> f64 {
@@ -337,11 +446,10 @@ pub(crate) async fn time_consumers(
     } else {
         Duration::from_millis(2)
     };
-    let mut conn = env.new_conn().await?;
-    let watch = Bus::connect(&env.url).await?;
+    let watch = env.new_bus().await?;
     // Entries already acknowledged before the start (a window counts from here).
     let base: u64 = group_states(&watch, &left).await?.iter().map(acked).sum();
-    let redis_before = redis_usage(&mut conn).await?;
+    let redis_before = env.redis_usage().await?;
     let t0 = Instant::now();
     let spawned_us = now_us();
     let mut consumers = Vec::with_capacity(procs_n);
@@ -397,7 +505,7 @@ pub(crate) async fn time_consumers(
         }
         prev_us = now;
     }
-    let redis_after = redis_usage(&mut conn).await?;
+    let redis_after = env.redis_usage().await?;
     let consumer_cpu_ms = consumers.iter().filter_map(Consumer::cpu_ms).sum();
     let peak_rss_kib = consumers
         .iter()
@@ -446,82 +554,6 @@ pub(crate) async fn time_consumers(
     })
 }
 
-/// Redis' CPU time so far and its command counts.
-#[derive(Debug, Default)]
-pub(crate) struct RedisUsage {
-    pub cpu_s: f64,
-    pub calls: BTreeMap<String, u64>,
-}
-
-/// `INFO cpu` + `INFO commandstats`.
-pub(crate) async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<RedisUsage> {
-    let (cpu, cmds): (String, String) = redis::pipe()
-        .cmd("INFO")
-        .arg("cpu")
-        .cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await?;
-    let mut u = RedisUsage::default();
-    for l in cpu.lines() {
-        if let Some((k, v)) = l.split_once(':')
-            && (k == "used_cpu_sys" || k == "used_cpu_user")
-        {
-            u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    for l in cmds.lines() {
-        if let Some((name, rest)) = l.strip_prefix("cmdstat_").and_then(|l| l.split_once(':'))
-            && let Some(calls) = rest
-                .split(',')
-                .find_map(|f| f.strip_prefix("calls="))
-                .and_then(|c| c.parse().ok())
-        {
-            u.calls.insert(name.to_owned(), calls);
-        }
-    }
-    Ok(u)
-}
-
-/// Clients blocked in `XREADGROUP` right now (from `CLIENT LIST`). Redis 7.0 creates a
-/// consumer only once a read returns something, so a consumer waiting on an empty stream
-/// is seen this way.
-pub(crate) async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result<usize> {
-    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await?;
-    Ok(list
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .any(|f| f.starts_with("flags=") && f.contains('b'))
-                && l.split_whitespace().any(|f| f == "cmd=xreadgroup")
-        })
-        .count())
-}
-
-/// Waits until `expected` more clients than `before` are blocked in `XREADGROUP`: the
-/// consumers have started and are waiting for messages.
-pub(crate) async fn wait_readers_blocked(
-    env: &Env,
-    before: usize,
-    expected: usize,
-    consumers: &mut [&mut Consumer],
-) -> anyhow::Result<()> {
-    let mut conn = env.new_conn().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if blocked_readers(&mut conn).await? >= before + expected {
-            return Ok(());
-        }
-        for c in consumers.iter_mut() {
-            c.check_alive()?;
-        }
-        if Instant::now() > deadline {
-            bail!("consumers not waiting for messages within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until `n` entries were ever added to `agent`'s inbox (in secure mode, delivered by
 /// the router: "drained" alone could be seen before the router's last delivery).
 pub(crate) async fn wait_delivered(env: &Env, agent: &str, n: u64) -> anyhow::Result<()> {
@@ -545,7 +577,7 @@ pub(crate) async fn wait_delivered(env: &Env, agent: &str, n: u64) -> anyhow::Re
 
 /// Waits until every target is drained.
 pub(crate) async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
-    let watch = Bus::connect(&env.url).await?;
+    let watch = env.new_bus().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let states = group_states(&watch, targets).await?;
