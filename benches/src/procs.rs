@@ -31,20 +31,20 @@ impl Kind {
 /// Extra `FABRIC_*` variables for the next `Kind::Ours` consumers (the metrics scenario's
 /// `FABRIC_METRICS_ADDR`, the agents scenario's `FABRIC_MAX_IN_FLIGHT`, the cluster
 /// scenario's `FABRIC_CLUSTER`): the only ones they get besides `FABRIC_AGENTS`.
-static OURS_ENV: std::sync::Mutex<Vec<(&'static str, String)>> = std::sync::Mutex::new(Vec::new());
+static OURS_ENV: std::sync::Mutex<EnvVars> = std::sync::Mutex::new(Vec::new());
+
+/// Environment variables: name, value.
+pub(crate) type EnvVars = Vec<(&'static str, String)>;
 
 /// Sets (or, with an empty list, clears) the extra variables of our next consumers.
-pub(crate) fn set_ours_env(vars: Vec<(&'static str, String)>) {
+pub(crate) fn set_ours_env(vars: EnvVars) {
     *OURS_ENV
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = vars;
 }
 
 /// Runs `f` with `vars` set for our consumers, and clears them afterwards (also on error).
-pub(crate) async fn with_ours_env<T>(
-    vars: Vec<(&'static str, String)>,
-    f: impl Future<Output = T>,
-) -> T {
+pub(crate) async fn with_ours_env<T>(vars: EnvVars, f: impl Future<Output = T>) -> T {
     set_ours_env(vars);
     let r = f.await;
     set_ours_env(Vec::new());

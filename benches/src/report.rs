@@ -65,7 +65,7 @@ impl Unit {
             Unit::Factor => format!("{v:.2}×"),
             Unit::Count => format!("{v:.3}"),
             Unit::Int if v < 0.0 => format!("-{}", thousands((-v).round() as u64)),
-            Unit::Int => format!("{}", thousands(v.round() as u64)),
+            Unit::Int => thousands(v.round() as u64),
             Unit::Percent => format!("{v:.2} %"),
             Unit::PerSec if v >= 1_000.0 => format!("{}/s", thousands(v.round() as u64)),
             Unit::PerSec => format!("{v:.1}/s"),

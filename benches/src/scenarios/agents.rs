@@ -146,7 +146,7 @@ pub(crate) async fn agents(env: &Env, sz: &Sizes, report: &mut Report) -> anyhow
         wake.insert(kind.name(), (lat, achieved));
     }
     let mut fair = BTreeMap::new();
-    let runs: [(&str, Kind, Vec<(&'static str, String)>); 3] = [
+    let runs: [(&str, Kind, procs::EnvVars); 3] = [
         ("ours", Kind::Ours, Vec::new()),
         ("raw", Kind::Raw, Vec::new()),
         (

@@ -183,7 +183,7 @@ pub(super) async fn fairness_once(
     sz: &Sizes,
     kind: Kind,
     n: usize,
-    vars: Vec<(&'static str, String)>,
+    vars: procs::EnvVars,
 ) -> anyhow::Result<Value> {
     let agents: Vec<String> = (0..n.max(2)).map(|_| env.agent("fair")).collect();
     let (others, hot) = agents.split_at(agents.len() - 1);
