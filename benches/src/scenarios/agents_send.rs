@@ -221,9 +221,17 @@ pub(super) async fn fairness_once(
     let drained = Arc::new(AtomicBool::new(false));
     let watcher = {
         let (drained, bus, hot, tg) = (drained.clone(), watch_bus.clone(), hot.clone(), hot_target);
+        let deadline = std::time::Instant::now() + sz.timeout;
         async move {
             let mut prev = now_us();
             loop {
+                if std::time::Instant::now() > deadline {
+                    // try_join! below then drops the sender.
+                    bail!(
+                        "the hot agent's backlog not drained within {:?}",
+                        sz.timeout
+                    );
+                }
                 let now = now_us();
                 let g = &harness::group_states(&bus, &tg).await?[0];
                 if harness::drained(&bus, &hot, g).await? {
