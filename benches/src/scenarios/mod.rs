@@ -165,7 +165,18 @@ pub(super) fn timed_json(t: &Timed, messages: usize) -> Value {
         "acked": t.acked,
         "handled": t.handled(),
         "peak_rss_kib": t.peak_rss_kib,
+        "handler_span_ms": handler_span_ms(t),
     })
+}
+
+/// First to last handler start over the consumer processes, ms.
+fn handler_span_ms(t: &Timed) -> f64 {
+    let first = t.stats.iter().map(|s| s.first_us).filter(|&f| f > 0).min();
+    let last = t.stats.iter().map(|s| s.last_us).max();
+    match (first, last) {
+        (Some(f), Some(l)) => l.saturating_sub(f) as f64 / 1e3,
+        _ => 0.0,
+    }
 }
 
 /// Queues `per_agent` messages for each of `agents_n` fresh agents, then times `procs_n`
