@@ -21,6 +21,7 @@
     clippy::cast_possible_wrap
 )]
 
+mod env;
 mod harness;
 mod procs;
 mod raw_mode;
