@@ -1,111 +1,19 @@
-//! Shared machinery: the Redis connection, messages, filling streams, watching consumer
-//! groups, and timing consumers from their first handler start to a condition.
+//! Shared machinery: messages, consumer groups and their state, and timing consumers from
+//! their first handler start to a condition (the environment and filling streams: `env.rs`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use fabric_worker::bus::GroupStatus;
 use fabric_worker::{Bus, Message, keys};
-use futures::StreamExt;
-use redis::aio::MultiplexedConnection;
 use serde_json::json;
 
+pub(crate) use crate::env::{Env, connect, fill};
 use crate::procs::{self, Consumer, Kind};
 use crate::stats::{ProcStats, now_us};
-
-/// The benchmark's environment: where Redis is and how big the run is.
-#[derive(Debug)]
-pub(crate) struct Env {
-    pub url: String,
-    pub conn: MultiplexedConnection,
-    /// The library's bus, for what it offers (creating groups).
-    pub bus: Bus,
-    pub quick: bool,
-    pub repeat: usize,
-    pub tmp: PathBuf,
-    run_id: String,
-    seq: AtomicU32,
-}
-
-impl Env {
-    pub(crate) async fn new(url: String, quick: bool, repeat: usize) -> anyhow::Result<Env> {
-        let conn = connect(&url).await?;
-        let bus = Bus::connect(&url).await?;
-        let run_id = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
-        let tmp = std::env::temp_dir().join(format!("fabric-bench-{run_id}"));
-        std::fs::create_dir_all(&tmp)?;
-        Ok(Env {
-            url,
-            conn,
-            bus,
-            quick,
-            repeat,
-            tmp,
-            run_id,
-            seq: AtomicU32::new(0),
-        })
-    }
-
-    /// A fresh agent id for one measurement: `fb<run>-<label>-<n>`.
-    pub(crate) fn agent(&self, label: &str) -> String {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!("fb{}-{label}-{n}", self.run_id)
-    }
-
-    /// The agent every benchmark message comes from.
-    pub(crate) fn producer(&self) -> String {
-        format!("fb{}-producer", self.run_id)
-    }
-
-    /// A new connection of its own (for concurrent helpers).
-    pub(crate) async fn new_conn(&self) -> anyhow::Result<MultiplexedConnection> {
-        connect(&self.url).await
-    }
-
-    /// Removes every key of `agent` the benchmark or the worker may have written.
-    pub(crate) async fn cleanup(&self, agents: &[String]) -> anyhow::Result<()> {
-        let mut conn = self.conn.clone();
-        for chunk in agents.chunks(100) {
-            let mut pipe = redis::pipe();
-            for a in chunk {
-                let inbox = keys::inbox(a);
-                pipe.cmd("UNLINK")
-                    .arg(&inbox)
-                    .arg(keys::dead_letters(&inbox))
-                    .arg(keys::retries(&inbox))
-                    .arg(keys::delayed(&inbox))
-                    .arg(keys::results(a))
-                    .ignore();
-                pipe.cmd("UNLINK")
-                    .arg(keys::lanes(&inbox).to_vec())
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.tmp);
-    }
-}
-
-/// A multiplexed connection with generous timeouts (big pipelines).
-pub(crate) async fn connect(url: &str) -> anyhow::Result<MultiplexedConnection> {
-    let client = redis::Client::open(url)?;
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(120)))
-        .set_connection_timeout(Some(Duration::from_secs(5)));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-        .with_context(|| format!("connecting to {url}"))
-}
+use crate::watch::HARNESS_COMMANDS;
+pub(crate) use crate::watch::{blocked_readers, redis_usage, wait_readers_blocked};
 
 /// The shape of benchmark messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,44 +58,6 @@ pub(crate) fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Res
         .iter()
         .map(|m| Ok(m.to_data()?))
         .collect()
-}
-
-/// Appends `total` entries `data=<datas[i % len]>` to `stream`: pipelined XADD, batches
-/// of 1000, four batches in flight.
-pub(crate) async fn fill(
-    env: &Env,
-    stream: &str,
-    datas: &[String],
-    total: usize,
-) -> anyhow::Result<()> {
-    if datas.is_empty() || total == 0 {
-        return Ok(());
-    }
-    let batches: Vec<(usize, usize)> = (0..total)
-        .step_by(1000)
-        .map(|s| (s, (s + 1000).min(total)))
-        .collect();
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(batches)
-        .map(|(s, e)| {
-            let mut conn = env.conn.clone();
-            async move {
-                let mut pipe = redis::pipe();
-                for i in s..e {
-                    pipe.cmd("XADD")
-                        .arg(stream)
-                        .arg("*")
-                        .arg("data")
-                        .arg(&datas[i % datas.len()])
-                        .ignore();
-                }
-                pipe.query_async::<()>(&mut conn).await?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    results.into_iter().collect()
 }
 
 /// Creates `group` on `agent`'s inbox at id 0 (an existing group is fine), as the library does.
@@ -248,7 +118,7 @@ pub(crate) fn acked(g: &GroupStatus) -> u64 {
 }
 
 /// Whether every entry of the agent's inbox was delivered to the group and acknowledged.
-async fn drained(bus: &Bus, agent: &str, g: &GroupStatus) -> anyhow::Result<bool> {
+pub(crate) async fn drained(bus: &Bus, agent: &str, g: &GroupStatus) -> anyhow::Result<bool> {
     if g.pending > 0 {
         return Ok(false);
     }
@@ -294,9 +164,6 @@ pub(crate) struct Timed {
     pub redis_calls: BTreeMap<String, u64>,
 }
 
-/// Commands the benchmark itself runs while watching (not the consumer's).
-const HARNESS_COMMANDS: [&str; 4] = ["xinfo|groups", "xinfo|stream", "info", "client|list"];
-
 impl Timed {
     /// Redis commands the consumers ran per message (the harness' own polling left out).
     pub(crate) fn commands_per_msg(&self, messages: u64) -> f64 {
@@ -337,11 +204,10 @@ pub(crate) async fn time_consumers(
     } else {
         Duration::from_millis(2)
     };
-    let mut conn = env.new_conn().await?;
-    let watch = Bus::connect(&env.url).await?;
+    let watch = env.new_bus().await?;
     // Entries already acknowledged before the start (a window counts from here).
     let base: u64 = group_states(&watch, &left).await?.iter().map(acked).sum();
-    let redis_before = redis_usage(&mut conn).await?;
+    let redis_before = env.redis_usage().await?;
     let t0 = Instant::now();
     let spawned_us = now_us();
     let mut consumers = Vec::with_capacity(procs_n);
@@ -397,7 +263,7 @@ pub(crate) async fn time_consumers(
         }
         prev_us = now;
     }
-    let redis_after = redis_usage(&mut conn).await?;
+    let redis_after = env.redis_usage().await?;
     let consumer_cpu_ms = consumers.iter().filter_map(Consumer::cpu_ms).sum();
     let peak_rss_kib = consumers
         .iter()
@@ -446,82 +312,6 @@ pub(crate) async fn time_consumers(
     })
 }
 
-/// Redis' CPU time so far and its command counts.
-#[derive(Debug, Default)]
-pub(crate) struct RedisUsage {
-    pub cpu_s: f64,
-    pub calls: BTreeMap<String, u64>,
-}
-
-/// `INFO cpu` + `INFO commandstats`.
-pub(crate) async fn redis_usage(conn: &mut MultiplexedConnection) -> anyhow::Result<RedisUsage> {
-    let (cpu, cmds): (String, String) = redis::pipe()
-        .cmd("INFO")
-        .arg("cpu")
-        .cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await?;
-    let mut u = RedisUsage::default();
-    for l in cpu.lines() {
-        if let Some((k, v)) = l.split_once(':')
-            && (k == "used_cpu_sys" || k == "used_cpu_user")
-        {
-            u.cpu_s += v.trim().parse::<f64>().unwrap_or(0.0);
-        }
-    }
-    for l in cmds.lines() {
-        if let Some((name, rest)) = l.strip_prefix("cmdstat_").and_then(|l| l.split_once(':'))
-            && let Some(calls) = rest
-                .split(',')
-                .find_map(|f| f.strip_prefix("calls="))
-                .and_then(|c| c.parse().ok())
-        {
-            u.calls.insert(name.to_owned(), calls);
-        }
-    }
-    Ok(u)
-}
-
-/// Clients blocked in `XREADGROUP` right now (from `CLIENT LIST`). Redis 7.0 creates a
-/// consumer only once a read returns something, so a consumer waiting on an empty stream
-/// is seen this way.
-pub(crate) async fn blocked_readers(conn: &mut MultiplexedConnection) -> anyhow::Result<usize> {
-    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await?;
-    Ok(list
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .any(|f| f.starts_with("flags=") && f.contains('b'))
-                && l.split_whitespace().any(|f| f == "cmd=xreadgroup")
-        })
-        .count())
-}
-
-/// Waits until `expected` more clients than `before` are blocked in `XREADGROUP`: the
-/// consumers have started and are waiting for messages.
-pub(crate) async fn wait_readers_blocked(
-    env: &Env,
-    before: usize,
-    expected: usize,
-    consumers: &mut [&mut Consumer],
-) -> anyhow::Result<()> {
-    let mut conn = env.new_conn().await?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if blocked_readers(&mut conn).await? >= before + expected {
-            return Ok(());
-        }
-        for c in consumers.iter_mut() {
-            c.check_alive()?;
-        }
-        if Instant::now() > deadline {
-            bail!("consumers not waiting for messages within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Waits until `n` entries were ever added to `agent`'s inbox (in secure mode, delivered by
 /// the router: "drained" alone could be seen before the router's last delivery).
 pub(crate) async fn wait_delivered(env: &Env, agent: &str, n: u64) -> anyhow::Result<()> {
@@ -545,7 +335,7 @@ pub(crate) async fn wait_delivered(env: &Env, agent: &str, n: u64) -> anyhow::Re
 
 /// Waits until every target is drained.
 pub(crate) async fn wait_drained(env: &Env, targets: &[(String, String)]) -> anyhow::Result<()> {
-    let watch = Bus::connect(&env.url).await?;
+    let watch = env.new_bus().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let states = group_states(&watch, targets).await?;

@@ -21,6 +21,7 @@
     clippy::cast_possible_wrap
 )]
 
+mod env;
 mod harness;
 mod procs;
 mod raw_mode;
@@ -29,6 +30,7 @@ mod router_mode;
 mod scenarios;
 mod server;
 mod stats;
+mod watch;
 mod worker_mode;
 
 use std::process::ExitCode;
@@ -42,9 +44,9 @@ use crate::report::{Machine, Report};
 use crate::scenarios::{Shared, Sizes};
 use crate::server::RedisServer;
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 12] = [
     "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "delayed", "metrics",
-    "replicas",
+    "replicas", "agents", "cluster",
 ];
 
 /// Benchmarks fabric-worker against a hand-written raw-Redis consumer and producer.
@@ -58,7 +60,7 @@ struct Cli {
     #[arg(long)]
     json: bool,
     /// Only these scenarios (comma-separated): drain, enqueue, latency, secure, scale, growth,
-    /// memory, delayed, replicas.
+    /// memory, delayed, metrics, replicas, agents, cluster.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Use this Redis instead of starting one (its data is left alone except the
@@ -165,6 +167,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "metrics" => scenarios::metrics(&env, &sizes, &mut report).await?,
                 "replicas" => {
                     scenarios::replicas(&env, &sizes, &cli.redis_server, &mut report).await?;
+                }
+                "agents" => scenarios::agents(&env, &sizes, &mut report).await?,
+                "cluster" => {
+                    scenarios::cluster(&env, &sizes, &cli.redis_server, &mut report).await?;
                 }
                 _ => unreachable!(),
             }

@@ -28,15 +28,27 @@ impl Kind {
     }
 }
 
-/// An extra environment variable for the next `Kind::Ours` consumers (the metrics scenario).
-static OURS_ENV: std::sync::Mutex<Option<(&'static str, &'static str)>> =
-    std::sync::Mutex::new(None);
+/// Extra `FABRIC_*` variables for the next `Kind::Ours` consumers (the metrics scenario's
+/// `FABRIC_METRICS_ADDR`, the agents scenario's `FABRIC_MAX_IN_FLIGHT`, the cluster
+/// scenario's `FABRIC_CLUSTER`): the only ones they get besides `FABRIC_AGENTS`.
+static OURS_ENV: std::sync::Mutex<EnvVars> = std::sync::Mutex::new(Vec::new());
 
-/// Sets (or, with `None`, clears) the extra variable of our next consumers.
-pub(crate) fn set_ours_env(var: Option<(&'static str, &'static str)>) {
+/// Environment variables: name, value.
+pub(crate) type EnvVars = Vec<(&'static str, String)>;
+
+/// Sets (or, with an empty list, clears) the extra variables of our next consumers.
+pub(crate) fn set_ours_env(vars: EnvVars) {
     *OURS_ENV
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = var;
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = vars;
+}
+
+/// Runs `f` with `vars` set for our consumers, and clears them afterwards (also on error).
+pub(crate) async fn with_ours_env<T>(vars: EnvVars, f: impl Future<Output = T>) -> T {
+    set_ours_env(vars);
+    let r = f.await;
+    set_ours_env(Vec::new());
+    r
 }
 
 /// A running consumer process; killed (SIGKILL) if dropped while running.
@@ -92,10 +104,11 @@ pub(crate) fn spawn(
     match kind {
         Kind::Ours => {
             cmd.arg("__worker").env("FABRIC_AGENTS", agents.join(","));
-            let extra = *OURS_ENV
+            let extra = OURS_ENV
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((k, v)) = extra {
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            for (k, v) in extra {
                 cmd.env(k, v);
             }
         }
@@ -119,6 +132,44 @@ pub(crate) fn spawn(
 }
 
 impl Consumer {
+    /// TCP connections this process holds to `port` (any local address): its socket file
+    /// descriptors (`/proc/<pid>/fd`) matched by inode against `/proc/<pid>/net/tcp` and
+    /// `tcp6`, remote port = `port`, in any state but LISTEN.
+    pub(crate) fn connections_to(&self, port: u16) -> anyhow::Result<usize> {
+        let mut inodes = std::collections::HashSet::new();
+        for fd in std::fs::read_dir(format!("/proc/{}/fd", self.pid))? {
+            // An fd closed meanwhile has no link any more: skip it.
+            let Ok(target) = std::fs::read_link(fd?.path()) else {
+                continue;
+            };
+            let t = target.to_string_lossy();
+            if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                inodes.insert(inode.to_owned());
+            }
+        }
+        let mut n = 0;
+        for table in ["tcp", "tcp6"] {
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{}/net/{table}", self.pid))
+            else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let (Some(rem), Some(st), Some(inode)) = (f.get(2), f.get(3), f.get(9)) else {
+                    continue;
+                };
+                let rport = rem
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+                if rport == Some(port) && *st != "0A" && inodes.contains(*inode) {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Fails if the process has already exited.
     pub(crate) fn check_alive(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {

@@ -43,6 +43,12 @@ pub(crate) enum Unit {
     Factor,
     /// A plain count (per message).
     Count,
+    /// A whole number (connections).
+    Int,
+    /// Percent (of one core, for CPU).
+    Percent,
+    /// Events per second, small rates included (commands/s).
+    PerSec,
 }
 
 impl Unit {
@@ -58,6 +64,11 @@ impl Unit {
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::Factor => format!("{v:.2}×"),
             Unit::Count => format!("{v:.3}"),
+            Unit::Int if v < 0.0 => format!("-{}", thousands((-v).round() as u64)),
+            Unit::Int => thousands(v.round() as u64),
+            Unit::Percent => format!("{v:.2} %"),
+            Unit::PerSec if v >= 1_000.0 => format!("{}/s", thousands(v.round() as u64)),
+            Unit::PerSec => format!("{v:.1}/s"),
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Exactly what a user writes: `#[handler]` functions and
 //! `Worker::builder(agent).from_env()?.run().await`, with default settings (the benchmark
-//! clears every `FABRIC_*` variable except `FABRIC_AGENTS`). The handlers parse the
+//! clears every `FABRIC_*` variable except `FABRIC_AGENTS` and those a scenario sets with
+//! `procs::with_ours_env`). The handlers parse the
 //! payload into a struct and do nothing else but count the message and, for messages
 //! carrying a send timestamp, record the send → handler-start latency. On SIGTERM the
 //! worker shuts down gracefully and the process writes its stats to `BENCH_STATS_FILE`.

@@ -18,7 +18,8 @@ fn quick_benchmark_runs_every_scenario() {
         serde_json::from_slice(&out.stdout).expect("--json prints one JSON document");
     let rows = report["rows"].as_array().expect("rows");
     for section in [
-        "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "metrics",
+        "drain", "enqueue", "latency", "secure", "scale", "growth", "memory", "metrics", "agents",
+        "cluster",
     ] {
         let n = rows.iter().filter(|r| r["section"] == section).count();
         assert!(n > 0, "no {section} figures in {report}");

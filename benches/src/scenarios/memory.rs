@@ -7,6 +7,7 @@ use super::{Shared, Sizes, drain_once, mib, n_fmt};
 use crate::harness::{self, Env, MsgKind, RAW_GROUP, create_groups};
 use crate::procs::{self, Kind};
 use crate::report::{Report, Row, Target, Unit};
+use crate::watch;
 
 /// RSS of an idle consumer serving `agents_n` fresh agents.
 async fn idle_rss(env: &Env, sz: &Sizes, kind: Kind, agents_n: usize) -> anyhow::Result<u64> {
@@ -14,9 +15,10 @@ async fn idle_rss(env: &Env, sz: &Sizes, kind: Kind, agents_n: usize) -> anyhow:
     create_groups(env, kind, &agents).await?;
     let before = harness::blocked_readers(&mut env.conn.clone()).await?;
     let mut c = procs::spawn(kind, &env.url, &agents, RAW_GROUP, &env.tmp)?;
-    // Our worker blocks one reader per stream; the raw consumer one read for all.
-    let expected = if kind == Kind::Ours { agents_n } else { 1 };
-    harness::wait_readers_blocked(env, before, expected, &mut [&mut c]).await?;
+    // Our worker has registered every agent (it may read with one blocked XREADGROUP per
+    // stream or without blocking, woken by notifications); the raw consumer's one read is
+    // blocked. Then idle_wait.
+    watch::wait_ready(env, kind, &agents, before, &mut [&mut c]).await?;
     tokio::time::sleep(sz.idle_wait).await;
     let rss = c.rss_kib().context("reading VmRSS")?;
     c.stop().await?;
@@ -80,7 +82,7 @@ pub(crate) async fn memory(
             "idle_after_ms": sz.idle_wait.as_millis() as u64,
             "idle_kib": {"ours_1_agent": idle_ours, "raw_1_agent": idle_raw, "ours_many_agents": idle_ours_many, "raw_many_agents": idle_raw_many},
             "peak_kib": {"ours": shared.peak_rss_ours_kib, "raw": shared.peak_rss_raw_kib},
-            "measured": "VmRSS of the consumer process after it issued its first read and then waited idle_after_ms; VmHWM at the end of the drain",
+            "measured": "VmRSS of the consumer process once ready (our worker: its presence written for every agent; raw: its XREADGROUP blocked) and then idle for idle_after_ms; VmHWM at the end of the drain",
         }),
     );
     Ok(())

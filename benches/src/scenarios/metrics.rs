@@ -33,10 +33,16 @@ pub(crate) async fn metrics(env: &Env, sz: &Sizes, report: &mut Report) -> anyho
                 env.repeat
             );
             // Port 0: any free port; the recorder and server run as in production.
-            procs::set_ours_env(metrics_on.then_some(("FABRIC_METRICS_ADDR", "127.0.0.1:0")));
-            let t = drain_once(env, sz, report, Kind::Ours, 1, 1, n, MsgKind::Bench).await;
-            procs::set_ours_env(None);
-            let t = t?;
+            let vars = if metrics_on {
+                vec![("FABRIC_METRICS_ADDR", "127.0.0.1:0".to_owned())]
+            } else {
+                Vec::new()
+            };
+            let t = procs::with_ours_env(
+                vars,
+                drain_once(env, sz, report, Kind::Ours, 1, 1, n, MsgKind::Bench),
+            )
+            .await?;
             let rate = t.rate(n as u64);
             let cpu = t.consumer_cpu_ms * 1e3 / n as f64;
             eprintln!("    {rate:.0} msg/s, {cpu:.2} µs consumer CPU per message");

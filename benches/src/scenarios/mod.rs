@@ -1,6 +1,10 @@
-//! The measurements, one file each: drain, enqueue, latency, scale, growth, memory, delayed; and
-//! what they share (sizes, results handed on, the drain step).
+//! The measurements, one file each: drain, enqueue, latency, scale, growth, memory, delayed,
+//! agents (with `agents_send.rs`), cluster, …; and what they share (sizes, results handed on,
+//! the drain step).
 
+mod agents;
+mod agents_send;
+mod cluster;
 mod delayed;
 mod drain;
 mod enqueue;
@@ -12,6 +16,8 @@ mod replicas;
 mod scale;
 mod secure;
 
+pub(crate) use agents::agents;
+pub(crate) use cluster::cluster;
 pub(crate) use delayed::delayed;
 pub(crate) use drain::drain;
 pub(crate) use enqueue::enqueue;
@@ -51,6 +57,17 @@ pub(crate) struct Sizes {
     pub growth_enqueue: usize,
     pub idle_wait: Duration,
     pub timeout: Duration,
+    /// The agents scenario: agents in one process, the idle window, the wake-up rate and
+    /// duration, the hot agent's backlog and the others' send rate meanwhile.
+    pub many_agents: usize,
+    pub idle_window: Duration,
+    pub wake_rate: u64,
+    pub wake_secs: f64,
+    pub hot_backlog: usize,
+    pub others_rate: u64,
+    /// The cluster scenario: messages and agents.
+    pub cluster_messages: usize,
+    pub cluster_agents: usize,
 }
 
 impl Sizes {
@@ -73,6 +90,14 @@ impl Sizes {
                 growth_enqueue: 1_000,
                 idle_wait: Duration::from_millis(300),
                 timeout: Duration::from_secs(60),
+                many_agents: 50,
+                idle_window: Duration::from_secs(1),
+                wake_rate: 200,
+                wake_secs: 0.5,
+                hot_backlog: 5_000,
+                others_rate: 500,
+                cluster_messages: 2_000,
+                cluster_agents: 10,
             }
         } else {
             Sizes {
@@ -92,6 +117,14 @@ impl Sizes {
                 growth_enqueue: 20_000,
                 idle_wait: Duration::from_secs(2),
                 timeout: Duration::from_secs(600),
+                many_agents: 1_000,
+                idle_window: Duration::from_secs(10),
+                wake_rate: 200,
+                wake_secs: 5.0,
+                hot_backlog: 100_000,
+                others_rate: 500,
+                cluster_messages: 100_000,
+                cluster_agents: 100,
             }
         }
     }
@@ -132,7 +165,18 @@ pub(super) fn timed_json(t: &Timed, messages: usize) -> Value {
         "acked": t.acked,
         "handled": t.handled(),
         "peak_rss_kib": t.peak_rss_kib,
+        "handler_span_ms": handler_span_ms(t),
     })
+}
+
+/// First to last handler start over the consumer processes, ms.
+fn handler_span_ms(t: &Timed) -> f64 {
+    let first = t.stats.iter().map(|s| s.first_us).filter(|&f| f > 0).min();
+    let last = t.stats.iter().map(|s| s.last_us).max();
+    match (first, last) {
+        (Some(f), Some(l)) => l.saturating_sub(f) as f64 / 1e3,
+        _ => 0.0,
+    }
 }
 
 /// Queues `per_agent` messages for each of `agents_n` fresh agents, then times `procs_n`
