@@ -17,8 +17,10 @@ use crate::server::port_of;
 use crate::stats::LatencySummary;
 use crate::watch;
 
-/// Agents in the small run that shows whether connections grow with the agent count.
-const FEW_AGENTS: usize = 10;
+/// Agents in the small run that shows whether connections grow with the agent count: past
+/// the 16 inboxes a worker reads with blocking reads of their own by default
+/// (`blocking_readers`), so that both runs read the same way.
+const FEW_AGENTS: usize = 20;
 
 /// What a consumer serving many agents holds and costs while idle.
 #[derive(Debug, Default)]
