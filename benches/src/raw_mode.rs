@@ -3,9 +3,11 @@
 //! The least work a correct at-least-once consumer does with the `redis` crate: one
 //! `XREADGROUP … COUNT 100 BLOCK 1000 STREAMS <streams> >` loop on one connection; for
 //! each entry, parse the `data` JSON (the envelope, with its payload deserialized into the
-//! same struct the worker's handler takes); then one `XACK` per stream per batch (all of a
-//! batch's `XACK`s in one pipeline), awaited before the next read. No reclaim, no retries,
-//! no dead letters, no lease, no trimming. Same runtime as the worker (multi-threaded tokio).
+//! same struct the worker's handler takes); for an entry whose envelope has a `reply_to`
+//! (a task), a reply envelope serialized and `XADD`ed there; then one `XACK` per stream per
+//! batch (all of a batch's replies and `XACK`s in one pipeline, the replies first), awaited
+//! before the next read. No reclaim, no retries, no dead letters, no lease, no trimming. Same
+//! runtime as the worker (multi-threaded tokio).
 //!
 //! Settings come from the environment: `REDIS_URL`, `BENCH_STREAMS` (comma-separated),
 //! `BENCH_GROUP`, `BENCH_STATS_FILE`. On SIGTERM it stops and writes its stats file.
@@ -26,8 +28,25 @@ static RECORDER: LazyLock<Recorder> = LazyLock::new(Recorder::default);
 /// The envelope fields the baseline needs; the other keys are parsed and skipped.
 #[derive(Deserialize)]
 struct RawEnvelope {
+    id: String,
+    from_agent: String,
+    to_agent: String,
     message_type: String,
     payload: BenchPayload,
+    #[serde(default)]
+    reply_to: Option<String>,
+}
+
+/// The reply the baseline writes for a task: the fields a reply envelope carries.
+#[derive(serde::Serialize)]
+struct RawReply<'a> {
+    id: String,
+    from_agent: &'a str,
+    to_agent: &'a str,
+    message_type: &'static str,
+    payload: serde_json::Value,
+    correlation_id: &'a str,
+    timestamp: String,
 }
 
 /// Runs the baseline consumer until SIGTERM, then writes the stats file.
@@ -79,14 +98,22 @@ async fn run() -> anyhow::Result<()> {
         let mut pipe = redis::pipe();
         let mut any = false;
         for (stream, entries) in stream_entries(&reply)? {
-            let ack = pipe.cmd("XACK").arg(stream).arg(&group);
+            let mut ack = redis::cmd("XACK");
+            ack.arg(stream).arg(&group);
             for entry in entries {
                 let (id, data) = entry_id_and_data(entry)?;
-                handle(data);
+                if let Some((to, reply)) = handle(data) {
+                    pipe.cmd("XADD")
+                        .arg(to)
+                        .arg("*")
+                        .arg("data")
+                        .arg(reply)
+                        .ignore();
+                }
                 ack.arg(id);
                 any = true;
             }
-            ack.ignore();
+            pipe.add_command(ack).ignore();
         }
         if any {
             pipe.query_async::<()>(&mut conn).await?;
@@ -94,16 +121,40 @@ async fn run() -> anyhow::Result<()> {
     }
 }
 
-/// No-op handling: parse the envelope JSON and its payload, count, record latency.
-fn handle(data: Option<&[u8]>) {
+/// No-op handling: parse the envelope JSON and its payload, count, record latency; for a
+/// task, its reply: (the stream to write it to, the serialized envelope).
+fn handle(data: Option<&[u8]>) -> Option<(String, String)> {
     match data.map(serde_json::from_slice::<RawEnvelope>) {
         Some(Ok(env)) => {
             std::hint::black_box(env.message_type.len());
             RECORDER.record(&env.payload);
+            let to = env.reply_to.as_deref()?;
+            let reply = RawReply {
+                id: format!("r-{}", env.id),
+                from_agent: &env.to_agent,
+                to_agent: &env.from_agent,
+                message_type: "response",
+                payload: serde_json::Value::Null,
+                correlation_id: &env.id,
+                timestamp: chrono_like_now(),
+            };
+            let json = serde_json::to_string(&reply).ok()?;
+            Some((to.to_owned(), json))
         }
         // A correct consumer would dead-letter it; the benchmark never writes such entries.
-        _ => eprintln!("raw consumer: an entry without a valid `data` envelope"),
+        _ => {
+            eprintln!("raw consumer: an entry without a valid `data` envelope");
+            None
+        }
     }
+}
+
+/// A timestamp as the envelope carries one (seconds since the epoch, with fraction).
+fn chrono_like_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
 fn bytes(v: &Value) -> Option<&[u8]> {

@@ -176,7 +176,7 @@ async fn a_thousand_agents_share_a_few_connections_and_wake_within_milliseconds(
             .join(", ")
     );
     assert!(
-        per_s < 2500.0,
+        per_s < 2000.0,
         "{per_s:.0} commands/s while idle: the idle polls of 1,000 agents must stay bounded"
     );
 

@@ -54,10 +54,11 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let mut backoff = reconnect_backoff();
     let mut failing = false;
     // Lanes that had entries at the last read; whether the last read left every lane
-    // drained (then the next one blocks); how many reads had fewer slots than lanes (for
-    // the aging rule).
+    // drained (then the next one blocks, or with shared reads waits for a wake-up; a shared
+    // reader reads once at start without waiting); how many reads had fewer slots than
+    // lanes (for the aging rule).
     let mut busy = vec![false; n];
-    let mut idle = true;
+    let mut idle = wake.is_none();
     let mut narrow_reads: u64 = 0;
     let beat = crate::metrics::Beat::register(
         &spec.agent,
