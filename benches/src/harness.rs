@@ -61,6 +61,33 @@ pub(crate) fn datas(env: &Env, to: &str, n: usize, kind: MsgKind) -> anyhow::Res
 }
 
 /// Creates `group` on `agent`'s inbox at id 0 (an existing group is fine), as the library does.
+/// Sends one message as `kind` does: ours with `Bus::send` (for the latency figures: one
+/// awaited send, its notification included); raw with one `XADD` of the serialized envelope
+/// to the recipient's inbox.
+pub(crate) async fn send_one(
+    kind: Kind,
+    bus: &Bus,
+    conn: &mut redis::aio::MultiplexedConnection,
+    m: Message,
+) -> anyhow::Result<()> {
+    match kind {
+        Kind::Ours => {
+            bus.send(m).await?;
+        }
+        Kind::Raw => {
+            let data = serde_json::to_string(&m)?;
+            let _: String = redis::cmd("XADD")
+                .arg(keys::inbox(&m.to_agent))
+                .arg("*")
+                .arg("data")
+                .arg(&data)
+                .query_async(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) async fn create_group(env: &Env, agent: &str, group: &str) -> anyhow::Result<()> {
     Ok(env.bus.create_group(agent, Some(group)).await?)
 }

@@ -73,22 +73,7 @@ pub(super) async fn open_loop(
         let (bus, mut conn) = (bus.clone(), conn.clone());
         m.payload["sent_us"] = json!(now_us());
         handles.push(tokio::spawn(async move {
-            match kind {
-                Kind::Ours => {
-                    bus.send(m).await?;
-                }
-                Kind::Raw => {
-                    let data = serde_json::to_string(&m)?;
-                    let _: String = redis::cmd("XADD")
-                        .arg(keys::inbox(&m.to_agent))
-                        .arg("*")
-                        .arg("data")
-                        .arg(&data)
-                        .query_async(&mut conn)
-                        .await?;
-                }
-            }
-            anyhow::Ok(())
+            harness::send_one(kind, &bus, &mut conn, m).await
         }));
         i += 1;
     }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use fabric_worker::Message;
 use fabric_worker::bus::Mode;
-use fabric_worker::{Message, keys};
 use serde_json::{Value, json};
 
 use super::{Sizes, n_fmt};
@@ -24,32 +24,13 @@ pub(super) async fn latency_once(
     mode: Mode,
 ) -> anyhow::Result<Value> {
     let agent = env.agent("lat");
-    let stream = keys::inbox(&agent);
     let tg = targets(kind, std::slice::from_ref(&agent));
     let (consumer, bus) = super::start_one(env, kind, &agent, mode).await?;
     let conn = env.new_conn().await?;
     let send = |m: Message| {
         let bus = bus.clone();
         let mut conn = conn.clone();
-        let stream = stream.clone();
-        async move {
-            match kind {
-                Kind::Ours => {
-                    bus.send(m).await?;
-                }
-                Kind::Raw => {
-                    let data = serde_json::to_string(&m)?;
-                    let _: String = redis::cmd("XADD")
-                        .arg(&stream)
-                        .arg("*")
-                        .arg("data")
-                        .arg(&data)
-                        .query_async(&mut conn)
-                        .await?;
-                }
-            }
-            anyhow::Ok(())
-        }
+        async move { harness::send_one(kind, &bus, &mut conn, m).await }
     };
     // Warm-up (not recorded: sent_us = 0).
     for m in messages(env, &agent, 200, MsgKind::Bench) {
