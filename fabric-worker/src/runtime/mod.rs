@@ -7,9 +7,9 @@
 //! | `config.rs` | the tunables, their defaults and checks |
 //! | `registry.rs` | `#[handler]` registrations → a handler table per agent |
 //! | `stream.rs` | the state a served stream's loops share |
-//! | `reader.rs` | `XREADGROUP` loop |
+//! | `reader.rs` | `XREADGROUP` loop: blocking on its own connection, or (many inboxes) on the shared one when woken |
 //! | `lanes.rs` | how a read shares its slots among an inbox's priority lanes |
-//! | `notes.rs` | listening to `agent.<id>.new_message` for delayed messages to promote |
+//! | `notes.rs` | listening to `agent.<id>.new_message`: wakes shared readers, and promoters for delayed messages |
 //! | `process.rs` | one entry: decode, dispatch, reply, acknowledge, retry or dead-letter |
 //! | `outcome.rs` | running a handler and the [`Verdict`] on its message (shared with `testing`) |
 //! | `acker.rs` | batched `XACK` |
