@@ -1,4 +1,4 @@
-//! Unit tests of the bus builder: settings layering and TLS files.
+//! Unit tests of the bus builder (settings layering, TLS files) and of the notification's bytes.
 
 use super::*;
 
@@ -173,4 +173,39 @@ fn the_replica_wait_comes_from_the_method_over_the_environment() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("FABRIC_WAIT_REPLICAS"), "{e}");
+}
+
+#[test]
+fn notifications_are_byte_for_byte_what_the_json_map_wrote() {
+    use crate::message::Message;
+    use serde_json::json;
+    // What the notification was built as before (a `json!` map: keys sorted), for a message
+    // alone, a recipient with several, and a message for later.
+    let old = |m: &Message, count: usize| {
+        let mut note = json!({
+            "from": m.from_agent,
+            "type": m.message_type,
+            "priority": m.priority.as_u8(),
+            "message_id": m.id,
+        });
+        if count > 1 {
+            note["count"] = json!(count);
+        }
+        if let Some(at) = m.deliver_at_ms {
+            note["deliver_at_ms"] = json!(at);
+        }
+        (
+            crate::keys::new_message_channel(&m.to_agent),
+            note.to_string(),
+        )
+    };
+    let a = Message::new("coder", "percy", "task", json!({"x": "\"quoted\" é"}));
+    let b = Message::new("coder", "percy", "review", json!({}));
+    let mut later = Message::new("coder", "memory", "note", json!({}));
+    later.deliver_at_ms = Some(1_795_637_756_123);
+    assert_eq!(super::send::notes_for([&a].into_iter()), vec![old(&a, 1)]);
+    assert_eq!(
+        super::send::notes_for([&a, &b, &later].into_iter()),
+        vec![old(&b, 2), old(&later, 1)]
+    );
 }
