@@ -3,10 +3,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{FABRIC, fabric};
+use common::{FABRIC, expect_code, fabric, stderr, stdout};
 use fabric_tests::{RedisServer, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::bus::ReceiveOptions;
 use fabric_worker::keys;
@@ -21,25 +21,6 @@ async fn cli_echo(payload: Value) -> Result<Value, HandlerError> {
 #[handler(message_type = "cli_fail")]
 async fn cli_fail() -> Result<(), HandlerError> {
     Err(HandlerError::permanent("this task always fails"))
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn expect_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
 }
 
 /// Starts an in-process worker for `agent` (stop it with `RunningWorker::stop`).

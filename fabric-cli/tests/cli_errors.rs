@@ -4,25 +4,14 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use common::{FABRIC, fabric};
+use common::{FABRIC, expect_code, fabric};
 use fabric_tests::{RedisServer, SecureRedis, init_tracing, unique_agent};
 use serde_json::Value;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn expect_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
 }
 
 /// Every command about one agent says "no inbox" with exit code 4 for an id that has none,

@@ -130,7 +130,7 @@ async fn call(hook: &dyn Hook, event: &Event, timeout: Duration, counters: &Coun
         }
         Ok(Err(panic)) => {
             let n = counters.panicked.fetch_add(1, Ordering::Relaxed) + 1;
-            let why = panic_text(panic.as_ref());
+            let why = crate::error::panic_text(panic.as_ref());
             if loud(n) {
                 tracing::warn!(hook = name, event = kind, message_id, panic = %why, panicked_total = n, "hook panicked (the message is not affected)");
             } else {
@@ -276,15 +276,5 @@ impl std::fmt::Debug for Hooks {
         f.debug_list()
             .entries(self.slots().iter().map(|s| s.hook.name()))
             .finish()
-    }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".into()
     }
 }

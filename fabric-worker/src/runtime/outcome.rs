@@ -103,7 +103,7 @@ pub(crate) async fn run_handler(
     };
     match r {
         Ok(Ok(outcome)) => Ran::Returned(outcome),
-        Ok(Err(panic)) => Ran::Panicked(panic_text(panic.as_ref())),
+        Ok(Err(panic)) => Ran::Panicked(crate::error::panic_text(panic.as_ref())),
         Err(t) => Ran::TimedOut(t),
     }
 }
@@ -162,16 +162,6 @@ pub(crate) fn reply_payload(v: Value) -> Value {
             m.insert("result".into(), other);
             Value::Object(m)
         }
-    }
-}
-
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(non-string panic payload)".into()
     }
 }
 
