@@ -262,8 +262,6 @@ fn connect_hint(url: &str, source: &redis::RedisError) -> &'static str {
     }
 }
 
-/// Whether Redis refused this client's credentials (a wrong password or user, or none
-/// given where one is required).
 /// The message of a caught panic (a handler's, a hook's): its `&str` or `String` payload.
 pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -275,6 +273,8 @@ pub(crate) fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Whether Redis refused this client's credentials (a wrong password or user, or none
+/// given where one is required).
 pub(crate) fn is_auth_failure(source: &redis::RedisError) -> bool {
     source.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"))
