@@ -545,6 +545,16 @@ pub fn test_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// A multi-threaded runtime (2 threads) for synchronous tests that talk to Redis through
+/// the async API.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+}
+
 /// A `test_worker` process; killed (SIGKILL, by pid) when dropped if still running.
 #[derive(Debug)]
 pub struct WorkerProcess {

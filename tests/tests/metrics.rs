@@ -8,18 +8,10 @@ use std::time::Duration;
 
 use fabric_tests::scrape::{free_loopback_addr, get, sample};
 use fabric_tests::{
-    RedisServer, WorkerProcess, records, test_worker_bin, unique_agent, wait_until,
+    RedisServer, WorkerProcess, records, runtime, test_worker_bin, unique_agent, wait_until,
 };
 use fabric_worker::{Bus, Message};
 use serde_json::{Value, json};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn send(url: &str, msgs: Vec<Message>) {
     runtime().block_on(async {

@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use fabric_tests::{
-    RedisServer, WorkerProcess, init_tracing, lanes_created, records, unique_agent, wait_until,
+    RedisServer, WorkerProcess, init_tracing, lanes_created, records, runtime, unique_agent,
+    wait_until,
 };
 use fabric_worker::keys;
 use fabric_worker::prelude::*;
@@ -181,14 +182,6 @@ async fn gcra_holds_a_steady_rate_and_costs_one_round_trip() {
     }
     let per_call = t.elapsed() / n;
     println!("fabric_rate_limit: {per_call:?} per call (sequential, loopback)");
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn send(url: &str, agent: &str, message_type: &str, n: usize, from: usize) {

@@ -5,18 +5,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use fabric_tests::{
-    RedisServer, WorkerProcess, blocked_clients, records, unique_agent, wait_until,
+    RedisServer, WorkerProcess, blocked_clients, records, runtime, unique_agent, wait_until,
 };
 use fabric_worker::{Bus, Message};
 use serde_json::{Value, json};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn send_work(url: &str, agent: &str, n: usize, payload: impl Fn(usize) -> Value) {
     let rt = runtime();
