@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{expect_code, json_of, stderr};
 use fabric_tests::{RunningWorker, SecureRedis, init_tracing, unique_agent, wait_until_async};
 use fabric_worker::acl;
-use fabric_worker::bus::{Mode, ReceiveOptions};
+use fabric_worker::bus::ReceiveOptions;
 use fabric_worker::prelude::*;
 
 static SEC_FAILS: AtomicBool = AtomicBool::new(true);
@@ -44,11 +44,7 @@ async fn per_message_commands_work_for_the_admin_in_secure_mode() {
     let admin = redis.server.url();
     let monitor = redis.url_of(acl::MONITOR_USER);
     let admin_bus = Bus::connect(admin.clone()).await.unwrap();
-    let percy_bus = Bus::builder(redis.url_of(&percy))
-        .mode(Mode::Secure)
-        .connect()
-        .await
-        .unwrap();
+    let percy_bus = redis.agent_bus(&percy).await;
     let worker = RunningWorker::start(
         Worker::builder(&percy)
             .bus(percy_bus)

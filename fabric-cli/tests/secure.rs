@@ -11,7 +11,6 @@ use std::time::Duration;
 use common::{FABRIC, call, fabric, mcp_connect, ok, tool_error};
 use fabric_tests::{RunningWorker, SecureRedis, init_tracing, unique_agent};
 use fabric_worker::acl;
-use fabric_worker::bus::Mode;
 use fabric_worker::{Bus, Worker, keys};
 use serde_json::json;
 
@@ -60,11 +59,7 @@ async fn setup_router_mcp_and_status_in_secure_mode() {
     );
 
     // percy's worker, as percy, in secure mode.
-    let percy_bus = Bus::builder(redis.url_of(&percy))
-        .mode(Mode::Secure)
-        .connect()
-        .await
-        .unwrap();
+    let percy_bus = redis.agent_bus(&percy).await;
     let worker = RunningWorker::start(
         Worker::builder(&percy)
             .bus(percy_bus)
