@@ -21,6 +21,14 @@
     clippy::cast_possible_wrap
 )]
 
+/// The allocator of every process the benchmark runs (ours, the raw baseline and the
+/// router: one executable), as the README advises for workers. glibc's `malloc` on a
+/// multi-threaded runtime cost our worker about a third of its drain rate and the raw
+/// consumer nothing measurable (benches/README.md); `--features system-alloc` measures with it.
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod env;
 mod harness;
 mod procs;

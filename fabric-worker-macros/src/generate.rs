@@ -112,10 +112,9 @@ pub(crate) fn generate(args: &HandlerArgs, func: &ItemFn, types: &[&Type]) -> To
             const _: () = #check;
             fn #shim(
                 __ctx: ::fabric_worker::Context,
-                __payload: ::fabric_worker::__private::Value,
             ) -> ::fabric_worker::handler::HandlerFuture {
                 ::fabric_worker::__private::Box::pin(async move {
-                    let mut __fabric_parts = ::fabric_worker::handler::Parts::new(__ctx, __payload);
+                    let mut __fabric_parts = ::fabric_worker::handler::Parts::new(__ctx);
                     #(#extract)*
                     ::core::mem::drop(__fabric_parts);
                     let #result = #fn_ident(#(#call_args),*).await;

@@ -165,17 +165,13 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>
 #[derive(Debug)]
 pub struct Parts {
     ctx: Context,
-    payload: Option<Value>,
 }
 
 impl Parts {
-    /// The context and the payload of one delivery.
+    /// The context of one delivery (its message holds the payload).
     #[doc(hidden)]
-    pub fn new(ctx: Context, payload: Value) -> Self {
-        Parts {
-            ctx,
-            payload: Some(payload),
-        }
+    pub fn new(ctx: Context) -> Self {
+        Parts { ctx }
     }
 }
 
@@ -216,11 +212,8 @@ impl<T: DeserializeOwned> HandlerArg for T {
     const KIND: ArgKind = ArgKind::Payload;
 
     fn from_parts(parts: &mut Parts) -> Result<Self, Outcome> {
-        let value = parts
-            .payload
-            .take()
-            .unwrap_or_else(|| parts.ctx.payload().clone());
-        serde_json::from_value(value).map_err(|e| {
+        // Decoded from the message's payload in place (no copy of the JSON tree).
+        T::deserialize(parts.ctx.payload()).map_err(|e| {
             Outcome::BadPayload(format!(
                 "payload does not match the handler's argument type {}: {e}",
                 std::any::type_name::<T>()

@@ -105,12 +105,7 @@ fn lenient_ttl<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::E
     })
 }
 
-/// Now, as the Python bus writes timestamps: naive UTC with microseconds.
-pub(crate) fn now_timestamp() -> String {
-    chrono::Utc::now()
-        .format("%Y-%m-%dT%H:%M:%S%.6f")
-        .to_string()
-}
+pub(crate) use crate::time::now_timestamp;
 
 /// A fresh message id: `msg:<uuid4>`.
 pub(crate) fn new_message_id() -> String {

@@ -10,8 +10,9 @@ pub use std::boxed::Box;
 
 pub use crate::handler::HandlerFuture;
 
-/// The type-erased handler a shim is.
-pub type HandlerFn = fn(crate::Context, Value) -> HandlerFuture;
+/// The type-erased handler a shim is: the payload argument is decoded from the context's
+/// message (`Context::payload`).
+pub type HandlerFn = fn(crate::Context) -> HandlerFuture;
 
 /// One `#[handler]` function, collected with `inventory`.
 #[derive(Debug)]

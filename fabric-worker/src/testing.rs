@@ -156,7 +156,6 @@ impl TestWorker {
             group: keys::default_group(&self.agent),
             consumer: "test-worker".into(),
         });
-        let payload = message.payload.clone();
         let ctx = Context::new(
             served,
             "0-1".into(),
@@ -166,7 +165,7 @@ impl TestWorker {
             message,
             self.bus.clone(),
         );
-        let ran = run_handler(handler.reg.handler, ctx, payload, timeout).await;
+        let ran = run_handler(handler.reg.handler, ctx, timeout).await;
         decide(ran, attempt, max_attempts, &self.config)
     }
 }

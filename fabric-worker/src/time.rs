@@ -52,6 +52,46 @@ pub(crate) fn housekeeping_interval(period: Duration, spread: bool) -> tokio::ti
     tick
 }
 
+/// Now, as the Python bus writes timestamps: naive UTC with microseconds.
+pub(crate) fn now_timestamp() -> String {
+    python_timestamp(chrono::Utc::now().naive_utc())
+}
+
+/// `t` as the Python bus writes timestamps (`2026-11-25T20:15:56.123456`), digit by digit:
+/// `chrono`'s `format` parses its pattern on every call, a cost paid for every reply.
+pub(crate) fn python_timestamp(t: chrono::NaiveDateTime) -> String {
+    use chrono::{Datelike, Timelike};
+    let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
+        return t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    };
+    fn push(s: &mut String, n: u32, digits: u32) {
+        for i in (0..digits).rev() {
+            let d = n / 10u32.pow(i) % 10;
+            s.push(char::from(b'0' + u8::try_from(d).unwrap_or(0)));
+        }
+    }
+    let mut s = String::with_capacity(26);
+    push(&mut s, year, 4);
+    s.push('-');
+    push(&mut s, t.month(), 2);
+    s.push('-');
+    push(&mut s, t.day(), 2);
+    s.push('T');
+    push(&mut s, t.hour(), 2);
+    s.push(':');
+    push(&mut s, t.minute(), 2);
+    s.push(':');
+    // A leap second: chrono keeps it in the nanoseconds (>= 1e9), as `format` does.
+    let (second, micros) = match t.nanosecond() / 1000 {
+        m @ 1_000_000.. => (60, m - 1_000_000),
+        m => (t.second(), m),
+    };
+    push(&mut s, second, 2);
+    s.push('.');
+    push(&mut s, micros, 6);
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +101,29 @@ mod tests {
         assert_eq!(millis(Duration::from_millis(1500)), 1500);
         assert_eq!(millis(Duration::MAX), u64::MAX);
         assert!(now_ms() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn python_timestamps_match_chrono_format() {
+        use chrono::{NaiveDate, NaiveDateTime};
+        let chrono_fmt = |t: NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+        let mut t = NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|d| d.and_hms_micro_opt(0, 0, 0, 0))
+            .expect("a valid instant");
+        // Instants over 300 years, with every kind of field width.
+        for _ in 0..20_000 {
+            assert_eq!(super::python_timestamp(t), chrono_fmt(t));
+            t += chrono::Duration::microseconds(473_385_600_001);
+        }
+        let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 1_500_000))
+            .expect("a leap second");
+        assert_eq!(super::python_timestamp(leap), "2016-12-31T23:59:60.500000");
+        assert_eq!(super::python_timestamp(leap), chrono_fmt(leap));
+        let far = NaiveDate::from_ymd_opt(12345, 1, 2)
+            .and_then(|d| d.and_hms_opt(3, 4, 5))
+            .expect("a far instant");
+        assert_eq!(super::python_timestamp(far), chrono_fmt(far));
+        assert!(super::now_timestamp().starts_with("20"));
     }
 }

@@ -53,10 +53,9 @@ fn expands_the_review_example_exactly() {
             ]);
             fn __fabric_handler_shim(
                 __ctx: ::fabric_worker::Context,
-                __payload: ::fabric_worker::__private::Value,
             ) -> ::fabric_worker::handler::HandlerFuture {
                 ::fabric_worker::__private::Box::pin(async move {
-                    let mut __fabric_parts = ::fabric_worker::handler::Parts::new(__ctx, __payload);
+                    let mut __fabric_parts = ::fabric_worker::handler::Parts::new(__ctx);
                     let __fabric_arg0: Context = match <Context as ::fabric_worker::handler::HandlerArg>::from_parts(&mut __fabric_parts) {
                         ::core::result::Result::Ok(__fabric_value) => __fabric_value,
                         ::core::result::Result::Err(__fabric_outcome) => return __fabric_outcome,

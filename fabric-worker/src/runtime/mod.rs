@@ -42,6 +42,7 @@ mod rate_spec;
 mod reader;
 mod reclaim;
 pub(crate) mod registry;
+mod reply;
 mod retry;
 mod schedules;
 mod startup;

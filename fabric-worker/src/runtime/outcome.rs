@@ -93,10 +93,9 @@ pub(crate) enum Ran {
 pub(crate) async fn run_handler(
     handler: HandlerFn,
     ctx: Context,
-    payload: Value,
     timeout: Option<Duration>,
 ) -> Ran {
-    let fut = std::panic::AssertUnwindSafe(handler(ctx, payload)).catch_unwind();
+    let fut = std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind();
     let r = match timeout {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| t),
         None => Ok(fut.await),

@@ -5,27 +5,27 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use super::outcome::{Ran, Verdict, decide, run_handler};
 use super::rate_limit::Gate;
+use super::reply::PendingReply;
 use super::stream::{Persisted, StreamState};
 use crate::broker::{DeadLetterNote, DeadReason, RawEntry, dead_letter};
 use crate::bus::Mode;
 use crate::context::Context;
-use crate::error::Error;
 use crate::hooks::Outcome;
 use crate::keys;
-use crate::message::{Message, fields, new_message_id, now_timestamp};
+use crate::message::{Message, fields};
 
 /// Why the entry is given up on, for [`StreamState::dead_letter`].
-struct GiveUp<'a> {
-    message: Option<&'a Message>,
-    reason: DeadReason,
-    error: &'a str,
-    attempts: u32,
-    deliveries: u64,
+pub(super) struct GiveUp<'a> {
+    pub(super) message: Option<&'a Message>,
+    pub(super) reason: DeadReason,
+    pub(super) error: &'a str,
+    pub(super) attempts: u32,
+    pub(super) deliveries: u64,
 }
 
 impl StreamState {
@@ -172,7 +172,6 @@ impl StreamState {
         }
         debug!(handler = handler.reg.name, "handling");
         let hooked = self.hook_before(&entry, &message, attempt, deliveries);
-        let payload = message.payload.clone();
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.
         let ctx = Context::new(
             self.served.clone(),
@@ -189,7 +188,7 @@ impl StreamState {
         let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
         let began = std::time::Instant::now();
         let ran: Ran = tokio::select! {
-            r = run_handler(handler.reg.handler, ctx, payload, timeout) => r,
+            r = run_handler(handler.reg.handler, ctx, timeout) => r,
             _ = self.hard_stop.cancelled() => {
                 warn!("handler cancelled by shutdown; the message stays pending for another worker");
                 self.hook_after(hooked.as_ref(), Outcome::Stopped);
@@ -220,32 +219,25 @@ impl StreamState {
                     }
                 }
                 if let Some(reply_to) = &message.reply_to {
-                    match self.send_reply(reply_to, message, "response", reply).await {
-                        Persisted::Done => {}
-                        // Stopping at once: the entry stays pending and is handled again.
-                        Persisted::Stopped => return false,
-                        // The reply can never be written there (wrong key type, ACL, …):
-                        // dead-letter rather than run the handler again and again.
-                        Persisted::Failed(e) => {
-                            let why = format!(
-                                "the handler succeeded but its reply could not be written to {reply_to:?}: {e}"
-                            );
-                            self.dead_letter(
-                                &entry,
-                                GiveUp {
-                                    message: Some(message),
-                                    reason: DeadReason::ReplyFailed,
-                                    error: &why,
-                                    attempts: attempt,
-                                    deliveries,
-                                },
-                            )
-                            .await;
-                            let (reason, error) = (DeadReason::ReplyFailed, why);
-                            self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
+                    let prepared = match self.prepare_reply(reply_to, message, "response", reply) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let h = hooked.as_ref();
+                            let r = self.reply_failed(&entry, message, h, attempt, deliveries, &e);
+                            r.await;
                             return false;
                         }
-                    }
+                    };
+                    debug!("handled; the acker writes the reply, then acknowledges");
+                    return self.queue_reply(PendingReply {
+                        prepared,
+                        entry,
+                        request: kept,
+                        hooked,
+                        attempt,
+                        deliveries,
+                        metrics: mm,
+                    });
                 }
                 debug!("handled");
                 mm.handled();
@@ -294,7 +286,7 @@ impl StreamState {
     /// Moves the entry to dead letters (retrying through connection errors) and, when the
     /// message asked for a reply, tells the sender with an `error` message.
     /// Boxed, so that the per-message task stays small (this path is rare).
-    fn dead_letter<'a>(
+    pub(super) fn dead_letter<'a>(
         &'a self,
         entry: &'a RawEntry,
         give_up: GiveUp<'a>,
@@ -418,104 +410,5 @@ impl StreamState {
         )
         .await;
         false
-    }
-
-    /// Writes a reply (`response` or `error`) to `reply_to`, with `in_reply_to` beside the
-    /// envelope: straight there in direct mode; in secure mode into this agent's outbox with
-    /// `deliver_to`, for the router to deliver. Boxed, so that the per-message task stays small.
-    pub(super) fn send_reply<'a>(
-        &'a self,
-        reply_to: &'a str,
-        request: &'a Message,
-        message_type: &'a str,
-        payload: Value,
-    ) -> Pin<Box<dyn Future<Output = Persisted> + Send + 'a>> {
-        Box::pin(async move {
-            let mut reply = Message {
-                id: new_message_id(),
-                from_agent: self.spec.agent.clone(),
-                to_agent: request.from_agent.clone(),
-                message_type: message_type.to_owned(),
-                payload,
-                timestamp: now_timestamp(),
-                priority: request.priority,
-                ttl_seconds: request.ttl_seconds,
-                reply_to: None,
-                correlation_id: request
-                    .correlation_id
-                    .clone()
-                    .or_else(|| Some(request.id.clone())),
-                headers: Default::default(),
-                sender: None,
-                deliver_at_ms: None,
-            };
-            // The handler span's trace context (trace_context.rs).
-            crate::trace_context::propagate(&mut reply.headers);
-            let data = match reply.to_data() {
-                Ok(d) => d,
-                Err(e) => {
-                    error!(error = %e, "cannot encode the reply");
-                    return Persisted::Failed(e);
-                }
-            };
-            let mut cmd = redis::cmd("XADD");
-            let target = match self.bus.mode() {
-                Mode::Direct => reply_to.to_owned(),
-                Mode::Secure => keys::outbox(&self.spec.agent),
-            };
-            cmd.arg(&target)
-                .arg("*")
-                .arg(fields::DATA)
-                .arg(&data)
-                .arg(fields::IN_REPLY_TO)
-                .arg(&request.id);
-            if let Ok(Some(h)) = reply.headers_json() {
-                cmd.arg(fields::HEADERS).arg(h);
-            }
-            if self.bus.mode() == Mode::Secure {
-                cmd.arg(fields::DELIVER_TO).arg(reply_to);
-            }
-            let wait = self.bus.replica_wait();
-            let mut pipe = redis::pipe();
-            pipe.add_command(cmd);
-            if let Some(w) = wait {
-                crate::bus::send::add_wait(&mut pipe, w);
-            }
-            // The replicas that confirmed the reply (unset: no WAIT asked for).
-            let acked = std::sync::atomic::AtomicU32::new(u32::MAX);
-            let ok = self
-                .persist("sending the reply", || async {
-                    let mut replies: Vec<redis::Value> = pipe
-                        .query_async(&mut self.broker.conn())
-                        .await
-                        .map_err(|e| Error::redis("XADD", &target, e))?;
-                    if wait.is_some() {
-                        let n = crate::bus::send::replicas_acked(replies.pop());
-                        acked.store(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Ok(())
-                })
-                .await;
-            let n = acked.load(std::sync::atomic::Ordering::Relaxed);
-            if let Some(w) = wait
-                && ok.done()
-                && n < w.replicas
-            {
-                // Not acknowledging: the request is handled again after the reclaim idle
-                // time, rather than risk a reply lost with its primary.
-                warn!(
-                    reply_to,
-                    replicas = n,
-                    wanted = w.replicas,
-                    "reply written, but too few replicas confirmed it (WAIT); the request stays pending"
-                );
-                return Persisted::Stopped;
-            }
-            if ok.done() {
-                debug!(reply_to, reply_id = %reply.id, "reply sent");
-                self.hook_sent(&reply);
-            }
-            ok
-        })
     }
 }

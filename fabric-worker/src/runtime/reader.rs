@@ -165,6 +165,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 // A lane that gave less than asked was drained at that moment: block next,
                 // unless one gave all it was asked (more may be waiting).
                 idle = !full;
+                let mut batch = Vec::new();
                 for (i, mut entries) in got {
                     busy[i] = !entries.is_empty();
                     if lanes[i].spec.stream == spec.stream {
@@ -173,11 +174,13 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                     for entry in entries {
                         // Normally free at once (we read no more than were available).
                         let Some(p) = main.slot().await else {
+                            StreamState::dispatch_batch(batch);
                             return;
                         };
-                        lanes[i].dispatch(entry, 1, p);
+                        batch.push((lanes[i].clone(), entry, p));
                     }
                 }
+                StreamState::dispatch_batch(batch);
             }
             Err(e) if wire::is_nogroup(&e) => {
                 warn!(stream = %spec.stream, group = %spec.group, "consumer group missing (stream deleted?); recreating it");

@@ -101,7 +101,7 @@ mod tests {
     use crate::__private::{HandlerFuture, Value};
     use crate::Context;
 
-    fn shim(_ctx: Context, _payload: Value) -> HandlerFuture {
+    fn shim(_ctx: Context) -> HandlerFuture {
         Box::pin(async { crate::handler::Outcome::Reply(Value::Null) })
     }
 
