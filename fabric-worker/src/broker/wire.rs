@@ -122,14 +122,11 @@ impl RawEntry {
 /// the worker's time per message. Anything else is parsed.
 fn plainly_normal(data: &[u8]) -> bool {
     const KEY: &[u8] = b"\"priority\"";
-    if data.windows(2).any(|w| w == b"\\u") {
+    if memchr::memmem::find(data, b"\\u").is_some() {
         return false;
     }
-    let mut at = data
-        .windows(KEY.len())
-        .enumerate()
-        .filter(|(_, w)| *w == KEY);
-    let (Some((i, _)), None) = (at.next(), at.next()) else {
+    let mut at = memchr::memmem::find_iter(data, KEY);
+    let (Some(i), None) = (at.next(), at.next()) else {
         return false;
     };
     let rest = &data[i + KEY.len()..];

@@ -119,11 +119,11 @@ impl StreamState {
             return false;
         }
         if message.is_expired_at(crate::time::now_ms()) {
-            return self.expire(&entry, &message, attempt, deliveries).await;
+            return Box::pin(self.expire(&entry, &message, attempt, deliveries)).await;
         }
         let handler = spec.handlers.get(&message.message_type);
         let Some(handler) = handler.or(spec.catch_all.as_ref()) else {
-            if self.has_mcp_group().await {
+            if Box::pin(self.has_mcp_group()).await {
                 // The agent's MCP sessions read this stream through their own group: a
                 // type no handler takes is theirs (docs/protocol.md §5.8).
                 debug!(
@@ -157,7 +157,7 @@ impl StreamState {
         // Unlimited handlers (most) skip the gate and its boxed future.
         let limited = handler.reg.rate_limit.is_some() || self.config.rate_limit.is_some();
         let gate = if limited {
-            self.rate_gate(&entry, handler).await
+            Box::pin(self.rate_gate(&entry, handler)).await
         } else {
             Gate::Run
         };
@@ -165,9 +165,8 @@ impl StreamState {
             Gate::Run => {}
             Gate::Parked | Gate::Stopped => return false,
             Gate::Failed(error) => {
-                return self
-                    .limiter_failed(&entry, &message, &error, max_attempts, deliveries)
-                    .await;
+                let failed = self.limiter_failed(&entry, &message, &error, max_attempts, deliveries);
+                return Box::pin(failed).await;
             }
         }
         debug!(handler = handler.reg.name, "handling");
@@ -224,7 +223,7 @@ impl StreamState {
                         Err(e) => {
                             let h = hooked.as_ref();
                             let r = self.reply_failed(&entry, message, h, attempt, deliveries, &e);
-                            r.await;
+                            Box::pin(r).await;
                             return false;
                         }
                     };

@@ -55,7 +55,8 @@ impl StreamState {
         let Some(at) = StepRef::of(m, self.bus.mode()) else {
             return Persisted::Done;
         };
-        self.carry_on(at, true, reply.to_string()).await
+        // Boxed: the per-message task stays small for the messages that are no step.
+        Box::pin(self.carry_on(at, true, reply.to_string())).await
     }
 
     /// A step is being dead-lettered: the workflow fails with its reason (recorded before
