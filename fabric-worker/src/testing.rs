@@ -165,7 +165,11 @@ impl TestWorker {
             message,
             self.bus.clone(),
         );
-        let ran = run_handler(handler.reg.handler, ctx, timeout).await;
+        let never = std::future::pending::<std::convert::Infallible>();
+        let ran = match run_handler(handler.reg.handler, ctx, timeout, never).await {
+            Ok(ran) => ran,
+            Err(never) => match never {},
+        };
         decide(ran, attempt, max_attempts, &self.config)
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
-use super::outcome::{Ran, Verdict, decide, run_handler};
+use super::outcome::{Verdict, decide, run_handler};
 use super::rate_limit::Gate;
 use super::reply::PendingReply;
 use super::stream::{Persisted, StreamState};
@@ -165,7 +165,8 @@ impl StreamState {
             Gate::Run => {}
             Gate::Parked | Gate::Stopped => return false,
             Gate::Failed(error) => {
-                let failed = self.limiter_failed(&entry, &message, &error, max_attempts, deliveries);
+                let failed =
+                    self.limiter_failed(&entry, &message, &error, max_attempts, deliveries);
                 return Box::pin(failed).await;
             }
         }
@@ -186,13 +187,16 @@ impl StreamState {
         let mt = self.type_label(&message.message_type);
         let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
         let began = std::time::Instant::now();
-        let ran: Ran = tokio::select! {
-            r = run_handler(handler.reg.handler, ctx, timeout) => r,
-            _ = self.hard_stop.cancelled() => {
-                warn!("handler cancelled by shutdown; the message stays pending for another worker");
-                self.hook_after(hooked.as_ref(), Outcome::Stopped);
-                return false;
-            }
+        let run = run_handler(
+            handler.reg.handler,
+            ctx,
+            timeout,
+            self.hard_stop.cancelled(),
+        );
+        let Ok(ran) = run.await else {
+            warn!("handler cancelled by shutdown; the message stays pending for another worker");
+            self.hook_after(hooked.as_ref(), Outcome::Stopped);
+            return false;
         };
         mm.handler_ran(began.elapsed());
         match decide(ran, attempt, max_attempts, &self.config) {
