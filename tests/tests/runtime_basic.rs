@@ -20,7 +20,6 @@ async fn send_handle_reply_ack_with_headers() {
     let agent = unique_agent("echo");
     let sender = unique_agent("sender");
     let bus = Bus::connect(server.url()).await.unwrap();
-    let worker = RunningWorker::serve(&server.url(), &agent).await;
 
     let reply_to = keys::results(&sender);
     let msg = Message::new(&sender, &agent, "echo", json!({"x": 1}))
@@ -33,6 +32,16 @@ async fn send_handle_reply_ack_with_headers() {
 
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The headers travel in their own stream field, never inside `data` (read before a
+    // worker starts: once handled, the entry may be trimmed at any time).
+    let inbox = stream_entries(&mut conn, &keys::inbox(&agent)).await;
+    let data: Value = serde_json::from_str(entry_field(&inbox[0].1, "data").unwrap()).unwrap();
+    assert!(data.get("headers").is_none());
+    assert_eq!(
+        entry_field(&inbox[0].1, "headers"),
+        Some(r#"{"trace":"abc-123"}"#)
+    );
+    let worker = RunningWorker::serve(&server.url(), &agent).await;
     let ok = wait_until_async(Duration::from_secs(10), || {
         let mut c = conn.clone();
         let key = reply_to.clone();
@@ -71,14 +80,6 @@ async fn send_handle_reply_ack_with_headers() {
         ok,
         "entry not acknowledged: {:?}",
         bus.queue_status(&agent, None).await.unwrap()
-    );
-    // The headers travel in their own stream field, never inside `data`.
-    let inbox = stream_entries(&mut conn, &keys::inbox(&agent)).await;
-    let data: Value = serde_json::from_str(entry_field(&inbox[0].1, "data").unwrap()).unwrap();
-    assert!(data.get("headers").is_none());
-    assert_eq!(
-        entry_field(&inbox[0].1, "headers"),
-        Some(r#"{"trace":"abc-123"}"#)
     );
     worker.stop().await;
 }
