@@ -94,8 +94,9 @@ async fn settle(st: &StreamState, batch: Vec<Handled>) {
                         Err(e) => {
                             let (entry, hooked) = (&p.entry, p.hooked.as_ref());
                             let request = p.request.message();
-                            st.reply_failed(entry, request, hooked, p.attempt, p.deliveries, &e)
-                                .await;
+                            let why = super::reply::unwritable(request, &e);
+                            let tries = (p.attempt, p.deliveries);
+                            st.succeeded_but(entry, request, hooked, tries, why).await;
                             unacked.push(p);
                         }
                     }

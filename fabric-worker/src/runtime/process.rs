@@ -208,16 +208,8 @@ impl StreamState {
                         let why = format!(
                             "the handler succeeded but its workflow could not be carried on: {e}"
                         );
-                        let give_up = GiveUp {
-                            message: Some(message),
-                            reason: DeadReason::ReplyFailed,
-                            error: &why,
-                            attempts: attempt,
-                            deliveries,
-                        };
-                        self.dead_letter(&entry, give_up).await;
-                        let (reason, error) = (DeadReason::ReplyFailed, why);
-                        self.hook_after(hooked.as_ref(), Outcome::DeadLetter { reason, error });
+                        let (h, tries) = (hooked.as_ref(), (attempt, deliveries));
+                        Box::pin(self.succeeded_but(&entry, message, h, tries, why)).await;
                         return false;
                     }
                 }
@@ -225,9 +217,9 @@ impl StreamState {
                     let prepared = match self.prepare_reply(reply_to, message, "response", reply) {
                         Ok(p) => p,
                         Err(e) => {
-                            let h = hooked.as_ref();
-                            let r = self.reply_failed(&entry, message, h, attempt, deliveries, &e);
-                            Box::pin(r).await;
+                            let why = super::reply::unwritable(message, &e);
+                            let (h, tries) = (hooked.as_ref(), (attempt, deliveries));
+                            Box::pin(self.succeeded_but(&entry, message, h, tries, why)).await;
                             return false;
                         }
                     };

@@ -242,22 +242,18 @@ impl StreamState {
         self.hand_to_acker(Handled::Reply(Box::new(pending)))
     }
 
-    /// The handler succeeded but its reply can never be written to `reply_to` (wrong key
-    /// type, ACL, …): the entry goes to dead letters rather than running the handler again
-    /// and again.
-    pub(super) async fn reply_failed(
+    /// The handler succeeded but what must follow can never be done (its reply written to
+    /// `reply_to`: a wrong key type, an ACL, …; its workflow carried on): the entry goes to
+    /// dead letters as `reply_failed`, with `why`, rather than running the handler again and
+    /// again.
+    pub(super) async fn succeeded_but(
         &self,
         entry: &RawEntry,
         request: &Message,
         hooked: Option<&Arc<Delivery>>,
-        attempt: u32,
-        deliveries: u64,
-        e: &Error,
+        (attempt, deliveries): (u32, u64),
+        why: String,
     ) {
-        let reply_to = request.reply_to.as_deref().unwrap_or_default();
-        let why = format!(
-            "the handler succeeded but its reply could not be written to {reply_to:?}: {e}"
-        );
         let give_up = GiveUp {
             message: Some(request),
             reason: DeadReason::ReplyFailed,
@@ -269,4 +265,10 @@ impl StreamState {
         let (reason, error) = (DeadReason::ReplyFailed, why);
         self.hook_after(hooked, Outcome::DeadLetter { reason, error });
     }
+}
+
+/// Why a handled task is dead-lettered when its reply cannot be written.
+pub(super) fn unwritable(request: &Message, e: &Error) -> String {
+    let reply_to = request.reply_to.as_deref().unwrap_or_default();
+    format!("the handler succeeded but its reply could not be written to {reply_to:?}: {e}")
 }
