@@ -321,3 +321,47 @@ async fn one_agents_deep_backlog_does_not_starve_the_others_under_the_process_li
     );
     worker.stop().await;
 }
+
+/// A worker serving many agents listens to their notifications before it reads any inbox,
+/// so a message sent once reading has begun is always announced. Before, the subscription
+/// was made after every inbox's reader had started, and a message sent in between waited
+/// for it (60–80 ms at the start of `fabric-bench --only agents`). Seen in the server's
+/// `MONITOR` stream: the `SUBSCRIBE` to the agents' channels comes before the first
+/// `XREADGROUP` of an inbox.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_are_listened_to_before_any_inbox_is_read() {
+    use futures::StreamExt;
+    init_tracing();
+    let server = RedisServer::start_own(false); // its own: MONITOR sees every client
+    let url = server.url();
+    let prefix = unique_agent("early");
+    let agents: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let mut lines = monitor.into_on_message::<String>();
+
+    let mut builder = Worker::builder(&agents[0]).url(&url).blocking_readers(0);
+    for a in &agents[1..] {
+        builder = builder.agent(a);
+    }
+    let worker = RunningWorker::start(builder).await;
+    let (mut subscribe, mut first_read, mut n) = (None, None, 0usize);
+    while subscribe.is_none() || first_read.is_none() {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
+            .await
+            .expect("MONITOR went quiet before both commands were seen")
+            .expect("the MONITOR connection closed");
+        n += 1;
+        if subscribe.is_none() && line.contains("\"SUBSCRIBE\"") && line.contains(&prefix) {
+            subscribe = Some(n);
+        }
+        if first_read.is_none() && line.contains("\"XREADGROUP\"") && line.contains(&prefix) {
+            first_read = Some(n);
+        }
+    }
+    assert!(
+        subscribe < first_read,
+        "the first inbox read (MONITOR line {first_read:?}) came before the notifications were subscribed to (line {subscribe:?})"
+    );
+    worker.stop().await;
+}

@@ -201,6 +201,21 @@ impl Worker {
         }
         let mut wake = Vec::new();
         let mut pausable = Vec::new();
+        // The new-message notifications are listened to before any inbox is read: a message
+        // sent once reading began is then always announced (a shared reader waits for that),
+        // instead of waiting for the subscription to come up (and wake every reader once).
+        let notified: Vec<String> = self
+            .streams
+            .iter()
+            .filter(|s| s.stream == crate::keys::inbox(&s.agent))
+            .map(|s| crate::keys::new_message_channel(&s.agent))
+            .collect();
+        let first_subscription = if notified.is_empty() {
+            None
+        } else {
+            let channels: Vec<&str> = notified.iter().map(String::as_str).collect();
+            self.bus.subscribe(&channels).await.ok()
+        };
         let stop_topics = CancellationToken::new();
         let topic_watch = self.topics.map(|t| {
             let (bus, config) = (self.bus.clone(), self.config.clone());
@@ -337,6 +352,7 @@ impl Worker {
             background.push(tokio::spawn(notes::listen(
                 self.bus.clone(),
                 wake,
+                first_subscription,
                 stop_background.clone(),
             )));
         }

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::broker::reconnect_backoff;
-use crate::bus::Bus;
+use crate::bus::{Bus, Subscription};
 use crate::keys;
 
 /// What a served agent's notifications wake.
@@ -30,8 +30,15 @@ pub(super) struct Wake {
 }
 
 /// Wakes `wake[agent]` for every notification to `agent`, until `stop`; resubscribes with
-/// backoff when the connection drops.
-pub(super) async fn listen(bus: Bus, wake: Vec<(String, Wake)>, stop: CancellationToken) {
+/// backoff when the connection drops. `first`: the subscription to every served agent's
+/// channel made before the readers started (what was published since is buffered in it),
+/// if that succeeded.
+pub(super) async fn listen(
+    bus: Bus,
+    wake: Vec<(String, Wake)>,
+    mut first: Option<Subscription>,
+    stop: CancellationToken,
+) {
     let by_channel: HashMap<String, Wake> = wake
         .into_iter()
         .map(|(a, w)| (keys::new_message_channel(&a), w))
@@ -40,16 +47,21 @@ pub(super) async fn listen(bus: Bus, wake: Vec<(String, Wake)>, stop: Cancellati
     let mut backoff = reconnect_backoff();
     let mut warned = false;
     loop {
-        let sub = tokio::select! {
-            _ = stop.cancelled() => return,
-            s = bus.subscribe(&channels) => s,
+        // Made before the readers started: they read what came before it themselves.
+        let before_readers = first.is_some();
+        let sub = match first.take() {
+            Some(sub) => Ok(sub),
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                s = bus.subscribe(&channels) => s,
+            },
         };
         match sub {
             Ok(mut sub) => {
                 backoff = reconnect_backoff();
                 warned = false;
                 // What was sent before this subscription listened is read now, not at the poll.
-                for w in by_channel.values() {
+                for w in by_channel.values().filter(|_| !before_readers) {
                     if let Some(r) = &w.reader {
                         r.notify_one();
                     }
