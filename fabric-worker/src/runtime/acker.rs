@@ -67,18 +67,19 @@ pub(super) async fn acker(
 /// Writes the batch's replies, acknowledges the entries that may be (those without a reply,
 /// and those whose reply was written), and clears every entry's in-flight mark.
 async fn settle(st: &StreamState, batch: Vec<Handled>) {
+    // Replies stay boxed: moving them between these lists moves a pointer, not the reply.
     let mut ids = Vec::with_capacity(batch.len());
-    let mut pending: Vec<PendingReply> = Vec::new();
+    let mut pending: Vec<Box<PendingReply>> = Vec::with_capacity(batch.len());
     for h in batch {
         match h {
             Handled::Ack(id) => ids.push(id),
-            Handled::Reply(r) => pending.push(*r),
+            Handled::Reply(r) => pending.push(r),
         }
     }
     // Entries whose reply was written (acknowledged with the rest), and the others (their
     // in-flight mark is cleared, nothing acknowledged: handled again after a reclaim, or
     // dead-lettered).
-    let mut written = Vec::new();
+    let mut written = Vec::with_capacity(pending.len());
     let mut unacked = Vec::new();
     if !pending.is_empty() {
         let prepared: Vec<_> = pending.iter().map(|p| &p.prepared).collect();

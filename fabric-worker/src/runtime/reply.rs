@@ -158,7 +158,7 @@ impl StreamState {
         let wait = self.bus.replica_wait();
         let mut each: Vec<Option<Result<(), Error>>> = replies.iter().map(|_| None).collect();
         for target in targets {
-            let mut pipe = redis::pipe();
+            let mut pipe = redis::Pipeline::with_capacity(replies.len() + 1);
             pipe.ignore_errors();
             let mut index = Vec::new();
             for (i, p) in replies.iter().enumerate() {
