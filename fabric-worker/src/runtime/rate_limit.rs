@@ -20,14 +20,13 @@
 //! horizon, at least half the horizon). A long backlog thus asks about twice per horizon
 //! per message, instead of holding reservations for days that a purge would waste.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tracing::debug;
 
 use super::rate_spec::RateLimit;
 use super::registry::HandlerSpec;
-use super::stream::{Persisted, StreamState};
+use super::stream::{GaveUp, Persisted, StreamState};
 use crate::broker::RawEntry;
 use crate::broker::functions::fcall;
 use crate::keys;
@@ -140,9 +139,8 @@ impl StreamState {
         horizon_ms: u64,
         reserved: Option<u64>,
     ) -> Result<Turn, Gate> {
-        let reply: Mutex<Option<(i64, i64, i64)>> = Mutex::new(None);
-        let ok = self
-            .persist("asking the rate limiter", || async {
+        let reply = self
+            .persist_for("asking the rate limiter", || async {
                 let mut cmd = fcall("fabric_rate_limit", &[key]);
                 cmd.arg(limit.count)
                     .arg(limit.period_ms)
@@ -151,30 +149,19 @@ impl StreamState {
                 if let Some(r) = reserved {
                     cmd.arg(r);
                 }
-                let r: (i64, i64, i64) = self
-                    .broker
-                    .call(&cmd, "FCALL fabric_rate_limit", key)
-                    .await?;
-                if let Ok(mut slot) = reply.lock() {
-                    *slot = Some(r);
-                }
-                Ok(())
+                self.broker
+                    .call::<(i64, i64, i64)>(&cmd, "FCALL fabric_rate_limit", key)
+                    .await
             })
             .await;
-        match ok {
-            Persisted::Done => {}
-            Persisted::Stopped => return Err(Gate::Stopped),
-            Persisted::Failed(e) => {
+        let (wait, taken, due) = match reply {
+            Ok(r) => r,
+            Err(GaveUp::Stopped) => return Err(Gate::Stopped),
+            Err(GaveUp::Failed(e)) => {
                 return Err(Gate::Failed(format!(
                     "rate limit {key:?} could not be checked: {e}"
                 )));
             }
-        }
-        let r = reply.into_inner().ok().flatten();
-        let Some((wait, taken, due)) = r else {
-            return Err(Gate::Failed(format!(
-                "rate limit {key:?}: no reply from fabric_rate_limit"
-            )));
         };
         Ok(Turn {
             wait_ms: u64::try_from(wait).unwrap_or(0),

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tracing::{debug, error, warn};
 
 use super::process::GiveUp;
-use super::stream::{Persisted, StreamState};
+use super::stream::{GaveUp, Persisted, StreamState};
 use crate::broker::{DeadReason, RawEntry};
 use crate::bus::Mode;
 use crate::context::Context;
@@ -170,24 +170,17 @@ impl StreamState {
             if let Some(w) = wait {
                 crate::bus::send::add_wait(&mut pipe, w);
             }
-            let got = std::sync::Mutex::new(Vec::new());
-            let ok = self
-                .persist("sending replies", || async {
-                    let v: Vec<redis::Value> = pipe
-                        .query_async(&mut self.broker.conn())
+            let written = self
+                .persist_for("sending replies", || async {
+                    pipe.query_async::<Vec<redis::Value>>(&mut self.broker.conn())
                         .await
-                        .map_err(|e| Error::redis("XADD", target, e))?;
-                    *crate::broker::lock(&got) = v;
-                    Ok(())
+                        .map_err(|e| Error::redis("XADD", target, e))
                 })
                 .await;
-            let mut got = got
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match ok {
-                Persisted::Done => {}
-                Persisted::Stopped => return Written::Stopped,
-                Persisted::Failed(e) => {
+            let mut got = match written {
+                Ok(got) => got,
+                Err(GaveUp::Stopped) => return Written::Stopped,
+                Err(GaveUp::Failed(e)) => {
                     // The whole pipeline was refused (not one command of it).
                     let why = e.to_string();
                     for &i in &index {
@@ -195,7 +188,7 @@ impl StreamState {
                     }
                     continue;
                 }
-            }
+            };
             if let Some(w) = wait {
                 let n = crate::bus::send::replicas_acked(got.pop());
                 if n < w.replicas {

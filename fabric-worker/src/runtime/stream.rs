@@ -85,6 +85,14 @@ pub(crate) enum Persisted {
     Failed(Error),
 }
 
+/// Why [`StreamState::persist_for`] gave up: as [`Persisted::Stopped`] and
+/// [`Persisted::Failed`].
+#[derive(Debug)]
+pub(crate) enum GaveUp {
+    Stopped,
+    Failed(Error),
+}
+
 impl Persisted {
     pub(crate) fn done(&self) -> bool {
         matches!(self, Persisted::Done)
@@ -319,27 +327,45 @@ impl StreamState {
     /// Runs a Redis operation until it succeeds, retrying connection errors with backoff;
     /// gives up on other errors or when the worker is stopped hard (the entry then stays
     /// pending and is reclaimed later).
-    pub(crate) async fn persist<F, Fut>(&self, what: &'static str, mut op: F) -> Persisted
+    pub(crate) async fn persist<F, Fut>(&self, what: &'static str, op: F) -> Persisted
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<()>>,
     {
+        match self.persist_for(what, op).await {
+            Ok(()) => Persisted::Done,
+            Err(GaveUp::Stopped) => Persisted::Stopped,
+            Err(GaveUp::Failed(e)) => Persisted::Failed(e),
+        }
+    }
+
+    /// [`persist`](Self::persist) for an operation whose reply is wanted: that reply, or why
+    /// it was given up on.
+    pub(crate) async fn persist_for<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut op: F,
+    ) -> std::result::Result<T, GaveUp>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut backoff = reconnect_backoff();
         loop {
             match op().await {
-                Ok(()) => return Persisted::Done,
+                Ok(v) => return Ok(v),
                 Err(e) if e.is_connection_error() => {
                     crate::metrics::redis_error(&self.spec.agent, what);
                     let d = backoff.next().unwrap_or(Duration::from_secs(5));
                     warn!(error = %e, retry_in_ms = crate::time::millis(d), "{what} failed; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(d) => {}
-                        _ = self.hard_stop.cancelled() => return Persisted::Stopped,
+                        _ = self.hard_stop.cancelled() => return Err(GaveUp::Stopped),
                     }
                 }
                 Err(e) => {
                     error!(error = %e, "{what} failed");
-                    return Persisted::Failed(e);
+                    return Err(GaveUp::Failed(e));
                 }
             }
         }

@@ -5,13 +5,11 @@
 //! dead-lettered), so a crash in between redelivers the entry and the idempotent record
 //! makes the redo safe.
 
-use std::sync::Mutex;
-
 use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
-use super::stream::{Persisted, StreamState};
-use crate::broker::{DeadReason, lock};
+use super::stream::{GaveUp, Persisted, StreamState};
+use crate::broker::DeadReason;
 use crate::bus::Mode;
 use crate::message::{DEFAULT_TTL_SECONDS, Message, Priority};
 use crate::workflow::bus::{Next, send_failure};
@@ -91,31 +89,26 @@ impl StreamState {
     async fn carry_on(&self, at: StepRef, ok: bool, value: String) -> Persisted {
         let mut todo = vec![(at, ok, value)];
         while let Some((at, ok, value)) = todo.pop() {
-            let next = Mutex::new(None);
             let recorded = self
-                .persist("recording a workflow step", || async {
-                    let n = self
-                        .bus
-                        .workflow_step(&at.id, at.step, at.part, ok, &value)
-                        .await?;
-                    *lock(&next) = Some(n);
-                    Ok(())
+                .persist_for("recording a workflow step", || {
+                    self.bus.workflow_step(&at.id, at.step, at.part, ok, &value)
                 })
                 .await;
-            if !recorded.done() {
-                return recorded;
-            }
-            let next = lock(&next).take();
+            let next = match recorded {
+                Ok(next) => next,
+                Err(GaveUp::Stopped) => return Persisted::Stopped,
+                Err(GaveUp::Failed(e)) => return Persisted::Failed(e),
+            };
             match next {
-                Some(Next::Missing) => {
+                Next::Missing => {
                     warn!(workflow = %at.id, step = at.step, "step of a workflow Redis no longer has (forgotten after its keep_for?); nothing to carry on");
                 }
-                Some(Next::Nothing) | None => {}
-                Some(Next::Send {
+                Next::Nothing => {}
+                Next::Send {
                     step,
                     input,
                     definition,
-                }) => {
+                } => {
                     let window = self.keep_for(&at.id).await;
                     let parts = definition.steps.get(step).map_or(0, Vec::len);
                     for part in 0..parts {
@@ -149,13 +142,13 @@ impl StreamState {
                     }
                     debug!(workflow = %at.id, step, "next workflow step sent");
                 }
-                Some(Next::Finish {
+                Next::Finish {
                     succeeded,
                     value,
                     reply_to,
                     from_agent,
                     parts,
-                }) => {
+                } => {
                     let r = self
                         .finish(&at.id, succeeded, value, &reply_to, &from_agent, parts)
                         .await;
