@@ -230,11 +230,7 @@ impl Worker {
         });
         // Serving more inboxes than `blocking_readers`: shared reads, woken by notifications
         // (reader.rs), so that the connections do not grow with the agents.
-        let inboxes = self
-            .streams
-            .iter()
-            .filter(|s| s.stream == crate::keys::inbox(&s.agent))
-            .count();
+        let inboxes = notified.len();
         let shared_reads = inboxes > self.config.blocking_readers;
         if shared_reads {
             info!(

@@ -61,8 +61,8 @@ pub(super) async fn listen(
                 backoff = reconnect_backoff();
                 warned = false;
                 // What was sent before this subscription listened is read now, not at the poll.
-                for w in by_channel.values().filter(|_| !before_readers) {
-                    if let Some(r) = &w.reader {
+                if !before_readers {
+                    for r in by_channel.values().filter_map(|w| w.reader.as_ref()) {
                         r.notify_one();
                     }
                 }

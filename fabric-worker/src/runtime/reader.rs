@@ -46,9 +46,11 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     let spec = &main.spec;
     let block = main.config.block;
     // Shared reads: woken by notifications, the promoter or the poll; never blocking.
-    let wake = main.read_wake.clone();
     let poll = main.config.read_poll_interval;
-    let mut poll_tick = crate::time::housekeeping_interval(poll, true);
+    let mut wake = main
+        .read_wake
+        .clone()
+        .map(|w| (w, crate::time::housekeeping_interval(poll, true)));
     let n = lanes.len();
     let mut conn: Option<Conn> = None;
     let mut backoff = reconnect_backoff();
@@ -90,7 +92,7 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
                 drain_own(l).await;
             }
         }
-        if let Some(wake) = &wake
+        if let Some((wake, poll_tick)) = &mut wake
             && idle
         {
             // Drained at the last read: wait for a reason to read again.

@@ -25,11 +25,15 @@ pub(super) async fn trimmer(streams: Vec<Arc<StreamState>>, stop: CancellationTo
     let shared = first.read_wake.is_some();
     let period = first.config.trim_interval.max(Duration::from_millis(10));
     let mut tick = crate::time::housekeeping_interval(period, shared);
+    let cmds: Vec<redis::Cmd> = streams
+        .iter()
+        .map(|st| fcall("fabric_trim", &[&st.spec.stream]))
+        .collect();
     let mut ticks: u64 = 0;
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
         ticks += 1;
-        for st in &streams {
+        for (st, cmd) in streams.iter().zip(&cmds) {
             // Serving many inboxes: trim only after this worker acknowledged something, and
             // every SPARSE_TRIM_EVERY ticks for what other groups (MCP sessions) acknowledged.
             let acked = st.acked_since_trim.swap(false, Ordering::Relaxed);
@@ -37,8 +41,7 @@ pub(super) async fn trimmer(streams: Vec<Arc<StreamState>>, stop: CancellationTo
                 continue;
             }
             let stream = &st.spec.stream;
-            let cmd = fcall("fabric_trim", &[stream]);
-            let r: Result<i64> = st.broker.call(&cmd, "FCALL fabric_trim", stream).await;
+            let r: Result<i64> = st.broker.call(cmd, "FCALL fabric_trim", stream).await;
             match r {
                 Ok(n) if n > 0 => debug!(%stream, trimmed = n, "trimmed handled entries"),
                 Ok(_) => {}
