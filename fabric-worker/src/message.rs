@@ -112,42 +112,6 @@ pub(crate) fn new_message_id() -> String {
     format!("msg:{}", uuid::Uuid::new_v4())
 }
 
-/// Ms since the epoch of a timestamp as the Python bus writes it (naive UTC,
-/// `2026-11-25T20:15:56.123456`), or RFC 3339 with an offset.
-fn timestamp_ms(ts: &str) -> Option<u64> {
-    let ts = ts.trim();
-    if let Some(ms) = python_timestamp_ms(ts) {
-        return Some(ms);
-    }
-    let utc = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f")
-        .map(|n| n.and_utc())
-        .or_else(|_| chrono::DateTime::parse_from_rfc3339(ts).map(|d| d.to_utc()))
-        .ok()?;
-    u64::try_from(utc.timestamp_millis()).ok()
-}
-
-/// The Python bus's own format, `2026-11-25T20:15:56.123456` (what every worker reads per
-/// message, for its expiry), read digit by digit; `None` for anything else (then the general
-/// parser decides). `chrono`'s pattern parser cost ~1 µs a message.
-fn python_timestamp_ms(ts: &str) -> Option<u64> {
-    let b = ts.as_bytes();
-    if b.len() != 26 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
-        return None;
-    }
-    if b[16] != b':' || b[19] != b'.' {
-        return None;
-    }
-    let num = |from: usize, to: usize| -> Option<u32> {
-        b[from..to].iter().try_fold(0u32, |n, c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
-    };
-    let date =
-        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
-    let at = date.and_hms_micro_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?)?;
-    u64::try_from(at.and_utc().timestamp_millis()).ok()
-}
-
 impl Message {
     /// When it expires, ms since the epoch: `timestamp` + `ttl_seconds`. `None` when
     /// `ttl_seconds` is 0 (no limit) or the timestamp cannot be read (no limit either: a
@@ -156,7 +120,8 @@ impl Message {
         if self.ttl_seconds == 0 {
             return None;
         }
-        timestamp_ms(&self.timestamp)?.checked_add(self.ttl_seconds.saturating_mul(1000))
+        crate::time::timestamp_ms(&self.timestamp)?
+            .checked_add(self.ttl_seconds.saturating_mul(1000))
     }
 
     /// Whether its time was up at `now_ms` (ms since the epoch).
@@ -382,31 +347,6 @@ pub mod fields {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn python_timestamps_are_read_as_chrono_reads_them() {
-        for ts in [
-            "2026-11-25T20:15:56.123456",
-            "2026-11-25T20:15:56.000000",
-            "1970-01-01T00:00:00.000001",
-            "2024-02-29T23:59:59.999999",
-            "2026-11-25T20:15:56.123", // other lengths: the general parser
-            "2026-11-25T20:15:56",
-            "2026-11-25T20:15:56+02:00",
-            "2026-02-30T20:15:56.123456", // no such day
-            "2026-11-25T20:15:5x.123456",
-        ] {
-            let general = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f")
-                .map(|n| n.and_utc())
-                .or_else(|_| chrono::DateTime::parse_from_rfc3339(ts).map(|d| d.to_utc()))
-                .ok()
-                .and_then(|d| u64::try_from(d.timestamp_millis()).ok());
-            assert_eq!(timestamp_ms(ts), general, "{ts}");
-            if ts.len() == 26 && general.is_some() {
-                assert_eq!(python_timestamp_ms(ts), general, "{ts}");
-            }
-        }
-    }
 
     #[test]
     fn expiry_counts_from_the_timestamp() {

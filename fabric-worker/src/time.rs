@@ -52,6 +52,42 @@ pub(crate) fn housekeeping_interval(period: Duration, spread: bool) -> tokio::ti
     tick
 }
 
+/// Ms since the epoch of a timestamp as the Python bus writes it (naive UTC,
+/// `2026-11-25T20:15:56.123456`), or RFC 3339 with an offset.
+pub(crate) fn timestamp_ms(ts: &str) -> Option<u64> {
+    let ts = ts.trim();
+    if let Some(ms) = python_timestamp_ms(ts) {
+        return Some(ms);
+    }
+    let utc = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|n| n.and_utc())
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(ts).map(|d| d.to_utc()))
+        .ok()?;
+    u64::try_from(utc.timestamp_millis()).ok()
+}
+
+/// The Python bus's own format, `2026-11-25T20:15:56.123456` (what every worker reads per
+/// message, for its expiry), read digit by digit; `None` for anything else (then the general
+/// parser decides). `chrono`'s pattern parser cost ~1 µs a message.
+fn python_timestamp_ms(ts: &str) -> Option<u64> {
+    let b = ts.as_bytes();
+    if b.len() != 26 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || b[19] != b'.' {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(i32::try_from(num(0, 4)?).ok()?, num(5, 7)?, num(8, 10)?)?;
+    let at = date.and_hms_micro_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 26)?)?;
+    u64::try_from(at.and_utc().timestamp_millis()).ok()
+}
+
 /// Now, as the Python bus writes timestamps: naive UTC with microseconds.
 pub(crate) fn now_timestamp() -> String {
     python_timestamp(chrono::Utc::now().naive_utc())
@@ -59,7 +95,7 @@ pub(crate) fn now_timestamp() -> String {
 
 /// `t` as the Python bus writes timestamps (`2026-11-25T20:15:56.123456`), digit by digit:
 /// `chrono`'s `format` parses its pattern on every call, a cost paid for every reply.
-pub(crate) fn python_timestamp(t: chrono::NaiveDateTime) -> String {
+fn python_timestamp(t: chrono::NaiveDateTime) -> String {
     use chrono::{Datelike, Timelike};
     let Ok(year @ 0..=9999) = u32::try_from(t.year()) else {
         return t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
@@ -125,5 +161,30 @@ mod tests {
             .expect("a far instant");
         assert_eq!(super::python_timestamp(far), chrono_fmt(far));
         assert!(super::now_timestamp().starts_with("20"));
+    }
+
+    #[test]
+    fn python_timestamps_are_read_as_chrono_reads_them() {
+        for ts in [
+            "2026-11-25T20:15:56.123456",
+            "2026-11-25T20:15:56.000000",
+            "1970-01-01T00:00:00.000001",
+            "2024-02-29T23:59:59.999999",
+            "2026-11-25T20:15:56.123", // other lengths: the general parser
+            "2026-11-25T20:15:56",
+            "2026-11-25T20:15:56+02:00",
+            "2026-02-30T20:15:56.123456", // no such day
+            "2026-11-25T20:15:5x.123456",
+        ] {
+            let general = chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|n| n.and_utc())
+                .or_else(|_| chrono::DateTime::parse_from_rfc3339(ts).map(|d| d.to_utc()))
+                .ok()
+                .and_then(|d| u64::try_from(d.timestamp_millis()).ok());
+            assert_eq!(timestamp_ms(ts), general, "{ts}");
+            if ts.len() == 26 && general.is_some() {
+                assert_eq!(python_timestamp_ms(ts), general, "{ts}");
+            }
+        }
     }
 }
