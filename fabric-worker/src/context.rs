@@ -1,10 +1,12 @@
 //! The [`Context`] a handler receives.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
+use crate::broker::Head;
 use crate::bus::Bus;
 use crate::message::Message;
 
@@ -31,7 +33,16 @@ struct ContextInner {
     attempt: u32,
     max_attempts: u32,
     delivery_count: u64,
+    /// The message; while `raw` holds its payload, its own payload is `null` (the runtime
+    /// reads every other field of it).
     message: Message,
+    /// The payload's JSON text, when the message was read from a stream: decoded straight
+    /// into a handler's typed argument, or into `full` when someone asks for the JSON.
+    raw: Option<Box<RawValue>>,
+    /// The payload decoded from `raw`, on first use.
+    payload: OnceLock<Value>,
+    /// The message with that payload, on first use.
+    full: OnceLock<Message>,
     bus: Bus,
 }
 
@@ -55,7 +66,7 @@ impl Context {
         attempt: u32,
         max_attempts: u32,
         delivery_count: u64,
-        message: Message,
+        head: Head,
         bus: Bus,
     ) -> Self {
         Context {
@@ -65,10 +76,30 @@ impl Context {
                 attempt,
                 max_attempts,
                 delivery_count,
-                message,
+                message: head.message,
+                raw: head.raw,
+                payload: OnceLock::new(),
+                full: OnceLock::new(),
                 bus,
             }),
         }
+    }
+
+    /// The message without its payload (`null` while not decoded): what the runtime reads.
+    pub(crate) fn head(&self) -> &Message {
+        &self.inner.message
+    }
+
+    /// Whether the payload was decoded into JSON (tests: a typed argument needs no JSON).
+    #[cfg(test)]
+    pub(crate) fn payload_decoded(&self) -> bool {
+        self.inner.payload.get().is_some()
+    }
+
+    /// The payload's JSON text, when the message was read from a stream and its payload
+    /// was neither absent nor `null`.
+    pub(crate) fn raw_payload(&self) -> Option<&str> {
+        self.inner.raw.as_deref().map(RawValue::get)
     }
 
     /// The agent whose inbox this message came from.
@@ -110,14 +141,29 @@ impl Context {
         self.inner.message.reply_to.as_deref()
     }
 
-    /// The raw payload.
+    /// The payload, as JSON. A handler that takes a typed argument gets it decoded
+    /// straight from the entry instead; this decodes the JSON on first use.
     pub fn payload(&self) -> &Value {
-        &self.inner.message.payload
+        let inner = &*self.inner;
+        match &inner.raw {
+            None => &inner.message.payload,
+            // The text was checked to be JSON when the entry was read.
+            Some(raw) => inner
+                .payload
+                .get_or_init(|| serde_json::from_str(raw.get()).unwrap_or_default()),
+        }
     }
 
-    /// The whole envelope.
+    /// The whole envelope (its payload decoded on first use).
     pub fn message(&self) -> &Message {
-        &self.inner.message
+        let inner = &*self.inner;
+        if inner.raw.is_none() {
+            return &inner.message;
+        }
+        inner.full.get_or_init(|| Message {
+            payload: self.payload().clone(),
+            ..inner.message.clone()
+        })
     }
 
     /// The message's headers.

@@ -212,8 +212,13 @@ impl<T: DeserializeOwned> HandlerArg for T {
     const KIND: ArgKind = ArgKind::Payload;
 
     fn from_parts(parts: &mut Parts) -> Result<Self, Outcome> {
-        // Decoded from the message's payload in place (no copy of the JSON tree).
-        T::deserialize(parts.ctx.payload()).map_err(|e| {
+        // Straight from the entry's JSON text when there is one (no JSON tree built first);
+        // else from the payload in place (no copy of the tree).
+        let decoded = match parts.ctx.raw_payload() {
+            Some(raw) => serde_json::from_str(raw),
+            None => T::deserialize(parts.ctx.payload()),
+        };
+        decoded.map_err(|e| {
             Outcome::BadPayload(format!(
                 "payload does not match the handler's argument type {}: {e}",
                 std::any::type_name::<T>()
@@ -272,5 +277,97 @@ mod tests {
         let e = HandlerError::new("slow down").with_retry_after(Duration::from_secs(3));
         assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
         assert_eq!(e.to_string(), "slow down");
+    }
+}
+
+#[cfg(test)]
+mod read_payload_tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use crate::broker::RawEntry;
+    use crate::bus::Bus;
+    use crate::context::{Context, ServedStream};
+    use crate::handler::{HandlerArg, Outcome, Parts};
+
+    fn read(data: &str) -> Context {
+        let entry = RawEntry {
+            id: "5-0".into(),
+            fields: vec![("data".into(), data.as_bytes().to_vec())],
+        };
+        let served = Arc::new(ServedStream {
+            agent: "coder".into(),
+            stream: "agent:coder:inbox".into(),
+            group: "coder_workers".into(),
+            consumer: "c".into(),
+        });
+        let head = entry.decode_head(false).expect("a valid envelope");
+        Context::new(served, entry.id, 1, 3, 1, head, Bus::offline())
+    }
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Review {
+        pr_id: String,
+        #[serde(default)]
+        files: Vec<String>,
+    }
+
+    #[test]
+    fn a_read_payload_is_decoded_from_its_text_for_a_typed_argument_and_on_demand_as_json() {
+        let ctx = read(
+            r#"{"id":"msg:1","message_type":"task","payload":{"pr_id":"pr-7","files":["a.rs"]}}"#,
+        );
+        // Not decoded into JSON by reading it.
+        assert!(!ctx.payload_decoded());
+        assert_eq!(ctx.head().payload, Value::Null);
+        let mut parts = Parts::new(ctx.clone());
+        let review = Review::from_parts(&mut parts).expect("decodes");
+        assert_eq!(
+            review,
+            Review {
+                pr_id: "pr-7".into(),
+                files: vec!["a.rs".into()]
+            }
+        );
+        assert!(
+            !ctx.payload_decoded(),
+            "a typed argument needs no JSON tree"
+        );
+        // Asked for, the JSON is the whole payload, in `message()` too.
+        assert_eq!(ctx.payload()["files"][0], "a.rs");
+        assert_eq!(ctx.message().payload["pr_id"], "pr-7");
+        assert_eq!(ctx.message().id, "msg:1");
+        assert_eq!(ctx.message_type(), "task");
+        // A `Value` argument is the same JSON.
+        let v = Value::from_parts(&mut parts).expect("any JSON");
+        assert_eq!(&v, ctx.payload());
+    }
+
+    #[test]
+    fn an_absent_or_null_payload_is_an_empty_object_for_every_reader() {
+        for data in [
+            r#"{"message_type":"task"}"#,
+            r#"{"message_type":"task","payload":null}"#,
+        ] {
+            let ctx = read(data);
+            assert_eq!(ctx.payload(), &serde_json::json!({}), "{data}");
+            #[derive(serde::Deserialize)]
+            struct Nothing {
+                #[serde(default)]
+                _n: u8,
+            }
+            assert!(Nothing::from_parts(&mut Parts::new(ctx)).is_ok(), "{data}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_the_argument_says_so() {
+        let ctx = read(r#"{"message_type":"task","payload":{"files":["a.rs"]}}"#);
+        let Err(Outcome::BadPayload(why)) = Review::from_parts(&mut Parts::new(ctx)) else {
+            panic!("a missing field is a bad payload");
+        };
+        assert!(why.contains("missing field `pr_id`"), "{why}");
+        assert!(why.contains("Review"), "{why}");
     }
 }

@@ -19,37 +19,28 @@ pub const DEFAULT_TTL_SECONDS: u64 = 86_400;
 /// Decoding is lenient: entries written by older or foreign producers that lack optional
 /// keys are accepted (missing keys take their defaults) and unknown keys are ignored.
 /// Encoding always writes every key, because the Python bus rebuilds a dataclass from it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Message {
     /// `msg:<uuid>`.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub id: String,
     /// Sending agent.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub from_agent: String,
     /// Receiving agent.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub to_agent: String,
     /// Dispatch key: `task`, `response`, `event`, …
     pub message_type: String,
     /// A JSON object.
-    #[serde(default = "empty_object", deserialize_with = "null_as_object")]
     pub payload: Value,
     /// Naive UTC ISO-8601, e.g. `2026-11-25T20:15:56.123456`.
-    #[serde(default, deserialize_with = "null_as_default")]
     pub timestamp: String,
     /// 1–4.
-    #[serde(default)]
     pub priority: Priority,
     /// Seconds after `timestamp` the message may still be handled (0: no limit); past that,
     /// a worker moves it to dead letters as `expired` (see [`Message::is_expired_at`]).
-    #[serde(default = "default_ttl", deserialize_with = "lenient_ttl")]
     pub ttl_seconds: u64,
     /// A stream key to send the handler's reply to.
-    #[serde(default)]
     pub reply_to: Option<String>,
     /// Carried into replies.
-    #[serde(default)]
     pub correlation_id: Option<String>,
     /// String headers (trace context, tenant, …); stored in the entry's `headers` field,
     /// never inside `data`.
@@ -66,7 +57,67 @@ pub struct Message {
     pub deliver_at_ms: Option<u64>,
 }
 
-fn empty_object() -> Value {
+/// How an envelope is read: every key of [`Message`]'s `data`, leniently, with the payload
+/// as `P` — a [`Value`] for a [`Message`], or the raw JSON text when a worker reads an
+/// entry (`RawEntry::decode_head`): a handler that takes a typed argument decodes it from
+/// the text, without building a JSON tree first.
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "P: Deserialize<'de>"))]
+pub(crate) struct Envelope<P> {
+    #[serde(default, deserialize_with = "null_as_default")]
+    id: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    from_agent: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    to_agent: String,
+    message_type: String,
+    /// `None` when absent or `null` (an empty object, as the Python bus writes `{}`).
+    #[serde(default)]
+    payload: Option<P>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    timestamp: String,
+    #[serde(default)]
+    priority: Priority,
+    #[serde(default = "default_ttl", deserialize_with = "lenient_ttl")]
+    ttl_seconds: u64,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    correlation_id: Option<String>,
+}
+
+impl<P> Envelope<P> {
+    /// The message, with `payload` for its payload; and the payload as read (`None`: absent
+    /// or `null`).
+    pub(crate) fn split(self, payload: Value) -> (Message, Option<P>) {
+        let message = Message {
+            id: self.id,
+            from_agent: self.from_agent,
+            to_agent: self.to_agent,
+            message_type: self.message_type,
+            payload,
+            timestamp: self.timestamp,
+            priority: self.priority,
+            ttl_seconds: self.ttl_seconds,
+            reply_to: self.reply_to,
+            correlation_id: self.correlation_id,
+            headers: BTreeMap::new(),
+            sender: None,
+            deliver_at_ms: None,
+        };
+        (message, self.payload)
+    }
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (mut message, payload) = Envelope::<Value>::deserialize(d)?.split(Value::Null);
+        message.payload = payload.unwrap_or_else(empty_object);
+        Ok(message)
+    }
+}
+
+pub(crate) fn empty_object() -> Value {
     Value::Object(Map::new())
 }
 
@@ -80,13 +131,6 @@ where
     T: Default + Deserialize<'de>,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn null_as_object<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Value, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Null => empty_object(),
-        v => v,
-    })
 }
 
 fn lenient_ttl<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {

@@ -162,7 +162,7 @@ impl TestWorker {
             attempt,
             max_attempts,
             1,
-            message,
+            crate::broker::Head { message, raw: None },
             self.bus.clone(),
         );
         let never = std::future::pending::<std::convert::Infallible>();

@@ -25,7 +25,7 @@ pub(crate) use backoff::{capped_backoff, reconnect_backoff};
 pub(crate) use conn::Conn;
 pub use dead_letter::DeadReason;
 pub(crate) use dead_letter::{DeadLetterNote, dead_letter};
-pub(crate) use wire::RawEntry;
+pub(crate) use wire::{Head, RawEntry};
 
 use crate::error::Result;
 use conn::{Backend, Timeouts};

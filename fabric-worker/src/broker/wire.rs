@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use redis::Value;
 
 use crate::error::{Error, Result};
-use crate::message::{Message, fields};
+use serde_json::value::RawValue;
+
+use crate::message::{Envelope, Message, fields};
 
 /// Most fields an entry may have (the function library's limit too: `MAX_FIELDS`).
 pub(crate) const MAX_FIELDS: usize = 64;
@@ -86,23 +88,41 @@ impl RawEntry {
     /// Decodes the envelope and headers, and with `stamped` (secure mode, where only the
     /// router writes into inboxes and reply streams) the authenticated `sender` too.
     pub(crate) fn decode_as(&self, stamped: bool) -> std::result::Result<Message, String> {
-        let mut m = self.decode()?;
-        if stamped {
-            m.sender = self.get_str(fields::SENDER).map(str::to_owned);
-        }
+        let (mut m, payload) = self.decode_with::<serde_json::Value>(stamped)?;
+        m.payload = payload.unwrap_or_else(crate::message::empty_object);
         Ok(m)
     }
 
     /// Decodes the envelope and headers. The error text explains what is wrong.
     pub(crate) fn decode(&self) -> std::result::Result<Message, String> {
+        self.decode_as(false)
+    }
+
+    /// What a worker decodes before it runs a handler: everything but the payload, which
+    /// stays JSON text (checked to be valid JSON) until the handler asks for it.
+    /// `None` for an absent or `null` payload: the message's payload is then an empty
+    /// object already.
+    pub(crate) fn decode_head(&self, stamped: bool) -> std::result::Result<Head, String> {
+        let (mut message, raw) = self.decode_with::<Box<RawValue>>(stamped)?;
+        if raw.is_none() {
+            message.payload = crate::message::empty_object();
+        }
+        Ok(Head { message, raw })
+    }
+
+    fn decode_with<P: serde::de::DeserializeOwned>(
+        &self,
+        stamped: bool,
+    ) -> std::result::Result<(Message, Option<P>), String> {
         if self.fields.is_empty() {
             return Err("entry was deleted from the stream (no fields)".into());
         }
         let data = self
             .get(fields::DATA)
             .ok_or_else(|| "entry has no `data` field".to_string())?;
-        let mut msg: Message = serde_json::from_slice(data)
+        let envelope: Envelope<P> = serde_json::from_slice(data)
             .map_err(|e| format!("`data` is not a valid message envelope: {e}"))?;
+        let (mut msg, payload) = envelope.split(serde_json::Value::Null);
         if msg.id.is_empty() {
             // Foreign producers may omit the id; give the message a stable one.
             msg.id = format!("msg:stream:{}", self.id);
@@ -111,8 +131,21 @@ impl RawEntry {
             msg.headers = serde_json::from_slice(h)
                 .map_err(|e| format!("`headers` is not a JSON object of strings: {e}"))?;
         }
-        Ok(msg)
+        if stamped {
+            msg.sender = self.get_str(fields::SENDER).map(str::to_owned);
+        }
+        Ok((msg, payload))
     }
+}
+
+/// A message as a worker reads it ([`RawEntry::decode_head`]): every field but a payload
+/// still in `raw`.
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The message; its payload is `null` while `raw` holds it.
+    pub(crate) message: Message,
+    /// The payload's JSON text, when it is neither absent nor `null`.
+    pub(crate) raw: Option<Box<RawValue>>,
 }
 
 /// Whether an envelope's priority is plainly normal without parsing it: the key `"priority"`
@@ -340,6 +373,56 @@ mod tests {
         assert!(r[0].1[1].decode().unwrap_err().contains("deleted"));
         assert!(parse_read_reply(&Value::Nil).unwrap().is_empty());
         assert!(parse_read_reply(&Value::Int(3)).is_err());
+    }
+
+    #[test]
+    fn a_workers_decode_keeps_the_payload_as_text_and_agrees_with_the_full_decode() {
+        let entry = |data: &str| RawEntry {
+            id: "7-0".into(),
+            fields: vec![
+                ("data".into(), data.as_bytes().to_vec()),
+                ("headers".into(), br#"{"tenant":"acme"}"#.to_vec()),
+                ("sender".into(), b"percy".to_vec()),
+            ],
+        };
+        let data = r#"{"id":"msg:1","from_agent":"percy","to_agent":"coder","message_type":"task","payload":{"pr_id":"pr-1","files":["a.rs"],"n":1.5},"timestamp":"2026-11-29T01:02:03.000004","priority":3,"ttl_seconds":60,"reply_to":"agent:percy:results","correlation_id":"c-1"}"#;
+        let e = entry(data);
+        let head = e.decode_head(true).unwrap();
+        // The text exactly as written, not a re-encoding.
+        assert_eq!(
+            head.raw.as_deref().map(RawValue::get),
+            Some(r#"{"pr_id":"pr-1","files":["a.rs"],"n":1.5}"#)
+        );
+        assert_eq!(head.message.payload, serde_json::Value::Null);
+        let full = e.decode_as(true).unwrap();
+        let mut rest = full.clone();
+        rest.payload = serde_json::Value::Null;
+        assert_eq!(
+            head.message, rest,
+            "every other field as the full decode reads it"
+        );
+        assert_eq!(full.sender.as_deref(), Some("percy"));
+        assert_eq!(full.headers.get("tenant").map(String::as_str), Some("acme"));
+
+        // Absent or null: an empty object, nothing left to decode (as the full decode).
+        for data in [
+            r#"{"message_type":"task"}"#,
+            r#"{"message_type":"task","payload":null}"#,
+        ] {
+            let head = entry(data).decode_head(false).unwrap();
+            assert!(head.raw.is_none(), "{data}");
+            assert_eq!(head.message.payload, serde_json::json!({}), "{data}");
+            assert_eq!(entry(data).decode().unwrap().payload, serde_json::json!({}));
+            assert_eq!(head.message.id, "msg:stream:7-0");
+        }
+        // A payload that is not JSON is refused as the full decode refuses it.
+        let bad = entry(r#"{"message_type":"task","payload":{"a":tru}}"#);
+        assert!(
+            bad.decode_head(false)
+                .unwrap_err()
+                .contains("not a valid message envelope")
+        );
+        assert!(bad.decode().is_err());
     }
 
     #[test]

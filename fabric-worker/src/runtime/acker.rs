@@ -94,7 +94,7 @@ async fn settle(st: &StreamState, batch: Vec<Handled>) {
                         }
                         Err(e) => {
                             let (entry, hooked) = (&p.entry, p.hooked.as_ref());
-                            let request = p.request.message();
+                            let request = p.request.head();
                             let why = super::reply::unwritable(request, &e);
                             let tries = (p.attempt, p.deliveries);
                             st.succeeded_but(entry, request, hooked, tries, why).await;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::stream::StreamState;
 use crate::broker::{DeadReason, RawEntry};
+use crate::context::Context;
 use crate::hooks::{DeadLettered, Delivery, Outcome};
 use crate::message::Message;
 
@@ -15,7 +16,7 @@ impl StreamState {
     pub(super) fn hook_before(
         &self,
         entry: &RawEntry,
-        message: &Message,
+        ctx: &Context,
         attempt: u32,
         deliveries: u64,
     ) -> Option<Arc<Delivery>> {
@@ -27,7 +28,7 @@ impl StreamState {
             agent: self.spec.agent.clone(),
             stream: self.spec.stream.clone(),
             stream_id: entry.id.clone(),
-            message: Arc::new(message.clone()),
+            message: Arc::new(ctx.message().clone()),
             attempt,
             delivery_count: deliveries,
             started_at: std::time::SystemTime::now(),
@@ -60,7 +61,12 @@ impl StreamState {
             agent: self.spec.agent.clone(),
             stream: self.spec.stream.clone(),
             stream_id: entry.id.clone(),
-            message: message.map(|m| Arc::new(m.clone())),
+            // The runtime's copy may lack its payload (a worker decodes it only for a
+            // handler): the hooks get the whole message, decoded again from the entry.
+            message: message.map(|m| {
+                let stamped = self.bus.mode() == crate::bus::Mode::Secure;
+                Arc::new(entry.decode_as(stamped).unwrap_or_else(|_| m.clone()))
+            }),
             reason: reason.clone(),
             error: error.to_owned(),
             attempts,

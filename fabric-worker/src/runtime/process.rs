@@ -50,8 +50,9 @@ impl StreamState {
             .await;
             return false;
         }
-        let message = match entry.decode_as(self.bus.mode() == Mode::Secure) {
-            Ok(m) => m,
+        // Everything but the payload: a typed handler argument is decoded from its text.
+        let head = match entry.decode_head(self.bus.mode() == Mode::Secure) {
+            Ok(h) => h,
             Err(reason) => {
                 warn!(%reason, "invalid entry; moving it to dead letters");
                 self.dead_letter(
@@ -68,6 +69,7 @@ impl StreamState {
                 return false;
             }
         };
+        let message = &head.message;
         span.record("message_id", message.id.as_str());
         span.record("message_type", message.message_type.as_str());
         if let Some(target) = entry.get_str(fields::TARGET_GROUP)
@@ -86,7 +88,7 @@ impl StreamState {
             self.dead_letter(
                 &entry,
                 GiveUp {
-                    message: Some(&message),
+                    message: Some(message),
                     reason: DeadReason::DeliveryLimit,
                     error: &why,
                     attempts: attempt,
@@ -119,7 +121,7 @@ impl StreamState {
             return false;
         }
         if message.is_expired_at(crate::time::now_ms()) {
-            return Box::pin(self.expire(&entry, &message, attempt, deliveries)).await;
+            return Box::pin(self.expire(&entry, message, attempt, deliveries)).await;
         }
         let handler = spec.handlers.get(&message.message_type);
         let Some(handler) = handler.or(spec.catch_all.as_ref()) else {
@@ -143,7 +145,7 @@ impl StreamState {
             self.dead_letter(
                 &entry,
                 GiveUp {
-                    message: Some(&message),
+                    message: Some(message),
                     reason: DeadReason::NoHandler,
                     error: &why,
                     attempts: attempt,
@@ -165,13 +167,11 @@ impl StreamState {
             Gate::Run => {}
             Gate::Parked | Gate::Stopped => return false,
             Gate::Failed(error) => {
-                let failed =
-                    self.limiter_failed(&entry, &message, &error, max_attempts, deliveries);
+                let failed = self.limiter_failed(&entry, message, &error, max_attempts, deliveries);
                 return Box::pin(failed).await;
             }
         }
         debug!(handler = handler.reg.name, "handling");
-        let hooked = self.hook_before(&entry, &message, attempt, deliveries);
         // The context owns the message; `kept` shares it (no copy) for what follows the handler.
         let ctx = Context::new(
             self.served.clone(),
@@ -179,11 +179,13 @@ impl StreamState {
             attempt,
             max_attempts,
             deliveries,
-            message,
+            head,
             self.bus.clone(),
         );
         let kept = ctx.clone();
-        let message = kept.message();
+        let hooked = self.hook_before(&entry, &kept, attempt, deliveries);
+        // Everything but the payload, which the runtime never reads.
+        let message = kept.head();
         let mt = self.type_label(&message.message_type);
         let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
         let began = std::time::Instant::now();
