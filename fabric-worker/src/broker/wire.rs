@@ -154,11 +154,16 @@ pub(crate) struct Head {
 /// write the key); a full parse of every entry only to sort a read by priority cost 6 % of
 /// the worker's time per message. Anything else is parsed.
 fn plainly_normal(data: &[u8]) -> bool {
+    use memchr::memmem::Finder;
+    use std::sync::LazyLock;
     const KEY: &[u8] = b"\"priority\"";
-    if memchr::memmem::find(data, b"\\u").is_some() {
+    // Built once: building a finder per call was most of this function's cost.
+    static ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    static PRIORITY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(KEY));
+    if ESCAPE.find(data).is_some() {
         return false;
     }
-    let mut at = memchr::memmem::find_iter(data, KEY);
+    let mut at = PRIORITY.find_iter(data);
     let (Some(i), None) = (at.next(), at.next()) else {
         return false;
     };
