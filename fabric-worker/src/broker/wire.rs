@@ -189,13 +189,6 @@ pub(crate) fn as_string(v: &Value) -> Option<String> {
     }
 }
 
-pub(crate) fn as_bytes(v: &Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b.clone()),
-        other => as_string(other).map(String::into_bytes),
-    }
-}
-
 pub(crate) fn as_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
@@ -241,40 +234,78 @@ pub(crate) fn as_map(v: &Value) -> Option<HashMap<String, Value>> {
 
 /// Parses `[id, [field, value, ...] | nil]`.
 pub(crate) fn parse_entry(v: &Value) -> Option<RawEntry> {
-    let parts = as_array(v)?;
-    let id = as_string(parts.first()?)?;
+    entry_of(v.clone()).ok()
+}
+
+/// An entry, taking the reply's strings instead of copying them (a worker reads every
+/// message through here).
+fn entry_of(v: Value) -> std::result::Result<RawEntry, &'static str> {
+    let mut parts = into_array(v)
+        .ok_or("not an [id, fields] array")?
+        .into_iter();
+    let id = parts.next().and_then(into_string).ok_or("no id")?;
     let mut fields = Vec::new();
-    match parts.get(1) {
+    let mut push = |k: Value, v: Value| -> std::result::Result<(), &'static str> {
+        let name = into_string(k).ok_or("a field name that is not a string")?;
+        let value = into_bytes(v).ok_or("a field value that is not a string")?;
+        fields.push((name, value));
+        Ok(())
+    };
+    match parts.next() {
         Some(Value::Nil) | None => {}
         Some(Value::Map(pairs)) => {
             for (k, v) in pairs {
-                fields.push((as_string(k)?, as_bytes(v)?));
+                push(k, v)?;
             }
         }
         Some(other) => {
-            let flat = as_array(other)?;
-            for c in flat.chunks(2) {
-                if let [k, v] = c {
-                    fields.push((as_string(k)?, as_bytes(v)?));
-                }
+            let mut flat = into_array(other)
+                .ok_or("fields that are not an array")?
+                .into_iter();
+            while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
+                push(k, v)?;
             }
         }
     }
-    Some(RawEntry { id, fields })
+    Ok(RawEntry { id, fields })
+}
+
+fn into_string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        other => as_string(&other),
+    }
+}
+
+fn into_bytes(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        other => as_string(&other).map(String::into_bytes),
+    }
+}
+
+fn into_array(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Array(a) | Value::Set(a) => Some(a),
+        _ => None,
+    }
 }
 
 /// Parses a list of entries (the reply of XRANGE, or the entries of one stream in XREAD).
 pub(crate) fn parse_entries(v: &Value) -> Result<Vec<RawEntry>> {
+    entries_of(v.clone())
+}
+
+fn entries_of(v: Value) -> Result<Vec<RawEntry>> {
     match v {
         Value::Nil => Ok(Vec::new()),
-        _ => {
-            let items =
-                as_array(v).ok_or_else(|| Error::protocol("stream entries", format!("{v:?}")))?;
+        v => {
+            let items = into_array(v).ok_or_else(|| {
+                Error::protocol("stream entries", "a reply that is not an array of entries")
+            })?;
             items
-                .iter()
-                .map(|e| {
-                    parse_entry(e).ok_or_else(|| Error::protocol("stream entry", format!("{e:?}")))
-                })
+                .into_iter()
+                .map(|e| entry_of(e).map_err(|why| Error::protocol("stream entry", why)))
                 .collect()
         }
     }
@@ -282,25 +313,33 @@ pub(crate) fn parse_entries(v: &Value) -> Result<Vec<RawEntry>> {
 
 /// Parses an XREAD / XREADGROUP reply into `(stream key, entries)` pairs.
 pub(crate) fn parse_read_reply(v: &Value) -> Result<Vec<(String, Vec<RawEntry>)>> {
+    read_reply_of(v.clone())
+}
+
+/// [`parse_read_reply`], taking the reply's strings instead of copying them.
+pub(crate) fn read_reply_of(v: Value) -> Result<Vec<(String, Vec<RawEntry>)>> {
+    let bad = |what: &str| Error::protocol("XREADGROUP reply", what.to_owned());
     match v {
         Value::Nil => Ok(Vec::new()),
         Value::Map(pairs) => pairs
-            .iter()
+            .into_iter()
             .map(|(k, e)| {
-                let key = as_string(k)
-                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{k:?}")))?;
-                Ok((key, parse_entries(e)?))
+                let key = into_string(k).ok_or_else(|| bad("a stream key that is not a string"))?;
+                Ok((key, entries_of(e)?))
             })
             .collect(),
         Value::Array(streams) => streams
-            .iter()
+            .into_iter()
             .map(|s| {
-                let parts = as_array(s)
+                let mut parts = into_array(s)
                     .filter(|p| p.len() == 2)
-                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{s:?}")))?;
-                let key = as_string(&parts[0])
-                    .ok_or_else(|| Error::protocol("XREADGROUP reply", format!("{s:?}")))?;
-                Ok((key, parse_entries(&parts[1])?))
+                    .ok_or_else(|| bad("a stream that is not a [key, entries] pair"))?
+                    .into_iter();
+                let key = parts
+                    .next()
+                    .and_then(into_string)
+                    .ok_or_else(|| bad("a stream key that is not a string"))?;
+                Ok((key, entries_of(parts.next().unwrap_or(Value::Nil))?))
             })
             .collect(),
         other => Err(Error::protocol("XREADGROUP reply", format!("{other:?}"))),
@@ -378,6 +417,33 @@ mod tests {
         assert!(r[0].1[1].decode().unwrap_err().contains("deleted"));
         assert!(parse_read_reply(&Value::Nil).unwrap().is_empty());
         assert!(parse_read_reply(&Value::Int(3)).is_err());
+
+        // RESP3: streams as a map, an entry's fields as a map; taken, not copied, by
+        // `read_reply_of`, with the same result.
+        let resp3 = Value::Map(vec![(
+            Value::BulkString(b"agent:percy:inbox".to_vec()),
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"3-0".to_vec()),
+                Value::Map(vec![(
+                    Value::SimpleString("data".into()),
+                    Value::BulkString(b"{\"message_type\":\"event\"}".to_vec()),
+                )]),
+            ])]),
+        )]);
+        let r = read_reply_of(resp3).unwrap();
+        assert_eq!(r[0].0, "agent:percy:inbox");
+        assert_eq!(r[0].1[0].id, "3-0");
+        assert_eq!(r[0].1[0].decode().unwrap().message_type, "event");
+        // A field name that is not a string is a protocol error naming what is wrong.
+        let bad = Value::Array(vec![Value::Array(vec![
+            Value::BulkString(b"s".to_vec()),
+            Value::Array(vec![Value::Array(vec![
+                Value::BulkString(b"4-0".to_vec()),
+                Value::Array(vec![Value::Array(vec![]), Value::Nil]),
+            ])]),
+        ])]);
+        let e = read_reply_of(bad).unwrap_err().to_string();
+        assert!(e.contains("field name"), "{e}");
     }
 
     #[test]

@@ -381,7 +381,7 @@ impl Router {
                     .query_async(&mut self.broker.conn())
                     .await
                     .map_err(|e| Error::redis("XREADGROUP", o, e))?;
-                out.extend(wire::parse_read_reply(&v)?);
+                out.extend(wire::read_reply_of(v)?);
             }
             if out.iter().all(|(_, e)| e.is_empty()) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -407,7 +407,7 @@ impl Router {
             .query_async(conn)
             .await
             .map_err(|e| Error::redis("XREADGROUP", "agent:*:outbox", e))?;
-        wire::parse_read_reply(&v)
+        wire::read_reply_of(v)
     }
 
     /// Takes over entries another router left unacknowledged for too long.

@@ -222,8 +222,8 @@ fn xreadgroup(st: &StreamState, count: usize) -> redis::Cmd {
 }
 
 /// Maps a read reply's streams to lane indexes.
-fn by_lane(lanes: &[Arc<StreamState>], v: &redis::Value) -> redis::RedisResult<Got> {
-    let streams = wire::parse_read_reply(v).map_err(|e| {
+fn by_lane(lanes: &[Arc<StreamState>], v: redis::Value) -> redis::RedisResult<Got> {
+    let streams = wire::read_reply_of(v).map_err(|e| {
         error!(error = %e, "unreadable XREADGROUP reply");
         redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
@@ -259,7 +259,7 @@ async fn read_blocking(
         cmd.arg(">");
     }
     let v: redis::Value = cmd.query_async(c).await?;
-    by_lane(lanes, &v)
+    by_lane(lanes, v)
 }
 
 /// One pipeline of non-blocking reads, `quotas[i]` entries from lane `i`.
@@ -276,7 +276,7 @@ async fn read_quotas(
     }
     let replies: Vec<redis::Value> = pipe.query_async(c).await?;
     let mut got = Got::new();
-    for v in &replies {
+    for v in replies {
         got.extend(by_lane(lanes, v)?);
     }
     Ok(got)
@@ -298,7 +298,7 @@ async fn read_in_order(
         let mut cmd = xreadgroup(&lanes[i], left);
         cmd.arg("STREAMS").arg(&lanes[i].spec.stream).arg(">");
         let v: redis::Value = cmd.query_async(c).await?;
-        for (i, entries) in by_lane(lanes, &v)? {
+        for (i, entries) in by_lane(lanes, v)? {
             left = left.saturating_sub(entries.len());
             got.push((i, entries));
         }
