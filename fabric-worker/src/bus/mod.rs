@@ -32,6 +32,7 @@ mod hooks;
 mod inspect;
 mod lanes;
 mod lookup;
+mod notify;
 mod pause;
 mod presence;
 mod replicas;
@@ -446,6 +447,8 @@ struct BusInner {
     instance: String,
     /// One reply listener per requesting agent.
     replies: Mutex<HashMap<String, Arc<request::ReplyListener>>>,
+    /// The recipients whose new-message notification is in flight (notify.rs).
+    notifier: notify::Notifier,
     /// Stops the reply listeners when the last clone is dropped.
     cancel: CancellationToken,
     _guard: DropGuard,
@@ -505,6 +508,7 @@ impl Bus {
                 wait_replicas: None,
                 instance: uuid::Uuid::new_v4().simple().to_string(),
                 replies: Mutex::new(HashMap::new()),
+                notifier: notify::Notifier::default(),
                 cancel: cancel.clone(),
                 _guard: cancel.drop_guard(),
             }),

@@ -107,10 +107,14 @@ impl Bus {
             return Ok(Vec::new());
         }
         // In secure mode the router announces what it delivers.
-        let notes = if self.inner.notify && self.inner.mode == Mode::Direct {
-            notifications(&prepared)
-        } else {
-            Vec::new()
+        // One notification in flight per recipient (notify.rs): this send publishes for the
+        // recipients it claimed; what it owes the others is published when the claim drops,
+        // after the writes.
+        let claim = (self.inner.notify && self.inner.mode == Mode::Direct)
+            .then(|| (self.inner.notifier).claim(self, prepared.iter().map(|p| &p.message)));
+        let notes = match &claim {
+            Some(c) => notifications(&prepared, &c.publishing),
+            None => Vec::new(),
         };
         if prepared.iter().any(|p| matches!(p.how, How::Lane(_))) {
             // `fabric_send_lane` runs in a pipeline: the library must be there first.
@@ -136,6 +140,7 @@ impl Bus {
                 }
             }
         }
+        drop(claim);
         receipts(prepared, written, self.replica_wait().map(|w| w.replicas))
     }
 
@@ -369,14 +374,19 @@ pub(crate) fn replicas_acked(reply: Option<redis::Value>) -> u32 {
     }
 }
 
-fn log_unpublished(channel: &str, e: &redis::RedisError) {
+pub(super) fn log_unpublished(channel: &str, e: &redis::RedisError) {
     tracing::warn!(%channel, error = %e, "message queued, but its new-message notification was not published");
 }
 
-/// One notification per recipient: for its last message in the batch, with the number of
-/// messages it got (`"count"` only appears when it is more than one).
-fn notifications(prepared: &[Prepared]) -> Vec<(String, String)> {
-    notes_for(prepared.iter().map(|p| &p.message))
+/// One notification per recipient of `publishing`: for its last message in the batch, with
+/// the number of messages it got (`"count"` only appears when it is more than one).
+fn notifications(prepared: &[Prepared], publishing: &[String]) -> Vec<(String, String)> {
+    notes_for(
+        prepared
+            .iter()
+            .map(|p| &p.message)
+            .filter(|m| publishing.contains(&m.to_agent)),
+    )
 }
 
 /// The new-message notifications for `messages`: one per recipient, for its last message,
@@ -396,36 +406,12 @@ pub(crate) fn notes_for<'a>(messages: impl Iterator<Item = &'a Message>) -> Vec<
     per_recipient
         .into_iter()
         .map(|(m, count)| {
-            let note = Note {
-                count: (count > 1).then_some(count),
-                // Scheduled: wakes the recipient's promoter (it may be due before the one it
-                // waits for), no message is in the inbox yet.
-                deliver_at_ms: m.deliver_at_ms,
-                from: &m.from_agent,
-                message_id: &m.id,
-                priority: m.priority.as_u8(),
-                kind: &m.message_type,
-            };
-            let note = serde_json::to_string(&note).unwrap_or_default();
-            (keys::new_message_channel(&m.to_agent), note)
+            (
+                keys::new_message_channel(&m.to_agent),
+                super::notify::note_text(m, count),
+            )
         })
         .collect()
-}
-
-/// A `new_message` notification (docs/protocol.md §4.1), written straight from the message
-/// (building a `serde_json::Value` first cost a tenth of a `send`). Fields in the order the
-/// protocol's examples and earlier versions wrote them: by name.
-#[derive(serde::Serialize)]
-struct Note<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deliver_at_ms: Option<u64>,
-    from: &'a str,
-    message_id: &'a str,
-    priority: u8,
-    #[serde(rename = "type")]
-    kind: &'a str,
 }
 
 /// The receipts, or the error: all refused → the first error; some refused → `PartlySent`;
