@@ -150,6 +150,19 @@ impl Bus {
         prepared: &[Prepared],
         notes: &[(String, String)],
     ) -> Result<Writes> {
+        let wait = self.replica_wait();
+        if let ([p], None, []) = (prepared, wait, notes) {
+            // One command (most sends, their notification shared): no pipeline around it.
+            let written = match write_cmd(p).query_async(&mut self.conn()).await {
+                Ok(reply) => entry_id(reply),
+                Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => refused(e),
+                Err(e) => return Err(Error::redis("XADD", &p.stream, e)),
+            };
+            return Ok(Writes {
+                written: vec![written],
+                acked: vec![None],
+            });
+        }
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         if self.inner.mode == Mode::Secure && prepared.len() > 1 {
@@ -160,7 +173,6 @@ impl Bus {
         for p in prepared {
             xadd(&mut pipe, p);
         }
-        let wait = self.replica_wait();
         if let Some(w) = wait {
             add_wait(&mut pipe, w);
         }
@@ -304,21 +316,27 @@ fn schedule_member(id: &str, data: &str, headers: Option<&str>, lane: Option<&st
 }
 
 fn xadd(pipe: &mut redis::Pipeline, p: &Prepared) {
-    let cmd = match &p.how {
+    pipe.add_command(write_cmd(p));
+}
+
+/// The command that writes `p`: its `XADD`, its lane's `FCALL`, or its schedule's `ZADD`.
+fn write_cmd(p: &Prepared) -> redis::Cmd {
+    let mut cmd;
+    match &p.how {
         How::Schedule { due_ms, member } => {
-            pipe.cmd("ZADD")
-                .arg(keys::delayed(&p.stream))
-                .arg(due_ms)
-                .arg(member);
-            return;
+            cmd = redis::cmd("ZADD");
+            cmd.arg(keys::delayed(&p.stream)).arg(due_ms).arg(member);
+            return cmd;
         }
         How::Lane(lane) => {
-            let cmd = pipe.cmd("FCALL").arg("fabric_send_lane").arg(2);
-            cmd.arg(lane).arg(&p.stream);
-            cmd
+            cmd = redis::cmd("FCALL");
+            cmd.arg("fabric_send_lane").arg(2).arg(lane).arg(&p.stream);
         }
-        How::Append => pipe.cmd("XADD").arg(&p.stream).arg("*"),
-    };
+        How::Append => {
+            cmd = redis::cmd("XADD");
+            cmd.arg(&p.stream).arg("*");
+        }
+    }
     cmd.arg(fields::DATA).arg(&p.data);
     if let Some(h) = &p.headers {
         cmd.arg(fields::HEADERS).arg(h);
@@ -329,21 +347,24 @@ fn xadd(pipe: &mut redis::Pipeline, p: &Prepared) {
         // Secure mode: the router schedules it (§7.2).
         cmd.arg(fields::DELIVER_AT_MS).arg(at);
     }
+    cmd
+}
+
+/// A write Redis refused (logged when the function library is gone).
+fn refused(e: redis::RedisError) -> Written {
+    if e.to_string().contains("Function not found") {
+        tracing::warn!(
+            "the fabric function library is gone (Redis restarted without it?): this message was not queued; the next send loads it again"
+        );
+    }
+    Err(e)
 }
 
 /// The entry id an `XADD` (or `fabric_send_lane`, whose reply is `[key, id]`) returned,
 /// `""` for a `ZADD` into a schedule, or the error it failed with.
 fn entry_id(reply: redis::Value) -> Written {
     match reply {
-        redis::Value::ServerError(e) => {
-            let e = redis::RedisError::from(e);
-            if e.to_string().contains("Function not found") {
-                tracing::warn!(
-                    "the fabric function library is gone (Redis restarted without it?): this message was not queued; the next send loads it again"
-                );
-            }
-            Err(e)
-        }
+        redis::Value::ServerError(e) => refused(redis::RedisError::from(e)),
         redis::Value::Int(_) => Ok(String::new()),
         redis::Value::Array(mut kv) if kv.len() == 2 => entry_id(kv.swap_remove(1)),
         other => crate::broker::wire::as_string(&other).ok_or_else(|| {
