@@ -46,7 +46,9 @@ impl Bus {
     ///
     /// A `task` without `reply_to` gets `agent:<from_agent>:results`, as the Python bus does.
     /// Unless turned off with [`BusBuilder::notify`](super::BusBuilder::notify),
-    /// `agent.<to>.new_message` is published after the entry is written.
+    /// `agent.<to>.new_message` is published after the entry is written; concurrent sends to
+    /// one agent share it (while one is in flight the others publish nothing of their own,
+    /// and one more, with `"count"`, covers them once it is answered).
     ///
     /// `Ok` means the message is in the inbox; an error means it is not. A notification that
     /// cannot be published (e.g. a Redis user without that channel) is logged, never an error:
