@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
+use fabric_tests::{
+    RedisServer, RunningWorker, command_calls, init_tracing, unique_agent, wait_until_async,
+};
 use fabric_worker::prelude::*;
 use serde_json::{Value, json};
 
@@ -53,27 +55,6 @@ async fn clients(conn: &mut redis::aio::MultiplexedConnection) -> usize {
         .await
         .unwrap();
     list.lines().filter(|l| !l.trim().is_empty()).count()
-}
-
-/// Calls so far per command (`INFO commandstats`; commands run by functions included).
-async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
 }
 
 /// Waits until the worker registered its presence for every agent (it does so before its
@@ -149,11 +130,11 @@ async fn a_thousand_agents_share_a_few_connections_and_wake_within_milliseconds(
     );
 
     // Idle: few commands a second (the safety-net polls, spread out), not thousands.
-    let c0 = commands(&mut conn).await;
+    let c0 = command_calls(&mut conn).await;
     let cpu0 = own_cpu();
     let idle_for = Duration::from_secs(10); // the reclaim and trim period
     tokio::time::sleep(idle_for).await;
-    let c1 = commands(&mut conn).await;
+    let c1 = command_calls(&mut conn).await;
     let cpu = (own_cpu() - cpu0).as_secs_f64() / idle_for.as_secs_f64() * 100.0;
     eprintln!("CPU of this process (the worker; debug build) while 1,000 agents idle: {cpu:.1} %");
     let mut by_command: Vec<(String, f64)> = c1

@@ -3,11 +3,12 @@
 //! more notification covers them once it is answered — every message counted exactly once,
 //! and none left to wait for the reader's slow poll.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fabric_tests::{RedisServer, RunningWorker, init_tracing, unique_agent, wait_until_async};
+use fabric_tests::{
+    RedisServer, RunningWorker, command_calls, init_tracing, unique_agent, wait_until_async,
+};
 use fabric_worker::prelude::*;
 use fabric_worker::{Bus, Message, keys};
 use futures::StreamExt;
@@ -39,26 +40,6 @@ async fn send_from_tasks(bus: &Bus, to: &str, message_type: &str, tasks: usize, 
     }
 }
 
-async fn commands(conn: &mut redis::aio::MultiplexedConnection) -> HashMap<String, u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest
-                .strip_prefix("calls=")?
-                .split(',')
-                .next()?
-                .parse()
-                .ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sends_share_notifications_and_count_every_message_once() {
     init_tracing();
@@ -74,7 +55,7 @@ async fn concurrent_sends_share_notifications_and_count_every_message_once() {
     let mut notes = pubsub.into_on_message();
     let mut conn = server.async_conn().await;
     let bus = Bus::connect(&url).await.unwrap();
-    let before = commands(&mut conn).await;
+    let before = command_calls(&mut conn).await;
 
     const TASKS: usize = 64;
     const EACH: usize = 40;
@@ -110,7 +91,7 @@ async fn concurrent_sends_share_notifications_and_count_every_message_once() {
         .await
         .unwrap();
     assert_eq!(xlen, N);
-    let after = commands(&mut conn).await;
+    let after = command_calls(&mut conn).await;
     let publishes =
         after.get("publish").copied().unwrap_or(0) - before.get("publish").copied().unwrap_or(0);
     assert_eq!(
