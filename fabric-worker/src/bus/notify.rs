@@ -25,81 +25,90 @@ use crate::broker::lock;
 use crate::keys;
 use crate::message::Message;
 
-/// Per recipient with a notification in flight: what was written for it since.
+/// Per recipient with a notification in flight: the notification owed for what was
+/// written for it since (`None`: nothing yet).
 #[derive(Default)]
 pub(super) struct Notifier {
-    in_flight: Mutex<HashMap<String, Owed>>,
+    in_flight: Mutex<HashMap<String, Option<Note<String>>>>,
 }
 
-/// Messages written for one recipient while its notification was in flight.
-#[derive(Default)]
-struct Owed {
+/// A `new_message` notification (docs/protocol.md §4.1) for `count` messages, naming the
+/// last: borrowed from the message when published at once, owned while owed. Written
+/// straight from its fields (building a `serde_json::Value` first cost a tenth of a `send`),
+/// in the order the protocol's examples and earlier versions wrote them: by name.
+#[derive(serde::Serialize)]
+struct Note<S> {
+    /// `"count"` only when more than one.
+    #[serde(skip_serializing_if = "alone")]
     count: usize,
-    last: Option<Noted>,
-}
-
-/// What a notification says of the message it names.
-pub(super) struct Noted {
-    from: String,
-    message_id: String,
-    priority: u8,
-    kind: String,
+    /// A scheduled message: it wakes the recipient's promoter, no message is in the inbox yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
     deliver_at_ms: Option<u64>,
+    from: S,
+    message_id: S,
+    priority: u8,
+    #[serde(rename = "type")]
+    kind: S,
 }
 
-impl Noted {
-    fn of(m: &Message) -> Noted {
-        Noted {
-            from: m.from_agent.clone(),
-            message_id: m.id.clone(),
-            priority: m.priority.as_u8(),
-            kind: m.message_type.clone(),
+fn alone(count: &usize) -> bool {
+    *count <= 1
+}
+
+impl<'a> Note<&'a str> {
+    fn of(m: &'a Message, count: usize) -> Self {
+        Note {
+            count,
             deliver_at_ms: m.deliver_at_ms,
+            from: &m.from_agent,
+            message_id: &m.id,
+            priority: m.priority.as_u8(),
+            kind: &m.message_type,
+        }
+    }
+
+    fn to_owned(&self) -> Note<String> {
+        Note {
+            count: self.count,
+            deliver_at_ms: self.deliver_at_ms,
+            from: self.from.to_owned(),
+            message_id: self.message_id.to_owned(),
+            priority: self.priority,
+            kind: self.kind.to_owned(),
         }
     }
 }
 
-/// A `new_message` notification (docs/protocol.md §4.1), written straight from the message
-/// (building a `serde_json::Value` first cost a tenth of a `send`). Fields in the order the
-/// protocol's examples and earlier versions wrote them: by name.
-#[derive(serde::Serialize)]
-struct Note<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deliver_at_ms: Option<u64>,
-    from: &'a str,
-    message_id: &'a str,
-    priority: u8,
-    #[serde(rename = "type")]
-    kind: &'a str,
+impl<S: serde::Serialize> Note<S> {
+    fn text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
-/// The text of the notification for `count` messages, the last `m` (`"count"` only when
-/// more than one; `deliver_at_ms` for a scheduled message: it wakes the recipient's
-/// promoter, no message is in the inbox yet).
+/// The text of the notification for `count` messages, the last `m`.
 pub(crate) fn note_text(m: &Message, count: usize) -> String {
-    let note = Note {
-        count: (count > 1).then_some(count),
-        deliver_at_ms: m.deliver_at_ms,
-        from: &m.from_agent,
-        message_id: &m.id,
-        priority: m.priority.as_u8(),
-        kind: &m.message_type,
-    };
-    serde_json::to_string(&note).unwrap_or_default()
+    Note::of(m, count).text()
 }
 
-fn noted_text(n: &Noted, count: usize) -> String {
-    let note = Note {
-        count: (count > 1).then_some(count),
-        deliver_at_ms: n.deliver_at_ms,
-        from: &n.from,
-        message_id: &n.message_id,
-        priority: n.priority,
-        kind: &n.kind,
+/// `PUBLISH`es `note` on `channel`, the channel of the agent whose inbox is `inbox`; in a
+/// cluster on the primary that holds that inbox (redis-rs would route it by the channel's
+/// slot, whose primary may be the one that just failed; a `PUBLISH` reaches the whole
+/// cluster from any node). A refusal is logged, never an error: the messages are queued.
+pub(super) async fn publish(bus: &Bus, inbox: &str, channel: &str, note: &str) {
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(channel).arg(note);
+    let sent = if bus.is_cluster() {
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            crate::broker::conn::slot(inbox),
+            SlotAddr::Master,
+        )));
+        bus.conn().route(cmd, route).await.map(drop)
+    } else {
+        cmd.query_async::<()>(&mut bus.conn()).await
     };
-    serde_json::to_string(&note).unwrap_or_default()
+    if let Err(e) = sent {
+        super::send::log_unpublished(channel, &e);
+    }
 }
 
 /// What one send claimed: the recipients whose notification it publishes in its own
@@ -109,8 +118,8 @@ pub(super) struct Claim {
     bus: Bus,
     /// Recipients (`to_agent`) this send publishes for.
     pub(super) publishing: Vec<String>,
-    /// Per other recipient: how many of this send's messages went to it, and the last one.
-    owing: Vec<(String, usize, Noted)>,
+    /// Per other recipient: the notification owed for this send's messages to it.
+    owing: Vec<(String, Note<String>)>,
 }
 
 impl Notifier {
@@ -131,13 +140,14 @@ impl Notifier {
             if claim.publishing.contains(&m.to_agent) {
                 continue;
             }
-            if let Some(o) = claim.owing.iter_mut().find(|o| o.0 == m.to_agent) {
-                o.1 += 1;
-                o.2 = Noted::of(m);
+            if let Some((_, owed)) = claim.owing.iter_mut().find(|o| o.0 == m.to_agent) {
+                *owed = Note::of(m, owed.count + 1).to_owned();
             } else if state.contains_key(&m.to_agent) {
-                claim.owing.push((m.to_agent.clone(), 1, Noted::of(m)));
+                claim
+                    .owing
+                    .push((m.to_agent.clone(), Note::of(m, 1).to_owned()));
             } else {
-                state.insert(m.to_agent.clone(), Owed::default());
+                state.insert(m.to_agent.clone(), None);
                 claim.publishing.push(m.to_agent.clone());
             }
         }
@@ -156,17 +166,17 @@ impl Drop for Claim {
                     follow_ups.push((to, note));
                 }
             }
-            for (to, count, last) in self.owing.drain(..) {
+            for (to, note) in self.owing.drain(..) {
                 match state.get_mut(&to) {
                     // Still in flight: its sender publishes for us once it is answered.
-                    Some(o) => {
-                        o.count += count;
-                        o.last = Some(last);
+                    Some(owed) => {
+                        let count = owed.as_ref().map_or(0, |o| o.count) + note.count;
+                        *owed = Some(Note { count, ..note });
                     }
                     // Answered already: nobody will; we do.
                     None => {
-                        state.insert(to.clone(), Owed::default());
-                        follow_ups.push((to, (count, last)));
+                        state.insert(to.clone(), None);
+                        follow_ups.push((to, note));
                     }
                 }
             }
@@ -190,41 +200,20 @@ impl Drop for Claim {
 
 /// Takes what is owed to `to`, keeping its notification in flight; or, nothing being owed,
 /// ends it.
-fn take_owed(state: &mut HashMap<String, Owed>, to: &str) -> Option<(usize, Noted)> {
-    let owed = state.get_mut(to)?;
-    match owed.last.take() {
-        Some(last) => Some((std::mem::take(&mut owed.count), last)),
-        None => {
-            state.remove(to);
-            None
-        }
+fn take_owed(state: &mut HashMap<String, Option<Note<String>>>, to: &str) -> Option<Note<String>> {
+    let owed = state.get_mut(to)?.take();
+    if owed.is_none() {
+        state.remove(to);
     }
+    owed
 }
 
 /// Publishes the owed notification for `to`, and again while more is owed when it is answered.
-async fn publish_owed(bus: Bus, to: String, mut note: (usize, Noted)) {
+async fn publish_owed(bus: Bus, to: String, mut note: Note<String>) {
+    let (inbox, channel) = (keys::inbox(&to), keys::new_message_channel(&to));
     loop {
-        let (count, last) = &note;
-        let text = noted_text(last, *count);
-        let channel = keys::new_message_channel(&to);
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(&channel).arg(&text);
-        let sent = if bus.is_cluster() {
-            // On the primary of the inbox's slot, as the sends' own notifications.
-            let inbox = keys::inbox(&to);
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                crate::broker::conn::slot(&inbox),
-                SlotAddr::Master,
-            )));
-            bus.conn().route(cmd, route).await.map(drop)
-        } else {
-            cmd.query_async::<()>(&mut bus.conn()).await
-        };
-        if let Err(e) = sent {
-            super::send::log_unpublished(&channel, &e);
-        }
-        let next = take_owed(&mut lock(&bus.inner.notifier.in_flight), &to);
-        match next {
+        publish(&bus, &inbox, &channel, &note.text()).await;
+        match take_owed(&mut lock(&bus.inner.notifier.in_flight), &to) {
             Some(more) => note = more,
             None => return,
         }

@@ -1,6 +1,5 @@
 //! Sending: [`Bus::send`] and [`Bus::send_batch`].
 
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use serde_json::json;
 
 use super::{Bus, Mode};
@@ -281,18 +280,7 @@ impl Bus {
         }
         let publishes = by_inbox.iter().filter_map(|(inbox, idx)| {
             let (channel, note) = note_of(idx)?;
-            let mut cmd = redis::cmd("PUBLISH");
-            cmd.arg(channel).arg(note);
-            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-                crate::broker::conn::slot(inbox),
-                SlotAddr::Master,
-            )));
-            let mut conn = self.conn();
-            Some(async move {
-                if let Err(e) = conn.route(cmd, route).await {
-                    log_unpublished(channel, &e);
-                }
-            })
+            Some(super::notify::publish(self, inbox, channel, note))
         });
         futures::future::join_all(publishes).await;
         let written = written
