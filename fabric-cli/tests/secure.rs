@@ -34,7 +34,7 @@ async fn setup_router_mcp_and_status_in_secure_mode() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        out.contains("loaded the fabric function library (version 5)"),
+        out.contains("loaded the fabric function library (version 6)"),
         "{out}"
     );
     assert!(

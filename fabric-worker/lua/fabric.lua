@@ -8,7 +8,7 @@
 -- never as Lua numbers (which are doubles and lose precision above 2^53).
 
 -- Bumped whenever a function changes; a worker refuses an older library.
-local VERSION = 5
+local VERSION = 6
 
 -- Most fields an entry may have to be re-added by a function (a retry, a forward).
 local MAX_FIELDS = 64
@@ -117,6 +117,36 @@ redis.register_function('fabric_reclaim', function(keys, args)
     if p[1] then counts[i] = p[1][4] else counts[i] = 0 end
   end
   return {r[1], r[2], r[3] or {}, counts}
+end)
+
+-- fabric_reclaim_many(S1, ..., Sn; group, consumer, min_idle_ms, count, cursor_1, ...,
+-- cursor_n): one fabric_reclaim step on each of an inbox and its lanes (keys of one slot, at
+-- most 8), each from its own cursor, claiming at most `count` entries in all (a stream
+-- reached once none are left keeps its cursor). One call per agent where an idle worker
+-- made one per stream.
+-- Returns one {next_cursor, claimed_entries, deleted_ids, delivery_counts} per stream.
+redis.register_function('fabric_reclaim_many', function(keys, args)
+  if #keys > 8 then
+    return redis.error_reply('ERR fabric_reclaim_many takes at most 8 streams')
+  end
+  local left = math.min(tonumber(args[4]) or 100, 1000)
+  local out = {}
+  for i, key in ipairs(keys) do
+    local cursor = args[4 + i] or '0-0'
+    if left < 1 then
+      out[i] = {cursor, {}, {}, {}}
+    else
+      local r = redis.call('XAUTOCLAIM', key, args[1], args[2], args[3], cursor, 'COUNT', left)
+      local counts = {}
+      for j, e in ipairs(r[2]) do
+        local p = redis.call('XPENDING', key, args[1], e[1], e[1], 1)
+        if p[1] then counts[j] = p[1][4] else counts[j] = 0 end
+      end
+      left = left - #r[2]
+      out[i] = {r[1], r[2], r[3] or {}, counts}
+    end
+  end
+  return out
 end)
 
 -- fabric_schedule_retry(stream, retries; group, stream_id, delay_ms, member): parks a failed

@@ -160,6 +160,27 @@ async fn a_thousand_agents_share_a_few_connections_and_wake_within_milliseconds(
         per_s < 2000.0,
         "{per_s:.0} commands/s while idle: the idle polls of 1,000 agents must stay bounded"
     );
+    // Per agent and reclaim period (10 s, this window): one reclaim call for the inbox and
+    // its three lanes together, and one promotion check — 200/s for 1,000 agents (a reclaim
+    // call per stream made it 500/s).
+    let rate = |name: &str| {
+        by_command
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or(0.0, |(_, r)| *r)
+    };
+    let fcall = rate("fcall");
+    assert!(
+        fcall < 300.0,
+        "{fcall:.0} FCALLs/s while 1,000 agents idle: an agent's inbox and lanes are reclaimed in one call per period"
+    );
+    // A presence refresh (every 10 s) is one HSET; the record list is read to drop
+    // hour-old records every 30th refresh only (it was read at every refresh: 100/s).
+    let hgetall = rate("hgetall");
+    assert!(
+        hgetall < 30.0,
+        "{hgetall:.0} HGETALLs/s while 1,000 agents idle: presence refreshes read the worker list at each refresh"
+    );
 
     // Wake-up: a message to any agent starts its handler within milliseconds (the poll is
     // 1.5 s: only the notification can be this quick).

@@ -279,3 +279,126 @@ async fn a_dead_letter_from_a_lane_is_requeued_into_its_lane() {
     assert_eq!(inbox_len, 0);
     assert!(wait_until(Duration::from_secs(10), || dead_len(&mut conn) == 1));
 }
+
+/// A worker that died holding entries of every lane: the next worker takes them all over,
+/// its reclaimer stepping through the inbox and its three lanes in one `FCALL
+/// fabric_reclaim_many` per tick (an idle agent costs one reclaim call per period, not four).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick() {
+    use futures::StreamExt;
+    init_tracing();
+    let server = RedisServer::start_own(false); // its own: MONITOR sees every client
+    let agent = unique_agent("reclaim-lanes");
+    let inbox = keys::inbox(&agent);
+    let group = keys::default_group(&agent);
+    let mut streams = vec![inbox.clone()];
+    streams.extend(keys::lanes(&inbox));
+    let mut conn = server.client();
+    for s in &streams {
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(s)
+            .arg(&group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(&mut conn)
+            .unwrap();
+    }
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let priorities = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+    for (i, p) in priorities.into_iter().enumerate() {
+        bus.send(work(&agent, i as u64, 0, p)).await.unwrap();
+    }
+    for s in &streams {
+        assert_eq!(
+            conn.xlen::<_, usize>(s).unwrap(),
+            1,
+            "{s} holds one message"
+        );
+    }
+    // A consumer reads all four and dies.
+    let mut read = redis::cmd("XREADGROUP");
+    read.arg("GROUP")
+        .arg(&group)
+        .arg("dead-worker")
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg(&streams);
+    for _ in &streams {
+        read.arg(">");
+    }
+    let _: redis::Value = read.query(&mut conn).unwrap();
+    let pending = |conn: &mut redis::Connection| -> usize {
+        streams
+            .iter()
+            .map(|s| {
+                let summary: (usize, redis::Value, redis::Value, redis::Value) =
+                    redis::cmd("XPENDING")
+                        .arg(s)
+                        .arg(&group)
+                        .query(conn)
+                        .unwrap();
+                summary.0
+            })
+            .sum()
+    };
+    assert_eq!(pending(&mut conn), 4);
+
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = monitor.into_on_message::<String>();
+        while let Some(line) = stream.next().await {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let _w = WorkerProcess::start(
+        &server.url(),
+        &agent,
+        &[
+            ("FABRIC_RECLAIM_IDLE_MS", "300".to_string()),
+            ("FABRIC_RECLAIM_INTERVAL_MS", "200".to_string()),
+        ],
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || pending(&mut conn) == 0),
+        "the dead worker's entries were not all reclaimed and handled: {} pending",
+        pending(&mut conn)
+    );
+    // A few more ticks with nothing to reclaim.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    watch.abort();
+    let lines = lines.lock().unwrap().clone();
+    let ours: Vec<&String> = lines.iter().filter(|l| l.contains(&inbox)).collect();
+    let many: Vec<&&String> = ours
+        .iter()
+        .filter(|l| l.contains("\"fabric_reclaim_many\""))
+        .collect();
+    let single = ours
+        .iter()
+        .filter(|l| l.contains("\"fabric_reclaim\""))
+        .count();
+    assert!(
+        many.len() >= 3,
+        "expected a reclaim call per tick for the inbox and its lanes, saw {}",
+        many.len()
+    );
+    for l in &many {
+        assert!(
+            streams.iter().all(|s| l.contains(s.as_str())),
+            "a reclaim call that does not name the inbox and every lane: {l}"
+        );
+    }
+    assert_eq!(
+        single, 0,
+        "streams reclaimed one call each besides the combined call"
+    );
+}

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 pub(crate) const LIBRARY: &str = include_str!("../../lua/fabric.lua");
 
 /// The version this code needs (the library's `VERSION`).
-pub(crate) const VERSION: i64 = 5;
+pub(crate) const VERSION: i64 = 6;
 
 /// An `FCALL` of one of the library's functions on `keys`.
 pub(crate) fn fcall(function: &str, keys: &[&str]) -> redis::Cmd {

@@ -32,8 +32,13 @@ fn record(st: &StreamState, started_ms: u64, stopped: bool) -> WorkerPresence {
     }
 }
 
-/// Writes the record, and drops records of workers stopped or silent for an hour.
-async fn write(st: &StreamState, p: &WorkerPresence) -> Result<()> {
+/// Refreshes between two looks for records to drop: an hour-old record waits at most
+/// five minutes more, and an idle agent's refresh is one command.
+const PRUNE_EVERY: u64 = 30;
+
+/// Writes the record; with `prune`, also drops records of workers stopped or silent for an
+/// hour.
+async fn write(st: &StreamState, p: &WorkerPresence, prune: bool) -> Result<()> {
     let key = keys::workers(&st.spec.agent);
     let json =
         serde_json::to_string(p).map_err(|e| Error::protocol("worker presence", e.to_string()))?;
@@ -45,6 +50,9 @@ async fn write(st: &StreamState, p: &WorkerPresence) -> Result<()> {
         .query_async(&mut conn)
         .await
         .map_err(|e| Error::redis("HSET", &key, e))?;
+    if !prune {
+        return Ok(());
+    }
     let stale: Vec<String> = st
         .bus
         .workers(&st.spec.agent)
@@ -71,7 +79,7 @@ async fn write(st: &StreamState, p: &WorkerPresence) -> Result<()> {
 /// Registers this worker before it reads (so that its message types are the workers' from
 /// its first read on).
 pub(super) async fn register(st: &StreamState, started_ms: u64) -> Result<()> {
-    write(st, &record(st, started_ms, false)).await
+    write(st, &record(st, started_ms, false), true).await
 }
 
 /// Refreshes the record every [`PRESENCE_INTERVAL`]; marks it stopped when `stop` fires.
@@ -83,16 +91,19 @@ pub(super) async fn refresher(st: Arc<StreamState>, started_ms: u64, stop: Cance
     if !shared {
         tick.tick().await; // registered just now
     }
+    let mut refreshes: u64 = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = write(&st, &record(&st, started_ms, false)).await {
+        refreshes += 1;
+        let prune = refreshes.is_multiple_of(PRUNE_EVERY);
+        if let Err(e) = write(&st, &record(&st, started_ms, false), prune).await {
             debug!(agent = %st.spec.agent, error = %e, "presence refresh failed");
         }
     }
-    if let Err(e) = write(&st, &record(&st, started_ms, true)).await {
+    if let Err(e) = write(&st, &record(&st, started_ms, true), false).await {
         warn!(agent = %st.spec.agent, error = %e, "could not mark this worker stopped in its presence record");
     }
 }

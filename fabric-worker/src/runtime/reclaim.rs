@@ -36,8 +36,18 @@ pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: Cancellation
             // Paused by an operator: take nothing over either.
             continue;
         }
+        // An inbox and its lanes: their first step in one call (for an idle agent, the
+        // only one: every walk ends at once).
+        let alone = streams.len() == 1 || !step_all(&streams, &mut walks, &stop).await;
         for (st, (cursor, sweeps)) in streams.iter().zip(walks.iter_mut()) {
-            if !sweep(st, cursor, &stop).await {
+            let steps = if alone {
+                RECLAIM_CALLS_PER_TICK
+            } else if cursor == "0-0" {
+                0
+            } else {
+                RECLAIM_CALLS_PER_TICK - 1
+            };
+            if !sweep(st, cursor, steps, &stop).await {
                 return;
             }
             *sweeps += 1;
@@ -48,45 +58,118 @@ pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: Cancellation
     }
 }
 
-/// One tick's walk of `st`'s pending list from `cursor`; false when the worker is closing.
-async fn sweep(st: &Arc<StreamState>, cursor: &mut String, stop: &CancellationToken) -> bool {
-    let spec = &st.spec;
-    for _ in 0..RECLAIM_CALLS_PER_TICK {
+/// The first step of every walk of `streams` (an inbox and its lanes) in one
+/// `fabric_reclaim_many` call. False when that call failed (each walk then takes its steps
+/// alone) — or when the worker is closing, which `sweep` sees next.
+async fn step_all(
+    streams: &[Arc<StreamState>],
+    walks: &mut [(String, u64)],
+    stop: &CancellationToken,
+) -> bool {
+    let Some(first) = streams.first() else {
+        return false;
+    };
+    let free = first.free_slots().min(first.config.batch_size);
+    if free == 0 || stop.is_cancelled() {
+        return false;
+    }
+    let spec = &first.spec;
+    let keys: Vec<&str> = streams.iter().map(|s| s.spec.stream.as_str()).collect();
+    let mut cmd = fcall("fabric_reclaim_many", &keys);
+    cmd.arg(&spec.group)
+        .arg(&spec.consumer)
+        .arg(crate::time::millis(first.config.reclaim_idle))
+        .arg(free);
+    for (cursor, _) in walks.iter() {
+        cmd.arg(cursor);
+    }
+    let reply = first
+        .broker
+        .call::<redis::Value>(&cmd, "FCALL fabric_reclaim_many", &spec.stream)
+        .await
+        .and_then(|v| {
+            let parts = wire::as_array(&v)
+                .filter(|p| p.len() == streams.len())
+                .ok_or_else(|| Error::protocol("reclaim script", format!("{v:?}")))?;
+            parts
+                .iter()
+                .map(parse_reclaimed)
+                .collect::<Result<Vec<_>>>()
+        });
+    match reply {
+        Ok(steps) => {
+            for ((st, (cursor, _)), step) in streams.iter().zip(walks.iter_mut()).zip(steps) {
+                if !take(st, cursor, step).await {
+                    return true;
+                }
+            }
+            true
+        }
+        Err(e) => {
+            failed(first, &e);
+            false
+        }
+    }
+}
+
+/// One tick's walk of `st`'s pending list from `cursor`, at most `steps` steps; false when
+/// the worker is closing.
+async fn sweep(
+    st: &Arc<StreamState>,
+    cursor: &mut String,
+    steps: usize,
+    stop: &CancellationToken,
+) -> bool {
+    for _ in 0..steps {
         let free = st.free_slots().min(st.config.batch_size);
         if free == 0 || stop.is_cancelled() {
             break;
         }
         match reclaim_once(st, cursor, free).await {
-            Ok((next, claimed, deleted)) => {
-                if !deleted.is_empty() {
-                    warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
+            Ok(step) => {
+                if !take(st, cursor, step).await {
+                    return false;
                 }
-                for (entry, deliveries) in claimed {
-                    info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
-                    crate::metrics::reclaimed(&spec.agent, &st.type_label_of(&entry));
-                    let Some(p) = st.slot().await else {
-                        return false;
-                    };
-                    st.dispatch(entry, deliveries, p);
-                }
-                let at_end = next == "0-0";
-                *cursor = next;
-                if at_end {
+                if cursor == "0-0" {
                     break;
                 }
             }
             Err(e) => {
-                crate::metrics::redis_error(&spec.agent, "reclaim");
-                if e.is_connection_error() {
-                    debug!(stream = %spec.stream, error = %e, "reclaim failed");
-                } else {
-                    warn!(stream = %spec.stream, error = %e, "reclaim failed");
-                }
+                failed(st, &e);
                 break;
             }
         }
     }
     true
+}
+
+/// Hands what one step claimed to handlers and moves the walk's cursor on; false when the
+/// worker is closing.
+async fn take(st: &Arc<StreamState>, cursor: &mut String, step: Reclaimed) -> bool {
+    let spec = &st.spec;
+    let (next, claimed, deleted) = step;
+    if !deleted.is_empty() {
+        warn!(stream = %spec.stream, ids = ?deleted, "pending entries were deleted from the stream before being handled; dropped from the pending list");
+    }
+    *cursor = next;
+    for (entry, deliveries) in claimed {
+        info!(stream = %spec.stream, stream_id = %entry.id, deliveries, "reclaimed a stalled entry");
+        crate::metrics::reclaimed(&spec.agent, &st.type_label_of(&entry));
+        let Some(p) = st.slot().await else {
+            return false;
+        };
+        st.dispatch(entry, deliveries, p);
+    }
+    true
+}
+
+fn failed(st: &StreamState, e: &Error) {
+    crate::metrics::redis_error(&st.spec.agent, "reclaim");
+    if e.is_connection_error() {
+        debug!(stream = %st.spec.stream, error = %e, "reclaim failed");
+    } else {
+        warn!(stream = %st.spec.stream, error = %e, "reclaim failed");
+    }
 }
 
 type Reclaimed = (String, Vec<(RawEntry, u64)>, Vec<String>);
@@ -110,7 +193,12 @@ async fn reclaim_once(st: &StreamState, cursor: &str, count: usize) -> Result<Re
                 st.broker.forget_group(&spec.stream, &spec.group);
             }
         })?;
-    let parts = wire::as_array(&v)
+    parse_reclaimed(&v)
+}
+
+/// One stream's `{next cursor, entries, deleted ids, delivery counts}`.
+fn parse_reclaimed(v: &redis::Value) -> Result<Reclaimed> {
+    let parts = wire::as_array(v)
         .filter(|p| p.len() == 4)
         .ok_or_else(|| Error::protocol("reclaim script", format!("{v:?}")))?;
     let next = wire::as_string(&parts[0]).unwrap_or_else(|| "0-0".into());
