@@ -258,8 +258,7 @@ async fn read_blocking(
     for _ in lanes {
         cmd.arg(">");
     }
-    let v: redis::Value = cmd.query_async(c).await?;
-    by_lane(lanes, v)
+    by_lane(lanes, wire::query_value(c, &cmd).await?)
 }
 
 /// One pipeline of non-blocking reads, `quotas[i]` entries from lane `i`.
@@ -274,7 +273,7 @@ async fn read_quotas(
         cmd.arg("STREAMS").arg(&l.spec.stream).arg(">");
         pipe.add_command(cmd);
     }
-    let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+    let replies = wire::query_values(c, &pipe).await?;
     let mut got = Got::new();
     for v in replies {
         got.extend(by_lane(lanes, v)?);
@@ -297,7 +296,7 @@ async fn read_in_order(
         }
         let mut cmd = xreadgroup(&lanes[i], left);
         cmd.arg("STREAMS").arg(&lanes[i].spec.stream).arg(">");
-        let v: redis::Value = cmd.query_async(c).await?;
+        let v = wire::query_value(c, &cmd).await?;
         for (i, entries) in by_lane(lanes, v)? {
             left = left.saturating_sub(entries.len());
             got.push((i, entries));
