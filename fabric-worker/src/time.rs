@@ -38,18 +38,27 @@ pub(crate) fn housekeeping_interval(period: Duration, spread: bool) -> tokio::ti
     let now = tokio::time::Instant::now();
     let first = if spread {
         let phase = u32::try_from(random_u64() % u64::from(PHASES)).unwrap_or(0);
-        let offset = period / PHASES * phase;
-        // The next instant of this phase on the process's grid.
-        let since = now.saturating_duration_since(*EPOCH + offset);
-        let periods = since.as_nanos() / period.as_nanos().max(1) + 1;
-        let periods = u32::try_from(periods).unwrap_or(u32::MAX);
-        *EPOCH + offset + period.saturating_mul(periods)
+        next_in_phase(now, *EPOCH + period / PHASES * phase, period)
     } else {
         now
     };
     let mut tick = tokio::time::interval_at(first, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick
+}
+
+/// The next instant after `now` of the grid `at + k × period` (`at` itself when it is still
+/// ahead): the first tick of a spread interval comes within one period.
+fn next_in_phase(
+    now: tokio::time::Instant,
+    at: tokio::time::Instant,
+    period: Duration,
+) -> tokio::time::Instant {
+    if now < at {
+        return at;
+    }
+    let periods = (now - at).as_nanos() / period.as_nanos().max(1) + 1;
+    at + period.saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX))
 }
 
 /// Ms since the epoch of a timestamp as the Python bus writes it (naive UTC,
@@ -131,6 +140,26 @@ fn python_timestamp(t: chrono::NaiveDateTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spread_interval_ticks_first_within_one_period() {
+        let epoch = tokio::time::Instant::now();
+        let period = Duration::from_secs(10);
+        for phase in 0..PHASES {
+            let at = epoch + period / PHASES * phase;
+            for now_ms in [0u64, 1, 1_249, 1_250, 9_999, 10_000, 25_000, 123_456] {
+                let now = epoch + Duration::from_millis(now_ms);
+                let first = next_in_phase(now, at, period);
+                assert!(
+                    first >= now && first - now <= period,
+                    "phase {phase}, now {now_ms} ms: first tick {:?} after now",
+                    first - now
+                );
+                // On the phase's grid.
+                assert_eq!((first - at).as_nanos() % period.as_nanos(), 0);
+            }
+        }
+    }
 
     #[test]
     fn conversions_saturate() {

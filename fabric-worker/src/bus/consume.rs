@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::delivery::Reader;
 use super::{Bus, agent_group};
+use crate::broker::wire;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::message::Message;
@@ -313,9 +314,9 @@ impl Bus {
         match block {
             Some(b) => {
                 let mut conn = self.broker().dedicated(b).await?;
-                cmd.query_async(&mut conn).await
+                wire::query_value(&mut conn, cmd).await
             }
-            None => cmd.query_async(&mut self.conn()).await,
+            None => wire::query_value(&mut self.conn(), cmd).await,
         }
         .map_err(|e| Error::redis(command, stream, e))
     }

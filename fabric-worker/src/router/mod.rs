@@ -403,8 +403,7 @@ impl Router {
         for _ in outboxes {
             cmd.arg(">");
         }
-        let v: redis::Value = cmd
-            .query_async(conn)
+        let v = wire::query_value(conn, &cmd)
             .await
             .map_err(|e| Error::redis("XREADGROUP", "agent:*:outbox", e))?;
         wire::read_reply_of(v)
