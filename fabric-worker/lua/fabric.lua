@@ -217,11 +217,11 @@ redis.register_function('fabric_promote', function(keys, args)
   return {moved, wait, failed}
 end)
 
--- fabric_trim(stream): trims entries that every consumer group has been delivered and
--- acknowledged. Never removes an entry some group has not been delivered yet, nor a pending
--- one; a stream without groups is never trimmed. Returns the number of entries removed.
-redis.register_function('fabric_trim', function(keys)
-  local s = keys[1]
+-- fabric_trim(stream[, more streams of its slot: an inbox and its lanes, at most 8]): trims
+-- entries that every consumer group has been delivered and acknowledged. Never removes an
+-- entry some group has not been delivered yet, nor a pending one; a stream without groups is
+-- never trimmed. Returns the number of entries removed (from all the streams given).
+local function trim_one(s)
   if redis.call('EXISTS', s) == 0 then return 0 end
   local groups = redis.call('XINFO', 'GROUPS', s)
   if #groups == 0 or #groups > 1000 then return 0 end
@@ -248,6 +248,13 @@ redis.register_function('fabric_trim', function(keys)
   end
   if best_ms == PAST_END then return redis.call('XTRIM', s, 'MAXLEN', 0) end
   return redis.call('XTRIM', s, 'MINID', strip(best_ms) .. '-' .. strip(best_seq))
+end
+
+redis.register_function('fabric_trim', function(keys)
+  if #keys > 8 then return redis.error_reply('ERR fabric_trim takes at most 8 streams') end
+  local removed = 0
+  for _, s in ipairs(keys) do removed = removed + trim_one(s) end
+  return removed
 end)
 
 -- fabric_forward(target, seen; require_exists, window_ms, sender, count, then per entry:

@@ -393,12 +393,84 @@ async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick
     );
     for l in &many {
         assert!(
-            streams.iter().all(|s| l.contains(s.as_str())),
+            streams.iter().all(|s| l.contains(&format!("\"{s}\""))),
             "a reclaim call that does not name the inbox and every lane: {l}"
         );
     }
     assert_eq!(
         single, 0,
         "streams reclaimed one call each besides the combined call"
+    );
+}
+
+/// Handled entries are trimmed from every lane, an inbox and its lanes in one `FCALL
+/// fabric_trim` naming them all (a call per stream before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handled_entries_of_every_lane_are_trimmed_in_one_call() {
+    use futures::StreamExt;
+    init_tracing();
+    let server = RedisServer::start_own(false); // its own: MONITOR sees every client
+    let agent = unique_agent("trim-lanes");
+    let inbox = keys::inbox(&agent);
+    let mut streams = vec![inbox.clone()];
+    streams.extend(keys::lanes(&inbox));
+    let _w = WorkerProcess::start(
+        &server.url(),
+        &agent,
+        &[("FABRIC_TRIM_INTERVAL_MS", "1000".to_string())],
+    );
+    let mut conn = server.client();
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
+    let client = redis::Client::open(server.url().as_str()).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = monitor.into_on_message::<String>();
+        while let Some(line) = stream.next().await {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    let bus = Bus::connect(server.url()).await.unwrap();
+    for (i, p) in [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        bus.send(work(&agent, i as u64, 0, p)).await.unwrap();
+    }
+    let lens = |conn: &mut redis::Connection| -> Vec<usize> {
+        streams
+            .iter()
+            .map(|s| conn.xlen::<_, usize>(s).unwrap_or(0))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || lens(&mut conn)
+            .iter()
+            .all(|n| *n == 0)),
+        "handled entries left in the inbox and its lanes: {:?}",
+        lens(&mut conn)
+    );
+    watch.abort();
+    let lines = lines.lock().unwrap().clone();
+    let trims: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"fabric_trim\"") && l.contains(&inbox))
+        .collect();
+    // Keys as MONITOR quotes them (a lane's name contains the inbox's).
+    let named = |l: &str| {
+        streams
+            .iter()
+            .filter(|s| l.contains(&format!("\"{s}\"")))
+            .count()
+    };
+    assert!(
+        trims.iter().any(|l| named(l) > 1),
+        "no trim call named more than one of the inbox's streams: {trims:?}"
     );
 }

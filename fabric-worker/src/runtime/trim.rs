@@ -25,28 +25,30 @@ pub(super) async fn trimmer(streams: Vec<Arc<StreamState>>, stop: CancellationTo
     let shared = first.read_wake.is_some();
     let period = first.config.trim_interval.max(Duration::from_millis(10));
     let mut tick = crate::time::housekeeping_interval(period, shared);
-    let cmds: Vec<redis::Cmd> = streams
-        .iter()
-        .map(|st| fcall("fabric_trim", &[&st.spec.stream]))
-        .collect();
     let mut ticks: u64 = 0;
     loop {
         tokio::select! { _ = stop.cancelled() => return, _ = tick.tick() => {} }
         ticks += 1;
-        for (st, cmd) in streams.iter().zip(&cmds) {
-            // Serving many inboxes: trim only after this worker acknowledged something, and
-            // every SPARSE_TRIM_EVERY ticks for what other groups (MCP sessions) acknowledged.
-            let acked = st.acked_since_trim.swap(false, Ordering::Relaxed);
-            if shared && !acked && !ticks.is_multiple_of(SPARSE_TRIM_EVERY) {
-                continue;
-            }
-            let stream = &st.spec.stream;
-            let r: Result<i64> = st.broker.call(cmd, "FCALL fabric_trim", stream).await;
-            match r {
-                Ok(n) if n > 0 => debug!(%stream, trimmed = n, "trimmed handled entries"),
-                Ok(_) => {}
-                Err(e) => debug!(%stream, error = %e, "trim failed"),
-            }
+        // Serving many inboxes: trim only after this worker acknowledged something, and
+        // every SPARSE_TRIM_EVERY ticks for what other groups (MCP sessions) acknowledged.
+        let due: Vec<&str> = streams
+            .iter()
+            .filter(|st| {
+                let acked = st.acked_since_trim.swap(false, Ordering::Relaxed);
+                !shared || acked || ticks.is_multiple_of(SPARSE_TRIM_EVERY)
+            })
+            .map(|st| st.spec.stream.as_str())
+            .collect();
+        let Some(stream) = due.first() else {
+            continue;
+        };
+        // An inbox and its lanes (one slot) in one call.
+        let cmd = fcall("fabric_trim", &due);
+        let r: Result<i64> = first.broker.call(&cmd, "FCALL fabric_trim", stream).await;
+        match r {
+            Ok(n) if n > 0 => debug!(streams = ?due, trimmed = n, "trimmed handled entries"),
+            Ok(_) => {}
+            Err(e) => debug!(streams = ?due, error = %e, "trim failed"),
         }
     }
 }
