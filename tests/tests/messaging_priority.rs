@@ -280,19 +280,66 @@ async fn a_dead_letter_from_a_lane_is_requeued_into_its_lane() {
     assert!(wait_until(Duration::from_secs(10), || dead_len(&mut conn) == 1));
 }
 
+/// The inbox of `agent` and its lanes.
+fn inbox_and_lanes(agent: &str) -> Vec<String> {
+    let inbox = keys::inbox(agent);
+    let mut streams = vec![inbox.clone()];
+    streams.extend(keys::lanes(&inbox));
+    streams
+}
+
+/// Sends one message of each priority to `agent`.
+async fn one_of_each_priority(bus: &Bus, agent: &str) {
+    let all = [
+        Priority::Urgent,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+    for (i, p) in all.into_iter().enumerate() {
+        bus.send(work(agent, i as u64, 0, p)).await.unwrap();
+    }
+}
+
+/// Every command the server at `url` runs from now on, as `MONITOR` prints it, until the
+/// returned task is aborted.
+async fn monitor(
+    url: &str,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    let client = redis::Client::open(url).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = lines.clone();
+    let watch = tokio::spawn(async move {
+        let mut stream = monitor.into_on_message::<String>();
+        while let Some(line) = stream.next().await {
+            seen.lock().unwrap().push(line);
+        }
+    });
+    (lines, watch)
+}
+
+/// Whether a `MONITOR` line names `key` (as it quotes keys: a lane's name contains the
+/// inbox's).
+fn names(line: &str, key: &str) -> bool {
+    line.contains(&format!("\"{key}\""))
+}
+
 /// A worker that died holding entries of every lane: the next worker takes them all over,
 /// its reclaimer stepping through the inbox and its three lanes in one `FCALL
 /// fabric_reclaim_many` per tick (an idle agent costs one reclaim call per period, not four).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick() {
-    use futures::StreamExt;
     init_tracing();
     let server = RedisServer::start_own(false); // its own: MONITOR sees every client
     let agent = unique_agent("reclaim-lanes");
     let inbox = keys::inbox(&agent);
     let group = keys::default_group(&agent);
-    let mut streams = vec![inbox.clone()];
-    streams.extend(keys::lanes(&inbox));
+    let streams = inbox_and_lanes(&agent);
     let mut conn = server.client();
     for s in &streams {
         let _: () = redis::cmd("XGROUP")
@@ -305,15 +352,7 @@ async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick
             .unwrap();
     }
     let bus = Bus::connect(server.url()).await.unwrap();
-    let priorities = [
-        Priority::Urgent,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-    ];
-    for (i, p) in priorities.into_iter().enumerate() {
-        bus.send(work(&agent, i as u64, 0, p)).await.unwrap();
-    }
+    one_of_each_priority(&bus, &agent).await;
     for s in &streams {
         assert_eq!(
             conn.xlen::<_, usize>(s).unwrap(),
@@ -350,16 +389,7 @@ async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick
     };
     assert_eq!(pending(&mut conn), 4);
 
-    let client = redis::Client::open(server.url().as_str()).unwrap();
-    let monitor = client.get_async_monitor().await.unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = lines.clone();
-    let watch = tokio::spawn(async move {
-        let mut stream = monitor.into_on_message::<String>();
-        while let Some(line) = stream.next().await {
-            seen.lock().unwrap().push(line);
-        }
-    });
+    let (lines, watch) = monitor(&server.url()).await;
     let _w = WorkerProcess::start(
         &server.url(),
         &agent,
@@ -393,7 +423,7 @@ async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick
     );
     for l in &many {
         assert!(
-            streams.iter().all(|s| l.contains(&format!("\"{s}\""))),
+            streams.iter().all(|s| names(l, s)),
             "a reclaim call that does not name the inbox and every lane: {l}"
         );
     }
@@ -407,13 +437,11 @@ async fn a_dead_workers_entries_in_every_lane_are_reclaimed_in_one_call_per_tick
 /// fabric_trim` naming them all (a call per stream before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handled_entries_of_every_lane_are_trimmed_in_one_call() {
-    use futures::StreamExt;
     init_tracing();
     let server = RedisServer::start_own(false); // its own: MONITOR sees every client
     let agent = unique_agent("trim-lanes");
     let inbox = keys::inbox(&agent);
-    let mut streams = vec![inbox.clone()];
-    streams.extend(keys::lanes(&inbox));
+    let streams = inbox_and_lanes(&agent);
     let _w = WorkerProcess::start(
         &server.url(),
         &agent,
@@ -421,28 +449,9 @@ async fn handled_entries_of_every_lane_are_trimmed_in_one_call() {
     );
     let mut conn = server.client();
     assert!(fabric_tests::lanes_created(&mut conn, &agent));
-    let client = redis::Client::open(server.url().as_str()).unwrap();
-    let monitor = client.get_async_monitor().await.unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = lines.clone();
-    let watch = tokio::spawn(async move {
-        let mut stream = monitor.into_on_message::<String>();
-        while let Some(line) = stream.next().await {
-            seen.lock().unwrap().push(line);
-        }
-    });
+    let (lines, watch) = monitor(&server.url()).await;
     let bus = Bus::connect(server.url()).await.unwrap();
-    for (i, p) in [
-        Priority::Urgent,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        bus.send(work(&agent, i as u64, 0, p)).await.unwrap();
-    }
+    one_of_each_priority(&bus, &agent).await;
     let lens = |conn: &mut redis::Connection| -> Vec<usize> {
         streams
             .iter()
@@ -462,13 +471,7 @@ async fn handled_entries_of_every_lane_are_trimmed_in_one_call() {
         .iter()
         .filter(|l| l.contains("\"fabric_trim\"") && l.contains(&inbox))
         .collect();
-    // Keys as MONITOR quotes them (a lane's name contains the inbox's).
-    let named = |l: &str| {
-        streams
-            .iter()
-            .filter(|s| l.contains(&format!("\"{s}\"")))
-            .count()
-    };
+    let named = |l: &str| streams.iter().filter(|s| names(l, s)).count();
     assert!(
         trims.iter().any(|l| named(l) > 1),
         "no trim call named more than one of the inbox's streams: {trims:?}"
