@@ -87,15 +87,15 @@ pub(crate) struct Envelope<P> {
 }
 
 impl<P> Envelope<P> {
-    /// The message, with `payload` for its payload; and the payload as read (`None`: absent
-    /// or `null`).
-    pub(crate) fn split(self, payload: Value) -> (Message, Option<P>) {
+    /// The message, its payload `null` for the caller to set; and the payload as read
+    /// (`None`: absent or `null`).
+    pub(crate) fn split(self) -> (Message, Option<P>) {
         let message = Message {
             id: self.id,
             from_agent: self.from_agent,
             to_agent: self.to_agent,
             message_type: self.message_type,
-            payload,
+            payload: Value::Null,
             timestamp: self.timestamp,
             priority: self.priority,
             ttl_seconds: self.ttl_seconds,
@@ -111,7 +111,7 @@ impl<P> Envelope<P> {
 
 impl<'de> Deserialize<'de> for Message {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (mut message, payload) = Envelope::<Value>::deserialize(d)?.split(Value::Null);
+        let (mut message, payload) = Envelope::<Value>::deserialize(d)?.split();
         message.payload = payload.unwrap_or_else(empty_object);
         Ok(message)
     }

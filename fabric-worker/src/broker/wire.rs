@@ -154,7 +154,7 @@ impl RawEntry {
             .ok_or_else(|| "entry has no `data` field".to_string())?;
         let envelope: Envelope<P> = serde_json::from_slice(data)
             .map_err(|e| format!("`data` is not a valid message envelope: {e}"))?;
-        let (mut msg, payload) = envelope.split(serde_json::Value::Null);
+        let (mut msg, payload) = envelope.split();
         if msg.id.is_empty() {
             // Foreign producers may omit the id; give the message a stable one.
             msg.id = format!("msg:stream:{}", self.id);

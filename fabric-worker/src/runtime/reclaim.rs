@@ -37,10 +37,17 @@ pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: Cancellation
             continue;
         }
         // An inbox and its lanes: their first step in one call (for an idle agent, the
-        // only one: every walk ends at once).
-        let alone = streams.len() == 1 || !step_all(&streams, &mut walks, &stop).await;
-        for (st, (cursor, sweeps)) in streams.iter().zip(walks.iter_mut()) {
-            let steps = if alone {
+        // only one: every walk ends at once). Per stream, the steps already taken.
+        let taken = if streams.len() == 1 {
+            vec![false]
+        } else {
+            match step_all(&streams, &mut walks, &stop).await {
+                Some(taken) => taken,
+                None => return,
+            }
+        };
+        for ((st, (cursor, sweeps)), taken) in streams.iter().zip(walks.iter_mut()).zip(taken) {
+            let steps = if !taken {
                 RECLAIM_CALLS_PER_TICK
             } else if cursor == "0-0" {
                 0
@@ -62,19 +69,21 @@ pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: Cancellation
 }
 
 /// The first step of every walk of `streams` (an inbox and its lanes) in one
-/// `fabric_reclaim_many` call. False when that call failed (each walk then takes its steps
-/// alone) — or when the worker is closing, which `sweep` sees next.
+/// `fabric_reclaim_many` call: for each stream, whether its step was taken (not when the call
+/// failed, nor for the streams after the free slots were all claimed: those walk alone);
+/// `None` when the worker is closing.
 async fn step_all(
     streams: &[Arc<StreamState>],
     walks: &mut [(String, u64)],
     stop: &CancellationToken,
-) -> bool {
+) -> Option<Vec<bool>> {
+    let none_taken = vec![false; streams.len()];
     let Some(first) = streams.first() else {
-        return false;
+        return Some(none_taken);
     };
     let free = first.free_slots().min(first.config.batch_size);
     if free == 0 || stop.is_cancelled() {
-        return false;
+        return Some(none_taken);
     }
     let spec = &first.spec;
     let keys: Vec<&str> = streams.iter().map(|s| s.spec.stream.as_str()).collect();
@@ -101,16 +110,26 @@ async fn step_all(
         });
     match reply {
         Ok(steps) => {
+            // The function's rule: a stream reached once `free` entries (at most 1,000) were
+            // claimed is skipped (its cursor unchanged).
+            let mut left = free.min(1000);
+            let mut taken = Vec::with_capacity(streams.len());
             for ((st, (cursor, _)), step) in streams.iter().zip(walks.iter_mut()).zip(steps) {
+                if left == 0 {
+                    taken.push(false);
+                    continue;
+                }
+                left = left.saturating_sub(step.1.len());
+                taken.push(true);
                 if !take(st, cursor, step).await {
-                    return true;
+                    return None;
                 }
             }
-            true
+            Some(taken)
         }
         Err(e) => {
             failed(first, &e);
-            false
+            Some(none_taken)
         }
     }
 }
