@@ -217,11 +217,12 @@ redis.register_function('fabric_promote', function(keys, args)
   return {moved, wait, failed}
 end)
 
--- fabric_trim(stream[, more streams of its slot: an inbox and its lanes, at most 8]): trims
--- entries that every consumer group has been delivered and acknowledged. Never removes an
--- entry some group has not been delivered yet, nor a pending one; a stream without groups is
+-- fabric_trim(stream[, more streams of its slot: an inbox and its lanes, at most 8];
+-- [keep_from_ms]): trims entries that every consumer group has been delivered and
+-- acknowledged. Never removes an entry some group has not been delivered yet, nor a pending
+-- one, nor (when given) one written at or after keep_from_ms; a stream without groups is
 -- never trimmed. Returns the number of entries removed (from all the streams given).
-local function trim_one(s)
+local function trim_one(s, keep_ms, keep_seq)
   if redis.call('EXISTS', s) == 0 then return 0 end
   local groups = redis.call('XINFO', 'GROUPS', s)
   if #groups == 0 or #groups > 1000 then return 0 end
@@ -246,14 +247,22 @@ local function trim_one(s)
       best_ms, best_seq = ms, seq
     end
   end
+  if keep_ms and id_less(keep_ms, keep_seq, best_ms, best_seq) then
+    best_ms, best_seq = keep_ms, keep_seq
+  end
   if best_ms == PAST_END then return redis.call('XTRIM', s, 'MAXLEN', 0) end
   return redis.call('XTRIM', s, 'MINID', strip(best_ms) .. '-' .. strip(best_seq))
 end
 
-redis.register_function('fabric_trim', function(keys)
+redis.register_function('fabric_trim', function(keys, args)
   if #keys > 8 then return redis.error_reply('ERR fabric_trim takes at most 8 streams') end
+  local keep_ms, keep_seq
+  if args[1] then
+    keep_ms, keep_seq = split_id(tostring(args[1]) .. '-0')
+    if not keep_ms then return redis.error_reply('ERR fabric_trim: keep_from_ms must be digits') end
+  end
   local removed = 0
-  for _, s in ipairs(keys) do removed = removed + trim_one(s) end
+  for _, s in ipairs(keys) do removed = removed + trim_one(s, keep_ms, keep_seq) end
   return removed
 end)
 

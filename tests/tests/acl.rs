@@ -185,3 +185,51 @@ async fn each_agent_uses_only_its_own_keys() {
 
     worker.stop().await;
 }
+
+/// The read-only monitor user (`fabric-monitor`: dashboards, an operator's read-only
+/// commands) lists an agent's retries and looks a message up by its id (`fabric retries
+/// list`, `fabric show`: `ZRANGE` and `ZSCAN` of the retry and schedule sets), and may still
+/// change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_user_lists_retries_and_looks_messages_up() {
+    use fabric_worker::acl;
+    init_tracing();
+    let agent = fabric_tests::unique_agent("monitored");
+    let secure = fabric_tests::SecureRedis::start(std::slice::from_ref(&agent), false);
+    secure.prepare().await;
+    // A failed message waiting for its next attempt, as a worker parks it.
+    let m = Message::new("ops", &agent, "acl_task", json!({"n": 1}));
+    let envelope = serde_json::to_string(&m).unwrap();
+    let member = json!({"fields": ["data", envelope, "attempt", "2"], "from": "1700000000000-0"});
+    let mut admin = fabric_tests::conn_as(&secure.server.url()).await;
+    let set = keys::retries(&keys::inbox(&agent));
+    let _: i64 = admin
+        .zadd(&set, member.to_string(), 4_000_000_000_000u64)
+        .await
+        .unwrap();
+
+    let monitor = Bus::connect(secure.url_of(acl::MONITOR_USER))
+        .await
+        .expect("the monitor connects");
+    let retries = monitor
+        .retries(&agent, 10)
+        .await
+        .expect("the monitor lists an agent's retries");
+    assert_eq!(retries.len(), 1);
+    let found = monitor
+        .message(&agent, &m.id)
+        .await
+        .expect("the monitor looks a message up by its id")
+        .expect("the retry is found");
+    assert_eq!(found.key, set);
+    // Still read-only: running or deleting the retry is refused.
+    assert!(monitor.retry_now(&agent, "1700000000000-0").await.is_err());
+    assert!(
+        monitor
+            .delete_retry(&agent, "1700000000000-0")
+            .await
+            .is_err()
+    );
+    let left: i64 = admin.zcard(&set).await.unwrap();
+    assert_eq!(left, 1);
+}

@@ -171,6 +171,100 @@ async fn an_agent_that_was_down_gets_what_was_published_meanwhile_once() {
     w.stop().await;
 }
 
+/// A subscriber that is down when a topic first appears still gets the topic's events when
+/// it starts: the other subscriber, which handled them at once, does not trim them away
+/// (it creates the missing group where the subscription starts before it trims). Before,
+/// the first subscriber to handle a new topic trimmed its events before the others' groups
+/// existed — seen as `every_subscribing_agent_gets_every_event` failing under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_others_trim() {
+    init_tracing();
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let conn = server.async_conn().await;
+    let (fast, late) = (unique_agent("trims"), unique_agent("late"));
+    // The late agent subscribes, then goes down before the topic exists.
+    let w = worker(&server.url(), &late).await;
+    let late_group = format!("{late}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            conn.clone(),
+            &late_group,
+            "analytics.*"
+        ))
+        .await
+    );
+    w.stop().await;
+    // The other handles every event at once and trims every 100 ms.
+    let wf = RunningWorker::fast(&server.url(), &fast, |b| {
+        b.topic_poll_interval(Duration::from_millis(100))
+            .trim_interval(Duration::from_millis(100))
+    })
+    .await;
+    let fast_group = format!("{fast}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            conn.clone(),
+            &fast_group,
+            "analytics.*"
+        ))
+        .await
+    );
+    let topic = format!("analytics.{}", unique_agent("new"));
+    let stream = format!("topic:{topic}");
+    let mut want = Vec::new();
+    for i in 0..20 {
+        want.push(publish(&bus, &topic, i).await);
+    }
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&fast).len() >= 20
+        })
+        .await
+    );
+    // Several trims later, the late agent's events are still there, in its group.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        has_group(conn.clone(), &stream, &late_group).await,
+        "the late subscriber's group was not created before the trim"
+    );
+    let len: usize = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        len, 20,
+        "the topic was trimmed before the late subscriber read it"
+    );
+
+    let wl = worker(&server.url(), &late).await;
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            handled(&late).len() >= 20
+        })
+        .await,
+        "the late subscriber handled {} of 20",
+        handled(&late).len()
+    );
+    assert_exactly(&handled(&late), &want);
+    // Once both have them, they are trimmed.
+    assert!(
+        wait_until_async(Duration::from_secs(10), || async {
+            redis::cmd("XLEN")
+                .arg(&stream)
+                .query_async::<usize>(&mut conn.clone())
+                .await
+                .unwrap_or(1)
+                == 0
+        })
+        .await,
+        "handled events were not trimmed"
+    );
+    wl.stop().await;
+    wf.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscribing_agent_gets_every_event() {
     init_tracing();

@@ -273,9 +273,11 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 // through its group with every worker loop, and the registries.
                 r.push(selector(&["topic:*"], TOPIC_STREAMS));
                 r.push(selector(&["fabric:topics"], &["+sadd", "+smembers"]));
+                // HGETALL: before trimming a topic stream, the other subscribers' groups are
+                // created where their subscriptions start (runtime/topics.rs).
                 r.push(selector(
                     &["fabric:topic_subscriptions"],
-                    &["+hsetnx", "+hget"],
+                    &["+hsetnx", "+hget", "+hgetall"],
                 ));
                 // Workflows (direct mode only, docs/protocol.md §13): start one, run its
                 // steps (fabric_workflow_step and what it runs), read its state.
@@ -442,6 +444,9 @@ pub fn rules(role: &Role, mode: Mode, password: &str, topics: &[&str]) -> Result
                 "+xrange",
                 "+xrevrange",
                 "+zcard",
+                // Retries and schedules: `fabric retries list`, `fabric show`.
+                "+zrange",
+                "+zscan",
                 "+hgetall",
                 "+get",
                 "+exists",

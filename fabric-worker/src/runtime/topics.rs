@@ -213,6 +213,40 @@ pub(crate) fn group_start(since_ms: u64) -> String {
     format!("{}-{}", since_ms.saturating_sub(1), u64::MAX)
 }
 
+/// Before a shared topic stream (`topic:T`, direct mode) is trimmed: creates the group of
+/// every recorded subscription matching `T` that has none on the stream yet (its worker has
+/// not come to the topic yet, or is down), where its subscription starts; and returns the
+/// server time read before the subscriptions, from which the trim keeps every entry (a
+/// subscription recorded meanwhile starts after it). Without this, the first subscriber to
+/// handle a new topic's events trimmed them before the others' groups existed (§11.3: a
+/// group gets everything published from its subscription's first-seen time on).
+pub(crate) async fn adopt_subscribers(bus: &Bus, stream: &str) -> Result<u64> {
+    let Some(topic) = stream.strip_prefix("topic:") else {
+        return Ok(0);
+    };
+    let now = server_ms(bus).await?;
+    let key = keys::TOPIC_SUBSCRIPTIONS;
+    let subscriptions: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(key)
+        .query_async(&mut bus.broker().conn())
+        .await
+        .map_err(|e| Error::redis("HGETALL", key, e))?;
+    for (field, since) in subscriptions {
+        let Some((group, pattern)) = field.rsplit_once('/') else {
+            continue;
+        };
+        let Ok(since) = since.trim().parse::<u64>() else {
+            continue;
+        };
+        if keys::topic_matches(pattern, topic) {
+            bus.broker()
+                .ensure_group_from(stream, group, async || Ok(group_start(since)))
+                .await?;
+        }
+    }
+    Ok(now)
+}
+
 /// The registered durable topics, sorted; names that break the rule are skipped (logged
 /// once).
 async fn registered_topics(
