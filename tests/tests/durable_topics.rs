@@ -104,6 +104,20 @@ async fn subscribed(
         .unwrap_or(false)
 }
 
+/// Waits until `agent`'s worker has recorded its `analytics.*` subscription.
+async fn await_subscribed(conn: &redis::aio::MultiplexedConnection, agent: &str) {
+    let group = format!("{agent}_workers");
+    assert!(
+        wait_until_async(Duration::from_secs(10), || subscribed(
+            conn.clone(),
+            &group,
+            "analytics.*"
+        ))
+        .await,
+        "{agent} never recorded its subscription"
+    );
+}
+
 fn assert_exactly(got: &[String], want: &[String]) {
     let unique: HashSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "duplicates: {got:?}");
@@ -186,14 +200,7 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
     // The late agent subscribes, then goes down before the topic exists.
     let w = worker(&server.url(), &late).await;
     let late_group = format!("{late}_workers");
-    assert!(
-        wait_until_async(Duration::from_secs(10), || subscribed(
-            conn.clone(),
-            &late_group,
-            "analytics.*"
-        ))
-        .await
-    );
+    await_subscribed(&conn, &late).await;
     w.stop().await;
     // The other handles every event at once and trims every 100 ms.
     let wf = RunningWorker::fast(&server.url(), &fast, |b| {
@@ -201,15 +208,7 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
             .trim_interval(Duration::from_millis(100))
     })
     .await;
-    let fast_group = format!("{fast}_workers");
-    assert!(
-        wait_until_async(Duration::from_secs(10), || subscribed(
-            conn.clone(),
-            &fast_group,
-            "analytics.*"
-        ))
-        .await
-    );
+    await_subscribed(&conn, &fast).await;
     let topic = format!("analytics.{}", unique_agent("new"));
     let stream = format!("topic:{topic}");
     let mut want = Vec::new();
@@ -275,15 +274,7 @@ async fn every_subscribing_agent_gets_every_event() {
     let wa = worker(&server.url(), &a).await;
     let wb = worker(&server.url(), &b).await;
     for agent in [&a, &b] {
-        let group = format!("{agent}_workers");
-        assert!(
-            wait_until_async(Duration::from_secs(10), || subscribed(
-                conn.clone(),
-                &group,
-                "analytics.*"
-            ))
-            .await
-        );
+        await_subscribed(&conn, agent).await;
     }
     let mut want = Vec::new();
     for i in 0..50 {
