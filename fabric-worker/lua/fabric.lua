@@ -104,27 +104,33 @@ redis.register_function('fabric_lease', function(keys, args)
   return lost
 end)
 
--- fabric_reclaim(stream; group, consumer, min_idle_ms, start_id, count): claims entries
--- idle longer than min_idle_ms from any consumer of the group, and reports each claimed
--- entry's delivery count (XAUTOCLAIM does not return it).
--- Returns {next_cursor, claimed_entries, deleted_ids, delivery_counts}.
-redis.register_function('fabric_reclaim', function(keys, args)
-  local count = math.min(tonumber(args[5]) or 100, 1000)
-  local r = redis.call('XAUTOCLAIM', keys[1], args[1], args[2], args[3], args[4], 'COUNT', count)
+-- One reclaim step on `key`: claims up to `count` entries idle longer than min_idle_ms from
+-- any consumer of the group, from `cursor`, with each one's delivery count (XAUTOCLAIM does
+-- not return it): {next_cursor, claimed_entries, deleted_ids, delivery_counts}.
+local function reclaim_step(key, group, consumer, min_idle_ms, cursor, count)
+  local r = redis.call('XAUTOCLAIM', key, group, consumer, min_idle_ms, cursor, 'COUNT', count)
   local counts = {}
   for i, e in ipairs(r[2]) do
-    local p = redis.call('XPENDING', keys[1], args[1], e[1], e[1], 1)
+    local p = redis.call('XPENDING', key, group, e[1], e[1], 1)
     if p[1] then counts[i] = p[1][4] else counts[i] = 0 end
   end
   return {r[1], r[2], r[3] or {}, counts}
+end
+
+-- fabric_reclaim(stream; group, consumer, min_idle_ms, start_id, count): one reclaim step.
+-- Returns {next_cursor, claimed_entries, deleted_ids, delivery_counts}.
+redis.register_function('fabric_reclaim', function(keys, args)
+  local count = math.min(tonumber(args[5]) or 100, 1000)
+  return reclaim_step(keys[1], args[1], args[2], args[3], args[4], count)
 end)
 
 -- fabric_reclaim_many(S1, ..., Sn; group, consumer, min_idle_ms, count, cursor_1, ...,
--- cursor_n): one fabric_reclaim step on each of an inbox and its lanes (keys of one slot, at
--- most 8), each from its own cursor, claiming at most `count` entries in all (a stream
--- reached once none are left keeps its cursor). One call per agent where an idle worker
--- made one per stream.
--- Returns one {next_cursor, claimed_entries, deleted_ids, delivery_counts} per stream.
+-- cursor_n): one reclaim step on each of an inbox and its lanes (keys of one slot, at most
+-- 8), each from its own cursor, claiming at most `count` entries in all. One call per agent
+-- where an idle worker made one per stream.
+-- Returns per stream its step's {next_cursor, claimed_entries, deleted_ids,
+-- delivery_counts}, or {} for a stream not reached (every entry allowed was claimed before
+-- it: its cursor stays where it was).
 redis.register_function('fabric_reclaim_many', function(keys, args)
   if #keys > 8 then
     return redis.error_reply('ERR fabric_reclaim_many takes at most 8 streams')
@@ -132,18 +138,11 @@ redis.register_function('fabric_reclaim_many', function(keys, args)
   local left = math.min(tonumber(args[4]) or 100, 1000)
   local out = {}
   for i, key in ipairs(keys) do
-    local cursor = args[4 + i] or '0-0'
     if left < 1 then
-      out[i] = {cursor, {}, {}, {}}
+      out[i] = {}
     else
-      local r = redis.call('XAUTOCLAIM', key, args[1], args[2], args[3], cursor, 'COUNT', left)
-      local counts = {}
-      for j, e in ipairs(r[2]) do
-        local p = redis.call('XPENDING', key, args[1], e[1], e[1], 1)
-        if p[1] then counts[j] = p[1][4] else counts[j] = 0 end
-      end
-      left = left - #r[2]
-      out[i] = {r[1], r[2], r[3] or {}, counts}
+      out[i] = reclaim_step(key, args[1], args[2], args[3], args[4 + i] or '0-0', left)
+      left = left - #out[i][2]
     end
   end
   return out

@@ -17,6 +17,21 @@ pub const TOPICS_REGISTRY: &str = "fabric:topics";
 /// matching topic starts there (`docs/protocol.md` §11).
 pub const TOPIC_SUBSCRIPTIONS: &str = "fabric:topic_subscriptions";
 
+/// A subscription's field in [`TOPIC_SUBSCRIPTIONS`] (and in an agent's own, secure mode):
+/// `<group>/<pattern>`.
+pub(crate) fn subscription_field(group: &str, pattern: &str) -> String {
+    format!("{group}/{pattern}")
+}
+
+/// The (group, pattern) of a subscription's field; `None` unless the pattern is a valid one
+/// (neither groups nor patterns contain `/`).
+pub(crate) fn subscription_of(field: &str) -> Option<(&str, &str)> {
+    let (group, pattern) = field.split_once('/')?;
+    validate_topic_pattern(pattern)
+        .is_ok()
+        .then_some((group, pattern))
+}
+
 /// Checks a durable topic name: 1–200 characters from `[A-Za-z0-9_.:-]`, starting with a
 /// letter or digit (`analytics.insights`, `shared:news`).
 pub fn validate_durable_topic(topic: &str) -> Result<()> {

@@ -55,9 +55,7 @@ async fn read(broker: &Broker) -> Result<Vec<(String, String)>> {
             .await
             .map_err(|e| Error::redis("HKEYS", &key, e))?;
         for f in fields {
-            if let Some((_, pattern)) = f.split_once('/')
-                && keys::validate_topic_pattern(pattern).is_ok()
-            {
+            if let Some((_, pattern)) = keys::subscription_of(&f) {
                 out.push((agent.to_owned(), pattern.to_owned()));
             }
         }

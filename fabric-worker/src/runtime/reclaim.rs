@@ -70,8 +70,8 @@ pub(super) async fn reclaimer(streams: Vec<Arc<StreamState>>, stop: Cancellation
 
 /// The first step of every walk of `streams` (an inbox and its lanes) in one
 /// `fabric_reclaim_many` call: for each stream, whether its step was taken (not when the call
-/// failed, nor for the streams after the free slots were all claimed: those walk alone);
-/// `None` when the worker is closing.
+/// failed, nor for a stream the call did not reach: those walk alone); `None` when the
+/// worker is closing.
 async fn step_all(
     streams: &[Arc<StreamState>],
     walks: &mut [(String, u64)],
@@ -103,25 +103,23 @@ async fn step_all(
             let parts = wire::as_array(&v)
                 .filter(|p| p.len() == streams.len())
                 .ok_or_else(|| Error::protocol("reclaim script", format!("{v:?}")))?;
+            // `{}`: a stream the call did not reach (the free slots were all claimed).
             parts
                 .iter()
-                .map(parse_reclaimed)
+                .map(|p| match wire::as_array(p) {
+                    Some([]) => Ok(None),
+                    _ => parse_reclaimed(p).map(Some),
+                })
                 .collect::<Result<Vec<_>>>()
         });
     match reply {
         Ok(steps) => {
-            // The function's rule: a stream reached once `free` entries (at most 1,000) were
-            // claimed is skipped (its cursor unchanged).
-            let mut left = free.min(1000);
             let mut taken = Vec::with_capacity(streams.len());
             for ((st, (cursor, _)), step) in streams.iter().zip(walks.iter_mut()).zip(steps) {
-                if left == 0 {
-                    taken.push(false);
-                    continue;
-                }
-                left = left.saturating_sub(step.1.len());
-                taken.push(true);
-                if !take(st, cursor, step).await {
+                taken.push(step.is_some());
+                if let Some(step) = step
+                    && !take(st, cursor, step).await
+                {
                     return None;
                 }
             }

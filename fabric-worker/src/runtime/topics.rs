@@ -121,11 +121,6 @@ pub(crate) fn pick<'a>(handlers: &'a [HandlerSpec], topic: &str) -> Option<&'a H
         })
 }
 
-/// The field of a subscription in `fabric:topic_subscriptions`: `<group>/<pattern>`.
-fn subscription_field(group: &str, pattern: &str) -> String {
-    format!("{group}/{pattern}")
-}
-
 /// The Redis server's clock, ms since the epoch (stream ids use it).
 async fn server_ms(bus: &Bus) -> Result<u64> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME")
@@ -189,7 +184,7 @@ impl Where<'_> {
 /// When the subscription (group, pattern) was first seen, ms (server clock): recorded now
 /// with `HSETNX` unless it already was, then read back.
 async fn subscribed_since(bus: &Bus, at: &Where<'_>, group: &str, pattern: &str) -> Result<u64> {
-    let field = subscription_field(group, pattern);
+    let field = keys::subscription_field(group, pattern);
     let key = at.subscriptions();
     let now = server_ms(bus).await?;
     let mut conn = bus.broker().conn();
@@ -213,16 +208,18 @@ pub(crate) fn group_start(since_ms: u64) -> String {
     format!("{}-{}", since_ms.saturating_sub(1), u64::MAX)
 }
 
-/// Before a shared topic stream (`topic:T`, direct mode) is trimmed: creates the group of
-/// every recorded subscription matching `T` that has none on the stream yet (its worker has
-/// not come to the topic yet, or is down), where its subscription starts; and returns the
-/// server time read before the subscriptions, from which the trim keeps every entry (a
-/// subscription recorded meanwhile starts after it). Without this, the first subscriber to
-/// handle a new topic's events trimmed them before the others' groups existed (§11.3: a
-/// group gets everything published from its subscription's first-seen time on).
-pub(crate) async fn adopt_subscribers(bus: &Bus, stream: &str) -> Result<u64> {
-    let Some(topic) = stream.strip_prefix("topic:") else {
-        return Ok(0);
+/// Before a stream is trimmed, when it is a shared topic stream (`topic:T`, direct mode):
+/// creates the group of every recorded subscription matching `T` that has none on the
+/// stream yet (its worker has not come to the topic yet, or is down), where its subscription
+/// starts; and returns the server time read before the subscriptions, from which the trim
+/// keeps every entry (a subscription recorded meanwhile starts after it). `None` for any
+/// other stream. Without this, the first subscriber to handle a new topic's events trimmed
+/// them before the others' groups existed (§11.3: a group gets everything published from its
+/// subscription's first-seen time on).
+pub(crate) async fn adopt_subscribers(bus: &Bus, stream: &str) -> Result<Option<u64>> {
+    let Some(topic) = keys::topic_of_stream(stream).filter(|t| keys::topic_stream(t) == stream)
+    else {
+        return Ok(None);
     };
     let now = server_ms(bus).await?;
     let key = keys::TOPIC_SUBSCRIPTIONS;
@@ -231,20 +228,20 @@ pub(crate) async fn adopt_subscribers(bus: &Bus, stream: &str) -> Result<u64> {
         .query_async(&mut bus.broker().conn())
         .await
         .map_err(|e| Error::redis("HGETALL", key, e))?;
-    for (field, since) in subscriptions {
-        let Some((group, pattern)) = field.rsplit_once('/') else {
+    for (field, since) in &subscriptions {
+        let Some((group, pattern)) = keys::subscription_of(field) else {
             continue;
         };
         let Ok(since) = since.trim().parse::<u64>() else {
             continue;
         };
-        if keys::topic_matches(pattern, topic) {
+        if keys::validate_group(group).is_ok() && keys::topic_matches(pattern, topic) {
             bus.broker()
                 .ensure_group_from(stream, group, async || Ok(group_start(since)))
                 .await?;
         }
     }
-    Ok(now)
+    Ok(Some(now))
 }
 
 /// The registered durable topics, sorted; names that break the rule are skipped (logged

@@ -45,15 +45,14 @@ pub(super) async fn trimmer(streams: Vec<Arc<StreamState>>, stop: CancellationTo
         // An inbox and its lanes (one slot) in one call. A shared topic stream: first the
         // groups of subscribers that have none on it yet, and nothing written since then.
         let mut cmd = fcall("fabric_trim", &due);
-        if stream.starts_with("topic:") {
-            match super::topics::adopt_subscribers(&first.bus, stream).await {
-                Ok(keep_from) => {
-                    cmd.arg(keep_from);
-                }
-                Err(e) => {
-                    debug!(%stream, error = %e, "cannot look for the topic's other subscribers; not trimming it now");
-                    continue;
-                }
+        match super::topics::adopt_subscribers(&first.bus, stream).await {
+            Ok(Some(keep_from)) => {
+                cmd.arg(keep_from);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                debug!(%stream, error = %e, "cannot look for the topic's other subscribers; not trimming it now");
+                continue;
             }
         }
         let r: Result<i64> = first.broker.call(&cmd, "FCALL fabric_trim", stream).await;
