@@ -477,3 +477,54 @@ async fn handled_entries_of_every_lane_are_trimmed_in_one_call() {
         "no trim call named more than one of the inbox's streams: {trims:?}"
     );
 }
+
+/// A backlog in the inbox alone: each read asks the idle lanes for one entry each in one
+/// `XREADGROUP` naming the three (`COUNT` applies to every stream of a read), and the inbox
+/// for the rest in another — two commands a read, not one per lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_probes_the_idle_lanes_in_one_command() {
+    init_tracing();
+    let server = RedisServer::start_own(false); // its own: MONITOR sees every client
+    let agent = unique_agent("probe-lanes");
+    let streams = inbox_and_lanes(&agent);
+    let (inbox, lanes) = (&streams[0], &streams[1..]);
+    let _w = WorkerProcess::start(&server.url(), &agent, &[]);
+    let mut conn = server.client();
+    assert!(fabric_tests::lanes_created(&mut conn, &agent));
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let (lines, watch) = monitor(&server.url()).await;
+    let batch = (0..1000)
+        .map(|i| work(&agent, i, 0, Priority::Normal))
+        .collect();
+    bus.send_batch(batch).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(15), || conn
+            .llen::<_, usize>(format!("test:done:{agent}"))
+            .unwrap_or(0)
+            >= 1000),
+        "the backlog was not handled"
+    );
+    watch.abort();
+    let lines = lines.lock().unwrap().clone();
+    let reads: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"XREADGROUP\"") && streams.iter().any(|s| names(l, s)))
+        .collect();
+    let probes = reads
+        .iter()
+        .filter(|l| lanes.iter().all(|s| names(l, s)) && !names(l, inbox))
+        .count();
+    let lane_alone = reads
+        .iter()
+        .filter(|l| streams.iter().filter(|s| names(l, s)).count() == 1 && !names(l, inbox))
+        .count();
+    assert!(
+        probes >= 1,
+        "no read asked the three idle lanes in one command ({lane_alone} reads of a lane alone, {} reads in all)",
+        reads.len()
+    );
+    assert!(
+        lane_alone < probes,
+        "{lane_alone} reads of a lane alone against {probes} reads of the three together"
+    );
+}

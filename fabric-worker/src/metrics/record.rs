@@ -153,10 +153,16 @@ pub(crate) fn expired(agent: &str, message_type: &str) {
 pub(crate) struct MessageMetrics(Option<Arc<TypeMetrics>>);
 
 impl MessageMetrics {
-    /// Its handler ran for `d`.
-    pub(crate) fn handler_ran(&self, d: Duration) {
-        if let Some(m) = &self.0 {
-            m.duration.record(d.as_secs_f64());
+    /// Now, when metrics are recorded (the start of its handler); `None` otherwise, without
+    /// reading the clock.
+    pub(crate) fn clock(&self) -> Option<std::time::Instant> {
+        self.0.as_ref().map(|_| std::time::Instant::now())
+    }
+
+    /// Its handler ran since `began` (from [`MessageMetrics::clock`]).
+    pub(crate) fn handler_ran(&self, began: Option<std::time::Instant>) {
+        if let (Some(m), Some(began)) = (&self.0, began) {
+            m.duration.record(began.elapsed().as_secs_f64());
         }
     }
 

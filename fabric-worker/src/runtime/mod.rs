@@ -171,6 +171,7 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send,
         hard: CancellationToken,
     ) -> Result<()> {
+        use futures::{StreamExt, TryStreamExt};
         let stop_reading = CancellationToken::new();
         let stop_background = CancellationToken::new();
         let acks_done = CancellationToken::new();
@@ -193,12 +194,23 @@ impl Worker {
             broker.ensure_library()
         })
         .await?;
-        for spec in &self.streams {
-            startup::wait_for_redis(wait, "creating the consumer group", || {
-                broker.ensure_group(&spec.stream, &spec.group)
+        // Agents are set up concurrently (SETUP_AT_ONCE at a time): one after another, a
+        // process serving 100 agents read the first for 20-30 ms before the last had its group.
+        // (Futures collected first: a lazy `map` in the stream trips the `Send` check of the
+        // topics' spawned workers.)
+        let groups: Vec<_> = self
+            .streams
+            .iter()
+            .map(|spec| {
+                startup::wait_for_redis(wait, "creating the consumer group", || {
+                    broker.ensure_group(&spec.stream, &spec.group)
+                })
             })
+            .collect();
+        futures::stream::iter(groups)
+            .buffer_unordered(SETUP_AT_ONCE)
+            .try_collect::<Vec<()>>()
             .await?;
-        }
         let mut wake = Vec::new();
         let mut pausable = Vec::new();
         // The new-message notifications are listened to before any inbox is read: a message
@@ -240,6 +252,7 @@ impl Worker {
                 "reading the inboxes on the shared connection, woken by their notifications"
             );
         }
+        let mut made = Vec::new();
         for spec in self.streams {
             let (ack_tx, ack_rx) = mpsc::unbounded_channel();
             let is_inbox = spec.stream == crate::keys::inbox(&spec.agent);
@@ -255,26 +268,30 @@ impl Worker {
             if shared_reads && is_inbox {
                 st.read_wake = Some(Arc::new(tokio::sync::Notify::new()));
             }
-            let st = Arc::new(st);
-            if is_inbox {
-                let started = crate::time::now_ms();
-                if let Err(e) = presence::register(&st, started).await {
-                    warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
-                }
+            made.push((Arc::new(st), ack_rx, is_inbox));
+        }
+        // Every agent's presence, pause state and lanes, before any reader starts.
+        let lanes_on = self.config.priority_lanes;
+        let inboxes: Vec<_> = made
+            .iter()
+            .map(|(st, _, is_inbox)| set_up_inbox(&self.bus, st, *is_inbox, lanes_on))
+            .collect();
+        let set_up: Vec<Option<InboxSetUp>> = futures::stream::iter(inboxes)
+            .buffered(SETUP_AT_ONCE)
+            .try_collect()
+            .await?;
+        for ((st, ack_rx, _), set_up) in made.into_iter().zip(set_up) {
+            let mut lanes = Vec::new();
+            if let Some(InboxSetUp {
+                started,
+                lanes: names,
+            }) = set_up
+            {
                 background.push(tokio::spawn(presence::refresher(
                     st.clone(),
                     started,
                     stop_background.clone(),
                 )));
-                // Paused before this worker started: start paused, before the first read.
-                match self.bus.is_paused(&st.spec.agent).await {
-                    Ok(paused) => {
-                        st.pause.send_replace(paused);
-                    }
-                    Err(e) => {
-                        warn!(agent = %st.spec.agent, error = %e, "cannot check whether the agent is paused; the pause watcher checks again");
-                    }
-                }
                 wake.push((
                     st.spec.agent.clone(),
                     notes::Wake {
@@ -283,12 +300,8 @@ impl Worker {
                     },
                 ));
                 pausable.push((st.spec.agent.clone(), st.pause.clone()));
-            }
-            // The lanes read with this stream, in priority order (the stream itself is the
-            // normal lane).
-            let mut lanes = Vec::new();
-            if is_inbox {
-                let names = lane_names(&st, self.config.priority_lanes).await?;
+                // The lanes read with this stream, in priority order (the stream itself is
+                // the normal lane).
                 for (i, name) in names {
                     let (tx, rx) = mpsc::unbounded_channel();
                     let lane = Arc::new(StreamState::lane(&st, name, tx));
@@ -418,6 +431,45 @@ fn spawn_loops(
         streams,
         stop_background.clone(),
     )));
+}
+
+/// How many agents are set up at once at start (groups, presence, pause state, lanes).
+const SETUP_AT_ONCE: usize = 64;
+
+/// What [`set_up_inbox`] found.
+struct InboxSetUp {
+    /// When this worker's presence was registered, ms since the epoch.
+    started: u64,
+    /// The inbox's lanes (see [`lane_names`]).
+    lanes: Vec<(usize, String)>,
+}
+
+/// Sets up an inbox before it is read (nothing for another stream): registers this worker's
+/// presence, starts it paused if an operator paused the agent, and finds its lanes.
+async fn set_up_inbox(
+    bus: &Bus,
+    st: &StreamState,
+    is_inbox: bool,
+    lanes_on: bool,
+) -> Result<Option<InboxSetUp>> {
+    if !is_inbox {
+        return Ok(None);
+    }
+    let started = crate::time::now_ms();
+    if let Err(e) = presence::register(st, started).await {
+        warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
+    }
+    // Paused before this worker started: start paused, before the first read.
+    match bus.is_paused(&st.spec.agent).await {
+        Ok(paused) => {
+            st.pause.send_replace(paused);
+        }
+        Err(e) => {
+            warn!(agent = %st.spec.agent, error = %e, "cannot check whether the agent is paused; the pause watcher checks again");
+        }
+    }
+    let lanes = lane_names(st, lanes_on).await?;
+    Ok(Some(InboxSetUp { started, lanes }))
 }
 
 /// The priority lanes to read with an inbox, as (index in `keys::LANES`, key): all of them,

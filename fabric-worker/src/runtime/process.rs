@@ -120,7 +120,11 @@ impl StreamState {
             .await;
             return false;
         }
-        if message.is_expired_at(crate::time::now_ms()) {
+        // The clock is read only for a message with a TTL.
+        if message
+            .expires_at_ms()
+            .is_some_and(|at| crate::time::now_ms() >= at)
+        {
             return Box::pin(self.expire(&entry, message, attempt, deliveries)).await;
         }
         let handler = spec.handlers.get(&message.message_type);
@@ -188,7 +192,7 @@ impl StreamState {
         let message = kept.head();
         let mt = self.type_label(&message.message_type);
         let mm = crate::metrics::started(&spec.agent, mt, &entry.id, entry.size());
-        let began = std::time::Instant::now();
+        let began = mm.clock();
         let run = run_handler(
             handler.reg.handler,
             ctx,
@@ -200,7 +204,7 @@ impl StreamState {
             self.hook_after(hooked.as_ref(), Outcome::Stopped);
             return false;
         };
-        mm.handler_ran(began.elapsed());
+        mm.handler_ran(began);
         match decide(ran, attempt, max_attempts, &self.config) {
             Verdict::Succeeded { reply } => {
                 match self.workflow_step_succeeded(message, &reply).await {

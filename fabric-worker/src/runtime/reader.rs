@@ -77,6 +77,16 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         // Wait for capacity before reading, and read no more than can start at once.
         // Permits are taken per entry after the read, so a blocked read holds none (the
         // reclaimer needs them too).
+        // An inbox with lanes waits for a slot per lane (all of its slots, if fewer) while
+        // its handlers run: a read of fewer entries than lanes asks them one by one, a round
+        // trip each, and a drain made most of its reads so.
+        if n > 1 {
+            let want = u32::try_from(n.min(main.config.concurrency)).unwrap_or(1);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                p = main.sem.clone().acquire_many_owned(want) => if p.is_err() { return },
+            }
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             p = main.slot() => if p.is_none() { return },
@@ -261,16 +271,35 @@ async fn read_blocking(
     by_lane(lanes, wire::query_value(c, &cmd).await?)
 }
 
-/// One pipeline of non-blocking reads, `quotas[i]` entries from lane `i`.
+/// One pipeline of non-blocking reads, `quotas[i]` entries from lane `i`: one `XREADGROUP`
+/// per distinct quota, over the lanes given it (`COUNT` applies to each stream of a read).
+/// The usual read — one busy lane, the others asked for one entry each — is two commands,
+/// not one per lane.
 async fn read_quotas(
     c: &mut Conn,
     lanes: &[Arc<StreamState>],
     quotas: &[usize],
 ) -> redis::RedisResult<Got> {
     let mut pipe = redis::pipe();
-    for (l, q) in lanes.iter().zip(quotas) {
-        let mut cmd = xreadgroup(l, *q);
-        cmd.arg("STREAMS").arg(&l.spec.stream).arg(">");
+    for (i, q) in quotas.iter().enumerate() {
+        if quotas[..i].contains(q) {
+            continue; // read with the first lane of this quota
+        }
+        let same: Vec<&Arc<StreamState>> = lanes
+            .iter()
+            .zip(quotas)
+            .skip(i)
+            .filter(|(_, other)| *other == q)
+            .map(|(l, _)| l)
+            .collect();
+        let mut cmd = xreadgroup(&lanes[i], *q);
+        cmd.arg("STREAMS");
+        for l in &same {
+            cmd.arg(&l.spec.stream);
+        }
+        for _ in &same {
+            cmd.arg(">");
+        }
         pipe.add_command(cmd);
     }
     let replies = wire::query_values(c, &pipe).await?;
