@@ -82,8 +82,8 @@ async fn settle(st: &StreamState, batch: Vec<Handled>) {
     let mut written = Vec::with_capacity(pending.len());
     let mut unacked = Vec::new();
     if !pending.is_empty() {
-        let prepared: Vec<_> = pending.iter().map(|p| &p.prepared).collect();
-        match st.write_replies(&prepared).await {
+        let mut prepared: Vec<_> = pending.iter_mut().map(|p| &mut p.prepared).collect();
+        match st.write_replies(&mut prepared).await {
             Written::Stopped => unacked = pending,
             Written::Each(each) => {
                 for (p, r) in pending.into_iter().zip(each) {

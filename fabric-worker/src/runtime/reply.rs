@@ -148,7 +148,8 @@ impl StreamState {
                 Ok(p) => p,
                 Err(e) => return Persisted::Failed(e),
             };
-            match self.write_replies(&[&prepared]).await {
+            let mut prepared = prepared;
+            match self.write_replies(&mut [&mut prepared]).await {
                 Written::Stopped => Persisted::Stopped,
                 Written::Each(mut each) => match each.pop() {
                     Some(Ok(())) | None => Persisted::Done,
@@ -160,23 +161,24 @@ impl StreamState {
 
     /// Writes `replies`: one pipeline per target key (usually one: a sender's replies go to
     /// its results stream), with `WAIT` when the bus asks for replicas; retries connection
-    /// errors with backoff. Calls the `on_sent` hooks of those written.
-    pub(super) async fn write_replies(&self, replies: &[&Prepared]) -> Written {
-        let mut targets: Vec<&str> = Vec::new();
-        for p in replies {
-            if !targets.contains(&p.target.as_str()) {
-                targets.push(&p.target);
+    /// errors with backoff. Calls the `on_sent` hooks of those written. Each reply's `XADD`
+    /// is moved into the pipeline (written once; a copy per reply cost an allocation).
+    pub(super) async fn write_replies(&self, replies: &mut [&mut Prepared]) -> Written {
+        let mut targets: Vec<String> = Vec::new();
+        for p in replies.iter() {
+            if !targets.contains(&p.target) {
+                targets.push(p.target.clone());
             }
         }
         let wait = self.bus.replica_wait();
         let mut each: Vec<Option<Result<(), Error>>> = replies.iter().map(|_| None).collect();
-        for target in targets {
+        for target in targets.iter().map(String::as_str) {
             let mut pipe = redis::Pipeline::with_capacity(replies.len() + 1);
             pipe.ignore_errors();
             let mut index = Vec::new();
-            for (i, p) in replies.iter().enumerate() {
+            for (i, p) in replies.iter_mut().enumerate() {
                 if p.target == target {
-                    pipe.add_command(p.cmd.clone());
+                    pipe.add_command(std::mem::take(&mut p.cmd));
                     index.push(i);
                 }
             }
