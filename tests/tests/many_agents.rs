@@ -327,6 +327,34 @@ async fn one_agents_deep_backlog_does_not_starve_the_others_under_the_process_li
     worker.stop().await;
 }
 
+/// 40 agents named `<prefix>-<i>`, the `MONITOR` stream of the server at `url` (started
+/// first), and a worker serving them (`blocking_readers` when given).
+async fn monitored_agents(
+    url: &str,
+    label: &str,
+    blocking_readers: Option<usize>,
+) -> (
+    String,
+    Vec<String>,
+    impl futures::Stream<Item = String> + Unpin + use<>,
+    RunningWorker,
+) {
+    let prefix = unique_agent(label);
+    let agents: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
+    let client = redis::Client::open(url).unwrap();
+    let monitor = client.get_async_monitor().await.unwrap();
+    let lines = monitor.into_on_message::<String>();
+    let mut builder = Worker::builder(&agents[0]).url(url);
+    if let Some(n) = blocking_readers {
+        builder = builder.blocking_readers(n);
+    }
+    for a in &agents[1..] {
+        builder = builder.agent(a);
+    }
+    let worker = RunningWorker::start(builder).await;
+    (prefix, agents, lines, worker)
+}
+
 /// A worker serving many agents listens to their notifications before it reads any inbox,
 /// so a message sent once reading has begun is always announced. Before, the subscription
 /// was made after every inbox's reader had started, and a message sent in between waited
@@ -338,18 +366,7 @@ async fn notifications_are_listened_to_before_any_inbox_is_read() {
     use futures::StreamExt;
     init_tracing();
     let server = RedisServer::start_own(false); // its own: MONITOR sees every client
-    let url = server.url();
-    let prefix = unique_agent("early");
-    let agents: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let monitor = client.get_async_monitor().await.unwrap();
-    let mut lines = monitor.into_on_message::<String>();
-
-    let mut builder = Worker::builder(&agents[0]).url(&url).blocking_readers(0);
-    for a in &agents[1..] {
-        builder = builder.agent(a);
-    }
-    let worker = RunningWorker::start(builder).await;
+    let (prefix, _, mut lines, worker) = monitored_agents(&server.url(), "early", Some(0)).await;
     let (mut subscribe, mut first_read, mut n) = (None, None, 0usize);
     while subscribe.is_none() || first_read.is_none() {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next())
@@ -382,18 +399,7 @@ async fn every_agent_is_set_up_before_any_inbox_is_read() {
     use futures::StreamExt;
     init_tracing();
     let server = RedisServer::start_own(false); // its own: MONITOR sees every client
-    let url = server.url();
-    let prefix = unique_agent("setup");
-    let agents: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let monitor = client.get_async_monitor().await.unwrap();
-    let mut lines = monitor.into_on_message::<String>();
-
-    let mut builder = Worker::builder(&agents[0]).url(&url);
-    for a in &agents[1..] {
-        builder = builder.agent(a);
-    }
-    let worker = RunningWorker::start(builder).await;
+    let (prefix, agents, mut lines, worker) = monitored_agents(&server.url(), "setup", None).await;
     let presence: Vec<String> = agents
         .iter()
         .map(|a| format!("\"{}\"", fabric_worker::keys::workers(a)))
