@@ -108,14 +108,23 @@ impl StreamState {
             Mode::Direct => reply_to.to_owned(),
             Mode::Secure => keys::outbox(&self.spec.agent),
         };
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&target)
+        let headers = reply.headers_json().ok().flatten();
+        // Sized for its arguments at once (growing it as they were added cost reallocations).
+        let size = target.len()
+            + data.len()
+            + request.id.len()
+            + headers.as_ref().map_or(0, String::len)
+            + reply_to.len()
+            + 64;
+        let mut cmd = redis::Cmd::with_capacity(10, size);
+        cmd.arg("XADD")
+            .arg(&target)
             .arg("*")
             .arg(fields::DATA)
             .arg(&data)
             .arg(fields::IN_REPLY_TO)
             .arg(&request.id);
-        if let Ok(Some(h)) = reply.headers_json() {
+        if let Some(h) = headers {
             cmd.arg(fields::HEADERS).arg(h);
         }
         if self.bus.mode() == Mode::Secure {
