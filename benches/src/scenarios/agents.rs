@@ -224,6 +224,11 @@ fn push_rows(
         )
         .target(Target::OursBelow(1.0)),
     );
+    report.push(row(
+        format!("Agents: start-up, {n} agents (spawn → ready to read them all)"),
+        Unit::Millis,
+        pair(idle, |i| i.ready_ms),
+    ));
     let secs = sz.idle_window.as_secs_f64();
     report.push(
         row(
