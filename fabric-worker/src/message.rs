@@ -324,9 +324,32 @@ impl Message {
 
     /// The envelope as the JSON written to the `data` field.
     pub fn to_data(&self) -> Result<String> {
-        serde_json::to_string(self).map_err(|source| Error::Encode {
+        // Sized for the envelope's keys and strings at once (`to_string` starts at 128
+        // bytes and grows twice for a typical envelope); a payload may still grow it.
+        let strings = [
+            &self.id,
+            &self.from_agent,
+            &self.to_agent,
+            &self.message_type,
+            &self.timestamp,
+        ];
+        let optional = [&self.reply_to, &self.correlation_id];
+        let size = 192
+            + strings.iter().map(|s| s.len()).sum::<usize>()
+            + optional
+                .iter()
+                .flat_map(|s| s.as_ref())
+                .map(String::len)
+                .sum::<usize>();
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, self).map_err(|source| Error::Encode {
             what: "message",
             source,
+        })?;
+        // serde_json writes valid UTF-8.
+        String::from_utf8(out).map_err(|e| Error::Encode {
+            what: "message",
+            source: serde::ser::Error::custom(e),
         })
     }
 
