@@ -22,6 +22,9 @@ use super::pause;
 use super::stream::StreamState;
 use crate::broker::{Conn, RawEntry, reconnect_backoff, wire};
 
+/// How long an inbox with lanes waits for a free slot per lane before it reads with fewer.
+const LANE_SLOTS_WAIT: Duration = Duration::from_millis(2);
+
 /// What one read got: per lane (index into the reader's lanes), its entries.
 type Got = Vec<(usize, Vec<RawEntry>)>;
 
@@ -77,14 +80,18 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
         // Wait for capacity before reading, and read no more than can start at once.
         // Permits are taken per entry after the read, so a blocked read holds none (the
         // reclaimer needs them too).
-        // An inbox with lanes waits for a slot per lane (all of its slots, if fewer) while
-        // its handlers run: a read of fewer entries than lanes asks them one by one, a round
-        // trip each, and a drain made most of its reads so.
-        if n > 1 {
-            let want = u32::try_from(n.min(main.config.concurrency)).unwrap_or(1);
+        // An inbox with lanes waits a little (LANE_SLOTS_WAIT) for a slot per lane (all of
+        // its slots, if fewer): a read of fewer entries than lanes asks them one by one, a
+        // round trip each, and a drain made most of its reads so. Only a little: a slow
+        // handler must not keep the other free slots idle.
+        let want = n.min(main.config.concurrency);
+        if n > 1 && main.sem.available_permits() < want {
+            let want = u32::try_from(want).unwrap_or(1);
+            let enough =
+                tokio::time::timeout(LANE_SLOTS_WAIT, main.sem.clone().acquire_many_owned(want));
             tokio::select! {
                 _ = stop.cancelled() => return,
-                p = main.sem.clone().acquire_many_owned(want) => if p.is_err() { return },
+                r = enough => if matches!(r, Ok(Err(_))) { return },
             }
         }
         tokio::select! {

@@ -110,13 +110,14 @@ impl StreamState {
         };
         let headers = reply.headers_json().ok().flatten();
         // Sized for its arguments at once (growing it as they were added cost reallocations).
+        let secure = self.bus.mode() == Mode::Secure;
         let size = target.len()
             + data.len()
             + request.id.len()
             + headers.as_ref().map_or(0, String::len)
-            + reply_to.len()
+            + if secure { reply_to.len() } else { 0 }
             + 64;
-        let mut cmd = redis::Cmd::with_capacity(10, size);
+        let mut cmd = redis::Cmd::with_capacity(11, size);
         cmd.arg("XADD")
             .arg(&target)
             .arg("*")
@@ -127,7 +128,7 @@ impl StreamState {
         if let Some(h) = headers {
             cmd.arg(fields::HEADERS).arg(h);
         }
-        if self.bus.mode() == Mode::Secure {
+        if secure {
             cmd.arg(fields::DELIVER_TO).arg(reply_to);
         }
         let (reply_id, for_hooks) = if self.bus.hooks().is_empty() {
