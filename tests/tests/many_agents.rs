@@ -430,3 +430,51 @@ async fn every_agent_is_set_up_before_any_inbox_is_read() {
     );
     worker.stop().await;
 }
+
+/// A worker whose start fails for one of its agents (here a lane key holding a string) fails
+/// as a whole, names the problem, and leaves no presence record of its other agents saying
+/// it serves them: each is marked stopped (discovery and the agents' MCP sessions go by them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_for_one_agent_leaves_no_live_presence() {
+    init_tracing();
+    let server = RedisServer::start();
+    let prefix = unique_agent("half-start");
+    let agents: Vec<String> = (0..8).map(|i| format!("{prefix}-{i}")).collect();
+    let poisoned = fabric_worker::keys::lane(&fabric_worker::keys::inbox(&agents[5]), "urgent");
+    let _: () = redis::cmd("SET")
+        .arg(&poisoned)
+        .arg("not a stream")
+        .query(&mut server.client())
+        .unwrap();
+    let mut builder = Worker::builder(&agents[0]).url(server.url());
+    for a in &agents[1..] {
+        builder = builder.agent(a);
+    }
+    let worker = builder.build().await.unwrap();
+    let ran = tokio::time::timeout(
+        Duration::from_secs(20),
+        worker.run_until(std::future::pending()),
+    )
+    .await
+    .expect("the worker started despite the broken lane");
+    let e = ran.expect_err("the worker started despite the broken lane");
+    assert!(
+        e.to_string().contains(&poisoned) || e.to_string().contains("WRONGTYPE"),
+        "the error does not name the problem: {e}"
+    );
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let mut registered = 0;
+    for a in &agents {
+        for w in bus.workers(a).await.unwrap() {
+            registered += 1;
+            assert!(
+                w.stopped_ms.is_some(),
+                "{a} lists a live worker that never read its inbox: {w:?}"
+            );
+        }
+    }
+    assert!(
+        registered > 0,
+        "no agent was registered: the test proves nothing"
+    );
+}

@@ -276,10 +276,25 @@ impl Worker {
             .iter()
             .map(|(st, _, is_inbox)| set_up_inbox(&self.bus, st, *is_inbox, lanes_on))
             .collect();
-        let set_up: Vec<Option<InboxSetUp>> = futures::stream::iter(inboxes)
+        let set_up: Vec<Result<Option<InboxSetUp>>> = futures::stream::iter(inboxes)
             .buffered(SETUP_AT_ONCE)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        if let Some(i) = set_up.iter().position(Result::is_err) {
+            // Not starting: the agents registered meanwhile are marked stopped, so that
+            // discovery does not list a worker that never reads.
+            for ((st, _, _), s) in made.iter().zip(&set_up) {
+                if let Ok(Some(s)) = s {
+                    presence::mark_stopped(st, s.started).await;
+                }
+            }
+            let mut set_up = set_up;
+            return Err(match set_up.swap_remove(i) {
+                Err(e) => e,
+                Ok(_) => Error::protocol("start-up", "an agent's set-up failed"),
+            });
+        }
+        let set_up = set_up.into_iter().flatten();
         for ((st, ack_rx, _), set_up) in made.into_iter().zip(set_up) {
             let mut lanes = Vec::new();
             if let Some(InboxSetUp {
@@ -444,8 +459,9 @@ struct InboxSetUp {
     lanes: Vec<(usize, String)>,
 }
 
-/// Sets up an inbox before it is read (nothing for another stream): registers this worker's
-/// presence, starts it paused if an operator paused the agent, and finds its lanes.
+/// Sets up an inbox before it is read (nothing for another stream): finds its lanes (creating
+/// their groups), starts it paused if an operator paused the agent, and last registers this
+/// worker's presence (so a worker whose set-up failed is never listed as serving it).
 async fn set_up_inbox(
     bus: &Bus,
     st: &StreamState,
@@ -455,10 +471,7 @@ async fn set_up_inbox(
     if !is_inbox {
         return Ok(None);
     }
-    let started = crate::time::now_ms();
-    if let Err(e) = presence::register(st, started).await {
-        warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
-    }
+    let lanes = lane_names(st, lanes_on).await?;
     // Paused before this worker started: start paused, before the first read.
     match bus.is_paused(&st.spec.agent).await {
         Ok(paused) => {
@@ -468,7 +481,10 @@ async fn set_up_inbox(
             warn!(agent = %st.spec.agent, error = %e, "cannot check whether the agent is paused; the pause watcher checks again");
         }
     }
-    let lanes = lane_names(st, lanes_on).await?;
+    let started = crate::time::now_ms();
+    if let Err(e) = presence::register(st, started).await {
+        warn!(agent = %st.spec.agent, error = %e, "could not register this worker's presence: discovery will not list it, and the agent's MCP sessions will also receive its message types");
+    }
     Ok(Some(InboxSetUp { started, lanes }))
 }
 

@@ -82,6 +82,13 @@ pub(super) async fn register(st: &StreamState, started_ms: u64) -> Result<()> {
     write(st, &record(st, started_ms, false), true).await
 }
 
+/// Marks the record stopped (a worker that registered, then did not start after all).
+pub(super) async fn mark_stopped(st: &StreamState, started_ms: u64) {
+    if let Err(e) = write(st, &record(st, started_ms, true), false).await {
+        warn!(agent = %st.spec.agent, error = %e, "could not mark this worker stopped in its presence record");
+    }
+}
+
 /// Refreshes the record every [`PRESENCE_INTERVAL`]; marks it stopped when `stop` fires.
 /// The record stays (stopped) so that a restart keeps the worker's message types.
 pub(super) async fn refresher(st: Arc<StreamState>, started_ms: u64, stop: CancellationToken) {
@@ -103,7 +110,5 @@ pub(super) async fn refresher(st: Arc<StreamState>, started_ms: u64, stop: Cance
             debug!(agent = %st.spec.agent, error = %e, "presence refresh failed");
         }
     }
-    if let Err(e) = write(&st, &record(&st, started_ms, true), false).await {
-        warn!(agent = %st.spec.agent, error = %e, "could not mark this worker stopped in its presence record");
-    }
+    mark_stopped(&st, started_ms).await;
 }
