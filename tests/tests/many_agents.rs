@@ -339,20 +339,32 @@ async fn monitored_agents(
     impl futures::Stream<Item = String> + Unpin + use<>,
     RunningWorker,
 ) {
-    let prefix = unique_agent(label);
-    let agents: Vec<String> = (0..40).map(|i| format!("{prefix}-{i}")).collect();
+    let (prefix, agents) = named_agents(label, 40);
     let client = redis::Client::open(url).unwrap();
     let monitor = client.get_async_monitor().await.unwrap();
     let lines = monitor.into_on_message::<String>();
-    let mut builder = Worker::builder(&agents[0]).url(url);
+    let mut builder = serving(url, &agents);
     if let Some(n) = blocking_readers {
         builder = builder.blocking_readers(n);
     }
+    let worker = RunningWorker::start(builder).await;
+    (prefix, agents, lines, worker)
+}
+
+/// `n` agents named `<prefix>-<i>`, and the prefix.
+fn named_agents(label: &str, n: usize) -> (String, Vec<String>) {
+    let prefix = unique_agent(label);
+    let agents = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    (prefix, agents)
+}
+
+/// A worker builder serving `agents` at `url`.
+fn serving(url: &str, agents: &[String]) -> fabric_worker::runtime::WorkerBuilder {
+    let mut builder = Worker::builder(&agents[0]).url(url);
     for a in &agents[1..] {
         builder = builder.agent(a);
     }
-    let worker = RunningWorker::start(builder).await;
-    (prefix, agents, lines, worker)
+    builder
 }
 
 /// A worker serving many agents listens to their notifications before it reads any inbox,
@@ -438,19 +450,14 @@ async fn every_agent_is_set_up_before_any_inbox_is_read() {
 async fn a_start_that_fails_for_one_agent_leaves_no_live_presence() {
     init_tracing();
     let server = RedisServer::start();
-    let prefix = unique_agent("half-start");
-    let agents: Vec<String> = (0..8).map(|i| format!("{prefix}-{i}")).collect();
+    let (_, agents) = named_agents("half-start", 8);
     let poisoned = fabric_worker::keys::lane(&fabric_worker::keys::inbox(&agents[5]), "urgent");
     let _: () = redis::cmd("SET")
         .arg(&poisoned)
         .arg("not a stream")
         .query(&mut server.client())
         .unwrap();
-    let mut builder = Worker::builder(&agents[0]).url(server.url());
-    for a in &agents[1..] {
-        builder = builder.agent(a);
-    }
-    let worker = builder.build().await.unwrap();
+    let worker = serving(&server.url(), &agents).build().await.unwrap();
     let ran = tokio::time::timeout(
         Duration::from_secs(20),
         worker.run_until(std::future::pending()),
