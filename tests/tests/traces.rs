@@ -163,9 +163,14 @@ async fn one_trace_links_the_sender_percy_and_the_reply_across_processes() {
     let py_trace = "0af7651916cd43dd8448eb211c80319c";
     let py_parent = "b7ad6b7169203331";
     let py_id = format!("msg:{}", uuid::Uuid::new_v4());
+    // Now, as the Python bus writes it (a fixed date expired a day later: the TTL is a day).
+    let now = chrono::Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string();
     let env = json!({
         "id": py_id, "from_agent": "python", "to_agent": coder, "message_type": "trace_start",
-        "payload": {"to": percy}, "timestamp": "2026-11-28T10:00:00.000000", "priority": 2,
+        "payload": {"to": percy}, "timestamp": now, "priority": 2,
         "ttl_seconds": 86400, "reply_to": null, "correlation_id": null,
     });
     let headers = json!({"traceparent": format!("00-{py_trace}-{py_parent}-01")});
