@@ -173,6 +173,13 @@ impl Message {
         self.expires_at_ms().is_some_and(|at| now_ms >= at)
     }
 
+    /// Whether its time is up now; the clock is read only for a message with a TTL (a
+    /// worker asks for every message it handles).
+    pub(crate) fn is_expired_now(&self) -> bool {
+        self.expires_at_ms()
+            .is_some_and(|at| crate::time::now_ms() >= at)
+    }
+
     /// A new message with a fresh id, the current time, normal priority, the default TTL
     /// and a fresh correlation id.
     pub fn new(

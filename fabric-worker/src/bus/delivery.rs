@@ -177,7 +177,7 @@ impl Reader<'_> {
             }
             match e.decode_as(stamped) {
                 Ok(message) if workers_types.contains(&message.message_type) => theirs.push(e.id),
-                Ok(message) if message.is_expired_at(crate::time::now_ms()) => {
+                Ok(message) if message.is_expired_now() => {
                     let why = format!(
                         "ttl_seconds {} passed (sent {}) before it was received; not delivered",
                         message.ttl_seconds, message.timestamp

@@ -120,11 +120,7 @@ impl StreamState {
             .await;
             return false;
         }
-        // The clock is read only for a message with a TTL.
-        if message
-            .expires_at_ms()
-            .is_some_and(|at| crate::time::now_ms() >= at)
-        {
+        if message.is_expired_now() {
             return Box::pin(self.expire(&entry, message, attempt, deliveries)).await;
         }
         let handler = spec.handlers.get(&message.message_type);
