@@ -228,13 +228,26 @@ pub(super) async fn reader(lanes: Vec<Arc<StreamState>>, stop: CancellationToken
     }
 }
 
-fn xreadgroup(st: &StreamState, count: usize) -> redis::Cmd {
+/// `XREADGROUP` of new entries of `streams` (lanes of one inbox: one group and consumer), up
+/// to `count` from each, blocking for up to `block` when given.
+fn xreadgroup(streams: &[&StreamState], count: usize, block: Option<Duration>) -> redis::Cmd {
     let mut cmd = redis::cmd("XREADGROUP");
-    cmd.arg("GROUP")
-        .arg(&st.spec.group)
-        .arg(&st.spec.consumer)
-        .arg("COUNT")
-        .arg(count);
+    if let Some(first) = streams.first() {
+        cmd.arg("GROUP")
+            .arg(&first.spec.group)
+            .arg(&first.spec.consumer);
+    }
+    cmd.arg("COUNT").arg(count);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(crate::time::millis(block));
+    }
+    cmd.arg("STREAMS");
+    for st in streams {
+        cmd.arg(&st.spec.stream);
+    }
+    for _ in streams {
+        cmd.arg(">");
+    }
     cmd
 }
 
@@ -264,17 +277,8 @@ async fn read_blocking(
     per_lane: usize,
     block: Option<Duration>,
 ) -> redis::RedisResult<Got> {
-    let mut cmd = xreadgroup(&lanes[0], per_lane);
-    if let Some(block) = block {
-        cmd.arg("BLOCK").arg(crate::time::millis(block));
-    }
-    cmd.arg("STREAMS");
-    for l in lanes {
-        cmd.arg(&l.spec.stream);
-    }
-    for _ in lanes {
-        cmd.arg(">");
-    }
+    let all: Vec<&StreamState> = lanes.iter().map(|l| &**l).collect();
+    let cmd = xreadgroup(&all, per_lane, block);
     by_lane(lanes, wire::query_value(c, &cmd).await?)
 }
 
@@ -292,22 +296,14 @@ async fn read_quotas(
         if quotas[..i].contains(q) {
             continue; // read with the first lane of this quota
         }
-        let same: Vec<&Arc<StreamState>> = lanes
+        let same: Vec<&StreamState> = lanes
             .iter()
             .zip(quotas)
             .skip(i)
             .filter(|(_, other)| *other == q)
-            .map(|(l, _)| l)
+            .map(|(l, _)| &**l)
             .collect();
-        let mut cmd = xreadgroup(&lanes[i], *q);
-        cmd.arg("STREAMS");
-        for l in &same {
-            cmd.arg(&l.spec.stream);
-        }
-        for _ in &same {
-            cmd.arg(">");
-        }
-        pipe.add_command(cmd);
+        pipe.add_command(xreadgroup(&same, *q, None));
     }
     let replies = wire::query_values(c, &pipe).await?;
     let mut got = Got::new();
@@ -330,8 +326,7 @@ async fn read_in_order(
         if left == 0 {
             break;
         }
-        let mut cmd = xreadgroup(&lanes[i], left);
-        cmd.arg("STREAMS").arg(&lanes[i].spec.stream).arg(">");
+        let cmd = xreadgroup(&[&*lanes[i]], left, None);
         let v = wire::query_value(c, &cmd).await?;
         for (i, entries) in by_lane(lanes, v)? {
             left = left.saturating_sub(entries.len());
