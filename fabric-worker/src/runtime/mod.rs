@@ -276,25 +276,28 @@ impl Worker {
             .iter()
             .map(|(st, _, is_inbox)| set_up_inbox(&self.bus, st, *is_inbox, lanes_on))
             .collect();
-        let set_up: Vec<Result<Option<InboxSetUp>>> = futures::stream::iter(inboxes)
+        let results: Vec<Result<Option<InboxSetUp>>> = futures::stream::iter(inboxes)
             .buffered(SETUP_AT_ONCE)
             .collect()
             .await;
-        if let Some(i) = set_up.iter().position(Result::is_err) {
+        let mut set_up = Vec::with_capacity(results.len());
+        let mut failed = None;
+        for r in results {
+            set_up.push(r.unwrap_or_else(|e| {
+                failed.get_or_insert(e);
+                None
+            }));
+        }
+        if let Some(e) = failed {
             // Not starting: the agents registered meanwhile are marked stopped, so that
             // discovery does not list a worker that never reads.
             for ((st, _, _), s) in made.iter().zip(&set_up) {
-                if let Ok(Some(s)) = s {
+                if let Some(s) = s {
                     presence::mark_stopped(st, s.started).await;
                 }
             }
-            let mut set_up = set_up;
-            return Err(match set_up.swap_remove(i) {
-                Err(e) => e,
-                Ok(_) => Error::protocol("start-up", "an agent's set-up failed"),
-            });
+            return Err(e);
         }
-        let set_up = set_up.into_iter().flatten();
         for ((st, ack_rx, _), set_up) in made.into_iter().zip(set_up) {
             let mut lanes = Vec::new();
             if let Some(InboxSetUp {
