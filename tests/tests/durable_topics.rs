@@ -50,6 +50,30 @@ fn handled(agent: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits up to `secs` seconds until `agent` handled at least `n` events.
+async fn handled_at_least(agent: &str, n: usize, secs: u64) -> bool {
+    wait_until_async(Duration::from_secs(secs), || async {
+        handled(agent).len() >= n
+    })
+    .await
+}
+
+/// A fresh server, a bus and a connection to it.
+async fn fresh() -> (RedisServer, Bus, redis::aio::MultiplexedConnection) {
+    let server = RedisServer::start();
+    let bus = Bus::connect(server.url()).await.unwrap();
+    let conn = server.async_conn().await;
+    (server, bus, conn)
+}
+
+/// The length of `stream`.
+async fn xlen(
+    mut conn: redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> redis::RedisResult<usize> {
+    redis::cmd("XLEN").arg(stream).query_async(&mut conn).await
+}
+
 /// A worker for `agent` that looks for new topics every 100 ms.
 async fn worker(url: &str, agent: &str) -> RunningWorker {
     RunningWorker::fast(url, agent, |b| {
@@ -127,9 +151,7 @@ fn assert_exactly(got: &[String], want: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_that_was_down_gets_what_was_published_meanwhile_once() {
     init_tracing();
-    let server = RedisServer::start();
-    let bus = Bus::connect(server.url()).await.unwrap();
-    let conn = server.async_conn().await;
+    let (server, bus, conn) = fresh().await;
     let agent = unique_agent("down");
     let topic = "analytics.downtime";
     // Published before the agent ever subscribed: not for it (§11's start rule).
@@ -167,10 +189,7 @@ async fn an_agent_that_was_down_gets_what_was_published_meanwhile_once() {
 
     let w = worker(&server.url(), &agent).await;
     assert!(
-        wait_until_async(Duration::from_secs(15), || async {
-            handled(&agent).len() >= want.len()
-        })
-        .await,
+        handled_at_least(&agent, want.len(), 15).await,
         "handled {} of {}",
         handled(&agent).len(),
         want.len()
@@ -193,9 +212,7 @@ async fn an_agent_that_was_down_gets_what_was_published_meanwhile_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_others_trim() {
     init_tracing();
-    let server = RedisServer::start();
-    let bus = Bus::connect(server.url()).await.unwrap();
-    let conn = server.async_conn().await;
+    let (server, bus, conn) = fresh().await;
     let (fast, late) = (unique_agent("trims"), unique_agent("late"));
     // The late agent subscribes, then goes down before the topic exists.
     let w = worker(&server.url(), &late).await;
@@ -215,23 +232,14 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
     for i in 0..20 {
         want.push(publish(&bus, &topic, i).await);
     }
-    assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&fast).len() >= 20
-        })
-        .await
-    );
+    assert!(handled_at_least(&fast, 20, 10).await);
     // Several trims later, the late agent's events are still there, in its group.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         has_group(conn.clone(), &stream, &late_group).await,
         "the late subscriber's group was not created before the trim"
     );
-    let len: usize = redis::cmd("XLEN")
-        .arg(&stream)
-        .query_async(&mut conn.clone())
-        .await
-        .unwrap();
+    let len = xlen(conn.clone(), &stream).await.unwrap();
     assert_eq!(
         len, 20,
         "the topic was trimmed before the late subscriber read it"
@@ -239,10 +247,7 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
 
     let wl = worker(&server.url(), &late).await;
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&late).len() >= 20
-        })
-        .await,
+        handled_at_least(&late, 20, 10).await,
         "the late subscriber handled {} of 20",
         handled(&late).len()
     );
@@ -250,12 +255,7 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
     // Once both have them, they are trimmed.
     assert!(
         wait_until_async(Duration::from_secs(10), || async {
-            redis::cmd("XLEN")
-                .arg(&stream)
-                .query_async::<usize>(&mut conn.clone())
-                .await
-                .unwrap_or(1)
-                == 0
+            xlen(conn.clone(), &stream).await.unwrap_or(1) == 0
         })
         .await,
         "handled events were not trimmed"
@@ -267,9 +267,7 @@ async fn a_subscriber_down_when_a_topic_appears_gets_its_events_despite_the_othe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_subscribing_agent_gets_every_event() {
     init_tracing();
-    let server = RedisServer::start();
-    let bus = Bus::connect(server.url()).await.unwrap();
-    let conn = server.async_conn().await;
+    let (server, bus, conn) = fresh().await;
     let (a, b) = (unique_agent("sub-a"), unique_agent("sub-b"));
     let wa = worker(&server.url(), &a).await;
     let wb = worker(&server.url(), &b).await;
@@ -353,9 +351,7 @@ fn two_processes_of_one_agent_share_its_topic_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pattern_subscription_picks_up_a_topic_created_later() {
     init_tracing();
-    let server = RedisServer::start();
-    let bus = Bus::connect(server.url()).await.unwrap();
-    let conn = server.async_conn().await;
+    let (server, bus, conn) = fresh().await;
     let agent = unique_agent("late");
     let w = worker(&server.url(), &agent).await;
     let group = format!("{agent}_workers");
@@ -374,10 +370,7 @@ async fn a_pattern_subscription_picks_up_a_topic_created_later() {
         publish(&bus, "analytics.later", 2).await,
     ];
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&agent).len() >= 2
-        })
-        .await,
+        handled_at_least(&agent, 2, 10).await,
         "{:?}",
         handled(&agent)
     );
@@ -400,11 +393,7 @@ async fn retention_keeps_a_topic_bounded() {
         publish(&bus, "retention.test", i).await;
     }
     let mut conn = server.async_conn().await;
-    let len: u64 = redis::cmd("XLEN")
-        .arg("topic:retention.test")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let len = xlen(conn.clone(), "topic:retention.test").await.unwrap();
     // MAXLEN ~ trims whole stream nodes (100 entries each by default).
     assert!((100..=200).contains(&len), "XLEN {len}");
     let members: Vec<String> = redis::cmd("SMEMBERS")
@@ -524,20 +513,14 @@ async fn in_secure_mode_each_subscriber_gets_its_own_copy_through_the_router() {
         want.push(r.message_id);
     }
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&sub1).len() >= 20
-        })
-        .await,
+        handled_at_least(&sub1, 20, 10).await,
         "sub1 handled {}",
         handled(&sub1).len()
     );
     // sub2 was down: it gets everything when it comes back.
     let w2 = secure_worker(sub2.clone()).await;
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&sub2).len() >= 20
-        })
-        .await,
+        handled_at_least(&sub2, 20, 10).await,
         "sub2 handled {}",
         handled(&sub2).len()
     );
@@ -631,10 +614,7 @@ async fn agents_publish_and_subscribe_with_their_own_direct_mode_users() {
         want.push(r.message_id);
     }
     assert!(
-        wait_until_async(Duration::from_secs(10), || async {
-            handled(&sub).len() >= 20
-        })
-        .await,
+        handled_at_least(&sub, 20, 10).await,
         "handled {}",
         handled(&sub).len()
     );
